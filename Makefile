@@ -1,0 +1,34 @@
+# Two commands for a fresh machine:  `make demo`  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision pinned to the builds on this machine's disk (pip takes them without a download).
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test test-all lint bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/fracturekit demo --out runs/demo
+
+lint: setup
+	$(PY) -m ruff check fracturekit tests bench
+	$(PY) -m ruff format --check fracturekit tests bench
+
+test: lint
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/prepare_bench.py
+	$(PY) bench/train_overhead.py
+	$(PY) bench/predict_bench.py

@@ -1,0 +1,3 @@
+from fracturekit.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,60 @@
+"""The Typer app: a thin layer over the Python API; each stage's command lives in its own module."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from fracturekit import __version__
+from fracturekit.errors import UserError
+
+app = typer.Typer(
+    name="fracturekit",
+    help="Bone-fracture X-ray AI: prepare, audit, train, evaluate and predict with YOLOv8.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def user_errors(fn: F) -> F:
+    """Turn a UserError into one red line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fracturekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Bone-fracture X-ray AI: prepare, audit, train, evaluate and predict with YOLOv8."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+# Each stage module registers its commands on `app` when imported (keep heavy imports inside them).

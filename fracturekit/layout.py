@@ -1,0 +1,128 @@
+"""Where each pipeline stage reads and writes: the contract between prepare, train, evaluate and predict.
+
+Data flows one way: raw dataset -> PreparedDataset (cls/, det/, manifest.csv) -> RunDir (weights,
+config, metrics per epoch) -> evaluation folder (metrics.json, report.html) -> predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fracturekit.errors import UserError
+
+POSITIVE_CLASS = "fracture"
+NEGATIVE_CLASS = "no_fracture"
+SPLITS = ("train", "val", "test")
+
+# manifest.csv: one row per source image. Paths in output_* columns are relative to the dataset root;
+# `boxes` is JSON [[class_name, x1, y1, x2, y2], ...] in output-image pixels; extra metadata columns
+# (patient, region, view, ...) follow these.
+MANIFEST_COLUMNS = (
+    "source",
+    "split",
+    "label",
+    "group",
+    "status",
+    "reason",
+    "output_cls",
+    "output_det",
+    "label_file",
+    "boxes",
+    "width",
+    "height",
+    "sha256",
+    "phash",
+    "warnings",
+)
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A dataset written by `prepare`: YOLO-cls under cls/, YOLO-det under det/, plus the manifest."""
+
+    root: Path
+
+    @property
+    def cls_dir(self) -> Path:
+        return self.root / "cls"
+
+    @property
+    def det_dir(self) -> Path:
+        return self.root / "det"
+
+    @property
+    def data_yaml(self) -> Path:
+        return self.det_dir / "data.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "prepare.json"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.root / "audit"
+
+    @classmethod
+    def open(cls, path: str | Path) -> PreparedDataset:
+        """The prepared dataset at `path`, or a UserError saying how to make one."""
+        root = Path(path)
+        if not root.is_dir():
+            raise UserError(f"{root}: no such folder; run `fracturekit prepare SOURCE --out {root}` first.")
+        ds = cls(root)
+        if not ds.manifest.is_file():
+            raise UserError(
+                f"{root}: not a prepared dataset (no manifest.csv); run `fracturekit prepare SOURCE --out {root}`."
+            )
+        return ds
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A training run: `<project>/<task>/<name>/` with weights/, config.yaml, run.json, results.csv."""
+
+    root: Path
+
+    @property
+    def best(self) -> Path:
+        return self.root / "weights" / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "weights" / "last.pt"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval_dir / "metrics.json"
+
+    @classmethod
+    def find(cls, path: str | Path) -> RunDir:
+        """Accept a run folder or a weights file inside one (`.../weights/best.pt`)."""
+        p = Path(path)
+        if p.is_file() and p.parent.name == "weights":
+            return cls(p.parent.parent)
+        if p.is_dir() and (p / "weights").is_dir():
+            return cls(p)
+        raise UserError(
+            f"{p}: not a run folder (expected weights/best.pt inside); pass a `fracturekit train` run."
+        )

@@ -1,0 +1,218 @@
+"""Synthetic X-ray phantoms: radiograph-like grayscale images with bones and thin fracture lines.
+
+They are the offline data of `fracturekit demo` and of the fast tests. Each image is a function of
+(seed, index) only, so any subset can be regenerated bit for bit. Negatives carry distractors
+(skin folds, bone overlaps, bright hardware-like marks) so that "any dark line" is not a shortcut: a
+model has to learn a crack that interrupts a bone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FRACTURE_CLASS = "fracture"
+NORMAL_CLASS = "no_fracture"
+
+
+@dataclass
+class Phantom:
+    """One synthetic film: 8-bit grayscale pixels and fracture boxes as (x1, y1, x2, y2) pixels."""
+
+    image: np.ndarray
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    region: str = "forearm"
+
+    @property
+    def fractured(self) -> bool:
+        return bool(self.boxes)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
+    """Low-frequency noise in [-1, 1]: soft-tissue texture and uneven exposure."""
+    small = rng.standard_normal((max(2, int(size / scale)),) * 2).astype(np.float32)
+    big = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    return big / (np.abs(big).max() + 1e-6)
+
+
+def _bone_mask(
+    size: int, center: tuple[float, float], angle: float, length: float, width: float
+) -> np.ndarray:
+    """Float mask of a long bone: a rounded shaft with slightly wider ends (condyles)."""
+    mask = np.zeros((size, size), np.float32)
+    dx, dy = math.cos(angle), math.sin(angle)
+    p1 = (int(center[0] - dx * length / 2), int(center[1] - dy * length / 2))
+    p2 = (int(center[0] + dx * length / 2), int(center[1] + dy * length / 2))
+    cv2.line(mask, p1, p2, 1.0, int(width), lineType=cv2.LINE_AA)
+    for p in (p1, p2):
+        cv2.circle(mask, p, int(width * 0.75), 1.0, -1, lineType=cv2.LINE_AA)
+    return mask
+
+
+def _bone_intensity(mask: np.ndarray, width: float) -> np.ndarray:
+    """Bright cortex and a darker medullary canal, from the distance to the bone's edge."""
+    dist = cv2.distanceTransform((mask > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
+    cortex = max(1.5, width * 0.18)
+    shade = np.where(dist < cortex, 1.0, 0.72 + 0.1 * np.clip(dist / (width / 2), 0, 1))
+    return (shade * mask).astype(np.float32)
+
+
+def _crack_points(
+    rng: np.random.Generator, center: tuple[float, float], angle: float, width: float
+) -> np.ndarray:
+    """A jagged polyline crossing the bone roughly perpendicular (or oblique) to its axis."""
+    across = angle + math.pi / 2 + rng.uniform(-0.6, 0.6)
+    half = width * rng.uniform(0.55, 0.8)
+    n = int(rng.integers(4, 8))
+    ts = np.linspace(-half, half, n)
+    jitter = rng.normal(0, width * 0.08, n)
+    xs = center[0] + ts * math.cos(across) + jitter * math.cos(angle)
+    ys = center[1] + ts * math.sin(across) + jitter * math.sin(angle)
+    return np.stack([xs, ys], 1)
+
+
+def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: float = 0.5) -> Phantom:
+    """Render phantom number `index` of the series `seed` (deterministic)."""
+    rng = np.random.default_rng([seed, index])
+    s = size
+    img = np.full((s, s), rng.uniform(0.02, 0.08), np.float32)
+
+    # soft tissue: a limb-shaped ellipse with uneven thickness
+    tissue = np.zeros((s, s), np.float32)
+    angle = rng.uniform(-0.5, 0.5) + (math.pi / 2 if rng.random() < 0.5 else 0.0)
+    center = (s / 2 + rng.uniform(-0.08, 0.08) * s, s / 2 + rng.uniform(-0.08, 0.08) * s)
+    axes = (int(s * rng.uniform(0.45, 0.6)), int(s * rng.uniform(0.2, 0.3)))
+    cv2.ellipse(tissue, (int(center[0]), int(center[1])), axes, math.degrees(angle), 0, 360, 1.0, -1)
+    tissue = cv2.GaussianBlur(tissue, (0, 0), s * 0.03)
+    img += tissue * (rng.uniform(0.18, 0.3) + 0.06 * _smooth_noise(rng, s, 24))
+
+    # one or two bones along the limb
+    n_bones = 1 if rng.random() < 0.4 else 2
+    bones = []
+    bone_layer = np.zeros((s, s), np.float32)
+    for b in range(n_bones):
+        offset = 0.0 if n_bones == 1 else (b - 0.5) * s * rng.uniform(0.1, 0.16)
+        bc = (center[0] - math.sin(angle) * offset, center[1] + math.cos(angle) * offset)
+        width = s * rng.uniform(0.05, 0.09)
+        length = s * rng.uniform(0.55, 0.8)
+        ba = angle + rng.uniform(-0.08, 0.08)
+        mask = _bone_mask(s, bc, ba, length, width)
+        bone_layer = np.maximum(bone_layer, _bone_intensity(mask, width))
+        bones.append((bc, ba, length, width, mask))
+    bone_gain = rng.uniform(0.45, 0.65)
+
+    boxes: list[tuple[float, float, float, float]] = []
+    crack_layer = np.zeros((s, s), np.float32)
+    if rng.random() < fracture_prob:
+        bc, ba, length, width, mask = bones[int(rng.integers(len(bones)))]
+        t = rng.uniform(-0.3, 0.3) * length
+        fc = (bc[0] + math.cos(ba) * t, bc[1] + math.sin(ba) * t)
+        pts = _crack_points(rng, fc, ba, width)
+        thickness = max(1, int(round(s / 256 * rng.uniform(1.0, 2.2))))
+        cv2.polylines(crack_layer, [np.round(pts).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA)
+        crack_layer *= (mask > 0.3).astype(np.float32)
+        ys, xs = np.nonzero(crack_layer > 0.2)
+        if len(xs):
+            pad = max(3.0, width * 0.25)
+            boxes.append(
+                (
+                    float(max(0, xs.min() - pad)),
+                    float(max(0, ys.min() - pad)),
+                    float(min(s - 1, xs.max() + pad)),
+                    float(min(s - 1, ys.max() + pad)),
+                )
+            )
+    bone_layer = bone_layer * (1 - rng.uniform(0.55, 0.9) * crack_layer)
+    img += bone_layer * bone_gain
+
+    # distractors on every film: skin folds (dark lines outside bone) and dense marks
+    for _ in range(int(rng.integers(0, 3))):
+        p1 = rng.uniform(0.1, 0.9, 2) * s
+        p2 = p1 + rng.normal(0, s * 0.15, 2)
+        fold = np.zeros((s, s), np.float32)
+        cv2.line(fold, tuple(int(v) for v in p1), tuple(int(v) for v in p2), 1.0, 1, cv2.LINE_AA)
+        img -= fold * (bone_layer < 0.05) * rng.uniform(0.03, 0.08)
+    if rng.random() < 0.25:
+        p = tuple(int(v) for v in rng.uniform(0.15, 0.85, 2) * s)
+        cv2.circle(img, p, int(s * rng.uniform(0.01, 0.025)), float(rng.uniform(0.85, 1.0)), -1)
+
+    # acquisition: blur, exposure, quantum noise
+    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.0))
+    img = img * rng.uniform(0.85, 1.2) + rng.uniform(-0.05, 0.05)
+    img += rng.normal(0, rng.uniform(0.01, 0.03), img.shape).astype(np.float32)
+    gamma = rng.uniform(0.8, 1.25)
+    img = np.clip(img, 0, 1) ** gamma
+    return Phantom(image=(img * 255).astype(np.uint8), boxes=boxes, region=_REGIONS[index % len(_REGIONS)])
+
+
+_REGIONS = ("forearm", "leg", "hand")
+
+
+def write_phantom_dataset(
+    out: Path,
+    n: int,
+    seed: int = 0,
+    size: int = 256,
+    fmt: str = "coco",
+    fracture_prob: float = 0.5,
+    start: int = 0,
+) -> Path:
+    """Write `n` phantoms under `out` as a raw dataset that `prepare` ingests.
+
+    fmt: "coco" (images/ + annotations.json, one category "fracture"; fracture-free films have no
+    annotation), "yolo" (images/ + labels/ + data.yaml), "folders" (<class>/ image folders) or
+    "images" (a plain folder, for `predict`). A `metadata.csv` with a patient id (two films per
+    patient) and a body region is written beside them. Returns `out`.
+    """
+    out = Path(out)
+    img_dir = out if fmt in ("images",) else out / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": FRACTURE_CLASS}]}
+    meta_rows = ["file_name,patient_id,region"]
+    for i in range(start, start + n):
+        ph = generate_phantom(seed, i, size, fracture_prob)
+        name = f"phantom_{seed}_{i:05d}.png"
+        if fmt == "folders":
+            target = out / (FRACTURE_CLASS if ph.fractured else NORMAL_CLASS) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            target = img_dir / name
+        cv2.imwrite(str(target), ph.image)
+        meta_rows.append(f"{name},P{seed}_{i // 2:05d},{ph.region}")
+        if fmt == "coco":
+            coco["images"].append({"id": i + 1, "file_name": name, "width": size, "height": size})
+            for x1, y1, x2, y2 in ph.boxes:
+                coco["annotations"].append(
+                    {
+                        "id": len(coco["annotations"]) + 1,
+                        "image_id": i + 1,
+                        "category_id": 1,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "iscrowd": 0,
+                    }
+                )
+        elif fmt == "yolo":
+            lbl = out / "labels" / f"{Path(name).stem}.txt"
+            lbl.parent.mkdir(parents=True, exist_ok=True)
+            lbl.write_text(
+                "".join(
+                    f"0 {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} "
+                    f"{(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}\n"
+                    for x1, y1, x2, y2 in ph.boxes
+                )
+            )
+    if fmt == "folders" and img_dir.exists() and not any(img_dir.iterdir()):
+        img_dir.rmdir()
+    if fmt == "coco":
+        (out / "annotations.json").write_text(json.dumps(coco))
+    if fmt == "yolo":
+        (out / "data.yaml").write_text(f"names:\n  0: {FRACTURE_CLASS}\n")
+    if fmt != "images":
+        (out / "metadata.csv").write_text("\n".join(meta_rows) + "\n")
+    return out

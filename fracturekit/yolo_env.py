@@ -1,0 +1,88 @@
+"""Import Ultralytics safely: offline-proof, with all allowed CPU cores, settings kept out of $HOME.
+
+Every module that needs Ultralytics calls `load_ultralytics()` instead of `import ultralytics`, so the
+environment is set before Ultralytics reads it at import time:
+- `YOLO_OFFLINE=1` skips its DNS probes, telemetry and PyPI update checks (hospital networks are
+  air-gapped; a silent network would otherwise cost seconds to minutes per call).
+- A local TTF (matplotlib's DejaVuSans) is placed where Ultralytics looks for `Arial.ttf`, so the font
+  check that runs on every train/val never downloads.
+- Ultralytics defaults to cores - 1 torch threads (one thread on a 2-core machine); we use all cores
+  the user allows (`--threads`, default all), measured ~1.4-1.6x faster on 2 cores.
+Weight downloads are decided by `network_available()` in the caller, never attempted blindly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from types import ModuleType
+
+_FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+
+
+def default_config_dir() -> Path:
+    """Where Ultralytics' settings.json and fonts live: a fracturekit cache, not the user's outputs."""
+    base = os.environ.get("FRACTUREKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "fracturekit"
+    )
+    return Path(base) / "ultralytics"
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """Torch CPU threads to use: the request, else every core this process may run on."""
+    if requested and requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _install_fonts(config_dir: Path) -> None:
+    """Copy a font that ships with matplotlib to the names Ultralytics would download."""
+    target_dir = config_dir / "Ultralytics"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    missing = [n for n in _FONTS if not (target_dir / n).exists()]
+    if not missing:
+        return
+    import matplotlib
+
+    src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in missing:
+        shutil.copyfile(src, target_dir / name)
+
+
+def load_ultralytics(threads: int | None = None) -> ModuleType:
+    """Set the offline-safe environment, import Ultralytics and apply the thread count; return it."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir())))
+    n = cpu_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    _install_fonts(config_dir)
+
+    import torch
+    import ultralytics
+    from ultralytics.utils import SETTINGS, torch_utils
+
+    # settings.json: no telemetry (sync), no hub; `update` writes only when a value changes.
+    if SETTINGS.get("sync") or SETTINGS.get("hub"):
+        SETTINGS.update({"sync": False, "hub": False})
+    torch_utils.NUM_THREADS = n  # read by select_device() -> torch.set_num_threads()
+    torch.set_num_threads(n)
+    return ultralytics
+
+
+def network_available(host: str = "github.com", port: int = 443, timeout: float = 2.0) -> bool:
+    """True when the weights host answers a TCP connect within `timeout` seconds.
+
+    `FRACTUREKIT_OFFLINE=1` forces False without touching the network (tests, air-gapped sites).
+    """
+    if os.environ.get("FRACTUREKIT_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
