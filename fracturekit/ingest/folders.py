@@ -1,0 +1,75 @@
+"""Class-folder reader (Kaggle style): the folder an image sits in names its class.
+
+Layouts: `<class>/img`, `<split>/<class>/img`, `<name>/<split>/<class>/img` (any nesting), and
+`<class>/<split>/img`. The class is the innermost folder that is not a split name; the split is the
+last split-named folder on the path relative to the root (`train`, `val`, `valid`, `test`, ...).
+Class names go through `canonical_label` (+ `mapping`), so "not fractured", "Non_fractured", "0",
+"normal" all become `no_fracture`. When a folder name is not a known synonym as a whole, its words
+are tried: MURA's `study1_negative` -> `no_fracture`. Images directly in the root or directly in a
+split folder have no class and are Skipped. Format has no boxes: `boxes=None`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from fracturekit.errors import UserError
+from fracturekit.ingest.base import (
+    IngestResult,
+    Record,
+    Skipped,
+    _fold,
+    canonical_label,
+    canonical_split,
+    iter_images,
+    split_from_parts,
+)
+from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+
+
+def folder_label(name: str, mapping: dict[str, str] | None = None) -> str:
+    """Class of a folder name: mapping, synonym table, then a single synonym word inside the name."""
+    label = canonical_label(name, mapping)
+    if label in (POSITIVE_CLASS, NEGATIVE_CLASS) or (mapping and any(_fold(k) == _fold(name) for k in mapping)):
+        return label
+    words = {canonical_label(w) for w in re.split(r"[_\-\s.]+", name) if w and not w.isdigit()}
+    binary = words & {POSITIVE_CLASS, NEGATIVE_CLASS}
+    return binary.pop() if len(binary) == 1 else label
+
+
+def load_folders(root: Path, mapping: dict[str, str] | None = None) -> IngestResult:
+    """One record per image file under `root`, labelled by its class folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    result = IngestResult(format="folders")
+    classes: Counter[str] = Counter()
+    folders_per_class: dict[str, set[str]] = {}
+    for path in iter_images(root):
+        parts = path.relative_to(root).parts[:-1]
+        class_dir = next((p for p in reversed(parts) if canonical_split(p) is None), None)
+        if class_dir is None:
+            where = "the dataset root" if not parts else f"split folder {'/'.join(parts)}/"
+            result.skipped.append(Skipped(str(path.resolve()), f"image directly in {where}: no class folder"))
+            continue
+        label = folder_label(class_dir, mapping)
+        classes[label] += 1
+        folders_per_class.setdefault(label, set()).add(class_dir)
+        result.records.append(
+            Record(
+                source=path.resolve(),
+                label=label,
+                boxes=None,
+                split=split_from_parts(parts),
+                meta={"class_folder": class_dir, "folder": "/".join(parts)},
+            )
+        )
+    if not result.records and not result.skipped:
+        raise UserError(f"{root}: no image files found")
+    for label, n in sorted(classes.items()):
+        names = ", ".join(sorted(folders_per_class[label])[:6])
+        more = "" if len(folders_per_class[label]) <= 6 else f" (+{len(folders_per_class[label]) - 6} more)"
+        result.notes.append(f"class {label}: {n} images from folders {names}{more}")
+    return result

@@ -1,0 +1,137 @@
+"""Shared reader helpers: header sizes without decoding, EXIF orientation, splits, box validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from fracturekit.ingest.base import (
+    FileIndex,
+    HeaderError,
+    ImageHeader,
+    clip_box,
+    display_to_stored,
+    image_header,
+    split_from_parts,
+)
+
+
+def _jpeg_with_orientation(path: Path, w: int, h: int, orientation: int) -> None:
+    im = Image.fromarray(np.zeros((h, w), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(path, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_display_to_stored_matches_pil_exif_transpose(orientation: int) -> None:
+    w, h = 7, 5
+    stored = np.zeros((h, w), np.uint8)
+    stored[1, 4] = 255  # the stored pixel x=4, y=1
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.info["exif"] = exif.tobytes()
+    shown = np.asarray(ImageOps.exif_transpose(im))
+    header = ImageHeader(w, h, orientation)
+    assert shown.shape[::-1] == header.display_size
+    ys, xs = np.nonzero(shown)
+    x, y = int(xs[0]), int(ys[0])
+    assert display_to_stored(x, y, x + 1, y + 1, header) == (4, 1, 5, 2)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_image_header_reads_jpeg_size_and_orientation(tmp_path: Path, orientation: int) -> None:
+    p = tmp_path / "a.jpg"
+    _jpeg_with_orientation(p, 40, 24, orientation)
+    assert image_header(p) == ImageHeader(40, 24, orientation)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
+def test_image_header_other_formats(tmp_path: Path, suffix: str) -> None:
+    p = tmp_path / f"a{suffix}"
+    cv2.imwrite(str(p), np.zeros((12, 30), np.uint16 if suffix != ".bmp" else np.uint8))
+    assert image_header(p) == ImageHeader(30, 12, 1)
+
+
+def test_image_header_dicom(tmp_path: Path) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns = 10, 20
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = np.zeros((10, 20), np.uint16).tobytes()
+    p = tmp_path / "film.dcm"
+    ds.save_as(p, enforce_file_format=True)
+    assert image_header(p) == ImageHeader(20, 10, 1)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0\x00"])
+def test_image_header_refuses_garbage(tmp_path: Path, content: bytes) -> None:
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(content)
+    with pytest.raises(HeaderError):
+        image_header(p)
+
+
+@pytest.mark.parametrize(
+    ("parts", "split"),
+    [
+        (["train"], "train"),
+        (["valid"], "val"),
+        (["dataset", "Validation", "fractured"], "val"),
+        (["images", "test"], "test"),
+        (["train_aug"], "train"),
+        (["instances_val2017"], "val"),
+        (["trainer"], None),
+        (["fractured"], None),
+        ([], None),
+    ],
+)
+def test_split_from_parts(parts: list[str], split: str | None) -> None:
+    assert split_from_parts(parts) == split
+
+
+@pytest.mark.parametrize(
+    ("box", "ok", "expect"),
+    [
+        ((2, 3, 10, 12), True, (2, 3, 10, 12)),
+        ((-1.5, 0, 10, 16.5), True, (0, 0, 10, 16)),  # small overshoot clipped
+        ((0, 0, 30, 10), False, "outside"),
+        ((5, 5, 5, 9), False, "zero or negative"),
+        ((15.5, 0, 17, 4), False, "less than 1 px"),
+        ((float("nan"), 0, 3, 3), False, "non-numeric"),
+    ],
+)
+def test_clip_box(box: tuple, ok: bool, expect: object) -> None:
+    b, why = clip_box("fracture", *box, 16, 16)
+    if ok:
+        assert why is None and (b.x1, b.y1, b.x2, b.y2) == expect
+    else:
+        assert b is None and expect in why
+
+
+def test_file_index_locate_refuses_escapes(tmp_path: Path) -> None:
+    (tmp_path / "root" / "a").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "root" / "a" / "x.png"), np.zeros((16, 16), np.uint8))
+    cv2.imwrite(str(tmp_path / "outside.png"), np.zeros((16, 16), np.uint8))
+    index = FileIndex(tmp_path / "root")
+    assert index.locate("a/x.png", [index.root])[0].endswith("x.png")
+    assert index.locate("x.png", [index.root])[0].endswith("x.png")  # unique base name
+    found, why = index.locate("../outside.png", [index.root])
+    assert found is None and "escapes" in why
+    found, why = index.locate(str(tmp_path / "outside.png"), [index.root])
+    assert found is None and "escapes" in why
+    assert index.locate("missing.png", [index.root])[1].startswith("image file not found")
