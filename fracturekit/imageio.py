@@ -7,6 +7,7 @@ pydicom (modality + VOI LUT, MONOCHROME1 inverted). Truncated JPEGs are recovere
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+# PIL's truncated-image switch is a process-wide global: hold this while it is flipped (prepare decodes in threads).
+_PIL_TRUNCATED_LOCK = threading.Lock()
 
 
 class ImageReadError(Exception):
@@ -106,15 +109,16 @@ def _decode_truncated_with_pil(path: Path) -> np.ndarray | None:
     """PIL can decode some truncated JPEGs that OpenCV rejects outright."""
     from PIL import Image, ImageFile
 
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = True
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
-    except Exception:
-        return None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    with _PIL_TRUNCATED_LOCK:
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("L"))
+        except Exception:
+            return None
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def _read_dicom(path: Path) -> LoadedImage:

@@ -1,0 +1,109 @@
+"""Benchmark: full FracAtlas `prepare` (with its audit) against a plain copy of the same images.
+
+    .venv/bin/python bench/prepare_bench.py [--data ../shared/data/fracatlas] [--threshold-study]
+
+Prints the wall time of prepare + audit, of a `shutil.copy` loop over the same image files into a
+temporary folder, and their ratio, in one run. `--threshold-study` also prints the perceptual-hash
+distance distribution used to choose `fracturekit.hashing.NEAR_THRESHOLD`: nearest different film
+per film, and distances of transformed copies (flip, rotation, resize, re-encoding) of 300 films.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fracturekit.audit import parallel_map  # noqa: E402
+from fracturekit.hashing import dihedral_phashes, min_dihedral_distances, nearest_distances  # noqa: E402
+from fracturekit.imageio import is_image_file, read_image  # noqa: E402
+from fracturekit.prepare import prepare  # noqa: E402
+
+
+def _copy_all(files: list[Path], dest: Path) -> float:
+    """Seconds to copy every file with shutil.copy (the reference: the least any prepare must do)."""
+    t = time.perf_counter()
+    for k, f in enumerate(files):
+        shutil.copy(f, dest / f"{k}_{f.name}")
+    return time.perf_counter() - t
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+
+
+TRANSFORMS = {
+    "hflip": lambda a: a[:, ::-1],
+    "rot90": lambda a: np.rot90(a),
+    "resize 0.5 + JPEG q75": lambda a: _jpeg(cv2.resize(a, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), 75),
+    "rot270 + resize 0.7 + JPEG q60": lambda a: _jpeg(cv2.resize(np.rot90(a, 3), None, fx=0.7, fy=0.7), 60),
+    "resize 0.3": lambda a: cv2.resize(a, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA),
+    "gamma 0.8": lambda a: (255 * (a / 255.0) ** 0.8).astype(np.uint8),
+}
+
+
+def threshold_study(files: list[Path], n_copies: int = 300) -> None:
+    """Print min dihedral Hamming distances: nearest different film, and transformed copies."""
+    pixels = parallel_map(lambda f: read_image(f).pixels, files)
+    hashes = np.stack(parallel_map(dihedral_phashes, pixels))
+    hist = sorted(Counter(nearest_distances(hashes).tolist()).items())
+    print(f"nearest different film, distance: films  {hist}")
+    idx = np.random.default_rng(0).choice(len(files), min(n_copies, len(files)), replace=False)
+    for name, fn in TRANSFORMS.items():
+        dists = []
+        for i in idx:
+            copy = dihedral_phashes(np.ascontiguousarray(fn(pixels[i])))
+            both = np.stack([hashes[i], copy])
+            dists.append(int(min_dihedral_distances(both, slice(0, 1))[0, 1]))
+        print(f"copy of film ({name}), distance: films  {sorted(Counter(dists).items())}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fracatlas")
+    parser.add_argument("--threshold-study", action="store_true")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"{args.data}: FracAtlas not found; pass --data")
+    files = sorted(p for p in args.data.rglob("*") if p.is_file() and is_image_file(p))
+    cores = len(os.sched_getaffinity(0))
+    print(f"FracAtlas: {len(files)} image files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB, {cores} cores")
+    with tempfile.TemporaryDirectory(prefix="fk-bench-") as tmp:
+        copy_dir = Path(tmp) / "copy"
+        copy_dir.mkdir()
+        t_copy = _copy_all(files, copy_dir)
+        t = time.perf_counter()
+        res = prepare(args.data, Path(tmp) / "fracatlas")
+        t_prepare = time.perf_counter() - t
+        s = res.summary
+        a = res.audit
+        assert a is not None
+        print(
+            f"prepared {s['ok']} ok + {s['skipped']} skipped of {s['images_in']}; boxes "
+            f"{sum(s['boxes_per_split'].values())}; {s['copied_byte_for_byte']} copied, {s['written_png']} PNG"
+        )
+        print(
+            f"audit: {len(a.clusters)} duplicate clusters ({a.to_dict()['exact_clusters']} exact), "
+            f"{a.n_duplicate_files} files, {len(a.conflicts)} label conflicts, leaks {a.leaks}"
+        )
+        print(f"phases (s): {s['timings_s']}")
+    print(f"prepare + audit: {t_prepare:.1f} s")
+    print(f"plain shutil.copy of the same {len(files)} files: {t_copy:.1f} s")
+    print(f"ratio prepare/copy: {t_prepare / t_copy:.1f}x")
+    if args.threshold_study:
+        threshold_study(files)
+
+
+if __name__ == "__main__":
+    main()

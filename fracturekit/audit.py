@@ -1,0 +1,305 @@
+"""Audit a dataset for leakage: duplicate films, label conflicts and patients across splits.
+
+Works on a raw dataset (read through `load_source`; splits from its folder names or annotation files)
+or on a prepared one (read from its manifest; the written images are hashed). Duplicates are exact
+(same file bytes or same decoded pixels) or near (perceptual hash within `NEAR_THRESHOLD` bits under
+flips and 90-degree rotations, see `fracturekit.hashing`). A leak is a duplicate cluster or a patient
+group whose films sit in more than one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from rich.markup import escape
+from rich.progress import track
+from rich.table import Table
+
+from fracturekit.errors import UserError
+from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
+from fracturekit.imageio import ImageReadError, read_image
+from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.split import units
+
+T = TypeVar("T")
+R = TypeVar("R")
+DUPLICATE_COLUMNS = ("cluster", "path", "split", "label", "kind")
+
+
+def n_workers() -> int:
+    """Threads for decode/encode work: the CPUs this process may use (OpenCV and zlib release the GIL)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], progress: bool = False, description: str = "") -> list[R]:
+    """`[fn(x) for x in items]` on a thread pool, in order, with a rich progress bar when asked."""
+    results: list[R | None] = [None] * len(items)
+    with ThreadPoolExecutor(n_workers()) as pool:
+        futures = {pool.submit(fn, item): k for k, item in enumerate(items)}
+        done: Iterable = as_completed(futures)
+        if progress:
+            done = track(done, total=len(items), description=description, transient=True)
+        for fut in done:
+            results[futures[fut]] = fut.result()
+    return results  # type: ignore[return-value]
+
+
+@dataclass
+class AuditItem:
+    """One film as the audit sees it: where it is, its split/label/group and its hashes."""
+
+    path: str
+    split: str
+    label: str
+    group: str | None
+    sha256: str
+    pixel_sha256: str
+    phashes: np.ndarray
+
+
+@dataclass
+class ClusterMember:
+    """One file of a duplicate cluster; kind is `exact` when another member has the same bytes/pixels."""
+
+    path: str
+    split: str
+    label: str
+    kind: str
+
+
+@dataclass
+class DuplicateCluster:
+    """Two or more films that are the same image (exactly or up to resize/re-encoding/flip/rotation)."""
+
+    id: int
+    members: list[ClusterMember]
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({m.split for m in self.members if m.split})
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({m.label for m in self.members if m.label})
+
+    @property
+    def kind(self) -> str:
+        return "exact" if all(m.kind == "exact" for m in self.members) else "near"
+
+
+@dataclass
+class AuditResult:
+    """Duplicate clusters, label conflicts, patient overlaps and the leak count of one dataset."""
+
+    n_images: int
+    threshold: int
+    clusters: list[DuplicateCluster] = field(default_factory=list)
+    conflicts: list[int] = field(default_factory=list)
+    patient_overlaps: dict[str, list[str]] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def cross_split_clusters(self) -> list[int]:
+        """Ids of clusters whose films sit in more than one split."""
+        return [c.id for c in self.clusters if len(c.splits) > 1]
+
+    @property
+    def leaks(self) -> int:
+        """Clusters plus patient groups that cross splits: 0 means the splits can be trusted."""
+        return len(self.cross_split_clusters) + len(self.patient_overlaps)
+
+    @property
+    def n_duplicate_files(self) -> int:
+        return sum(len(c.members) for c in self.clusters)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (audit.json)."""
+        return {
+            "images": self.n_images,
+            "near_threshold_bits": self.threshold,
+            "clusters": len(self.clusters),
+            "exact_clusters": sum(c.kind == "exact" for c in self.clusters),
+            "near_clusters": sum(c.kind == "near" for c in self.clusters),
+            "files_in_clusters": self.n_duplicate_files,
+            "cross_split_clusters": self.cross_split_clusters,
+            "label_conflicts": [{"cluster": cid, "labels": self.clusters[cid - 1].labels} for cid in self.conflicts],
+            "patient_overlaps": self.patient_overlaps,
+            "leaks": self.leaks,
+            "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
+        }
+
+    def write(self, out: Path) -> None:
+        """Write `out/duplicates.csv` (one row per file in a cluster of >= 2) and `out/audit.json`."""
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "duplicates.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(DUPLICATE_COLUMNS)
+            for c in self.clusters:
+                for m in c.members:
+                    w.writerow([c.id, m.path, m.split, m.label, m.kind])
+        (out / "audit.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def table(self, max_rows: int = 15) -> Table:
+        """A rich table: totals, then the clusters that matter most (crossing splits, conflicting labels)."""
+        t = Table(title=f"audit: {self.n_images} images, near-duplicate threshold {self.threshold} bits")
+        t.add_column("finding")
+        t.add_column("count", justify="right")
+        t.add_column("examples")
+        cross = self.cross_split_clusters
+        rows = [
+            ("duplicate clusters (exact)", sum(c.kind == "exact" for c in self.clusters), []),
+            ("duplicate clusters (near)", sum(c.kind == "near" for c in self.clusters), []),
+            ("clusters crossing splits", len(cross), [self._describe(self.clusters[i - 1]) for i in cross]),
+            ("label conflicts", len(self.conflicts), [self._describe(self.clusters[i - 1]) for i in self.conflicts]),
+            (
+                "patients in several splits",
+                len(self.patient_overlaps),
+                [f"{g}: {'/'.join(s)}" for g, s in self.patient_overlaps.items()],
+            ),
+            ("unreadable files", len(self.unreadable), [f"{p}: {r}" for p, r in self.unreadable]),
+        ]
+        for name, count, examples in rows:
+            shown = "\n".join(examples[:max_rows]) + (
+                f"\n... {len(examples) - max_rows} more" if len(examples) > max_rows else ""
+            )
+            t.add_row(name, str(count), escape(shown))  # file names and [split:label] are not rich markup
+        t.add_row("LEAKS", str(self.leaks), "0 = no film or patient in two splits" if not self.leaks else "see above")
+        return t
+
+    @staticmethod
+    def _describe(c: DuplicateCluster) -> str:
+        names = ", ".join(f"{Path(m.path).name}[{m.split or '-'}:{m.label or '-'}]" for m in c.members[:3])
+        return f"#{c.id} {c.kind}: {names}" + (f" +{len(c.members) - 3}" if len(c.members) > 3 else "")
+
+
+def audit_items(
+    items: Sequence[AuditItem],
+    unreadable: Sequence[tuple[str, str]] = (),
+    duplicates: list[list[int]] | None = None,
+) -> AuditResult:
+    """Cluster exact and near duplicates among `items`, then find conflicts and cross-split leaks.
+
+    duplicates: `duplicate_links(items)` when the caller already has it (prepare), to skip a second search.
+    """
+    exact = exact_groups(items)
+    has_twin = {i for idx in exact for i in idx}
+    unit_of = units(len(items), duplicates if duplicates is not None else duplicate_links(items, exact))
+
+    by_unit: dict[int, list[int]] = defaultdict(list)
+    for i, u in enumerate(unit_of):
+        by_unit[int(u)].append(i)
+    clusters: list[DuplicateCluster] = []
+    for idx in sorted((v for v in by_unit.values() if len(v) > 1), key=lambda v: items[v[0]].path):
+        members = [
+            ClusterMember(items[i].path, items[i].split, items[i].label, "exact" if i in has_twin else "near")
+            for i in sorted(idx, key=lambda i: items[i].path)
+        ]
+        clusters.append(DuplicateCluster(len(clusters) + 1, members))
+
+    splits_of_group: dict[str, set[str]] = defaultdict(set)
+    for it in items:
+        if it.group and it.split:
+            splits_of_group[it.group].add(it.split)
+    overlaps = {g: sorted(s) for g, s in sorted(splits_of_group.items()) if len(s) > 1}
+    return AuditResult(
+        n_images=len(items) + len(unreadable),
+        threshold=NEAR_THRESHOLD,
+        clusters=clusters,
+        conflicts=[c.id for c in clusters if len(c.labels) > 1],
+        patient_overlaps=overlaps,
+        unreadable=list(unreadable),
+    )
+
+
+def exact_groups(items: Sequence[AuditItem]) -> list[list[int]]:
+    """Index sets of films with the same file bytes or the same decoded pixels (size >= 2)."""
+    keys: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        keys["f" + it.sha256].append(i)
+        keys["p" + it.pixel_sha256].append(i)
+    return [idx for idx in keys.values() if len(idx) > 1]
+
+
+def duplicate_links(items: Sequence[AuditItem], exact: list[list[int]] | None = None) -> list[list[int]]:
+    """Index sets of films that are duplicates of each other (same bytes, same pixels, or near phash)."""
+    links = list(exact_groups(items) if exact is None else exact)
+    if items:
+        links.extend(near_pairs(np.stack([it.phashes for it in items])).tolist())
+    return links
+
+
+def _hash_film(path: Path) -> tuple[str, str, np.ndarray] | str:
+    """(file sha256, pixel sha256, dihedral phashes) of one film, or the reason it cannot be read."""
+    try:
+        img = read_image(path)
+        return file_sha256(path), pixel_sha256(img.pixels), dihedral_phashes(img.pixels)
+    except ImageReadError as exc:
+        return str(exc)
+    except Exception as exc:  # one odd file must not stop the audit of the others
+        return f"failed: {type(exc).__name__}: {exc}"
+
+
+def _label_of(label: str | None, boxes: list | None) -> str:
+    if label is not None:
+        return label
+    if boxes is None:
+        return ""
+    return POSITIVE_CLASS if boxes else NEGATIVE_CLASS
+
+
+def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditResult:
+    """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`.
+
+    `out` defaults to `<path>/audit` for a prepared dataset; for a raw dataset nothing is written
+    unless `out` is given (never write into the user's source folder uninvited).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; pass a dataset folder.")
+    manifest = path / "manifest.csv"
+    if manifest.is_file():
+        entries = _prepared_entries(path, manifest)
+        if out is None:
+            out = path / "audit"
+    else:
+        from fracturekit.ingest.source import load_source
+
+        ingest = load_source(path)
+        entries = [
+            (r.source, str(r.source), r.split or "", _label_of(r.label, r.boxes), r.group) for r in ingest.records
+        ]
+    hashed = parallel_map(lambda e: _hash_film(e[0]), entries, progress, "hashing films")
+    items: list[AuditItem] = []
+    unreadable: list[tuple[str, str]] = []
+    for (_, shown, split, label, group), h in zip(entries, hashed, strict=True):
+        if isinstance(h, str):
+            unreadable.append((shown, h))
+        else:
+            items.append(AuditItem(shown, split, label, group, h[0], h[1], h[2]))
+    result = audit_items(items, unreadable)
+    if out is not None:
+        result.write(Path(out))
+    return result
+
+
+def _prepared_entries(root: Path, manifest: Path) -> list[tuple[Path, str, str, str, str | None]]:
+    """(file to hash, shown path, split, label, group) for each `ok` row of a prepared manifest."""
+    entries = []
+    with manifest.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("status") != "ok":
+                continue
+            rel = row.get("output_cls") or row.get("output_det")
+            if not rel:
+                continue
+            entries.append((root / rel, rel, row.get("split", ""), row.get("label", ""), row.get("group") or None))
+    return entries

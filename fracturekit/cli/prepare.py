@@ -1,0 +1,147 @@
+"""CLI commands `prepare` and `audit`: thin wrappers over `fracturekit.prepare` and `fracturekit.audit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fracturekit.cli.app import app, user_errors
+from fracturekit.errors import UserError
+from fracturekit.layout import SPLITS
+
+out_console = Console()
+
+
+def parse_mapping(text: str | None) -> dict[str, str] | None:
+    """'fractured=fracture,normal=no_fracture' -> {'fractured': 'fracture', 'normal': 'no_fracture'}."""
+    if not text:
+        return None
+    mapping: dict[str, str] = {}
+    for pair in text.split(","):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"--map {text!r}: expected NAME=CLASS pairs like fractured=fracture,normal=no_fracture.")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+def _summary_table(summary: dict) -> Table:
+    """Images per split and label, with box counts."""
+    labels = sorted({label for counts in summary["per_split"].values() for label in counts})
+    t = Table(title=f"prepared {summary['ok']} of {summary['images_in']} images ({summary['format']})")
+    t.add_column("split")
+    for label in labels:
+        t.add_column(label, justify="right")
+    t.add_column("boxes", justify="right")
+    for s in SPLITS:
+        counts = summary["per_split"][s]
+        t.add_row(s, *(str(counts.get(label, 0)) for label in labels), str(summary["boxes_per_split"][s]))
+    return t
+
+
+@app.command()
+@user_errors
+def prepare(
+    source: Annotated[
+        Path, typer.Argument(help="Folder of a raw dataset (class folders, COCO, VOC, YOLO, FracAtlas).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: datasets/<name of SOURCE>).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto|folders|coco|voc|yolo|fracatlas (auto detects it).")
+    ] = "auto",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="Train,val,test fractions of the re-split (with --keep-splits: of the unsplit images).",
+        ),
+    ] = "0.7,0.15,0.15",
+    keep_splits: Annotated[
+        bool, typer.Option("--keep-splits", help="Keep the source's own splits (unlisted images are re-split).")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the re-split.")] = 0,
+    group_regex: Annotated[
+        str | None, typer.Option("--group-regex", help="Patient key from file names: first capture group.")
+    ] = None,
+    meta: Annotated[
+        Path | None, typer.Option("--meta", help="CSV with one row per image (file name + patient_id, region, ...).")
+    ] = None,
+    mapping: Annotated[
+        str | None, typer.Option("--map", help="Class name overrides: fractured=fracture,normal=no_fracture.")
+    ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Known public dataset (see datasets/*.yaml).")] = None,
+    clahe: Annotated[bool, typer.Option("--clahe", help="Apply CLAHE contrast enhancement to every film.")] = False,
+    max_side: Annotated[int | None, typer.Option("--max-side", help="Downscale films to this long side (px).")] = None,
+) -> None:
+    """Turn a raw fracture dataset into leak-free YOLO classification + detection datasets, then audit them."""
+    from fracturekit.prepare import prepare as run_prepare
+    from fracturekit.split import parse_ratios
+
+    result = run_prepare(
+        source,
+        out,
+        fmt=fmt,
+        split=parse_ratios(split),
+        keep_splits=keep_splits,
+        seed=seed,
+        group_regex=group_regex,
+        meta=meta,
+        mapping=parse_mapping(mapping),
+        clahe=clahe,
+        max_side=max_side,
+        preset=preset,
+        progress=True,
+    )
+    s = result.summary
+    out_console.print(_summary_table(s))
+    out_console.print(
+        f"detection: {s['det_images']} images, classes {s['det_classes']}; "
+        f"{s['copied_byte_for_byte']} copied byte for byte, {s['written_png']} written as PNG; "
+        f"{s['with_warnings']} with warnings (see manifest.csv); {s['groups']} patient groups"
+    )
+    if s["skipped"]:
+        out_console.print(f"[yellow]skipped {s['skipped']} files:[/]")
+        for reason, n in s["skipped_reasons"].items():
+            out_console.print(f"  {n} x {reason}", highlight=False)
+        for entry in s["skipped_files"][:10]:
+            out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
+    for note in s.get("notes", []):
+        out_console.print(f"note: {note}", highlight=False)
+    if result.audit is not None:
+        out_console.print(result.audit.table())
+    out_console.print(
+        f"wrote {result.dataset.root} in {s['timings_s']['total']:.1f} s; data_hash {s['data_hash'][:16]}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def audit(
+    path: Annotated[Path, typer.Argument(help="A raw dataset folder or a prepared one (with manifest.csv).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for duplicates.csv + audit.json (default: PATH/audit if prepared, none if raw).",
+        ),
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a film or patient crosses splits.")] = False,
+) -> None:
+    """Find exact/near duplicate films, label conflicts and patients that cross splits."""
+    from fracturekit.audit import audit as run_audit
+
+    result = run_audit(path, out, progress=True)
+    out_console.print(result.table())
+    written = out if out is not None else (path / "audit" if (path / "manifest.csv").is_file() else None)
+    if written is not None:
+        out_console.print(f"wrote {written / 'duplicates.csv'} and {written / 'audit.json'}", highlight=False)
+    if strict and result.leaks:
+        out_console.print(f"[red]{result.leaks} leaks across splits[/]")
+        raise typer.Exit(1)

@@ -1,0 +1,95 @@
+"""audit(): duplicates across splits (flipped / rotated / resized copies), conflicts, patient overlap."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fracturekit.audit import AuditItem, audit, audit_items
+from fracturekit.hashing import dihedral_phashes
+from fracturekit.phantoms import generate_phantom
+
+
+def _film(i: int, size: int = 96) -> np.ndarray:
+    return generate_phantom(seed=11, index=i, size=size).image
+
+
+def _raw_split_dataset(root: Path, n: int = 6) -> Path:
+    """`train|test/<fractured|normal>/` class folders of distinct phantoms."""
+    for s, base in (("train", 0), ("test", 500)):
+        for cls, offset in (("fractured", 0), ("normal", 100)):
+            (root / s / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                cv2.imwrite(str(root / s / cls / f"{s}_{cls}_{i}.png"), _film(base + offset + i))
+    return root
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda a: a.copy(),  # exact pixel copy under another name
+        lambda a: a[:, ::-1],  # mirrored
+        lambda a: np.rot90(a),  # rotated 90 degrees
+        lambda a: cv2.resize(a, (60, 60), interpolation=cv2.INTER_AREA),  # downscaled
+        lambda a: cv2.resize(np.rot90(a[::-1], 3), (130, 130)),  # flipped, rotated and upscaled
+    ],
+)
+def test_copy_across_splits_is_a_leak(tmp_path: Path, transform: Callable[[np.ndarray], np.ndarray]) -> None:
+    src = _raw_split_dataset(tmp_path / "raw")
+    copy = np.ascontiguousarray(transform(cv2.imread(str(src / "train/fractured/train_fractured_2.png"), 0)))
+    cv2.imwrite(str(src / "test" / "fractured" / "sneaky.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    res = audit(src, tmp_path / "report")
+    assert len(res.clusters) == 1 and res.clusters[0].splits == ["test", "train"]
+    assert res.leaks == 1 and res.n_images == 25
+    with (tmp_path / "report" / "duplicates.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["cluster"] for r in rows] == ["1", "1"] and {Path(r["path"]).name for r in rows} == {
+        "sneaky.jpg",
+        "train_fractured_2.png",
+    }
+    assert list(rows[0]) == ["cluster", "path", "split", "label", "kind"]
+
+
+def test_clean_dataset_has_no_findings(tmp_path: Path) -> None:
+    res = audit(_raw_split_dataset(tmp_path / "raw"))
+    assert (res.clusters, res.conflicts, res.patient_overlaps, res.leaks) == ([], [], {}, 0)
+    assert not (tmp_path / "raw" / "audit").exists()  # nothing written into a raw source without --out
+
+
+def _item(path: str, split: str, label: str, group: str | None, img: np.ndarray, sha: str) -> AuditItem:
+    return AuditItem(path, split, label, group, sha, str(hash(img.tobytes())), dihedral_phashes(img))
+
+
+def test_conflicts_overlaps_and_kinds() -> None:
+    a, b, c, d = (_film(i) for i in (1, 2, 3, 4))
+    items = [
+        _item("a1", "train", "fracture", "P1", a, "s1"),
+        _item("a2", "train", "no_fracture", "P2", a, "s1"),  # same bytes, other label: conflict, no leak
+        _item("b1", "val", "fracture", "P3", b, "s3"),
+        _item("b2", "test", "fracture", "P4", b[:, ::-1].copy(), "s4"),  # mirrored: near, crosses splits
+        _item("c1", "train", "fracture", "P5", c, "s5"),
+        _item("d1", "test", "fracture", "P5", d, "s6"),  # same patient in train and test
+    ]
+    res = audit_items(items)
+    kinds = {m.path: m.kind for cl in res.clusters for m in cl.members}
+    assert kinds == {"a1": "exact", "a2": "exact", "b1": "near", "b2": "near"}
+    assert [res.clusters[i - 1].labels for i in res.conflicts] == [["fracture", "no_fracture"]]
+    assert res.patient_overlaps == {"P5": ["test", "train"]}
+    assert res.leaks == 2 and len(res.cross_split_clusters) == 1
+
+
+def test_audit_of_prepared_dataset(prepared_phantoms: Path, tmp_path: Path) -> None:
+    res = audit(prepared_phantoms, tmp_path / "a")
+    assert res.n_images == 60 and res.leaks == 0 and (tmp_path / "a" / "audit.json").is_file()
+
+
+def test_unreadable_file_is_listed_not_fatal(tmp_path: Path) -> None:
+    src = _raw_split_dataset(tmp_path / "raw", n=2)
+    (src / "test" / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    res = audit(src)
+    assert res.n_images == 9 and [Path(p).name for p, _ in res.unreadable] == ["broken.png"]

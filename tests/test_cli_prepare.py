@@ -1,0 +1,92 @@
+"""CLI `prepare` and `audit`: exit codes, options, printed summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from fracturekit.cli.app import app
+from fracturekit.cli.prepare import parse_mapping
+from fracturekit.errors import UserError
+from fracturekit.phantoms import generate_phantom
+
+runner = CliRunner()
+
+
+def _leaky(root: Path) -> Path:
+    """train/test class folders where one test film is a mirrored copy of a train film."""
+    for s, base in (("train", 0), ("test", 50)):
+        for cls in ("broken", "intact"):
+            (root / s / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(3):
+                img = generate_phantom(seed=9, index=base + i + (cls == "intact") * 10, size=64).image
+                cv2.imwrite(str(root / s / cls / f"{s}{cls}{i}.png"), img)
+    mirrored = cv2.imread(str(root / "train/broken/trainbroken0.png"), 0)[:, ::-1]
+    cv2.imwrite(str(root / "test/broken/copy.png"), mirrored)
+    return root
+
+
+def test_audit_strict_exit_codes(tmp_path: Path) -> None:
+    src = _leaky(tmp_path / "raw")
+    loose = runner.invoke(app, ["audit", str(src), "--out", str(tmp_path / "a")])
+    strict = runner.invoke(app, ["audit", str(src), "--strict"])
+    assert loose.exit_code == 0 and "LEAKS" in loose.output
+    assert strict.exit_code == 1 and "1 leaks across splits" in strict.output
+    assert json.loads((tmp_path / "a" / "audit.json").read_text())["leaks"] == 1
+
+
+def test_prepare_then_strict_audit_is_clean(tmp_path: Path, no_network: list[str]) -> None:
+    src = _leaky(tmp_path / "raw")
+    out = tmp_path / "ds"
+    res = runner.invoke(
+        app,
+        [
+            "prepare",
+            str(src),
+            "--out",
+            str(out),
+            "--split",
+            "0.5,0.25,0.25",
+            "--seed",
+            "2",
+            "--map",
+            "broken=fracture,intact=no_fracture",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "prepared 13 of 13 images (folders)" in res.output
+    summary = json.loads((out / "prepare.json").read_text())
+    assert set(summary["per_split"]["train"]) == {"fracture", "no_fracture"}
+    assert runner.invoke(app, ["audit", str(out), "--strict"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prepare", "/nonexistent/raw"], "no such folder"),  # wrong path
+        (["prepare", "{src}", "--format", "nifti"], "unknown format"),  # unknown format
+        (["prepare", "{src}", "--split", "0.8,0.3"], "split (0.8, 0.3)"),  # two fractions only
+        (["prepare", "{src}", "--map", "fractured"], "--map"),  # malformed mapping
+        (["audit", "/nonexistent/raw"], "no such file"),  # wrong audit path
+    ],
+)
+def test_user_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    src = _leaky(tmp_path / "raw")
+    res = runner.invoke(
+        app, [a.replace("{src}", str(src)) for a in args] + ["--out", str(tmp_path / "o")] * (args[0] == "prepare")
+    )
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_parse_mapping() -> None:
+    assert parse_mapping("Fractured=fracture, normal = no_fracture") == {
+        "Fractured": "fracture",
+        "normal": "no_fracture",
+    }
+    assert parse_mapping(None) is None
+    with pytest.raises(UserError):
+        parse_mapping("a=")
