@@ -1,0 +1,74 @@
+"""CLI: `fracturekit evaluate` and `fracturekit compare` (thin wrappers over fracturekit.evaluate/compare)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fracturekit.cli.app import app, user_errors
+
+
+@app.command()
+@user_errors
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset folder (from `fracturekit prepare`).")],
+    classifier: Annotated[
+        Path | None, typer.Option("--classifier", help="Classification run folder or its weights/best.pt.")
+    ] = None,
+    detector: Annotated[
+        Path | None, typer.Option("--detector", help="Detection run folder or its weights/best.pt.")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")] = "test",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: <classifier or detector run>/eval).")
+    ] = None,
+    threshold: Annotated[
+        str,
+        typer.Option("--threshold", help="Decision threshold rule, chosen on val: youden, f1, sens:0.95 or 0.5."),
+    ] = "youden",
+    by: Annotated[
+        list[str] | None, typer.Option("--by", help="Manifest column(s) to break metrics down by: --by region,view.")
+    ] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Inference size (default: the training size).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, 0, 0,1 ...")] = "cpu",
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUROC 95% CI.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap random seed.")] = 0,
+) -> None:
+    """Metrics (mAP both ways, AUROC + CI, calibrated threshold, subgroups) into metrics.json and report.html."""
+    from fracturekit.evaluate import evaluate as run_evaluate
+
+    m = run_evaluate(
+        data,
+        classifier=classifier,
+        detector=detector,
+        split=split,
+        out=out,
+        threshold=threshold,
+        by=[c.strip() for b in by or [] for c in b.split(",") if c.strip()],
+        imgsz=imgsz,
+        device=device,
+        bootstrap=bootstrap,
+        seed=seed,
+        show_progress=True,
+    )
+    Console(stderr=True).print(f"wrote metrics.json, predictions.csv, report.html to {m['out']}")
+
+
+@app.command()
+@user_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (or weights files) to compare.")],
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
+) -> None:
+    """Side-by-side table of training runs: model size, task, settings, time, val and test metrics."""
+    from fracturekit.compare import compare as run_compare
+    from fracturekit.compare import compare_table
+
+    df = run_compare(runs)
+    Console().print(compare_table(df))
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(csv, index=False)

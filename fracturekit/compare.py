@@ -1,0 +1,156 @@
+"""`fracturekit compare`: training runs side by side (model size, task, settings, time, metrics).
+
+Each run contributes what it has: its settings (run.json, config.yaml, or Ultralytics' args.yaml),
+validation metrics of its best epoch (results.csv), the weights' size and parameter count, and the
+held-out numbers of `fracturekit evaluate` (eval/metrics.json) when that was run. A missing piece is
+an empty cell, never an error, so runs at different stages can still be compared.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from rich.table import Table
+
+from fracturekit.errors import UserError
+from fracturekit.layout import RunDir
+
+# results.csv column that ranks epochs per task (Ultralytics keeps best.pt by a fitness close to these).
+_BEST_BY = {"detect": "metrics/mAP50-95(B)", "classify": "metrics/accuracy_top1"}
+_VAL_COLUMNS = {
+    "metrics/accuracy_top1": "val_top1",
+    "metrics/mAP50(B)": "val_map50",
+    "metrics/mAP50-95(B)": "val_map50_95",
+}
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """A JSON or YAML mapping, or {} when the file is missing or unreadable (reported as empty cells)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v not in (None, "")), None)
+
+
+def _param_count(weights: Path) -> float | None:
+    """Millions of parameters in a checkpoint (None when it cannot be loaded)."""
+    if not weights.is_file():
+        return None
+    from fracturekit.yolo_env import load_ultralytics
+
+    load_ultralytics()
+    from ultralytics import YOLO
+
+    try:
+        model = YOLO(str(weights)).model
+    except Exception:  # a truncated or foreign file: show an empty cell, keep comparing the others
+        return None
+    return round(sum(p.numel() for p in model.parameters()) / 1e6, 3)
+
+
+def _device(value: Any) -> str | None:
+    """run.json records the device as a dict (requested, used, name); config files as a string."""
+    if isinstance(value, dict):
+        used = _first(value.get("used"), value.get("requested"))
+        return f"{used} ({value['name']})" if value.get("name") else (str(used) if used is not None else None)
+    return None if value is None else str(value)
+
+
+def _task_of(settings: dict[str, Any], results: pd.DataFrame | None) -> str | None:
+    task = settings.get("task")
+    if task:
+        return str(task)
+    if results is not None:
+        if _BEST_BY["detect"] in results.columns:
+            return "detect"
+        if _BEST_BY["classify"] in results.columns:
+            return "classify"
+    return None
+
+
+def run_summary(run: str | Path) -> dict[str, Any]:
+    """One row of the comparison for a run folder (or a weights file inside one)."""
+    rd = RunDir.find(run)
+    record = _read_mapping(rd.record)
+    config = _read_mapping(rd.config)
+    args = _read_mapping(rd.root / "args.yaml")  # Ultralytics' own copy of the training arguments
+    settings = {**args, **config, **record}
+    results: pd.DataFrame | None = None
+    if rd.results_csv.is_file():
+        results = pd.read_csv(rd.results_csv)
+        results.columns = [c.strip() for c in results.columns]
+    task = _task_of(settings, results)
+    row: dict[str, Any] = {
+        "run": str(rd.root),
+        "task": task,
+        "model": settings.get("model"),
+        "params_M": _param_count(rd.best),
+        "weights_MB": round(rd.best.stat().st_size / 2**20, 2) if rd.best.is_file() else None,
+        "epochs": len(results) if results is not None else settings.get("epochs"),
+        "imgsz": settings.get("imgsz"),
+        "batch": settings.get("batch"),
+        "device": _device(settings.get("device")),
+        "pretrained": settings.get("pretrained"),
+        "train_time_s": None,
+    }
+    if results is not None and len(results):
+        if "time" in results.columns:  # Ultralytics logs cumulative seconds per epoch
+            row["train_time_s"] = round(float(results["time"].iloc[-1]), 1)
+        key = _BEST_BY.get(task or "")
+        best = results.loc[results[key].idxmax()] if key in results.columns else results.iloc[-1]
+        row["best_epoch"] = int(best["epoch"]) if "epoch" in results.columns else None
+        for col, name in _VAL_COLUMNS.items():
+            if col in results.columns:
+                row[name] = float(best[col])
+    timings = settings.get("timings") if isinstance(settings.get("timings"), dict) else {}
+    row["train_time_s"] = _first(timings.get("total_s"), row["train_time_s"])
+    evaluation = _read_mapping(rd.metrics)
+    if evaluation:
+        row["eval_split"] = evaluation.get("split")
+        section = evaluation.get("classification" if task == "classify" else "detection") or {}
+        if section.get("run") and Path(section["run"]).resolve() != rd.root.resolve():
+            section = {}  # eval/ of this run holds the OTHER model's numbers only
+        keys = ("auroc", "average_precision", "sensitivity", "specificity", "ece_after", "map50_95", "map50")
+        for key in (*keys, "image_auroc"):
+            if key in section:
+                row[f"test_{key}"] = section[key]
+        if "pycocotools" in section:
+            row["test_coco_map50_95"] = section["pycocotools"].get("map50_95")
+    return row
+
+
+def compare(runs: list[Path]) -> pd.DataFrame:
+    """Side-by-side table of runs: one row per run, columns as in `run_summary` (missing = NaN)."""
+    if not runs:
+        raise UserError("no runs given; pass two or more `fracturekit train` run folders.")
+    return pd.DataFrame([run_summary(r) for r in runs])
+
+
+def compare_table(df: pd.DataFrame) -> Table:
+    """Rich table with runs as columns and one row per attribute (wide tables do not fit a terminal)."""
+    table = Table(title="fracturekit compare")
+    table.add_column("")
+    for i, run in enumerate(df["run"]):
+        table.add_column(f"{i + 1}: {Path(run).parent.name}/{Path(run).name}", justify="right")
+    for col in df.columns.drop("run"):
+        cells = []
+        for v in df[col]:
+            if v is None or (isinstance(v, float) and pd.isna(v)):
+                cells.append("")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4g}")
+            else:
+                cells.append(str(v))
+        table.add_row(col, *cells)
+    return table

@@ -1,0 +1,283 @@
+"""Clinical classification metrics and COCO detection scoring, NaN-safe for tiny or one-class subsets.
+
+Everything that sklearn or pycocotools computes is taken from them; what is hand-written (bootstrap,
+threshold rules, reading COCOeval's precision array) says why. A metric that is undefined on a subset
+(AUROC with one class present, precision with no positive call) is NaN, never an exception, so a
+subgroup breakdown always completes and shows its counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.preprocessing import label_binarize
+
+SPECIFICITY_TARGETS = (0.80, 0.90, 0.95)
+THRESHOLD_HELP = "youden | f1 | sens:0.95 (any target sensitivity) | a number in [0, 1]"
+
+
+def _two_classes(y: np.ndarray) -> bool:
+    return len(np.unique(y)) == 2
+
+
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """sklearn's ROC AUC for binary labels; NaN when only one class is present."""
+    y = np.asarray(y)
+    return float(roc_auc_score(y, score)) if _two_classes(y) else float("nan")
+
+
+def auroc_ranks(y: np.ndarray, score: np.ndarray) -> float:
+    """AUROC in its Mann-Whitney form (average ranks, so ties count 1/2): equal to sklearn's roc_auc_score.
+
+    Hand-written for the bootstrap loop only: sklearn's input validation costs ~15x the computation
+    there (13 ms vs 0.8 ms per call on 800 images), i.e. seconds per interval. NaN with one class.
+    """
+    y = np.asarray(y)
+    n_pos = int(np.count_nonzero(y == 1))
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """sklearn's average precision; NaN without any positive."""
+    y = np.asarray(y)
+    return float(average_precision_score(y, score)) if np.any(y == 1) else float("nan")
+
+
+def bootstrap_ci(
+    y: np.ndarray,
+    score: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float] = auroc_ranks,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of `metric(y, score)`, resampling images with replacement.
+
+    Hand-written rather than scipy.stats.bootstrap because resamples that contain one class only
+    (AUROC undefined) must be dropped, not turned into NaN for the whole interval. (NaN, NaN) when the
+    metric is undefined on the full set or `n_boot` is 0.
+    """
+    y, score = np.asarray(y), np.asarray(score)
+    if n_boot <= 0 or len(y) == 0 or math.isnan(metric(y, score)):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        v = metric(y[idx], score[idx])
+        if not math.isnan(v):
+            values.append(v)
+    if not values:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(values, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def parse_threshold(method: str) -> str | float:
+    """Validate a --threshold value: 'youden', 'f1', 'sens:<0..1>' or a float probability."""
+    m = str(method).strip().lower()
+    if m in ("youden", "f1"):
+        return m
+    if m.startswith("sens:"):
+        target = float(m.split(":", 1)[1])
+        if not 0 < target <= 1:
+            raise ValueError(f"sensitivity target must be in (0, 1], got {target}")
+        return m
+    value = float(m)
+    if not 0 <= value <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {value}")
+    return value
+
+
+def choose_threshold(y: np.ndarray, score: np.ndarray, method: str) -> float:
+    """The decision threshold on positive-class scores picked on THESE labels (pass validation data).
+
+    youden: maximises sensitivity + specificity - 1 on the ROC curve; f1: maximises F1 on the PR curve;
+    sens:T: the highest threshold whose sensitivity is at least T (fewest false positives for that
+    sensitivity); a number: used as given. Predictions are positive when score >= threshold.
+    The ROC/PR points come from sklearn; picking the optimum is a one-line argmax, written here.
+    """
+    rule = parse_threshold(method)
+    if isinstance(rule, float):
+        return rule
+    y, score = np.asarray(y), np.asarray(score, dtype=float)
+    if not _two_classes(y):
+        raise ValueError("the threshold split needs both classes to choose a threshold")
+    if rule == "youden":
+        fpr, tpr, thr = roc_curve(y, score)
+        best = int(np.argmax(tpr - fpr))
+        return float(min(thr[best], 1.0))
+    if rule == "f1":
+        precision, recall, thr = precision_recall_curve(y, score)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+        best = int(np.argmax(f1[:-1]))  # the last PR point has no threshold
+        return float(thr[best])
+    target = float(rule.split(":", 1)[1])
+    fpr, tpr, thr = roc_curve(y, score)
+    ok = np.flatnonzero(tpr >= target - 1e-12)
+    return float(min(thr[ok[0]], 1.0))  # thresholds decrease along the curve: the first is the highest
+
+
+def sensitivity_at_specificity(
+    y: np.ndarray, score: np.ndarray, targets: Sequence[float] = SPECIFICITY_TARGETS
+) -> dict[str, float]:
+    """Best sensitivity among ROC operating points with specificity >= each target (keys '0.80', ...)."""
+    y = np.asarray(y)
+    if not _two_classes(y):
+        return {f"{t:.2f}": float("nan") for t in targets}
+    fpr, tpr, _ = roc_curve(y, score)
+    return {f"{t:.2f}": float(tpr[fpr <= 1 - t + 1e-12].max()) for t in targets}
+
+
+def binary_metrics_at(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, object]:
+    """Confusion matrix [[TN, FP], [FN, TP]], sensitivity, specificity, precision, F1 at `threshold`."""
+    y = np.asarray(y, dtype=int)
+    pred = (np.asarray(score) >= threshold).astype(int)
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    (tn, fp), (fn, tp) = cm
+    nan = float("nan")
+    return {
+        "confusion_matrix": cm.tolist(),
+        "sensitivity": float(recall_score(y, pred, zero_division=nan)) if tp + fn else nan,
+        "specificity": float(tn / (tn + fp)) if tn + fp else nan,
+        "precision": float(precision_score(y, pred, zero_division=nan)),
+        "f1": float(f1_score(y, pred, zero_division=nan)) if tp + fn + fp else nan,
+        "accuracy": float((tp + tn) / len(y)) if len(y) else nan,
+    }
+
+
+def binary_summary(
+    y: np.ndarray, score: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0
+) -> dict[str, object]:
+    """Every binary metric of the report for one set of images: counts, AUROC + CI, AP, threshold metrics."""
+    y = np.asarray(y, dtype=int)
+    score = np.asarray(score, dtype=float)
+    return {
+        "n": len(y),
+        "n_positive": int(y.sum()),
+        "auroc": auroc(y, score),
+        "auroc_ci95": list(bootstrap_ci(y, score, auroc_ranks, n_boot, seed)),
+        "average_precision": average_precision(y, score),
+        **binary_metrics_at(y, score, threshold),
+        "sens_at_spec": sensitivity_at_specificity(y, score),
+    }
+
+
+def multiclass_auroc(y: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, object]:
+    """One-vs-rest AUROC per class, macro (mean over classes present) and micro (pooled), via sklearn."""
+    y = np.asarray(y, dtype=int)
+    onehot = label_binarize(y, classes=list(range(len(classes))))
+    per_class = {name: auroc(onehot[:, i], probs[:, i]) for i, name in enumerate(classes)}
+    defined = [v for v in per_class.values() if not math.isnan(v)]
+    micro = float(roc_auc_score(onehot, probs, average="micro")) if len(defined) == len(classes) else float("nan")
+    return {
+        "per_class": per_class,
+        "macro_auroc": float(np.mean(defined)) if defined else float("nan"),
+        "micro_auroc": micro,
+    }
+
+
+# ---------------------------------------------------------------- detection: COCO scoring
+
+
+def coco_eval(gt: dict, detections: list[dict], max_det: int = 300, image_ids: Sequence[int] | None = None) -> dict:
+    """Score COCO-format detections against a COCO ground-truth dict with pycocotools' COCOeval (bbox).
+
+    `max_det` replaces COCO's 100 as the largest maxDets so the count matches Ultralytics val (300).
+    Returns map50_95, map50 and per-class AP (category name -> AP@[.5:.95]), read from COCOeval's
+    accumulated precision array [iou, recall, class, area, maxdet] (-1 = no ground truth) the same
+    way `summarize()` does, without its printing. NaN when the images hold no ground-truth box.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    nan = float("nan")
+    empty = {"map50_95": nan, "map50": nan, "per_class_ap": {c["name"]: nan for c in gt["categories"]}}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress on every call
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        ids = list(image_ids) if image_ids is not None else coco_gt.getImgIds()
+        if not coco_gt.getAnnIds(imgIds=ids):
+            return empty
+        if not detections:
+            # loadRes rejects an empty list: an empty result set scores AP 0 wherever there is ground truth.
+            return {"map50_95": 0.0, "map50": 0.0, "per_class_ap": {c["name"]: 0.0 for c in gt["categories"]}}
+        coco_dt = coco_gt.loadRes(detections)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = ids
+        ev.params.maxDets = [1, 10, max_det]
+        ev.evaluate()
+        ev.accumulate()
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # all areas, largest maxDets
+
+    def mean_valid(a: np.ndarray) -> float:
+        valid = a[a > -1]
+        return float(valid.mean()) if valid.size else nan
+
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    return {
+        "map50_95": mean_valid(precision),
+        "map50": mean_valid(precision[0]),
+        "per_class_ap": {names[cid]: mean_valid(precision[:, :, k]) for k, cid in enumerate(ev.params.catIds)},
+    }
+
+
+def ultralytics_map(
+    gt_boxes: list[np.ndarray],
+    gt_cls: list[np.ndarray],
+    pred_boxes: list[np.ndarray],
+    pred_conf: list[np.ndarray],
+    pred_cls: list[np.ndarray],
+    names: dict[int, str],
+) -> dict[str, float]:
+    """mAP@0.5:0.95 and mAP@0.5 computed by Ultralytics' own code (box_iou, match_predictions, ap_per_class).
+
+    The per-image lists hold xyxy pixel boxes. This reproduces what `val` does after NMS, so a fixed
+    set of boxes can be scored both ways (used by the tests with hand-made answers).
+    """
+    import torch
+    from ultralytics.engine.validator import BaseValidator
+    from ultralytics.utils.metrics import ap_per_class, box_iou
+
+    iouv = torch.linspace(0.5, 0.95, 10)
+    matcher = BaseValidator.__new__(BaseValidator)  # only match_predictions (needs .iouv) is used
+    matcher.iouv = iouv
+    tp, conf, pcls, tcls = [], [], [], []
+    for gb, gc, pb0, pc0, pk0 in zip(gt_boxes, gt_cls, pred_boxes, pred_conf, pred_cls, strict=True):
+        order = np.argsort(-np.asarray(pc0, float), kind="stable")  # match_predictions expects descending conf
+        pb, pc, pk = (np.asarray(a)[order] for a in (pb0, pc0, pk0))
+        if len(pb) and len(gb):
+            iou = box_iou(torch.as_tensor(gb, dtype=torch.float32), torch.as_tensor(pb, dtype=torch.float32))
+            hits = matcher.match_predictions(torch.as_tensor(pk), torch.as_tensor(gc), iou).numpy()
+        else:
+            hits = np.zeros((len(pb), len(iouv)), bool)
+        tp.append(hits)
+        conf.append(np.asarray(pc, float))
+        pcls.append(np.asarray(pk, float))
+        tcls.append(np.asarray(gc, float))
+    results = ap_per_class(
+        np.concatenate(tp), np.concatenate(conf), np.concatenate(pcls), np.concatenate(tcls), names=names
+    )
+    ap = results[5]  # (n_classes_with_labels, 10)
+    return {"map50_95": float(ap.mean()) if ap.size else 0.0, "map50": float(ap[:, 0].mean()) if ap.size else 0.0}

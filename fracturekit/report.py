@@ -1,0 +1,290 @@
+"""The evaluation report: a self-contained HTML page (plots embedded as base64 PNG) and a terminal table.
+
+The page must open offline on a hospital workstation, so it links nothing: no scripts, no fonts, no
+external images. Plots are drawn with matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+MAP_NOTE = (
+    "Ultralytics and pycocotools both sample the precision-recall curve at 101 recall points, but "
+    "Ultralytics integrates those points with the trapezoid rule while pycocotools averages the step "
+    "(right-continuous) precision values, so the same boxes give slightly different numbers; e.g. one of "
+    "two objects found with precision 1: pycocotools 51/101 = 0.505, Ultralytics 0.495. pycocotools is "
+    "the reference used in papers (COCO); Ultralytics is what training reports."
+)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (float, type(None))) for x in v):
+        return f"[{_fmt(v[0], digits)}, {_fmt(v[1], digits)}]"
+    return str(v)
+
+
+def summary_table(metrics: dict[str, Any]) -> Table:
+    """The short terminal table: headline numbers of each evaluated model."""
+    table = Table(
+        title=f"fracturekit evaluate: split '{metrics['split']}' (threshold from '{metrics['threshold_split']}')"
+    )
+    table.add_column("model")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    c = metrics.get("classification")
+    if c:
+        rows = [("n images (positive)", f"{c.get('n')} ({c.get('n_positive', 'n/a')})"), ("AUROC", _fmt(c["auroc"]))]
+        if c.get("positive_class"):
+            rows += [
+                ("AUROC 95% CI", _fmt(c["auroc_ci95"])),
+                ("average precision", _fmt(c["average_precision"])),
+                (f"threshold ({c['threshold_method']})", _fmt(c["threshold"])),
+                ("sensitivity", _fmt(c["sensitivity"])),
+                ("specificity", _fmt(c["specificity"])),
+                ("sens @ spec 0.90", _fmt(c["sens_at_spec"]["0.90"])),
+            ]
+        else:
+            rows += [("micro AUROC", _fmt(c["micro_auroc"])), ("accuracy", _fmt(c["accuracy"]))]
+        rows += [
+            ("temperature", _fmt(c["temperature"], 2)),
+            ("ECE before -> after", f"{_fmt(c['ece_before'])} -> {_fmt(c['ece_after'])}"),
+        ]
+        for i, (k, v) in enumerate(rows):
+            table.add_row("classifier" if i == 0 else "", k, v)
+    d = metrics.get("detection")
+    if d:
+        rows = [
+            ("n images (with boxes)", f"{d['n_images']} ({d['image_level']['n_positive']})"),
+            ("mAP50-95 Ultralytics / pycocotools", f"{_fmt(d['map50_95'])} / {_fmt(d['pycocotools']['map50_95'])}"),
+            ("mAP50 Ultralytics / pycocotools", f"{_fmt(d['map50'])} / {_fmt(d['pycocotools']['map50'])}"),
+            ("mAP50-95 difference", _fmt(d["map_difference"]["map50_95"], 4)),
+            ("precision / recall", f"{_fmt(d['precision'])} / {_fmt(d['recall'])}"),
+            ("image AUROC (max box conf)", _fmt(d["image_auroc"])),
+            ("image AUROC 95% CI", _fmt(d["image_auroc_ci95"])),
+        ]
+        for i, (k, v) in enumerate(rows):
+            table.add_row("detector" if i == 0 else "", k, v)
+    return table
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _png_data_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_pr_figure(curves: dict[str, dict[str, np.ndarray]]) -> str:
+    """ROC and precision-recall curves (sklearn points) for each binary scorer, as a data URI."""
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    plt = _pyplot()
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for name, c in curves.items():
+        y, s = np.asarray(c["y"]), np.asarray(c["score"])
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        ax_roc.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+        prec, rec, _ = precision_recall_curve(y, s)
+        ax_pr.step(rec, prec, where="post", label=name)
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
+    ax_roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1.02))
+    ax_pr.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.02))
+    for ax in (ax_roc, ax_pr):
+        ax.legend(loc="lower right" if ax is ax_roc else "lower left")
+        ax.grid(alpha=0.3)
+    return _png_data_uri(fig)
+
+
+def reliability_figure(rel: dict[str, Any]) -> str:
+    """Reliability diagram (top-label confidence vs accuracy) before and after temperature scaling."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for key, style in (("before", "o-"), ("after", "s-")):
+        b = rel[key]
+        used = np.asarray(b["count"]) > 0
+        ece = rel[f"ece_{key}"]
+        ax.plot(
+            np.asarray(b["confidence"])[used],
+            np.asarray(b["accuracy"])[used],
+            style,
+            label=f"{key} temperature scaling (ECE {_fmt(ece)})",
+        )
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect calibration")
+    ax.set(xlabel="confidence (top class)", ylabel="accuracy", title="Reliability", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png_data_uri(fig)
+
+
+def confusion_figure(matrix: list[list[int]], labels: list[str]) -> str:
+    """Confusion matrix (rows = truth, columns = prediction) with counts in the cells."""
+    plt = _pyplot()
+    cm = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true")
+    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_yticklabels(labels)
+    ax.set_title("Confusion matrix (at the threshold)")
+    return _png_data_uri(fig)
+
+
+# ------------------------------------------------------------------ HTML
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.note{color:#555;max-width:900px}
+img{max-width:100%}"""
+
+
+def _kv_table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _subgroup_table(subgroups: dict[str, dict[str, Any]], keys: list[str]) -> str:
+    parts = []
+    for col, values in subgroups.items():
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in ["n", "n_positive", *keys])
+        rows = ""
+        for value, m in values.items():
+            cells = [m.get("n"), m.get("n_positive")]
+            for k in keys:
+                v: Any = m
+                for part in k.split("."):
+                    v = v.get(part) if isinstance(v, dict) else None
+                cells.append(v)
+            rows += f"<tr><td>{html.escape(str(value))}</td>" + "".join(
+                f"<td>{html.escape(_fmt(c))}</td>" for c in cells
+            )
+            rows += "</tr>"
+        parts.append(f"<h3>by {html.escape(col)}</h3><table><tr><th>{html.escape(col)}</th>{head}</tr>{rows}</table>")
+    return "".join(parts)
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> Path:
+    """Write the self-contained report.html for `metrics` (as in metrics.json) and the raw plot data.
+
+    plots: "curves" (name -> {"y", "score"} for ROC/PR), "reliability" (reliability_bins before/after
+    and the two ECEs), "cls_confusion" ({"matrix", "labels"}); each is optional.
+    """
+    parts = [
+        f"<h1>fracturekit evaluation</h1><p>Data <code>{html.escape(str(metrics['data']))}</code>, split "
+        f"<b>{html.escape(metrics['split'])}</b>; threshold and temperature chosen on "
+        f"<b>{html.escape(metrics['threshold_split'])}</b> and applied unchanged.</p>"
+    ]
+    if metrics.get("warning"):
+        parts.append(f"<p><b>Warning:</b> {html.escape(metrics['warning'])}</p>")
+    if plots.get("curves"):
+        figure = roc_pr_figure(plots["curves"])
+        parts.append("<h2>ROC and precision-recall (image level)</h2>" + _img(figure, "ROC and PR"))
+    c = metrics.get("classification")
+    if c:
+        parts.append(f"<h2>Classifier</h2><p>Run <code>{html.escape(c['run'])}</code>, classes {c['classes']}.</p>")
+        rows: list[tuple[str, Any]] = [("images", c.get("n")), ("AUROC", c["auroc"])]
+        if c.get("positive_class"):
+            rows += [
+                ("positive images", c["n_positive"]),
+                ("AUROC 95% CI (bootstrap)", c["auroc_ci95"]),
+                ("average precision", c["average_precision"]),
+                (f"threshold ({c['threshold_method']}, on calibrated probability)", c["threshold"]),
+                ("sensitivity", c["sensitivity"]),
+                ("specificity", c["specificity"]),
+                ("precision (PPV)", c["precision"]),
+                ("F1", c["f1"]),
+                *[(f"sensitivity at specificity {k}", v) for k, v in c["sens_at_spec"].items()],
+            ]
+        else:
+            rows += [("macro AUROC", c["macro_auroc"]), ("micro AUROC", c["micro_auroc"]), ("accuracy", c["accuracy"])]
+            rows += [(f"AUROC {k} vs rest", v) for k, v in c["per_class"].items()]
+        rows += [("temperature", c["temperature"]), ("ECE before", c["ece_before"]), ("ECE after", c["ece_after"])]
+        parts.append(_kv_table(rows))
+        if "cls_confusion" in plots:
+            cm = plots["cls_confusion"]
+            parts.append(_img(confusion_figure(cm["matrix"], cm["labels"]), "confusion matrix"))
+        if "reliability" in plots:
+            parts.append(_img(reliability_figure(plots["reliability"]), "reliability diagram"))
+        if c.get("subgroups"):
+            keys = (
+                ["auroc", "average_precision", "sensitivity", "specificity", "precision", "f1", "ece_after"]
+                if c.get("positive_class")
+                else ["macro_auroc", "micro_auroc", "ece_after"]
+            )
+            parts.append("<h2>Classifier by subgroup</h2>" + _subgroup_table(c["subgroups"], keys))
+    d = metrics.get("detection")
+    if d:
+        parts.append(f"<h2>Detector</h2><p>Run <code>{html.escape(d['run'])}</code>, classes {d['classes']}.</p>")
+        parts.append(
+            "<table><tr><th></th><th>Ultralytics val</th><th>pycocotools COCOeval</th><th>difference</th></tr>"
+            + "".join(
+                f"<tr><td>{label}</td><td>{_fmt(d[k])}</td><td>{_fmt(d['pycocotools'][k])}</td>"
+                f"<td>{_fmt(d['map_difference'][k], 4)}</td></tr>"
+                for label, k in (("mAP@0.5:0.95", "map50_95"), ("mAP@0.5", "map50"))
+            )
+            + "</table>"
+        )
+        parts.append(f"<p class='note'>Same boxes scored twice. {html.escape(MAP_NOTE)}</p>")
+        il = d["image_level"]
+        parts.append(
+            _kv_table(
+                [
+                    ("images / with boxes / boxes", f"{d['n_images']} / {il['n_positive']} / {d['n_boxes']}"),
+                    ("precision / recall (Ultralytics)", f"{_fmt(d['precision'])} / {_fmt(d['recall'])}"),
+                    *[(f"AP {k}", v) for k, v in d["per_class_ap"].items()],
+                    ("image AUROC (score = max box confidence, 0 without box)", d["image_auroc"]),
+                    ("image AUROC 95% CI", d["image_auroc_ci95"]),
+                    ("image average precision", d["image_average_precision"]),
+                    (f"image threshold ({d['threshold_method']})", d["threshold"]),
+                    ("image sensitivity", il["sensitivity"]),
+                    ("image specificity", il["specificity"]),
+                    *[(f"image sensitivity at specificity {k}", v) for k, v in il["sens_at_spec"].items()],
+                ]
+            )
+        )
+        if d.get("subgroups"):
+            keys = ["pycocotools.map50_95", "pycocotools.map50", "auroc", "sensitivity", "specificity"]
+            parts.append("<h2>Detector by subgroup</h2>" + _subgroup_table(d["subgroups"], keys))
+    if metrics.get("skipped"):
+        items = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in metrics["skipped"])
+        parts.append(f"<h2>Skipped files</h2><ul>{items}</ul>")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fracturekit evaluation</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path
