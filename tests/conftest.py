@@ -95,7 +95,7 @@ def tiny_runs(prepared_phantoms: Path, tmp_path_factory: pytest.TempPathFactory)
         task: train(
             task=task,
             data=prepared_phantoms,
-            project=project,
+            project=str(project),
             name="tiny",
             epochs=1,
             imgsz=64,

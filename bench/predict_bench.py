@@ -1,0 +1,211 @@
+"""CPU throughput of `fracturekit predict` (PyTorch and ONNX) against plain `yolo predict`, same weights and images.
+
+Weights: one YOLOv8n detector built from `yolov8n.yaml` with a fixed random init (seed 0, 1 class "fracture"),
+because no pretrained weights can be downloaded here; speed does not depend on what the weights learned, and the
+same conf is used by every backend. Images: 200 synthetic films of 1024x800 px (fracturekit phantoms), or the
+first 200 FracAtlas images with --fracatlas. Each backend runs in its own Python process, one after the other;
+time counts from model load to the last result (imports excluded):
+
+- yolo predict (Ultralytics defaults): `YOLO(w).predict(source=folder, imgsz=640, conf=conf, save=False,
+  stream=True)` with Ultralytics' own thread count (cores - 1) and nothing of fracturekit imported.
+- yolo predict (all threads): the same call with torch using every allowed core, to separate that lever.
+- fracturekit predict (PyTorch / ONNX): `fracturekit.predict.predict(folder, detector=w or w.onnx, imgsz=640,
+  conf=conf, batch=B, save_images=False)` for each --batch B (it still writes predictions.csv/.json).
+
+Also printed: the model's GFLOPs per image at 640x640 and at the films' rectangular letterbox, and the CPU's
+measured float32 matmul GFLOP/s (torch, 2048x2048, all threads), so the achieved GFLOP/s can be read against
+the machine's limit. The last line is `ratio_vs_yolo_predict: X.XX` (best fracturekit backend over the
+Ultralytics-defaults row).
+
+Usage: .venv/bin/python bench/predict_bench.py [--n 200] [--imgsz 640] [--conf 0.25] [--batch 1,8] [--fracatlas]
+       [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas" / "images"
+
+_YOLO_SNIPPET = """
+import json, sys, time
+from ultralytics import YOLO
+from ultralytics.utils import torch_utils
+w, folder, imgsz, conf, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+if threads:
+    torch_utils.NUM_THREADS = threads
+t0 = time.perf_counter()
+n = sum(1 for _ in YOLO(w).predict(source=folder, imgsz=imgsz, conf=conf, save=False, stream=True, verbose=False))
+dt = time.perf_counter() - t0
+import torch
+print(json.dumps({"n": n, "seconds": dt, "threads": torch.get_num_threads()}))
+"""
+
+_FK_SNIPPET = """
+import json, sys, time
+from fracturekit.predict import predict
+w, folder, imgsz, conf, batch, out = sys.argv[1:7]
+t0 = time.perf_counter()
+recs = predict(folder, detector=w, out=out, imgsz=int(imgsz), conf=float(conf), batch=int(batch), save_images=False)
+dt = time.perf_counter() - t0
+import torch
+print(json.dumps({"n": len(recs), "seconds": dt, "threads": torch.get_num_threads(),
+                  "errors": sum(1 for r in recs if r["error"]), "boxes": sum(r["n_boxes"] for r in recs)}))
+"""
+
+
+def make_weights(work: Path, imgsz: int) -> Path:
+    """A random-init (seed 0) YOLOv8n detector saved like a training run's best.pt."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
+    model.names = {0: "fracture"}
+    model.args = {"imgsz": imgsz, "task": "detect"}
+    target = work / "det" / "weights" / "best.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.half(), "train_args": model.args, "epoch": -1}, target)
+    return target
+
+
+def make_images(work: Path, n: int, fracatlas: bool) -> Path:
+    """n films in one folder: phantoms cropped to 1024x800 (w x h), or links to FracAtlas JPEGs."""
+    import cv2
+
+    from fracturekit.phantoms import generate_phantom
+
+    folder = work / "images"
+    if folder.is_dir() and len(list(folder.iterdir())) == n:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    if fracatlas:
+        for p in sorted(FRACATLAS.rglob("*.jpg"))[:n]:
+            (folder / p.name).symlink_to(p)
+        return folder
+    for i in range(n):
+        img = generate_phantom(0, i, size=1024).image[112:912]  # 1024 wide x 800 high
+        cv2.imwrite(str(folder / f"film_{i:04d}.png"), img)
+    return folder
+
+
+def gflops(weights: Path, shapes: list[tuple[int, int]]) -> dict[str, float]:
+    """GFLOPs of one forward pass at each (h, w), counted by thop (2 FLOPs per multiply-add)."""
+    import copy
+
+    import thop
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights)).model.float().eval()
+    out = {}
+    for h, w in shapes:
+        x = torch.zeros(1, 3, h, w)
+        macs = thop.profile(copy.deepcopy(model), inputs=(x,), verbose=False)[0]
+        out[f"{h}x{w}"] = 2 * macs / 1e9
+    return out
+
+
+def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+    """Measured float32 matmul throughput with all allowed threads (torch)."""
+    import torch
+
+    from fracturekit.yolo_env import cpu_threads
+
+    torch.set_num_threads(cpu_threads())
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def run(snippet: str, args: list[str], env: dict[str, str]) -> dict:
+    """Run one backend in a fresh interpreter; its last stdout line is a JSON result."""
+    res = subprocess.run(
+        [sys.executable, "-c", snippet, *args], env=env, capture_output=True, text=True, cwd=REPO, check=False
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"backend failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--conf", type=float, default=0.25)
+    ap.add_argument("--batch", default="8", help="fracturekit batch size(s), comma-separated: one row each")
+    ap.add_argument("--fracatlas", action="store_true", help="use FracAtlas images instead of phantoms")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    a = ap.parse_args()
+    if a.fracatlas and not FRACATLAS.is_dir():
+        raise SystemExit(f"{FRACATLAS}: absent; run without --fracatlas to use phantoms.")
+    work = a.work or Path(tempfile.mkdtemp(prefix="fk-predict-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = work / "ultralytics-config"
+    os.environ["YOLO_CONFIG_DIR"] = str(cfg)  # keep Ultralytics' settings out of $HOME
+    base_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # Ultralytics picks its own
+    base_env |= {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(cfg), "FRACTUREKIT_OFFLINE": "1"}
+
+    from fracturekit.export import export
+    from fracturekit.predict import rect_shape
+    from fracturekit.yolo_env import cpu_threads, load_ultralytics
+
+    load_ultralytics()
+    weights = make_weights(work, a.imgsz)
+    folder = make_images(work, a.n, a.fracatlas)
+    onnx = export(weights, "onnx", imgsz=a.imgsz)
+    import cv2
+
+    first = cv2.imread(str(sorted(folder.iterdir())[0]), cv2.IMREAD_GRAYSCALE)
+    rect = rect_shape(*first.shape, a.imgsz, 32)
+    flops = gflops(weights, [(a.imgsz, a.imgsz), rect])
+    peak = matmul_gflops()
+    cores = cpu_threads()
+
+    common = [str(a.imgsz), str(a.conf)]
+    yolo_args = [str(weights), str(folder), *common]
+    rows = [
+        ("yolo predict (Ultralytics defaults)", run(_YOLO_SNIPPET, [*yolo_args, "0"], base_env)),
+        ("yolo predict (all threads)", run(_YOLO_SNIPPET, [*yolo_args, str(cores)], base_env)),
+    ]
+    for bs in [int(b) for b in a.batch.split(",")]:
+        for label, w in (("PyTorch", weights), ("ONNX", onnx)):
+            out = work / f"out_{w.suffix[1:]}_{bs}"
+            result = run(_FK_SNIPPET, [str(w), str(folder), *common, str(bs), str(out)], base_env)
+            rows.append((f"fracturekit predict ({label}, batch {bs})", result))
+
+    films = f"{a.n} phantom films {first.shape[1]}x{first.shape[0]}"
+    src = f"FracAtlas (first {a.n} JPEGs)" if a.fracatlas else films
+    print(f"images: {src}; model: YOLOv8n-det random init (seed 0), imgsz {a.imgsz}, conf {a.conf}")
+    print(f"cores allowed: {cores}; CPU float32 matmul (torch 2048x2048): {peak:.1f} GFLOP/s")
+    print("model GFLOPs per image: " + ", ".join(f"{k}: {v:.2f}" for k, v in flops.items()))
+    gf_rect = flops[f"{rect[0]}x{rect[1]}"]
+    base = rows[0][1]["n"] / rows[0][1]["seconds"]
+    print(f"{'backend':40s} {'threads':>7s} {'images':>6s} {'seconds':>8s} {'img/s':>7s} {'ratio':>6s} {'GFLOP/s':>8s}")
+    for label, r in rows:
+        ips = r["n"] / r["seconds"]
+        print(
+            f"{label:40s} {r['threads']:7d} {r['n']:6d} {r['seconds']:8.2f} {ips:7.2f} {ips / base:6.2f} "
+            f"{ips * gf_rect:8.1f}"
+        )
+    print(f"(GFLOP/s = img/s x {gf_rect:.2f} GFLOPs at the {rect[0]}x{rect[1]} letterbox every backend uses here)")
+    best = max(r["n"] / r["seconds"] for label, r in rows if label.startswith("fracturekit"))
+    print(f"ratio_vs_yolo_predict: {best / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""`fracturekit predict` and `fracturekit export`: thin wrappers over fracturekit.predict / fracturekit.export."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fracturekit.cli.app import app, console, user_errors
+
+
+@app.command()
+@user_errors
+def predict(
+    source: Annotated[str, typer.Option("--source", help="A folder (recursive), an image file, or a glob.")],
+    detector: Annotated[Path | None, typer.Option(help="Detector run folder or weights (.pt or .onnx).")] = None,
+    classifier: Annotated[Path | None, typer.Option(help="Classifier run folder or weights (.pt or .onnx).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder for annotated images and predictions.csv/.json.")] = Path(
+        "runs/predict"
+    ),
+    imgsz: Annotated[int | None, typer.Option(help="Inference size; default: the model's training size.")] = None,
+    conf: Annotated[float, typer.Option(help="Minimum box confidence to keep.")] = 0.25,
+    cam: Annotated[bool, typer.Option("--cam", help="Also write EigenCAM heatmap overlays to OUT/cam/.")] = False,
+    batch: Annotated[int, typer.Option(help="Images per inference batch.")] = 8,
+    device: Annotated[str, typer.Option(help="PyTorch device: cpu, auto, mps, 0 (ONNX runs on CPU).")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
+) -> None:
+    """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
+    from fracturekit.predict import predict as run_predict
+
+    records = run_predict(
+        source,
+        detector=detector,
+        classifier=classifier,
+        out=out,
+        imgsz=imgsz,
+        conf=conf,
+        cam=cam,
+        batch=batch,
+        device=device,
+        threads=threads,
+        progress=True,
+    )
+    errors = [r for r in records if r["error"]]
+    decisions = Counter(r["decision"] for r in records if not r["error"])
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
+    console.print(
+        f"{len(records)} images: {len(records) - len(errors)} predicted ({summary}), "
+        f"{len(errors)} unreadable -> {out / 'predictions.csv'}",
+        highlight=False,
+    )
+    for r in errors:
+        console.print(f"  [yellow]skipped[/] {r['path']}: {r['error']}", highlight=False)
+    for note in sorted({n for r in records for n in r["note"].split("; ") if n}):
+        console.print(f"  [yellow]note[/] {note}", highlight=False)
+
+
+@app.command()
+@user_errors
+def export(
+    weights: Annotated[Path, typer.Argument(help="A train run folder or a .pt weights file.")],
+    fmt: Annotated[str, typer.Option("--format", help="An Ultralytics export format: onnx, torchscript.")] = "onnx",
+    imgsz: Annotated[int | None, typer.Option(help="Export size; default: the training size.")] = None,
+) -> None:
+    """Export a trained model; the file is written beside the weights."""
+    from fracturekit.export import export as run_export
+
+    path = run_export(weights, fmt=fmt, imgsz=imgsz)
+    console.print(f"exported {path}", highlight=False)

@@ -1,0 +1,694 @@
+"""Predict on new films: fracture probability, boxes and an annotated copy per image, fast on a plain CPU.
+
+The pipeline is hand-assembled instead of calling `YOLO.predict` because a folder of films needs
+what Ultralytics' predictor does not do together: our own reader (16-bit windowing, DICOM, truncated
+JPEGs; the same as `prepare`), recursive folders with bad files reported and skipped, batching with
+rectangular letterboxing to each film's aspect, decoding of the next batch overlapped with inference,
+and the tuned threshold and temperature from `evaluate`. Model-specific steps stay Ultralytics'
+own: checkpoint loading, `classify_transforms`, and `non_max_suppression`.
+
+Backends: PyTorch (`.pt`) and ONNX (`.onnx`, an onnxruntime CPU session with all allowed cores as
+intra-op threads). Our own session is used rather than AutoBackend so that a dynamic-shape export
+gets rectangular batches and the thread count is ours; outputs then go through the same NMS, so the
+two backends agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import glob
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+from fracturekit.calibration import apply_temperature
+from fracturekit.errors import UserError
+from fracturekit.imageio import ImageReadError, is_image_file, read_image
+from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, RunDir
+from fracturekit.yolo_env import cpu_threads, load_ultralytics
+
+log = logging.getLogger(__name__)
+
+PAD_VALUE = 114  # Ultralytics' letterbox gray, so padded borders look as they did in training
+DEFAULT_THRESHOLD = 0.5
+IOU = 0.7  # Ultralytics' predict default NMS IoU
+CSV_COLUMNS = (
+    "path",
+    "width",
+    "height",
+    "fracture_probability",
+    "decision",
+    "threshold",
+    "score_source",
+    "detector_score",
+    "n_boxes",
+    "boxes",
+    "annotated",
+    "cam",
+    "error",
+    "warnings",
+    "note",
+)
+
+
+# --------------------------------------------------------------------------------------------- sources
+def list_sources(source: str | Path) -> list[Path]:
+    """Image files named by `source`: a folder (recursive), one file, or a glob pattern; sorted."""
+    src = Path(source)
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file())
+    elif src.is_file():
+        return [src]
+    elif glob.has_magic(str(source)):
+        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
+    else:
+        raise UserError(f"{source}: no such file, folder or glob match; pass --source with a folder of X-rays.")
+    images = [p for p in files if is_image_file(p)]
+    if len(images) < len(files):
+        log.warning("ignored %d files whose suffix is not an image type", len(files) - len(images))
+    if not images:
+        raise UserError(f"{source}: no image files found (.jpg .png .tif .dcm ...); point --source at X-rays.")
+    return images
+
+
+def _output_names(paths: list[Path], source: str | Path) -> list[str]:
+    """A unique, flat file stem per image: its path under the source folder with '/' turned into '__'."""
+    root = Path(source) if Path(source).is_dir() else None
+    names: list[str] = []
+    seen: set[str] = set()
+    for p in paths:
+        rel = p.relative_to(root) if root is not None else Path(p.name)
+        stem = "__".join(rel.with_suffix("").parts)
+        name, k = stem, 1
+        while name in seen:  # same stem, different suffix (a.png and a.jpg)
+            name, k = f"{stem}_{k}", k + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+# ----------------------------------------------------------------------------------------------- models
+@dataclass
+class Model:
+    """A loaded detector or classifier (PyTorch or ONNX) with what inference needs to know about it."""
+
+    task: str  # "detect" | "classify"
+    backend: str  # "torch" | "onnx"
+    weights: Path
+    names: dict[int, str]
+    imgsz: int
+    stride: int
+    fixed_shape: tuple[int, int] | None  # (h, w) of a static-shape ONNX input
+    fixed_batch: int | None  # the batch size a static-shape ONNX input requires
+    run: RunDir | None
+    net: Any  # torch nn.Module or onnxruntime.InferenceSession
+    metrics: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"  # torch device of a PyTorch model; ONNX always runs on CPU
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Run a float32 (B, 3, H, W) batch in 0..1; returns the raw head output as numpy."""
+        if self.backend == "onnx":
+            name = self.net.get_inputs()[0].name
+            fb = self.fixed_batch
+            if fb is None or fb == len(x):
+                return self.net.run(None, {name: x})[0]
+            outs = []
+            for i in range(0, len(x), fb):  # static batch: run full chunks, the last one zero-padded
+                chunk = x[i : i + fb]
+                pad = np.zeros((fb - len(chunk), *x.shape[1:]), x.dtype)
+                outs.append(self.net.run(None, {name: np.concatenate([chunk, pad])})[0][: len(chunk)])
+            return np.concatenate(outs)
+        import torch
+
+        with torch.inference_mode():
+            y = self.net(torch.from_numpy(x).to(self.device))
+        return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
+
+
+def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
+    """A weights file and the run it belongs to (None for a loose file); a run folder means its best.pt."""
+    p = Path(path)
+    if p.is_dir():
+        run = RunDir.find(p)
+        if not run.best.is_file():
+            raise UserError(f"{run.best}: missing; the run has no best weights, train it to completion first.")
+        return run.best, run
+    if not p.is_file():
+        raise UserError(f"{p}: no such weights file or run folder; pass a `fracturekit train` run or a .pt/.onnx.")
+    run = RunDir(p.parent.parent) if p.parent.name == "weights" else None
+    return p, run
+
+
+def _read_metrics(run: RunDir | None) -> dict[str, Any]:
+    if run is None or not run.metrics.is_file():
+        return {}
+    try:
+        return json.loads(run.metrics.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{run.metrics}: unreadable ({exc}); re-run `fracturekit evaluate {run.root}`.") from exc
+
+
+def training_imgsz(run: RunDir | None) -> int | None:
+    """The training imgsz recorded in the run's config.yaml, if any."""
+    if run is None or not run.config.is_file():
+        return None
+    cfg = yaml.safe_load(run.config.read_text()) or {}
+    for section in (cfg, cfg.get("train", {}) if isinstance(cfg.get("train"), dict) else {}):
+        if isinstance(section.get("imgsz"), int):
+            return int(section["imgsz"])
+    return None
+
+
+def _imgsz_value(v: Any) -> int | None:
+    if isinstance(v, int):
+        return v
+    if isinstance(v, (list, tuple)) and v:
+        return int(max(v))
+    return None
+
+
+def load_model(
+    weights: str | Path, task: str, imgsz: int | None = None, threads: int | None = None, device: str = "cpu"
+) -> Model:
+    """Load a `.pt` or `.onnx` detector/classifier; UserError when the file is the wrong kind of model.
+
+    `device` (auto, cpu, mps, 0, cuda:0) places a PyTorch model; ONNX models run on CPU whatever it says.
+    """
+    from fracturekit.device import resolve_device
+
+    dev = resolve_device(device)
+    torch_device = f"cuda:{dev.gpus[0]}" if dev.kind == "cuda" else dev.spec
+    path, run = resolve_weights(weights)
+    n = cpu_threads(threads)
+    load_ultralytics(n)
+    if path.suffix.lower() == ".onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = n
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            raise UserError(f"{path}: not a loadable ONNX model ({exc}); re-export with `fracturekit export`.") from exc
+        meta = {k: v for k, v in sess.get_modelmeta().custom_metadata_map.items()}
+        if "names" not in meta or "task" not in meta:
+            raise UserError(f"{path}: ONNX file has no Ultralytics metadata; export it with `fracturekit export`.")
+        shape = sess.get_inputs()[0].shape  # [batch, 3, h, w], str for dynamic axes
+        fixed = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
+        model_task = meta["task"]
+        names = ast.literal_eval(meta["names"])
+        stride = int(meta.get("stride", 32))
+        trained = _imgsz_value(ast.literal_eval(meta.get("imgsz", "None")))
+        net: Any = sess
+        fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
+    else:
+        from ultralytics import YOLO
+
+        try:
+            yolo = YOLO(str(path))
+        except Exception as exc:  # Ultralytics raises many types for a bad checkpoint
+            raise UserError(f"{path}: not a loadable YOLO checkpoint ({exc}); pass a run's weights/best.pt.") from exc
+        net = yolo.model.float().eval()
+        if hasattr(net, "fuse"):
+            net = net.fuse(verbose=False)
+        net = net.to(torch_device)
+        model_task, names = yolo.task, dict(net.names)
+        stride = int(max(getattr(net, "stride", [32])))
+        args = getattr(net, "args", {}) or {}
+        trained = _imgsz_value(args.get("imgsz") if isinstance(args, dict) else None)
+        fixed, fixed_batch = None, None
+    if model_task != task:
+        flag = "--detector" if model_task == "detect" else "--classifier"
+        raise UserError(f"{weights}: a {model_task} model was given where a {task} model is needed; pass it as {flag}.")
+    size = imgsz or training_imgsz(run) or trained or 640
+    if fixed is not None:
+        size = max(fixed)
+    return Model(
+        task=task,
+        backend="onnx" if path.suffix.lower() == ".onnx" else "torch",
+        weights=path,
+        names={int(k): str(v) for k, v in names.items()},
+        imgsz=int(size),
+        stride=stride,
+        fixed_shape=fixed,
+        fixed_batch=fixed_batch,
+        run=run,
+        net=net,
+        metrics=_read_metrics(run),
+        device="cpu" if path.suffix.lower() == ".onnx" else torch_device,
+    )
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+def rect_shape(h: int, w: int, imgsz: int, stride: int) -> tuple[int, int]:
+    """Letterbox shape (h, w) keeping the film's aspect: long side imgsz, both sides a multiple of stride."""
+    r = imgsz / max(h, w)
+    nh, nw = round(h * r), round(w * r)
+    return int(np.ceil(nh / stride) * stride), int(np.ceil(nw / stride) * stride)
+
+
+def letterbox(gray: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resize to fit `shape` (h, w) and pad centered with gray 114, as Ultralytics' LetterBox does.
+
+    Done on the single gray channel (3x less work than on BGR); returns the image, the scale and the
+    (left, top) padding, used to map boxes back to film pixels.
+    """
+    h, w = gray.shape
+    r = min(shape[0] / h, shape[1] / w)
+    nh, nw = round(h * r), round(w * r)
+    img = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nh, nw) != (h, w) else gray
+    dh, dw = (shape[0] - nh) / 2, (shape[1] - nw) / 2
+    top, left = round(dh - 0.1), round(dw - 0.1)
+    bottom, right = shape[0] - nh - top, shape[1] - nw - left
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=PAD_VALUE)
+    return img, r, (float(left), float(top))
+
+
+def _to_batch(images: list[np.ndarray]) -> np.ndarray:
+    """uint8 gray (H, W) images of one shape -> float32 (B, 3, H, W) in 0..1 (gray replicated, as in training)."""
+    x = np.stack(images).astype(np.float32) * (1.0 / 255.0)
+    return np.ascontiguousarray(np.broadcast_to(x[:, None], (x.shape[0], 3, *x.shape[1:])))
+
+
+@dataclass
+class _Item:
+    """One film as it moves through the pipeline."""
+
+    index: int
+    path: Path
+    gray: np.ndarray | None = None
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    det_in: np.ndarray | None = None
+    det_scale: float = 1.0
+    det_pad: tuple[float, float] = (0.0, 0.0)
+    cls_in: np.ndarray | None = None
+
+
+def _classify_host_transform(imgsz: int, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Ultralytics' own classify resize + center crop, so probabilities match its predict/val."""
+    load_ultralytics(threads)
+    import torchvision.transforms as T
+    from PIL import Image
+    from ultralytics.data.augment import classify_transforms
+
+    host = T.Compose(classify_transforms(imgsz).transforms[:2])
+    return lambda gray: np.asarray(host(Image.fromarray(gray)))
+
+
+def _load(
+    index: int,
+    path: Path,
+    detector: Model | None,
+    cls_tf: Callable[[np.ndarray], np.ndarray] | None,
+) -> _Item:
+    """Decode one film and prepare the model inputs (runs in a worker thread, overlapping inference)."""
+    item = _Item(index, path)
+    try:
+        img = read_image(path)
+        item.gray, item.warnings = img.pixels, list(img.warnings)
+        if detector is not None:
+            shape = detector.fixed_shape or rect_shape(img.height, img.width, detector.imgsz, detector.stride)
+            item.det_in, item.det_scale, item.det_pad = letterbox(img.pixels, shape)
+        if cls_tf is not None:
+            item.cls_in = cls_tf(img.pixels)
+    except ImageReadError as exc:
+        item.gray, item.error = None, str(exc)
+    except Exception as exc:  # one bad file must not end the run: report it with its reason and go on
+        item.gray, item.error = None, f"unreadable ({type(exc).__name__}: {exc})"
+    return item
+
+
+def _pad_to(img: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad a letterboxed image centered to a larger batch shape; returns it and the extra (left, top)."""
+    dh, dw = shape[0] - img.shape[0], shape[1] - img.shape[1]
+    if not dh and not dw:
+        return img, (0, 0)
+    top, left = dh // 2, dw // 2
+    out = cv2.copyMakeBorder(img, top, dh - top, left, dw - left, cv2.BORDER_CONSTANT, value=PAD_VALUE)
+    return out, (left, top)
+
+
+# ------------------------------------------------------------------------------------------ inference
+def _nms(raw: np.ndarray, conf: float, nc: int) -> list[np.ndarray]:
+    """Ultralytics' NMS on a raw (B, 4 + nc, anchors) head output -> per image (n, 6) x1 y1 x2 y2 conf cls."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    out = non_max_suppression(torch.from_numpy(raw), conf_thres=conf, iou_thres=IOU, nc=nc, max_det=300)
+    return [o.numpy() for o in out]
+
+
+def _detect_batch(
+    model: Model, items: list[_Item], conf: float, cam: bool
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Boxes in film pixels for a batch of decoded films (and EigenCAM maps in film pixels when asked)."""
+    shape = (max(i.det_in.shape[0] for i in items), max(i.det_in.shape[1] for i in items))  # type: ignore[union-attr]
+    ims, extra = [], []
+    for it in items:
+        im, off = _pad_to(it.det_in, shape)  # type: ignore[arg-type]
+        ims.append(im)
+        extra.append(off)
+    x = _to_batch(ims)
+    maps: list[np.ndarray | None] = [None] * len(items)
+    if cam and model.backend == "torch":
+        from fracturekit.cam import eigencam
+
+        raw, cams = eigencam(model.net, x, model.device)
+    else:
+        raw, cams = model.forward(x), None
+    dets = _nms(raw, conf, len(model.names))
+    boxes = []
+    for k, (it, d, off) in enumerate(zip(items, dets, extra, strict=True)):
+        b = d.copy()
+        left, top = it.det_pad[0] + off[0], it.det_pad[1] + off[1]
+        b[:, [0, 2]] = (b[:, [0, 2]] - left) / it.det_scale
+        b[:, [1, 3]] = (b[:, [1, 3]] - top) / it.det_scale
+        h, w = it.gray.shape  # type: ignore[union-attr]
+        b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+        b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+        boxes.append(b)
+        if cams is not None:
+            nh, nw = round(h * it.det_scale), round(w * it.det_scale)
+            t, left_i = int(top), int(left)
+            crop = cams[k][t : t + nh, left_i : left_i + nw]
+            maps[k] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+    return boxes, maps
+
+
+def _classify_batch(model: Model, items: list[_Item], cam: bool) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Softmax probabilities (B, C) for a batch (and EigenCAM maps in film pixels when asked)."""
+    x = _to_batch([it.cls_in for it in items])  # type: ignore[misc]
+    maps: list[np.ndarray | None] = [None] * len(items)
+    if cam and model.backend == "torch":
+        from fracturekit.cam import eigencam
+
+        probs, cams = eigencam(model.net, x, model.device)
+        for k, it in enumerate(items):
+            maps[k] = _uncrop(cams[k], it.gray.shape)  # type: ignore[union-attr]
+    else:
+        probs = model.forward(x)
+    return probs, maps
+
+
+def _uncrop(cam: np.ndarray, film_shape: tuple[int, ...]) -> np.ndarray:
+    """Place a classifier map (computed on the center square crop) back onto the whole film."""
+    h, w = film_shape[:2]
+    s = min(h, w)
+    full = np.zeros((h, w), np.float32)
+    top, left = (h - s) // 2, (w - s) // 2
+    full[top : top + s, left : left + s] = cv2.resize(cam, (s, s), interpolation=cv2.INTER_LINEAR)
+    return full
+
+
+# ------------------------------------------------------------------------------------------ decisions
+@dataclass
+class _Policy:
+    """How a probability becomes a decision: tuned threshold, temperature, positive class, notes."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    temperature: float = 1.0
+    positive: str = POSITIVE_CLASS
+    notes: list[str] = field(default_factory=list)
+
+
+def _section(model: Model, section: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """This model's `section` of a metrics.json: from its own run, or from the other model's run when
+    `evaluate` was given both (it then writes one metrics.json, into the classifier's run)."""
+    own = model.run.root.resolve() if model.run is not None else None
+    for metrics in [model.metrics, *sources]:
+        m = metrics.get(section)
+        if not isinstance(m, dict):
+            continue
+        run = m.get("run")
+        if (run is None and metrics is model.metrics) or (run is not None and own == Path(run).resolve()):
+            return m
+    return {}
+
+
+def _policy(model: Model, section: str, sources: list[dict[str, Any]]) -> _Policy:
+    m = _section(model, section, sources)
+    pol = _Policy(positive=str(m.get("positive_class") or POSITIVE_CLASS))
+    if m.get("threshold") is not None:
+        pol.threshold = float(m["threshold"])
+    else:
+        where = model.run.metrics if model.run is not None else f"{model.weights} (not inside a run folder)"
+        pol.notes.append(
+            f"{model.task}: no evaluate threshold in {where}; decision at {DEFAULT_THRESHOLD}"
+            + ("" if section == "detection" else ", probability not calibrated")
+        )
+    if section == "classification" and m.get("temperature") is not None:
+        pol.temperature = float(m["temperature"])
+    return pol
+
+
+def _positive_index(model: Model, positive: str) -> int:
+    for k, v in model.names.items():
+        if v == positive:
+            return k
+    raise UserError(
+        f"{model.weights}: classifier classes {sorted(model.names.values())} have no '{positive}'; "
+        "pass a classifier trained by `fracturekit train --task classify`."
+    )
+
+
+# ------------------------------------------------------------------------------------------ outputs
+_RED, _GREEN, _YELLOW = (40, 40, 230), (60, 200, 60), (0, 215, 255)
+
+
+def _annotate(gray: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
+    """Boxes with confidence, and the probability and decision written on the film (BGR)."""
+    img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    h, w = gray.shape
+    scale = max(0.4, min(h, w) / 800)
+    thick = max(1, round(2 * scale))
+    for b in rec["boxes"]:
+        p1, p2 = (round(b["x1"]), round(b["y1"])), (round(b["x2"]), round(b["y2"]))
+        cv2.rectangle(img, p1, p2, _YELLOW, thick)
+        cv2.putText(
+            img, f"{b['class']} {b['confidence']:.2f}", (p1[0], max(12, p1[1] - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, _YELLOW, thick, cv2.LINE_AA,
+        )  # fmt: skip
+    if rec["fracture_probability"] is not None:
+        color = _RED if rec["decision"] == POSITIVE_CLASS else _GREEN
+        p, thr = rec["fracture_probability"], rec["threshold"]
+        text = f"{rec['score_source']} p={p:.3f} -> {rec['decision']} (thr {thr:.2f})"
+        cv2.putText(img, text, (8, round(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, color, thick, cv2.LINE_AA)
+    return img
+
+
+def _overlay(gray: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """A JET heatmap (0..1 map) blended 50/50 over the film."""
+    h8 = (np.clip(heat, 0, 1) * 255).astype(np.uint8)
+    return cv2.addWeighted(cv2.applyColorMap(h8, cv2.COLORMAP_JET), 0.5, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), 0.5, 0)
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")
+
+
+def _write_tables(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    with (out / "predictions.csv").open("w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        wr.writeheader()
+        for r in records:
+            row = dict(r)
+            row["boxes"] = json.dumps(r["boxes"])
+            row["cam"] = ";".join(r["cam"])
+            row["warnings"] = "; ".join(r["warnings"])
+            wr.writerow(row)
+    (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
+
+
+# ------------------------------------------------------------------------------------------ main API
+def _batches(
+    paths: list[Path],
+    batch: int,
+    pool: ThreadPoolExecutor,
+    load: Callable[[int, Path], _Item],
+) -> Iterator[list[_Item]]:
+    """Yield decoded batches while the next batch is already decoding in the pool (one batch ahead)."""
+    chunks = [range(i, min(i + batch, len(paths))) for i in range(0, len(paths), batch)]
+    queued: deque[list[Future[_Item]]] = deque()
+    for k, chunk in enumerate(chunks):
+        if not queued:
+            queued.append([pool.submit(load, i, paths[i]) for i in chunk])
+        if k + 1 < len(chunks):
+            queued.append([pool.submit(load, i, paths[i]) for i in chunks[k + 1]])
+        yield [f.result() for f in queued.popleft()]
+
+
+def predict(
+    source: str | Path,
+    *,
+    detector: str | Path | None = None,
+    classifier: str | Path | None = None,
+    out: str | Path = "runs/predict",
+    imgsz: int | None = None,
+    conf: float = 0.25,
+    cam: bool = False,
+    batch: int = 8,
+    device: str = "cpu",
+    threads: int | None = None,
+    save_images: bool = True,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
+
+    Returns one record per image (in sorted path order): path, width, height, fracture_probability
+    (the classifier's calibrated probability, else the detector's best box confidence), decision
+    (positive/negative class at the tuned threshold), threshold, score_source, detector_score, boxes
+    (film pixels with confidence and class), annotated (image path), cam (heatmap paths), error
+    (why the file was skipped, empty when fine), warnings (reader notes such as truncated JPEG), note
+    (set when no `evaluate` metrics were found: the 0.5 default threshold was used).
+    """
+    if detector is None and classifier is None:
+        raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
+    if batch < 1:
+        raise UserError(f"--batch {batch}: must be at least 1.")
+    out = Path(out)
+    paths = [p for p in list_sources(source) if not p.resolve().is_relative_to(out.resolve())]  # not our own output
+    if not paths:
+        raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
+    names = _output_names(paths, source)
+    det = load_model(detector, "detect", imgsz, threads, device) if detector is not None else None
+    clf = load_model(classifier, "classify", imgsz, threads, device) if classifier is not None else None
+    for m in (det, clf):
+        if cam and m is not None and m.backend != "torch":
+            raise UserError(
+                f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
+            )
+    loaded = [m.metrics for m in (det, clf) if m is not None]
+    det_pol = _policy(det, "detection", loaded) if det is not None else None
+    clf_pol = _policy(clf, "classification", loaded) if clf is not None else None
+    pos_idx = _positive_index(clf, clf_pol.positive) if clf is not None and clf_pol is not None else None
+    box_floor = min(conf, det_pol.threshold) if det_pol is not None else conf
+
+    out.mkdir(parents=True, exist_ok=True)
+    if cam:
+        (out / "cam").mkdir(exist_ok=True)
+    cls_tf = _classify_host_transform(clf.imgsz, threads) if clf is not None else None
+    n_threads = cpu_threads(threads)
+    records: list[dict[str, Any]] = [{} for _ in paths]
+    writes: list[Future[None]] = []
+
+    def load(i: int, p: Path) -> _Item:
+        return _load(i, p, det, cls_tf)
+
+    with ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool:
+        stream = _batches(paths, batch, pool, load)
+        if progress:
+            from rich.progress import track
+
+            stream = track(stream, total=(len(paths) + batch - 1) // batch, description="predict")
+        for items in stream:
+            good = [it for it in items if it.gray is not None]
+            boxes: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(good)
+            probs = np.zeros((len(good), 0), np.float32)
+            det_maps: list[np.ndarray | None] = [None] * len(good)
+            cls_maps: list[np.ndarray | None] = [None] * len(good)
+            if good and det is not None:
+                boxes, det_maps = _detect_batch(det, good, box_floor, cam)
+            if good and clf is not None:
+                probs, cls_maps = _classify_batch(clf, good, cam)
+                if clf_pol is not None and clf_pol.temperature != 1.0:
+                    probs = apply_temperature(probs, clf_pol.temperature)
+            for it in items:
+                records[it.index] = _empty_record(it)
+            for k, it in enumerate(good):
+                rec = records[it.index]
+                h, w = it.gray.shape  # type: ignore[union-attr]
+                rec.update(width=w, height=h)
+                kept = boxes[k][boxes[k][:, 4] >= conf] if det is not None else boxes[k]
+                rec["boxes"] = [
+                    {
+                        "x1": round(float(b[0]), 1),
+                        "y1": round(float(b[1]), 1),
+                        "x2": round(float(b[2]), 1),
+                        "y2": round(float(b[3]), 1),
+                        "confidence": round(float(b[4]), 4),
+                        "class": det.names[int(b[5])] if det is not None else "",
+                    }
+                    for b in kept
+                ]
+                rec["n_boxes"] = len(rec["boxes"])
+                if det is not None:
+                    # Image score as `evaluate` defines it: max box confidence over all classes, 0 with no box.
+                    rec["detector_score"] = round(float(boxes[k][:, 4].max()) if len(boxes[k]) else 0.0, 4)
+                if clf is not None and clf_pol is not None and pos_idx is not None:
+                    p, pol, rec["score_source"] = float(probs[k][pos_idx]), clf_pol, "classifier"
+                else:
+                    assert det_pol is not None
+                    p, pol, rec["score_source"] = rec["detector_score"], det_pol, "detector"
+                rec["fracture_probability"] = round(p, 6)
+                rec["threshold"] = pol.threshold
+                rec["decision"] = pol.positive if p >= pol.threshold else _negative(clf, pol.positive)
+                rec["note"] = "; ".join(pol.notes)
+                name = names[it.index]
+                if save_images:
+                    rec["annotated"] = str(out / f"{name}.jpg")
+                    writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(it.gray, rec)))  # type: ignore[arg-type]
+                for tag, m in (("", cls_maps[k]), (".det" if clf is not None else "", det_maps[k])):
+                    if m is not None:
+                        target = out / "cam" / f"{name}{tag}.png"
+                        rec["cam"].append(str(target))
+                        writes.append(pool.submit(_write, target, _overlay(it.gray, m)))  # type: ignore[arg-type]
+        for f in writes:
+            f.result()
+
+    notes = (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
+    meta = {
+        "source": str(source),
+        "detector": str(det.weights) if det else None,
+        "classifier": str(clf.weights) if clf else None,
+        "detector_imgsz": det.imgsz if det else None,
+        "classifier_imgsz": clf.imgsz if clf else None,
+        "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
+        "conf": conf,
+        "temperature": clf_pol.temperature if clf_pol else None,
+        "notes": notes,
+        "n_images": len(paths),
+        "n_errors": sum(1 for r in records if r["error"]),
+    }
+    _write_tables(out, records, meta)
+    return records
+
+
+def _negative(clf: Model | None, positive: str) -> str:
+    """The decision label below threshold: the classifier's other class when binary, else no_fracture."""
+    if clf is not None and len(clf.names) == 2:
+        return next(v for v in clf.names.values() if v != positive)
+    return NEGATIVE_CLASS
+
+
+def _empty_record(it: _Item) -> dict[str, Any]:
+    return {
+        "path": str(it.path),
+        "width": None,
+        "height": None,
+        "fracture_probability": None,
+        "decision": "",
+        "threshold": None,
+        "score_source": "",
+        "detector_score": None,
+        "n_boxes": 0,
+        "boxes": [],
+        "annotated": "",
+        "cam": [],
+        "error": it.error,
+        "warnings": it.warnings,
+        "note": "",
+    }
