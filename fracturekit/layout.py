@@ -123,6 +123,4 @@ class RunDir:
             return cls(p.parent.parent)
         if p.is_dir() and (p / "weights").is_dir():
             return cls(p)
-        raise UserError(
-            f"{p}: not a run folder (expected weights/best.pt inside); pass a `fracturekit train` run."
-        )
+        raise UserError(f"{p}: not a run folder (expected weights/best.pt inside); pass a `fracturekit train` run.")

@@ -40,18 +40,18 @@ def _smooth_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarr
     return big / (np.abs(big).max() + 1e-6)
 
 
-def _bone_mask(
-    size: int, center: tuple[float, float], angle: float, length: float, width: float
-) -> np.ndarray:
-    """Float mask of a long bone: a rounded shaft with slightly wider ends (condyles)."""
+def _bone_mask(size: int, segments: list[tuple[np.ndarray, np.ndarray]], width: float) -> np.ndarray:
+    """Float mask of a long bone: shaft segments (two when fractured) with wider rounded ends (condyles)."""
     mask = np.zeros((size, size), np.float32)
-    dx, dy = math.cos(angle), math.sin(angle)
-    p1 = (int(center[0] - dx * length / 2), int(center[1] - dy * length / 2))
-    p2 = (int(center[0] + dx * length / 2), int(center[1] + dy * length / 2))
-    cv2.line(mask, p1, p2, 1.0, int(width), lineType=cv2.LINE_AA)
-    for p in (p1, p2):
-        cv2.circle(mask, p, int(width * 0.75), 1.0, -1, lineType=cv2.LINE_AA)
+    for a, b in segments:
+        cv2.line(mask, _pt(a), _pt(b), 1.0, int(width), lineType=cv2.LINE_AA)
+    for p in (segments[0][0], segments[-1][1]):
+        cv2.circle(mask, _pt(p), int(width * 0.75), 1.0, -1, lineType=cv2.LINE_AA)
     return mask
+
+
+def _pt(p: np.ndarray) -> tuple[int, int]:
+    return int(round(p[0])), int(round(p[1]))
 
 
 def _bone_intensity(mask: np.ndarray, width: float) -> np.ndarray:
@@ -62,9 +62,7 @@ def _bone_intensity(mask: np.ndarray, width: float) -> np.ndarray:
     return (shade * mask).astype(np.float32)
 
 
-def _crack_points(
-    rng: np.random.Generator, center: tuple[float, float], angle: float, width: float
-) -> np.ndarray:
+def _crack_points(rng: np.random.Generator, center: tuple[float, float], angle: float, width: float) -> np.ndarray:
     """A jagged polyline crossing the bone roughly perpendicular (or oblique) to its axis."""
     across = angle + math.pi / 2 + rng.uniform(-0.6, 0.6)
     half = width * rng.uniform(0.55, 0.8)
@@ -91,34 +89,38 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
     tissue = cv2.GaussianBlur(tissue, (0, 0), s * 0.03)
     img += tissue * (rng.uniform(0.18, 0.3) + 0.06 * _smooth_noise(rng, s, 24))
 
-    # one or two bones along the limb
+    # one or two bones along the limb; a fractured one is two fragments, angulated and shifted at the break
     n_bones = 1 if rng.random() < 0.4 else 2
-    bones = []
+    broken = int(rng.integers(n_bones)) if rng.random() < fracture_prob else -1
     bone_layer = np.zeros((s, s), np.float32)
+    crack_layer = np.zeros((s, s), np.float32)
+    boxes: list[tuple[float, float, float, float]] = []
     for b in range(n_bones):
         offset = 0.0 if n_bones == 1 else (b - 0.5) * s * rng.uniform(0.1, 0.16)
-        bc = (center[0] - math.sin(angle) * offset, center[1] + math.cos(angle) * offset)
+        bc = np.array([center[0] - math.sin(angle) * offset, center[1] + math.cos(angle) * offset])
         width = s * rng.uniform(0.05, 0.09)
         length = s * rng.uniform(0.55, 0.8)
         ba = angle + rng.uniform(-0.08, 0.08)
-        mask = _bone_mask(s, bc, ba, length, width)
-        bone_layer = np.maximum(bone_layer, _bone_intensity(mask, width))
-        bones.append((bc, ba, length, width, mask))
-    bone_gain = rng.uniform(0.45, 0.65)
-
-    boxes: list[tuple[float, float, float, float]] = []
-    crack_layer = np.zeros((s, s), np.float32)
-    if rng.random() < fracture_prob:
-        bc, ba, length, width, mask = bones[int(rng.integers(len(bones)))]
+        axis = np.array([math.cos(ba), math.sin(ba)])
+        p1, p2 = bc - axis * length / 2, bc + axis * length / 2
+        if b != broken:
+            bone_layer = np.maximum(bone_layer, _bone_intensity(_bone_mask(s, [(p1, p2)], width), width))
+            continue
         t = rng.uniform(-0.3, 0.3) * length
-        fc = (bc[0] + math.cos(ba) * t, bc[1] + math.sin(ba) * t)
-        pts = _crack_points(rng, fc, ba, width)
-        thickness = max(1, int(round(s / 256 * rng.uniform(1.0, 2.2))))
+        fc = bc + axis * t
+        bend = rng.uniform(0.04, 0.2) * rng.choice([-1.0, 1.0])  # angulation, radians
+        axis2 = np.array([math.cos(ba + bend), math.sin(ba + bend)])
+        shift = width * rng.uniform(0.0, 0.4) * rng.choice([-1.0, 1.0])  # lateral displacement
+        fc2 = fc + np.array([-axis[1], axis[0]]) * shift
+        mask = _bone_mask(s, [(p1, fc), (fc2, fc2 + axis2 * (length / 2 - t))], width)
+        bone_layer = np.maximum(bone_layer, _bone_intensity(mask, width))
+        pts = _crack_points(rng, tuple((fc + fc2) / 2), ba, width)
+        thickness = max(1, int(round(s / 128 * rng.uniform(0.9, 1.6))))
         cv2.polylines(crack_layer, [np.round(pts).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA)
         crack_layer *= (mask > 0.3).astype(np.float32)
         ys, xs = np.nonzero(crack_layer > 0.2)
         if len(xs):
-            pad = max(3.0, width * 0.25)
+            pad = max(3.0, width * 0.3)
             boxes.append(
                 (
                     float(max(0, xs.min() - pad)),
@@ -127,7 +129,8 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
                     float(min(s - 1, ys.max() + pad)),
                 )
             )
-    bone_layer = bone_layer * (1 - rng.uniform(0.55, 0.9) * crack_layer)
+    bone_gain = rng.uniform(0.45, 0.65)
+    bone_layer = bone_layer * (1 - rng.uniform(0.7, 0.95) * crack_layer)
     img += bone_layer * bone_gain
 
     # distractors on every film: skin folds (dark lines outside bone) and dense marks

@@ -8,16 +8,21 @@ environment is set before Ultralytics reads it at import time:
   check that runs on every train/val never downloads.
 - Ultralytics defaults to cores - 1 torch threads (one thread on a 2-core machine); we use all cores
   the user allows (`--threads`, default all), measured ~1.4-1.6x faster on 2 cores.
+- `YOLO_AUTOINSTALL=false`: `check_requirements` never runs pip/uv (it would try on a missing extra).
+- The CUDA AMP check downloads yolo26n.pt; without that file cached and without network it is replaced
+  by the same GPU blacklist and AMP stays on (what Ultralytics does offline, minus the download attempt).
 Weight downloads are decided by `network_available()` in the caller, never attempted blindly.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 
@@ -57,6 +62,7 @@ def _install_fonts(config_dir: Path) -> None:
 def load_ultralytics(threads: int | None = None) -> ModuleType:
     """Set the offline-safe environment, import Ultralytics and apply the thread count; return it."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir())))
     n = cpu_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
@@ -67,11 +73,44 @@ def load_ultralytics(threads: int | None = None) -> ModuleType:
     from ultralytics.utils import SETTINGS, torch_utils
 
     # settings.json: no telemetry (sync), no hub; `update` writes only when a value changes.
-    if SETTINGS.get("sync") or SETTINGS.get("hub"):
-        SETTINGS.update({"sync": False, "hub": False})
+    # Only keys this Ultralytics version has: `update` raises KeyError on unknown ones (8.4 has no "hub").
+    off = {k: False for k in ("sync", "hub") if SETTINGS.get(k)}
+    if off:
+        SETTINGS.update(off)
     torch_utils.NUM_THREADS = n  # read by select_device() -> torch.set_num_threads()
     torch.set_num_threads(n)
+    _guard_amp_check()
     return ultralytics
+
+
+# GPUs on which Ultralytics' check_amp disables AMP (copied from ultralytics.utils.checks.check_amp, which
+# cannot be asked for this part alone: it needs a downloaded model first).
+_AMP_BAD_GPUS = re.compile(
+    r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)", re.IGNORECASE
+)
+
+
+def offline_safe_check_amp(model: Any) -> bool:
+    """Ultralytics' AMP check when its model is cached or downloadable, else the GPU blacklist alone."""
+    import torch
+    from ultralytics.utils import LOGGER, WEIGHTS_DIR, checks
+
+    device = next(model.parameters()).device
+    if device.type != "cuda" or (WEIGHTS_DIR / "yolo26n.pt").is_file() or network_available():
+        return checks.check_amp(model)
+    gpu = torch.cuda.get_device_name(device)
+    if _AMP_BAD_GPUS.search(gpu):
+        LOGGER.warning(f"AMP: disabled on {gpu} (known NaN/zero-mAP issues with mixed precision).")
+        return False
+    LOGGER.warning("AMP: check skipped offline (yolo26n.pt not cached); AMP stays on. Set amp: false if losses go NaN.")
+    return True
+
+
+def _guard_amp_check() -> None:
+    """Make the trainer call `offline_safe_check_amp` (it imports check_amp by name)."""
+    from ultralytics.engine import trainer
+
+    trainer.check_amp = offline_safe_check_amp
 
 
 def network_available(host: str = "github.com", port: int = 443, timeout: float = 2.0) -> bool:

@@ -1,0 +1,88 @@
+"""`fracturekit train`: a thin layer over `fracturekit.train.train`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fracturekit.cli.app import app, console, user_errors
+
+
+class _ConsoleHandler(logging.Handler):
+    """Print library log records on the CLI console (stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[yellow]{record.getMessage()}[/]", highlight=False)
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    task: Annotated[str, typer.Option("--task", help="classify (any class folders) or detect.")],
+    data: Annotated[Path, typer.Option("--data", help="A dataset written by `fracturekit prepare`.")],
+    project: Annotated[str | None, typer.Option(help="Parent folder of runs (default runs).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run folder name (default train, train2, ...).")] = None,
+    model: Annotated[str | None, typer.Option(help="n|s|m|l|x or a model .yaml/.pt path.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Pretrained .pt checkpoint to fine-tune.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="Square training image size in pixels.")] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name from last.pt.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA, MPS, CPU), cpu, mps, 0 or 0,1.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all allowed cores).")] = None,
+    freeze: Annotated[int | None, typer.Option(help="Hold the first N layers (phase 1).")] = None,
+    freeze_epochs: Annotated[
+        int | None,
+        typer.Option(help="Phase-1 epochs before all layers train (default half)."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding the task defaults.")] = None,
+    set_: Annotated[
+        Optional[list[str]],  # noqa: UP045 (typer 0.29 cannot parse list[str] | None)
+        typer.Option("--set", help="Any config key, e.g. --set lr0=0.001 (repeatable)."),
+    ] = None,
+) -> None:
+    """Train a YOLOv8 classifier or fracture detector on a prepared dataset (offline-safe, CPU or GPU)."""
+    from fracturekit.config import parse_set_options
+    from fracturekit.train import KEY_METRICS, train
+
+    flags = {
+        "project": project,
+        "name": name,
+        "model": model,
+        "weights": str(weights) if weights else None,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "patience": patience,
+        "resume": resume or None,
+        "seed": seed,
+        "device": device,
+        "threads": threads,
+        "freeze": freeze,
+        "freeze_epochs": freeze_epochs,
+    }
+    overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
+    handler = _ConsoleHandler()  # fracturekit's notices (e.g. "training from scratch") as yellow lines
+    logging.getLogger("fracturekit").addHandler(handler)
+    try:
+        run = train(task, data, config=config, **overrides)
+    finally:
+        logging.getLogger("fracturekit").removeHandler(handler)
+    record = json.loads(run.record.read_text(encoding="utf-8"))
+    metrics = ", ".join(f"{k} {record['metrics'][k]:.4f}" for k in KEY_METRICS[task] if k in record["metrics"])
+    per_epoch = record["timings"]["mean_epoch_s"]
+    console.print(f"run folder: {run.root}", highlight=False)
+    console.print(f"best weights: {run.best}", highlight=False)
+    console.print(f"final metrics (best.pt on val): {metrics or 'none recorded'}", highlight=False)
+    console.print(
+        f"time: {record['timings']['total_s']:.1f} s total, "
+        f"{per_epoch if per_epoch is not None else float('nan'):.2f} s/epoch over {record['epochs_completed']} epochs "
+        f"on {record['device']['name']} ({record['threads']} threads)",
+        highlight=False,
+    )

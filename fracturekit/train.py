@@ -1,0 +1,346 @@
+"""Train a YOLOv8 classifier or detector on a prepared dataset: offline-safe, X-ray-aware, recorded.
+
+`train(task, data, config=..., **overrides)` resolves the config (defaults <- file <- overrides),
+picks the device and CPU threads, finds pretrained weights without ever waiting on a download, runs
+Ultralytics so that it writes straight into `<project>/<task>/<name>/`, and leaves beside the
+weights `config.yaml` (the resolved config) and `run.json` (seed, versions, device, data hash,
+timings, final metrics, and what the training pipeline actually used).
+
+Run names: with no name the first free of `train`, `train2`, ... is used (Ultralytics' increment);
+an existing name is refused unless `resume` (continue it) or `exist_ok` (replace it) is set, so a
+second run never silently overwrites the first and a named run is always where the name says.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import platform
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fracturekit import __version__
+from fracturekit.augment import describe, xray_transforms
+from fracturekit.config import MODEL_SIZES, TASKS, TrainConfig, default_config_path, load_mapping, resolve_config
+from fracturekit.device import Device, resolve_device
+from fracturekit.errors import UserError
+from fracturekit.layout import PreparedDataset, RunDir
+from fracturekit.yolo_env import cpu_threads, load_ultralytics, network_available
+
+log = logging.getLogger("fracturekit")
+
+# fracturekit keys that are not Ultralytics train arguments.
+_OWN_KEYS = frozenset(
+    {"model", "weights", "device", "threads", "balance", "freeze_epochs", "project", "name", "resume"}
+    | {"aug_clahe", "aug_brightness_contrast", "aug_gamma"}
+)
+# Ultralytics' final metric names -> the short names printed and recorded.
+KEY_METRICS = {
+    "classify": {"top1": "metrics/accuracy_top1", "top5": "metrics/accuracy_top5"},
+    "detect": {
+        "mAP50-95": "metrics/mAP50-95(B)",
+        "mAP50": "metrics/mAP50(B)",
+        "precision": "metrics/precision(B)",
+        "recall": "metrics/recall(B)",
+    },
+}
+
+
+def train(task: str, data: str | Path, *, config: str | Path | None = None, **overrides: Any) -> RunDir:
+    """Train `task` (classify|detect) on the prepared dataset `data`; return the run folder.
+
+    `overrides` are config keys (model, weights, epochs, imgsz, batch, patience, resume, seed, name,
+    project, device, threads, freeze, freeze_epochs, lr0, ... any Ultralytics train argument); None
+    values are ignored so CLI defaults do not mask the config file.
+    """
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
+    ds = PreparedDataset.open(data)
+    data_arg = _data_argument(ds, task)
+    cfg = _resolve(task, config, overrides)
+    device = resolve_device(cfg["device"])
+    threads = cpu_threads(cfg["threads"])
+    load_ultralytics(threads)
+    run_dir = _run_folder(task, cfg)
+    model, pretrained = _build_model(task, cfg, run_dir)
+    release_after = _freeze_plan(cfg, device, pretrained)
+
+    from fracturekit import trainers
+
+    trainer_cls: type = trainers.XrayClassificationTrainer if task == "classify" else _detection_trainer()
+    if task == "classify":
+        trainer_cls = type(trainer_cls.__name__, (trainer_cls,), {"balance": bool(cfg["balance"])})
+    pipeline: dict[str, Any] = {}
+    model.add_callback("on_pretrain_routine_end", lambda tr: pipeline.update(_observe_pipeline(tr, task)))
+    if release_after is not None:
+        model.add_callback("on_train_epoch_start", trainers.release_frozen_layers(release_after))
+        model.add_callback(
+            "on_train_end", lambda tr: pipeline.update(freeze_released_at_epoch=getattr(tr, "fk_released", None))
+        )
+
+    augmentations = xray_transforms(cfg.values, task)
+    args = {k: v for k, v in cfg.values.items() if k not in _OWN_KEYS}
+    args.update(
+        data=data_arg,
+        save_dir=str(run_dir),
+        device=device.spec,
+        amp=bool(cfg["amp"]) and device.amp,
+        augmentations=augmentations or None,
+    )
+    if cfg["resume"]:
+        args["resume"] = str(run_dir / "weights" / "last.pt")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    try:
+        result = model.train(trainer=trainer_cls, **args)
+    except (FileNotFoundError, SyntaxError) as exc:  # Ultralytics' way of saying the dataset/args are wrong
+        raise UserError(f"{data_arg}: Ultralytics refused the training set-up ({exc}); check the dataset.") from exc
+    total = time.perf_counter() - t0
+    run = RunDir(run_dir)
+    record = _record(task, cfg, ds, device, threads, pretrained, run, result, pipeline, started, total)
+    run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    return run
+
+
+def _detection_trainer() -> type:
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    return DetectionTrainer
+
+
+def _resolve(task: str, config: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Resolve the config; a resumed run starts from its own config.yaml unless --config is given."""
+    if overrides.get("resume") and config is None:
+        name = overrides.get("name")
+        project = overrides.get("project") or load_mapping(default_config_path(task)).get("project", "runs")
+        saved = _resume_folder(Path(project).expanduser().resolve() / task, name) / "config.yaml"
+        if saved.is_file():
+            config = saved
+    return resolve_config(task, config, overrides)
+
+
+def _data_argument(ds: PreparedDataset, task: str) -> str:
+    """What Ultralytics gets: the cls/ folder or det/data.yaml (UserError naming `prepare` when absent)."""
+    target = ds.cls_dir if task == "classify" else ds.data_yaml
+    ok = (target / "train").is_dir() if task == "classify" else target.is_file()
+    if not ok:
+        what = "cls/train/ folder" if task == "classify" else "det/data.yaml"
+        raise UserError(
+            f"{ds.root}: no {what}, so it was not prepared for {task}; "
+            f"run `fracturekit prepare SOURCE --out {ds.root}` first."
+        )
+    return str(target.resolve())
+
+
+def _resume_folder(base: Path, name: str | None) -> Path:
+    """The run to resume: `base/name`, or the most recently written run under `base`."""
+    if name:
+        folder = base / name
+    else:
+        candidates = sorted(base.glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UserError(f"{base}: no run to resume (no */weights/last.pt); start one without --resume.")
+        folder = candidates[-1].parent.parent
+    if not (folder / "weights" / "last.pt").is_file():
+        raise UserError(f"{folder}: nothing to resume (no weights/last.pt); check --name and --project.")
+    return folder
+
+
+def _run_folder(task: str, cfg: TrainConfig) -> Path:
+    """`<project>/<task>/<name>` (absolute, so Ultralytics never re-roots it under its runs_dir)."""
+    base = Path(cfg["project"]).expanduser().resolve() / task
+    if cfg["resume"]:
+        folder = _resume_folder(base, cfg["name"])
+        _check_resumable(folder / "weights" / "last.pt")
+        return folder
+    name = cfg["name"]
+    if name is None:
+        from ultralytics.utils.files import increment_path
+
+        return Path(increment_path(base / "train", exist_ok=False, sep=""))
+    folder = base / name
+    if folder.exists() and any(folder.iterdir()):
+        looks_like_run = (folder / "weights").is_dir() or (folder / "run.json").is_file()
+        if not (cfg.values.get("exist_ok") and looks_like_run):
+            raise UserError(
+                f"{folder} already exists; pass another --name, --resume to continue it, "
+                "or --set exist_ok=true to replace it."
+            )
+        shutil.rmtree(folder)  # exist_ok: replace the old run entirely (no stale eval/ or weights)
+    return folder
+
+
+def _check_resumable(last: Path) -> None:
+    """Refuse a finished run: Ultralytics would silently start a new training over it."""
+    import torch
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        raise UserError(
+            f"{last}: this run finished, nothing to resume; start a new run with --weights {last} to train it further."
+        )
+
+
+def _build_model(task: str, cfg: TrainConfig, run_dir: Path) -> tuple[Any, str]:
+    """The Ultralytics YOLO model to train and where its starting weights come from (for run.json)."""
+    from ultralytics import YOLO
+    from ultralytics.utils import WEIGHTS_DIR
+
+    if cfg["resume"]:
+        last = run_dir / "weights" / "last.pt"
+        return YOLO(str(last)), f"resumed from {last}"
+    spec, weights = cfg["model"], cfg["weights"]
+    suffix = "-cls" if task == "classify" else ""
+    if spec in MODEL_SIZES:
+        arch, standard = f"yolov8{spec}{suffix}.yaml", f"yolov8{spec}{suffix}.pt"
+    elif spec.lower().endswith(".pt"):
+        arch, standard = spec, None
+        weights = weights or spec  # a .pt model is its own pretrained checkpoint
+    else:
+        arch, standard = spec, None
+    if weights is None and standard is not None:
+        for folder in (Path.cwd(), Path(WEIGHTS_DIR)):
+            if (folder / standard).is_file():
+                weights = str(folder / standard)
+                break
+        else:
+            if network_available():
+                weights = standard  # Ultralytics downloads it into its weights dir
+    if weights is None:
+        log.warning(
+            f"no pretrained weights offline: training {Path(arch).stem} from scratch (pass --weights FILE to fine-tune)"
+        )
+        return YOLO(arch, task=task), "from scratch (offline)"
+    model = YOLO(arch, task=task) if not arch.lower().endswith(".pt") else YOLO(arch)
+    if model.task != task:
+        raise UserError(f"{arch}: a {model.task} model, not a {task} one; pass a {task} model or --model n.")
+    if weights != arch:
+        model.load(weights)  # transfer every layer whose name and shape match (a detector's backbone too)
+    return model, f"{weights}"
+
+
+def _freeze_plan(cfg: TrainConfig, device: Device, pretrained: str) -> int | None:
+    """Epoch (0-based) at which frozen layers are released, or None (no freeze, or frozen throughout)."""
+    if not cfg.values.get("freeze"):
+        return None
+    epochs = int(cfg["epochs"])
+    after = cfg.values.get("freeze_epochs") or math.ceil(epochs / 2)
+    if pretrained.startswith("from scratch"):
+        log.warning("freeze: the held layers are randomly initialised (no pretrained weights); pass --weights FILE")
+    if after >= epochs:
+        return None
+    if device.ddp:
+        raise UserError(
+            "--freeze with a phase 2 is not supported on several GPUs (DDP fixes the trained layers at start); "
+            "use one GPU or set freeze_epochs equal to epochs."
+        )
+    return after
+
+
+def _observe_pipeline(trainer: Any, task: str) -> dict[str, Any]:
+    """What the training loader really does: sampler, class counts, backgrounds, albumentations steps."""
+    loader = trainer.train_loader
+    dataset = loader.dataset
+    out: dict[str, Any] = {"train_images": len(dataset)}
+    if task == "classify":
+        names = trainer.data["names"]
+        counts = [0] * len(names)
+        for sample in dataset.samples:
+            counts[sample[1]] += 1
+        out["class_counts"] = {names[i]: c for i, c in enumerate(counts)}
+        out["sampler"] = type(loader.sampler).__name__
+        steps = [t for t in dataset.torch_transforms.transforms if type(t).__name__ == "AlbumentationsStep"]
+        out["albumentations"] = [describe(t) for s in steps for t in s.compose.transforms]
+    else:
+        labels = dataset.labels
+        out["background_images"] = sum(1 for lb in labels if len(lb["cls"]) == 0)
+        out["boxes"] = int(sum(len(lb["cls"]) for lb in labels))
+        albu = [t for t in getattr(dataset.transforms, "transforms", []) if type(t).__name__ == "Albumentations"]
+        out["albumentations"] = [
+            describe(t) for a in albu if a.transform is not None for t in a.transform.transforms if t.p > 0
+        ]
+    return out
+
+
+def _epoch_times(results_csv: Path) -> list[float]:
+    """Seconds per epoch from Ultralytics' cumulative `time` column (train + validation of that epoch)."""
+    if not results_csv.is_file():
+        return []
+    with results_csv.open(newline="") as f:
+        cumulative = [float(row["time"]) for row in csv.DictReader(f) if row.get("time")]
+    return [round(b - a, 3) for a, b in zip([0.0, *cumulative], cumulative, strict=False)]
+
+
+def _final_metrics(task: str, result: Any) -> dict[str, float]:
+    """Ultralytics' final validation of best.pt (a metrics object, or a dict under DDP)."""
+    raw = getattr(result, "results_dict", result) or {}
+    return {short: round(float(raw[key]), 5) for short, key in KEY_METRICS[task].items() if key in raw}
+
+
+def _versions() -> dict[str, str]:
+    import albumentations
+    import torch
+    import ultralytics
+
+    return {
+        "fracturekit": __version__,
+        "ultralytics": ultralytics.__version__,
+        "torch": torch.__version__,
+        "albumentations": albumentations.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _record(
+    task: str,
+    cfg: TrainConfig,
+    ds: PreparedDataset,
+    device: Device,
+    threads: int,
+    pretrained: str,
+    run: RunDir,
+    result: Any,
+    pipeline: dict[str, Any],
+    started: datetime,
+    total: float,
+) -> dict[str, Any]:
+    """The run.json content."""
+    summary = json.loads(ds.summary.read_text(encoding="utf-8")) if ds.summary.is_file() else {}
+    epochs = _epoch_times(run.results_csv)
+    return {
+        "task": task,
+        "run_dir": str(run.root),
+        "started": started.isoformat(timespec="seconds"),
+        "seed": cfg["seed"],
+        "versions": _versions(),
+        "device": {
+            "requested": str(cfg["device"]),
+            "used": device.spec,
+            "kind": device.kind,
+            "name": device.name,
+            "amp": bool(cfg["amp"]) and device.amp,
+            "ddp": device.ddp,
+        },
+        "threads": threads,
+        "data": str(ds.root.resolve()),
+        "data_hash": summary.get("data_hash"),
+        "model": cfg["model"],
+        "pretrained": pretrained,
+        "resumed": bool(cfg["resume"]),
+        "config_overrides": cfg.overridden(),
+        "timings": {
+            "total_s": round(total, 3),
+            "per_epoch_s": epochs,
+            "mean_epoch_s": round(sum(epochs) / len(epochs), 3) if epochs else None,
+        },
+        "epochs_completed": len(epochs),
+        "metrics": _final_metrics(task, result),
+        "pipeline": pipeline,
+    }

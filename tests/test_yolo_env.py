@@ -1,0 +1,115 @@
+"""The offline-safe Ultralytics environment: font, AMP check, pip auto-install, threads, settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fracturekit import yolo_env
+
+
+def test_load_ultralytics_sets_environment() -> None:
+    ul = yolo_env.load_ultralytics(threads=2)
+    from ultralytics.engine import trainer
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR, torch_utils
+
+    assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "false"
+    assert torch_utils.NUM_THREADS == 2 and torch.get_num_threads() == 2
+    assert trainer.check_amp is yolo_env.offline_safe_check_amp
+    assert (USER_CONFIG_DIR / "Arial.ttf").is_file()  # where check_font looks first
+    assert SETTINGS["sync"] is False and not SETTINGS.get("hub")
+    assert Path(os.environ["YOLO_CONFIG_DIR"]) in USER_CONFIG_DIR.parents  # settings kept out of $HOME
+    assert ul.__version__.startswith("8.4")
+
+
+def test_settings_sync_switched_off() -> None:
+    yolo_env.load_ultralytics()
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({"sync": True})  # as a fresh online install has it (YOLO_CONFIG_DIR is a test folder)
+    yolo_env.load_ultralytics()
+    assert SETTINGS["sync"] is False
+
+
+def test_font_check_needs_no_network(no_network: list[str]) -> None:
+    yolo_env.load_ultralytics()
+    from ultralytics.utils.checks import check_font
+
+    assert Path(check_font("Arial.Unicode.ttf")).is_file()
+
+
+def test_requirements_check_never_installs(no_network: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    yolo_env.load_ultralytics()
+    from ultralytics.utils import checks
+
+    calls: list[object] = []
+    monkeypatch.setattr(subprocess, "check_output", lambda *a, **k: calls.append(a))
+    assert checks.check_requirements("fracturekit-no-such-package>=1.0") is False
+    assert calls == []
+
+
+class _FakeModel:
+    """Just enough of a model for check_amp: its parameters live on `device`."""
+
+    def __init__(self, device: str) -> None:
+        self.device = torch.device(device)
+
+    def parameters(self) -> object:
+        return iter([SimpleNamespace(device=self.device)])
+
+
+@pytest.mark.parametrize(
+    ("device", "cached", "online", "gpu", "expected", "delegated"),
+    [
+        ("cpu", False, False, "", False, True),  # CPU: Ultralytics answers (no AMP, no download)
+        ("cuda:0", False, False, "NVIDIA A100", True, False),  # offline, not cached: skip, AMP on
+        ("cuda:0", False, False, "NVIDIA GeForce GTX 1660", False, False),  # offline blacklisted GPU: AMP off
+        ("cuda:0", True, False, "NVIDIA A100", "ultralytics", True),  # cached check model: real check
+        ("cuda:0", False, True, "NVIDIA A100", "ultralytics", True),  # online: real check (may download)
+    ],
+)
+def test_offline_safe_check_amp(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    device: str,
+    cached: bool,
+    online: bool,
+    gpu: str,
+    expected: object,
+    delegated: bool,
+) -> None:
+    yolo_env.load_ultralytics()
+    import ultralytics.utils as uu
+    from ultralytics.utils import checks
+
+    calls: list[object] = []
+    monkeypatch.setattr(checks, "check_amp", lambda m: calls.append(m) or "ultralytics")
+    monkeypatch.setattr(uu, "WEIGHTS_DIR", tmp_path)
+    if cached:
+        (tmp_path / "yolo26n.pt").write_bytes(b"x")
+    monkeypatch.setattr(yolo_env, "network_available", lambda *a, **k: online)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: gpu)
+    result = yolo_env.offline_safe_check_amp(_FakeModel(device))
+    assert (result, bool(calls)) == ("ultralytics" if delegated else expected, delegated)
+
+
+def test_network_available_respects_offline_switch(no_network: list[str]) -> None:
+    assert os.environ["FRACTUREKIT_OFFLINE"] == "1"
+    assert yolo_env.network_available() is False  # answered without touching the network
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [
+        (3, 3),  # an explicit request wins
+        (None, len(os.sched_getaffinity(0))),  # default: every core this process may use
+        (0, len(os.sched_getaffinity(0))),  # 0 means default too
+    ],
+)
+def test_cpu_threads(requested: int | None, expected: int) -> None:
+    assert yolo_env.cpu_threads(requested) == expected
