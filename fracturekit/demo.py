@@ -111,7 +111,16 @@ def run_demo(
     lap("prepare")
 
     console.rule("3/5 train a classifier and a detector (CPU, from scratch)")
-    common = {"project": out / "runs", "name": "demo", "device": "auto", "seed": seed, "batch": settings.batch}
+    # exist_ok: a re-run of the demo replaces its own earlier runs instead of refusing the name.
+    common = {
+        "project": out / "runs",
+        "name": "demo",
+        "device": "auto",
+        "seed": seed,
+        "batch": settings.batch,
+        "exist_ok": True,
+        "plots": False,
+    }
     classifier = train(
         task="classify", data=prepared.dataset.root, imgsz=settings.cls_imgsz, epochs=settings.cls_epochs, **common
     )
