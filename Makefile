@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the builds on this machine's disk (pip takes them without a download).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-all lint bench
+.PHONY: setup demo test test-fast lint bench
 
 setup: $(VENV)/.installed
 
@@ -22,11 +22,13 @@ lint: setup
 	$(PY) -m ruff check fracturekit tests bench
 	$(PY) -m ruff format --check fracturekit tests bench
 
+# Everything, real-data tests included (they skip when ../shared/data is absent): about 3 minutes on 2 cores.
 test: lint
-	$(PY) -m pytest -q -m "not slow"
-
-test-all: lint
 	$(PY) -m pytest -q
+
+# Without the slow real-data tests, for quick iterations.
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) bench/prepare_bench.py

@@ -108,14 +108,14 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
             continue
         t = rng.uniform(-0.3, 0.3) * length
         fc = bc + axis * t
-        bend = rng.uniform(0.04, 0.2) * rng.choice([-1.0, 1.0])  # angulation, radians
+        bend = rng.uniform(0.06, 0.22) * rng.choice([-1.0, 1.0])  # angulation, radians
         axis2 = np.array([math.cos(ba + bend), math.sin(ba + bend)])
-        shift = width * rng.uniform(0.0, 0.4) * rng.choice([-1.0, 1.0])  # lateral displacement
+        shift = width * rng.uniform(0.1, 0.45) * rng.choice([-1.0, 1.0])  # lateral displacement
         fc2 = fc + np.array([-axis[1], axis[0]]) * shift
         mask = _bone_mask(s, [(p1, fc), (fc2, fc2 + axis2 * (length / 2 - t))], width)
         bone_layer = np.maximum(bone_layer, _bone_intensity(mask, width))
         pts = _crack_points(rng, tuple((fc + fc2) / 2), ba, width)
-        thickness = max(1, int(round(s / 128 * rng.uniform(0.9, 1.6))))
+        thickness = max(1, int(round(s / 96 * rng.uniform(0.8, 1.6))))
         cv2.polylines(crack_layer, [np.round(pts).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA)
         crack_layer *= (mask > 0.3).astype(np.float32)
         ys, xs = np.nonzero(crack_layer > 0.2)
@@ -130,7 +130,7 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
                 )
             )
     bone_gain = rng.uniform(0.45, 0.65)
-    bone_layer = bone_layer * (1 - rng.uniform(0.7, 0.95) * crack_layer)
+    bone_layer = bone_layer * (1 - rng.uniform(0.8, 1.0) * crack_layer)
     img += bone_layer * bone_gain
 
     # distractors on every film: skin folds (dark lines outside bone) and dense marks
