@@ -6,6 +6,7 @@ Tiny data is generated here (torchgeo style), never downloaded; real data is use
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -36,9 +37,9 @@ class NetworkAttempt(AssertionError):
     """Raised when code under test tries to reach anything but this machine."""
 
 
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Fail on any non-loopback connect or DNS lookup; yields the list of attempts made."""
+@contextlib.contextmanager
+def network_guard() -> Iterator[list[str]]:
+    """Fail on any non-loopback connect or DNS lookup inside the block; yields the list of attempts made."""
     attempts: list[str] = []
     real_connect = socket.socket.connect
     real_getaddrinfo = socket.getaddrinfo
@@ -59,10 +60,18 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         attempts.append(f"dns {host}")
         raise NetworkAttempt(f"DNS lookup attempted: {host}")
 
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    yield attempts
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", guarded_connect)
+        mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+        yield attempts
     assert not attempts, f"network was attempted: {attempts}"
+
+
+@pytest.fixture
+def no_network() -> Iterator[list[str]]:
+    """The network guard around one test."""
+    with network_guard() as attempts:
+        yield attempts
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import network_guard
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
@@ -35,7 +36,8 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     previous = os.getcwd()
     os.chdir(cwd)
     try:
-        result = CliRunner().invoke(app, ["demo", "--fast", "--out", str(out)])
+        with network_guard():  # the whole pipeline, offline: any connect or DNS lookup fails the test
+            result = CliRunner().invoke(app, ["demo", "--fast", "--out", str(out)])
     finally:
         os.chdir(previous)
     assert result.exit_code == 0, result.output + repr(result.exception)
