@@ -204,6 +204,25 @@ def test_onnx_matches_pytorch(films: Path, runs: dict[str, Path], tmp_path: Path
 
 
 @pytest.mark.parametrize(
+    ("backends", "want"),
+    [
+        (("onnx",), 1),  # ONNX only: one film per call, onnxruntime's fastest on CPU
+        (("pt",), 8),  # PyTorch: batches of 8
+        (("onnx", "pt"), 8),  # a mix: PyTorch decides
+    ],
+)
+def test_default_batch_follows_backend(
+    films: Path, runs: dict[str, Path], tmp_path: Path, backends: tuple[str, ...], want: int
+) -> None:
+    from fracturekit.export import export
+
+    det = export(runs["detect"]) if backends[0] == "onnx" else runs["detect"]
+    clf = runs["classify"] if "pt" in backends[1:] else None
+    predict(films, detector=det, classifier=clf, out=tmp_path, save_images=False)
+    assert json.loads((tmp_path / "predictions.json").read_text())["batch"] == want
+
+
+@pytest.mark.parametrize(
     ("weights_task", "as_kind"),
     [
         ("classify", "detector"),  # a classifier passed as --detector

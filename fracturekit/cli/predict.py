@@ -23,7 +23,9 @@ def predict(
     imgsz: Annotated[int | None, typer.Option(help="Inference size; default: the model's training size.")] = None,
     conf: Annotated[float, typer.Option(help="Minimum box confidence to keep.")] = 0.25,
     cam: Annotated[bool, typer.Option("--cam", help="Also write EigenCAM heatmap overlays to OUT/cam/.")] = False,
-    batch: Annotated[int, typer.Option(help="Images per inference batch.")] = 8,
+    batch: Annotated[
+        int | None, typer.Option(help="Images per inference batch; default: 1 when all models are ONNX, else 8.")
+    ] = None,
     device: Annotated[str, typer.Option(help="PyTorch device: cpu, auto, mps, 0 (ONNX runs on CPU).")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
 ) -> None:
