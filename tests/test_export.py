@@ -49,3 +49,23 @@ def test_export_user_errors(det_run: Path, tmp_path: Path, target: str, fmt: str
     paths["onnx_file"].write_bytes(b"x")
     with pytest.raises(UserError, match=match):
         export(paths[target], fmt)
+
+
+def test_onnx_box_head_softmax_on_last_axis(det_run: Path) -> None:
+    """The exported head takes its DFL softmax over the last axis (fast in onnxruntime), same numbers as PyTorch."""
+    import onnx
+    import torch
+    from ultralytics.nn.modules.block import DFL
+
+    from fracturekit.export import onnx_friendly
+
+    graph = onnx.load(str(export(det_run, "onnx"))).graph
+    softmax = [n for n in graph.node if n.op_type == "Softmax"]
+    axes = [next((a.i for a in n.attribute if a.name == "axis"), -1) for n in softmax]
+    assert softmax and all(ax == -1 for ax in axes), axes
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 300) * 4
+    plain, fast = DFL(), DFL()
+    assert onnx_friendly(fast) == 1 and onnx_friendly(torch.nn.Linear(2, 2)) == 0
+    torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-6)
