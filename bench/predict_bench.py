@@ -4,7 +4,8 @@ Weights: one YOLOv8n detector built from `yolov8n.yaml` with a fixed random init
 because no pretrained weights can be downloaded here; speed does not depend on what the weights learned, and the
 same conf is used by every backend. Images: 200 synthetic films of 1024x800 px (fracturekit phantoms), or the
 first 200 FracAtlas images with --fracatlas. Each backend runs in its own Python process, one after the other;
-time counts from model load to the last result (imports excluded):
+time counts from model load to the last result (imports of torch, Ultralytics and fracturekit excluded for
+every backend alike):
 
 - yolo predict (Ultralytics defaults): `YOLO(w).predict(source=folder, imgsz=640, conf=conf, save=False,
   stream=True)` with Ultralytics' own thread count (cores - 1) and nothing of fracturekit imported.
@@ -12,9 +13,10 @@ time counts from model load to the last result (imports excluded):
 - fracturekit predict (PyTorch / ONNX): `fracturekit.predict.predict(folder, detector=w or w.onnx, imgsz=640,
   conf=conf, batch=B, save_images=False)` for each --batch B (it still writes predictions.csv/.json).
 
-Also printed: the model's GFLOPs per image at 640x640 and at the films' rectangular letterbox, and the CPU's
-measured float32 matmul GFLOP/s (torch, 2048x2048, all threads), so the achieved GFLOP/s can be read against
-the machine's limit. The last line is `ratio_vs_yolo_predict: X.XX` (best fracturekit backend over the
+Also printed: the model's GFLOPs per image at 640x640 and at the films' rectangular letterbox, the CPU's
+measured float32 matmul GFLOP/s (torch and numpy, 2048x2048, all threads), so the achieved GFLOP/s can be read
+against the machine's limit, and the float32 ceiling: img/s if every FLOP ran at the best matmul rate.
+The last line is `ratio_vs_yolo_predict: X.XX` (best fracturekit backend over the
 Ultralytics-defaults row).
 
 Usage: .venv/bin/python bench/predict_bench.py [--n 200] [--imgsz 640] [--conf 0.25] [--batch 1,8] [--fracatlas]
@@ -53,6 +55,8 @@ print(json.dumps({"n": n, "seconds": dt, "threads": torch.get_num_threads()}))
 _FK_SNIPPET = """
 import json, sys, time
 from fracturekit.predict import predict
+from fracturekit.yolo_env import load_ultralytics
+load_ultralytics()  # imports torch + Ultralytics before the clock starts, as the yolo snippet's import does
 w, folder, imgsz, conf, batch, out = sys.argv[1:7]
 t0 = time.perf_counter()
 recs = predict(folder, detector=w, out=out, imgsz=int(imgsz), conf=float(conf), batch=int(batch), save_images=False)
@@ -116,20 +120,23 @@ def gflops(weights: Path, shapes: list[tuple[int, int]]) -> dict[str, float]:
     return out
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
-    """Measured float32 matmul throughput with all allowed threads (torch)."""
+def matmul_gflops(n: int = 2048, reps: int = 10) -> dict[str, float]:
+    """Measured float32 matmul throughput with all allowed threads, torch and numpy (its own BLAS)."""
+    import numpy as np
     import torch
 
     from fracturekit.yolo_env import cpu_threads
 
     torch.set_num_threads(cpu_threads())
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+    out = {}
+    for lib, a in (("torch", torch.randn(n, n)), ("numpy", np.random.default_rng(0).random((n, n), np.float32))):
+        for _ in range(2):
+            a @ a
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ a
+        out[lib] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+    return out
 
 
 def run(snippet: str, args: list[str], env: dict[str, str]) -> dict:
@@ -191,7 +198,8 @@ def main() -> None:
     films = f"{a.n} phantom films {first.shape[1]}x{first.shape[0]}"
     src = f"FracAtlas (first {a.n} JPEGs)" if a.fracatlas else films
     print(f"images: {src}; model: YOLOv8n-det random init (seed 0), imgsz {a.imgsz}, conf {a.conf}")
-    print(f"cores allowed: {cores}; CPU float32 matmul (torch 2048x2048): {peak:.1f} GFLOP/s")
+    mm = ", ".join(f"{k} {v:.1f}" for k, v in peak.items())
+    print(f"cores allowed: {cores}; CPU float32 matmul 2048x2048, GFLOP/s: {mm}")
     print("model GFLOPs per image: " + ", ".join(f"{k}: {v:.2f}" for k, v in flops.items()))
     gf_rect = flops[f"{rect[0]}x{rect[1]}"]
     base = rows[0][1]["n"] / rows[0][1]["seconds"]
@@ -203,6 +211,9 @@ def main() -> None:
             f"{ips * gf_rect:8.1f}"
         )
     print(f"(GFLOP/s = img/s x {gf_rect:.2f} GFLOPs at the {rect[0]}x{rect[1]} letterbox every backend uses here)")
+    rate = max(peak.values())
+    ceiling = rate / gf_rect  # every FLOP at the best matmul rate: no float32 backend gets past this
+    print(f"float32 ceiling (all FLOPs at {rate:.1f} GFLOP/s): {ceiling:.2f} img/s = {ceiling / base:.2f}x reference")
     best = max(r["n"] / r["seconds"] for label, r in rows if label.startswith("fracturekit"))
     print(f"ratio_vs_yolo_predict: {best / base:.2f}")
 
