@@ -91,6 +91,8 @@ def test_cli_train_end_to_end(cli_runs: dict[str, tuple[Path, str]], prepared_ph
     assert set(record["versions"]) >= {"fracturekit", "ultralytics", "torch", "python"}
     assert len(record["timings"]["per_epoch_s"]) == 1 and record["timings"]["total_s"] > 0
     assert (run / "results.csv").read_text().count("\n") == 2  # header + one row per epoch
+    # nothing written into the dataset: Ultralytics' label caches stay in memory
+    assert not list(prepared_phantoms.rglob("*.cache"))
     # the CLI summary
     assert "no pretrained weights offline: training" in output
     assert f"run folder: {run}" in output.replace("\n", "") or str(run) in output
