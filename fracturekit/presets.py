@@ -1,9 +1,9 @@
 """Known public fracture datasets: one small YAML each under the repository's `datasets/` folder.
 
 `fracturekit prepare --preset NAME` reads one to know the format, the label mapping, the grouping key
-and the metadata CSV of a dataset the user downloaded. The YAMLs are looked up in the repository
-checkout (`Path(fracturekit.__file__).parents[1] / "datasets"`), i.e. this works from an editable
-install / a clone, which is how the toolkit is used; they are not packaged into a wheel.
+and the metadata CSV of a dataset the user downloaded. A wheel carries the YAMLs as
+`fracturekit/preset_files/` (see pyproject.toml); a source checkout or editable install reads them from
+the repository's `datasets/` folder.
 
 Fields (all strings unless said): name (= file stem), title, url (where a user gets it), license,
 citation, format (auto|folders|coco|voc|yolo|fracatlas), layout (short text), mapping ({name: class}
@@ -24,7 +24,8 @@ import yaml
 import fracturekit
 from fracturekit.errors import UserError
 
-PRESETS_DIR = Path(fracturekit.__file__).resolve().parents[1] / "datasets"
+_PACKAGED = Path(fracturekit.__file__).resolve().parent / "preset_files"  # where a wheel ships them
+PRESETS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(fracturekit.__file__).resolve().parents[1] / "datasets"
 FORMATS = ("auto", "folders", "coco", "voc", "yolo", "fracatlas")
 _REQUIRED = ("name", "url", "license", "citation", "format", "layout")
 _OPTIONAL = ("title", "mapping", "group", "meta_csv", "meta_key", "notes")
