@@ -56,8 +56,14 @@ class AlbumentationsStep:
         self.compose = A.Compose([A.from_dict(s) for s in self.specs])
 
     def __call__(self, image: Any) -> Any:
+        import torch
         from PIL import Image
 
+        # albumentations 2 draws from its own RNG, seeded from OS entropy unless told: seed it from this
+        # process's torch seed (set from `seed` by Ultralytics, distinct per dataloader worker) as
+        # Ultralytics' own Albumentations step does, so the same seed repeats the same augmentations.
+        if self.compose.seed != torch.initial_seed():
+            self.compose.set_random_seed(torch.initial_seed())
         return Image.fromarray(self.compose(image=np.asarray(image))["image"])
 
     def __repr__(self) -> str:

@@ -95,6 +95,7 @@ class XrayClassificationTrainer(ClassificationTrainer):
             collate_fn=getattr(dataset, "collate_fn", None),
             worker_init_fn=seed_worker,
             drop_last=loader.drop_last,
+            generator=loader.generator,  # Ultralytics' seeded one: worker seeds, hence augmentations, repeat
         )
 
 

@@ -220,3 +220,19 @@ def test_release_frozen_layers() -> None:
     callback(trainer)
     assert all(p.requires_grad for p in net.parameters())
     assert trainer.freeze_layer_names == [".dfl"] and trainer.fk_released == 3
+
+
+def test_same_seed_same_classifier_losses(prepared_phantoms: Path, tmp_path: Path) -> None:
+    """Same seed, same losses: albumentations 2 seeds itself from OS entropy unless fracturekit seeds it."""
+    import csv
+
+    from fracturekit.train import train
+
+    losses = []
+    for name in ("a", "b"):
+        run = train(
+            task="classify", data=prepared_phantoms, project=str(tmp_path), name=name, epochs=2, imgsz=32, batch=8
+        ).root
+        with (run / "results.csv").open() as f:
+            losses.append([row["train/loss"] for row in csv.DictReader(f)])
+    assert losses[0] == losses[1]
