@@ -18,12 +18,11 @@ from typing import Any
 
 import yaml
 
+from fracturekit import shipped_dir
 from fracturekit.errors import UserError
 
 TASKS = ("classify", "detect")
 MODEL_SIZES = ("n", "s", "m", "l", "x")
-_PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"  # where a wheel ships them (package-data)
-_REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # a source checkout
 
 # Where the run goes, not how it trains: kept out of the saved config.yaml (run.json records them).
 LOCATION_KEYS = ("project", "name", "resume")
@@ -43,10 +42,10 @@ def default_config_path(task: str) -> Path:
     """The YAML with the defaults of `task`."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
-    for folder in (_PACKAGE_CONFIGS, _REPO_CONFIGS):
-        if (folder / f"{task}.yaml").is_file():
-            return folder / f"{task}.yaml"
-    raise UserError(f"{_REPO_CONFIGS / f'{task}.yaml'}: default config missing; reinstall fracturekit.")
+    path = shipped_dir("configs", "configs") / f"{task}.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: default config missing; reinstall fracturekit.")
+    return path
 
 
 def load_mapping(path: str | Path) -> dict[str, Any]:

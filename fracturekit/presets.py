@@ -21,11 +21,10 @@ from pathlib import Path
 
 import yaml
 
-import fracturekit
+from fracturekit import shipped_dir
 from fracturekit.errors import UserError
 
-_PACKAGED = Path(fracturekit.__file__).resolve().parent / "preset_files"  # where a wheel ships them
-PRESETS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(fracturekit.__file__).resolve().parents[1] / "datasets"
+PRESETS_DIR = shipped_dir("preset_files", "datasets")
 FORMATS = ("auto", "folders", "coco", "voc", "yolo", "fracatlas")
 _REQUIRED = ("name", "url", "license", "citation", "format", "layout")
 _OPTIONAL = ("title", "mapping", "group", "meta_csv", "meta_key", "notes")
