@@ -25,7 +25,8 @@ def _source_copy(target: Path) -> Path:
 
 
 def test_wheel_carries_configs_and_presets(tmp_path: Path) -> None:
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
+    build += ["--disable-pip-version-check", "-q", "-w", str(tmp_path)]  # no network: everything is local
     subprocess.run([*build, str(_source_copy(tmp_path / "src"))], check=True, capture_output=True)
     wheel = next(tmp_path.glob("fracturekit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
