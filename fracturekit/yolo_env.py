@@ -10,7 +10,7 @@ environment is set before Ultralytics reads it at import time:
   the user allows (`--threads`, default all), measured ~1.4-1.6x faster on 2 cores.
 - `YOLO_AUTOINSTALL=false`: `check_requirements` never runs pip/uv (it would try on a missing extra).
 - Ultralytics writes label caches (`*.cache`) into the dataset folder, outside the run folder the user
-  named; they are not written (the labels are re-scanned instead: ~1 s for FracAtlas' 2,857 train films).
+  named; they are not written (the labels are re-scanned instead: 1.0 s for FracAtlas' 2,857 detect train films).
 - The CUDA AMP check downloads yolo26n.pt; without that file cached and without network it is replaced
   by the same GPU blacklist and AMP stays on (what Ultralytics does offline, minus the download attempt).
 Weight downloads are decided by `network_available()` in the caller, never attempted blindly.
