@@ -529,7 +529,8 @@ def _evaluate_detector(
 
     m, dets = ultralytics_val(model, ds, split, imgsz, device, out_dir / f"ultralytics_val_{split}")
     gt, ids = coco_ground_truth(ds, split, names, skipped)
-    coco = M.coco_eval(gt, _to_coco_results(dets, ids), max_det=_MAX_DET)
+    coco_dets = _to_coco_results(dets, ids)  # scored once here and again per subgroup below
+    coco = M.coco_eval(gt, coco_dets, max_det=_MAX_DET)
     y_img = _image_labels(gt)
     s_img = image_scores(dets, ids)
 
@@ -589,7 +590,7 @@ def _evaluate_detector(
                 mask = groups == value
                 subset_ids = [i + 1 for i in np.flatnonzero(mask)]
                 per_value[value] = {
-                    "pycocotools": M.coco_eval(gt, _to_coco_results(dets, ids), _MAX_DET, image_ids=subset_ids),
+                    "pycocotools": M.coco_eval(gt, coco_dets, _MAX_DET, image_ids=subset_ids),
                     **M.binary_summary(y_img[mask], s_img[mask], thr, 200, 0),
                 }
             result["subgroups"][col] = per_value
