@@ -23,7 +23,7 @@ import torch
 from fracturekit.augment import AlbumentationsStep
 from fracturekit.yolo_env import load_ultralytics
 
-load_ultralytics()
+load_ultralytics(apply_threads=False)  # train() has applied --threads already
 
 from ultralytics.data import ClassificationDataset  # noqa: E402
 from ultralytics.data.build import InfiniteDataLoader, seed_worker  # noqa: E402

@@ -61,8 +61,12 @@ def _install_fonts(config_dir: Path) -> None:
         shutil.copyfile(src, target_dir / name)
 
 
-def load_ultralytics(threads: int | None = None) -> ModuleType:
-    """Set the offline-safe environment, import Ultralytics and apply the thread count; return it."""
+def load_ultralytics(threads: int | None = None, *, apply_threads: bool = True) -> ModuleType:
+    """Set the offline-safe environment, import Ultralytics and apply the thread count; return it.
+
+    `apply_threads=False` is for modules that call this at import time: they need the environment, and
+    must not reset a count a caller such as `train(threads=1)` has just applied.
+    """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir())))
@@ -79,8 +83,9 @@ def load_ultralytics(threads: int | None = None) -> ModuleType:
     off = {k: False for k in ("sync", "hub") if SETTINGS.get(k)}
     if off:
         SETTINGS.update(off)
-    torch_utils.NUM_THREADS = n  # read by select_device() -> torch.set_num_threads()
-    torch.set_num_threads(n)
+    if apply_threads:
+        torch_utils.NUM_THREADS = n  # read by select_device() -> torch.set_num_threads()
+        torch.set_num_threads(n)
     _guard_amp_check()
     _skip_label_caches()
     return ultralytics

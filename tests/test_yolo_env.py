@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -113,3 +114,14 @@ def test_network_available_respects_offline_switch(no_network: list[str]) -> Non
 )
 def test_cpu_threads(requested: int | None, expected: int) -> None:
     assert yolo_env.cpu_threads(requested) == expected
+
+
+def test_import_time_load_keeps_the_requested_threads() -> None:
+    """`train(threads=1)` applies 1, then imports trainers (which loads Ultralytics at import): still 1."""
+    code = (
+        "import torch; from fracturekit.yolo_env import load_ultralytics; load_ultralytics(1);"
+        "import fracturekit.trainers; from ultralytics.utils import torch_utils;"
+        "print(torch.get_num_threads(), torch_utils.NUM_THREADS)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["1", "1"], out.stdout
