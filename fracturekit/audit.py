@@ -27,7 +27,6 @@ from rich.table import Table
 from fracturekit.errors import UserError
 from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
 from fracturekit.imageio import ImageReadError, read_image
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 from fracturekit.split import units
 
 T = TypeVar("T")
@@ -248,14 +247,6 @@ def _hash_film(path: Path) -> tuple[str, str, np.ndarray] | str:
         return f"failed: {type(exc).__name__}: {exc}"
 
 
-def _label_of(label: str | None, boxes: list | None) -> str:
-    if label is not None:
-        return label
-    if boxes is None:
-        return ""
-    return POSITIVE_CLASS if boxes else NEGATIVE_CLASS
-
-
 def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditResult:
     """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`.
 
@@ -274,9 +265,7 @@ def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditR
         from fracturekit.ingest.source import load_source
 
         ingest = load_source(path)
-        entries = [
-            (r.source, str(r.source), r.split or "", _label_of(r.label, r.boxes), r.group) for r in ingest.records
-        ]
+        entries = [(r.source, str(r.source), r.split or "", r.image_label or "", r.group) for r in ingest.records]
     hashed = parallel_map(lambda e: _hash_film(e[0]), entries, progress, "hashing films")
     items: list[AuditItem] = []
     unreadable: list[tuple[str, str]] = []

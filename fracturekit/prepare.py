@@ -29,7 +29,7 @@ from fracturekit.errors import UserError
 from fracturekit.hashing import dihedral_phashes, phash_hex, pixel_sha256
 from fracturekit.imageio import ImageReadError, apply_clahe, limit_side, read_image
 from fracturekit.ingest.base import HeaderError, Record, image_header
-from fracturekit.layout import MANIFEST_COLUMNS, NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset
+from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, SPLITS, PreparedDataset
 from fracturekit.split import DEFAULT_RATIOS, assign_splits, check_ratios
 
 # Column names (folded: lower-case alphanumerics) recognised in a --meta CSV.
@@ -212,15 +212,6 @@ def _process_safely(film: _Film, stage: Path, clahe: bool, max_side: int | None)
         film.status, film.reason, film.boxes = "skipped", f"failed: {type(exc).__name__}: {exc}", None
 
 
-def _label_of(record: Record) -> str | None:
-    """Image-level class: the reader's label, else fracture iff any box (None without boxes either)."""
-    if record.label is not None:
-        return record.label
-    if record.boxes is None:
-        return None
-    return POSITIVE_CLASS if record.boxes else NEGATIVE_CLASS
-
-
 def _group_of(film: _Film, group_regex: re.Pattern[str] | None) -> str | None:
     """Patient/study key: reader > --meta column > DICOM tags > --group-regex (file name, then relative path)."""
     if film.group:
@@ -322,7 +313,7 @@ def prepare(
         )
         film.warnings.extend(rec.problems)
         key = Path(rec.source).resolve()
-        label = _label_of(rec)
+        label = rec.image_label
         if key in seen:
             film.status, film.reason = "skipped", "listed twice in the annotations"
         elif label is None:

@@ -54,6 +54,15 @@ class Record:
     meta: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def image_label(self) -> str | None:
+        """Image-level class: the reader's label, else fracture iff any box (None without boxes either)."""
+        if self.label is not None:
+            return self.label
+        if self.boxes is None:
+            return None
+        return POSITIVE_CLASS if self.boxes else NEGATIVE_CLASS
+
 
 @dataclass
 class Skipped:
@@ -139,15 +148,6 @@ def canonical_label(name: str, mapping: dict[str, str] | None = None) -> str:
 def canonical_split(name: str) -> str | None:
     """'valid' -> 'val', 'training' -> 'train'; None when `name` is not a split name."""
     return SPLIT_SYNONYMS.get(name.strip().lower())
-
-
-def is_inside(path: Path, root: Path) -> bool:
-    """True when `path` resolves inside `root`: refuses `../` escapes in file_name or label paths."""
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def assign_image_labels(result: IngestResult) -> None:
