@@ -20,6 +20,7 @@ from pathlib import Path
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.ingest.base import IngestResult
+from fracturekit.ingest.coco import looks_like_coco
 
 FORMATS = ("folders", "coco", "voc", "yolo", "fracatlas")
 _MAX_DEPTH = 4
@@ -55,7 +56,7 @@ def _is_coco_json(path: Path) -> bool:
     except (OSError, ValueError, UnicodeDecodeError):
         # An unreadable JSON named like a COCO export still counts (the reader reports it).
         return path.name.endswith(".coco.json") or path.name.startswith("instances_")
-    return isinstance(data, dict) and isinstance(data.get("images"), list) and "categories" in data
+    return looks_like_coco(data)
 
 
 def _is_voc_xml(path: Path) -> bool:
