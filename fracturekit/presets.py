@@ -23,9 +23,10 @@ import yaml
 
 from fracturekit import shipped_dir
 from fracturekit.errors import UserError
+from fracturekit.ingest.source import FORMATS as SOURCE_FORMATS
 
 PRESETS_DIR = shipped_dir("preset_files", "datasets")
-FORMATS = ("auto", "folders", "coco", "voc", "yolo", "fracatlas")
+FORMATS = ("auto", *SOURCE_FORMATS)
 _REQUIRED = ("name", "url", "license", "citation", "format", "layout")
 _OPTIONAL = ("title", "mapping", "group", "meta_csv", "meta_key", "notes")
 _GROUP_KEYS = ("group_regex", "group_column")
