@@ -28,7 +28,7 @@ from fracturekit.audit import AuditItem, AuditResult, audit_items, duplicate_lin
 from fracturekit.errors import UserError
 from fracturekit.hashing import dihedral_phashes, phash_hex, pixel_sha256
 from fracturekit.imageio import ImageReadError, apply_clahe, limit_side, read_image
-from fracturekit.ingest.base import HeaderError, Record, image_header
+from fracturekit.ingest.base import HeaderError, Record, fold, image_header
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, SPLITS, PreparedDataset
 from fracturekit.split import DEFAULT_RATIOS, assign_splits, check_ratios
 
@@ -75,10 +75,6 @@ class _Film:
     label_file: str = ""
 
 
-def _fold(name: str) -> str:
-    return "".join(ch for ch in str(name).lower() if ch.isalnum())
-
-
 def _check_out(source: Path, out: Path) -> None:
     """Refuse an output folder that is the source, inside it, contains it, or is not ours to replace."""
     src, dst = source.resolve(), out.resolve()
@@ -104,12 +100,13 @@ def _join_meta(films: list[_Film], meta_csv: Path, group_column: str | None, key
         df = pd.read_csv(meta_csv, dtype=str, keep_default_na=False)
     except Exception as exc:
         raise UserError(f"--meta {meta_csv}: not a readable CSV ({exc}).") from None
-    key = key_column if key_column in df.columns else next((c for c in df.columns if _fold(c) in _KEY_COLUMNS), None)
+    found = (c for c in df.columns if fold(str(c)) in _KEY_COLUMNS)
+    key = key_column if key_column in df.columns else next(found, None)
     if key is None:
         raise UserError(f"--meta {meta_csv}: no file-name column; name one of file_name, image_id, path.")
     rows = {str(v).replace("\\", "/"): r for v, r in zip(df[key], df.to_dict("records"), strict=True)}
     stems = {Path(k).stem: r for k, r in rows.items()}
-    group_col = group_column or next((c for c in df.columns if _fold(c) in _GROUP_COLUMNS), None)
+    group_col = group_column or next((c for c in df.columns if fold(str(c)) in _GROUP_COLUMNS), None)
     if group_col is not None and group_col not in df.columns:
         raise UserError(f"--meta {meta_csv}: no column {group_col!r} to group by; columns: {', '.join(df.columns)}.")
     for film in films:

@@ -124,7 +124,8 @@ SPLIT_SYNONYMS = {
 }
 
 
-def _fold(name: str) -> str:
+def fold(name: str) -> str:
+    """Lower-case alphanumerics only: 'Image_ID' and 'image id' compare equal."""
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
@@ -135,9 +136,9 @@ def canonical_label(name: str, mapping: dict[str, str] | None = None) -> str:
     """
     if mapping:
         for key, value in mapping.items():
-            if _fold(key) == _fold(name):
+            if fold(key) == fold(name):
                 return value
-    folded = _fold(name)
+    folded = fold(name)
     if folded in POSITIVE_SYNONYMS:
         return POSITIVE_CLASS
     if folded in NEGATIVE_SYNONYMS:

@@ -20,9 +20,9 @@ from fracturekit.ingest.base import (
     IngestResult,
     Record,
     Skipped,
-    _fold,
     canonical_label,
     canonical_split,
+    fold,
     iter_images,
     split_from_parts,
 )
@@ -32,7 +32,7 @@ from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 def folder_label(name: str, mapping: dict[str, str] | None = None) -> str:
     """Class of a folder name: mapping, synonym table, then a single synonym word inside the name."""
     label = canonical_label(name, mapping)
-    if label in (POSITIVE_CLASS, NEGATIVE_CLASS) or (mapping and any(_fold(k) == _fold(name) for k in mapping)):
+    if label in (POSITIVE_CLASS, NEGATIVE_CLASS) or (mapping and any(fold(k) == fold(name) for k in mapping)):
         return label
     words = {canonical_label(w) for w in re.split(r"[_\-\s.]+", name) if w and not w.isdigit()}
     binary = words & {POSITIVE_CLASS, NEGATIVE_CLASS}
