@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import network_guard
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
@@ -25,37 +25,14 @@ RUN_JSON_KEYS = {"seed", "versions", "device", "threads", "data", "data_hash", "
 
 @pytest.fixture(scope="module")
 def cli_runs(prepared_phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    """One CLI run per task (imgsz 32/64, CPU) under a network guard: task -> (run dir, CLI output).
-
-    Module-scoped (the function-scoped `no_network` cannot wrap it), so the guard is repeated here.
-    """
+    """One CLI run per task (imgsz 32/64, CPU) under conftest's network guard: task -> (run dir, CLI output)."""
     project = tmp_path_factory.mktemp("cli-runs")
     extra = {
         "classify": ["--imgsz", "32", "--epochs", "1"],
         "detect": ["--imgsz", "64", "--epochs", "1", "--set", "mosaic=0.5"],
     }
     out = {}
-    attempts: list[str] = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def local(host: object) -> bool:
-        return str(host) in ("localhost", "::1", "") or str(host).startswith("127.")
-
-    def connect(sock: socket.socket, address: object) -> object:  # same rule as conftest's no_network
-        if sock.family == socket.AF_UNIX or local(address[0] if isinstance(address, tuple) else address):
-            return real_connect(sock, address)
-        attempts.append(f"connect {address}")
-        raise OSError("network disabled in this test")
-
-    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
-        if host is None or local(host):
-            return real_getaddrinfo(host, *args, **kwargs)
-        attempts.append(f"dns {host}")
-        raise OSError("network disabled in this test")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", connect)
-        mp.setattr(socket, "getaddrinfo", getaddrinfo)
+    with network_guard() as attempts:
         for task, flags in extra.items():
             result = runner.invoke(
                 app,
