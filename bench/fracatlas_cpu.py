@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -25,10 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _reference_train(task: str, data: Path, out: Path, imgsz: int, epochs: int, seed: int) -> Path:
     """Plain Ultralytics with its defaults (threads, augmentation), only the budget, size and seed set."""
-    from ultralytics import YOLO
+    from ultralytics import YOLO, utils
     from ultralytics.utils import torch_utils
 
-    torch_utils.NUM_THREADS = min(8, max(1, (os.cpu_count() or 2) - 1))  # Ultralytics' own default
+    torch_utils.NUM_THREADS = utils.NUM_THREADS  # Ultralytics' own default (fracturekit changed torch_utils' copy)
     model = YOLO("yolov8n-cls.yaml" if task == "classify" else "yolov8n.yaml")
     source = data / "cls" if task == "classify" else data / "det" / "data.yaml"
     model.train(
