@@ -64,23 +64,15 @@ def _to_gray(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _jpeg_is_truncated(path: Path) -> bool:
-    """A complete JPEG ends with the EOI marker FFD9 (trailing padding bytes tolerated)."""
-    with path.open("rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(max(0, size - 64))
-        tail = f.read()
-    return b"\xff\xd9" not in tail
-
-
 def _read_raster(path: Path) -> LoadedImage:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError("empty file")
     notes: list[str] = []
     is_jpeg = data[:2].tobytes() == b"\xff\xd8"
-    if is_jpeg and _jpeg_is_truncated(path):
+    # A complete JPEG ends with the EOI marker FFD9 (trailing padding bytes tolerated): look in the bytes
+    # already read rather than opening the file again.
+    if is_jpeg and b"\xff\xd9" not in data[-64:].tobytes():
         notes.append("truncated JPEG: decoded what was present")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None and is_jpeg:
