@@ -62,8 +62,6 @@ def train(task: str, data: str | Path, *, config: str | Path | None = None, **ov
         raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
     ds = PreparedDataset.open(data)
     data_arg = _data_argument(ds, task)
-    # Notebook users pass Path objects; the config (and config.yaml) holds plain strings.
-    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     cfg = _resolve(task, config, overrides)
     device = resolve_device(cfg["device"])
     threads = cpu_threads(cfg["threads"])
