@@ -27,6 +27,7 @@ from rich.table import Table
 from fracturekit.errors import UserError
 from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
 from fracturekit.imageio import ImageReadError, read_image
+from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.split import units
 
 T = TypeVar("T")
@@ -253,7 +254,7 @@ def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditR
     `out` defaults to `<path>/audit` for a prepared dataset; for a raw dataset nothing is written
     unless `out` is given (never write into the user's source folder uninvited).
     """
-    path = Path(path)
+    path, out = user_path(path), maybe_path(out)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder; pass a dataset folder.")
     manifest = path / "manifest.csv"
@@ -265,7 +266,9 @@ def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditR
         from fracturekit.ingest.source import load_source
 
         ingest = load_source(path)
-        entries = [(r.source, str(r.source), r.split or "", r.image_label or "", r.group) for r in ingest.records]
+        entries = [
+            (r.source, rel_to(r.source, path), r.split or "", r.image_label or "", r.group) for r in ingest.records
+        ]
     hashed = parallel_map(lambda e: _hash_film(e[0]), entries, progress, "hashing films")
     items: list[AuditItem] = []
     unreadable: list[tuple[str, str]] = []

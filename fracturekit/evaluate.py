@@ -31,6 +31,7 @@ from fracturekit.calibration import (
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset, RunDir
+from fracturekit.paths import user_path
 
 THRESHOLD_SPLIT = "val"
 _CHUNK = 32  # images per predict call: bounded memory, and a bad file only costs its own chunk a retry
@@ -393,7 +394,7 @@ def evaluate(
         raise UserError(
             f"{ds.manifest}: no column {', '.join(missing)} for --by; available: {', '.join(manifest.columns)}."
         )
-    out_dir = Path(out) if out else RunDir.find(classifier or detector).eval_dir
+    out_dir = user_path(out) if out else RunDir.find(classifier or detector).eval_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     result: dict[str, Any] = {

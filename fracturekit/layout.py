@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fracturekit.errors import UserError
+from fracturekit.paths import user_path
 
 POSITIVE_CLASS = "fracture"
 NEGATIVE_CLASS = "no_fracture"
 SPLITS = ("train", "val", "test")
 
-# manifest.csv: one row per source image. Paths in output_* columns are relative to the dataset root;
+# manifest.csv: one row per source image. `source` is relative to the source root (prepare.json `source`),
+# output_* columns relative to the dataset root, so moving either folder breaks nothing;
 # `boxes` is JSON [[class_name, x1, y1, x2, y2], ...] in output-image pixels; extra metadata columns
 # (patient, region, view, ...) follow these.
 MANIFEST_COLUMNS = (
@@ -70,7 +72,7 @@ class PreparedDataset:
     @classmethod
     def open(cls, path: str | Path) -> PreparedDataset:
         """The prepared dataset at `path`, or a UserError saying how to make one."""
-        root = Path(path)
+        root = user_path(path)
         if not root.is_dir():
             raise UserError(f"{root}: no such folder; run `fracturekit prepare SOURCE --out {root}` first.")
         ds = cls(root)
@@ -118,7 +120,7 @@ class RunDir:
     @classmethod
     def find(cls, path: str | Path) -> RunDir:
         """Accept a run folder or a weights file inside one (`.../weights/best.pt`)."""
-        p = Path(path)
+        p = user_path(path)
         if p.is_file() and p.parent.name == "weights":
             return cls(p.parent.parent)
         if p.is_dir() and (p / "weights").is_dir():

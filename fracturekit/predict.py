@@ -20,6 +20,7 @@ import csv
 import glob
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +35,9 @@ import yaml
 from fracturekit.calibration import apply_temperature
 from fracturekit.errors import UserError
 from fracturekit.imageio import ImageReadError, is_image_file, read_image
+from fracturekit.ingest.base import JUNK_DIRS
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, RunDir
+from fracturekit.paths import user_path
 from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
 log = logging.getLogger(__name__)
@@ -66,11 +69,12 @@ def list_sources(source: str | Path) -> list[Path]:
     """Image files named by `source`: a folder (recursive), one file, or a glob pattern; sorted."""
     src = Path(source)
     if src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.is_file())
+        files = sorted(p for p in src.rglob("*") if p.is_file() and not _junk(p.relative_to(src)))
     elif src.is_file():
-        return [src]
+        return [user_path(src)]
     elif glob.has_magic(str(source)):
-        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
+        found = (user_path(p) for p in glob.glob(str(source), recursive=True))
+        files = sorted(p for p in found if p.is_file() and not _junk(p))
     else:
         raise UserError(f"{source}: no such file, folder or glob match; pass --source with a folder of X-rays.")
     images = [p for p in files if is_image_file(p)]
@@ -79,6 +83,24 @@ def list_sources(source: str | Path) -> list[Path]:
     if not images:
         raise UserError(f"{source}: no image files found (.jpg .png .tif .dcm ...); point --source at X-rays.")
     return images
+
+
+def _junk(path: Path) -> bool:
+    """Hidden files (`.DS_Store`, AppleDouble `._x.jpg`) and archiver folders (`__MACOSX/`): never films."""
+    return any(part.startswith(".") or part in JUNK_DIRS for part in path.parts) or path.name == "Thumbs.db"
+
+
+def source_root(source: str | Path, paths: list[Path]) -> Path:
+    """The folder predictions name films relative to: --source itself, else the films' common folder."""
+    if isinstance(source, Path) and source.is_dir():
+        return source
+    return Path(os.path.commonpath([p.parent for p in paths]))
+
+
+def source_path(source: str | Path) -> str | Path:
+    """--source as given: a glob pattern keeps its magic (only `~` expanded), a path is resolved."""
+    text = os.path.expanduser(os.fspath(source))
+    return text if not Path(text).exists() and glob.has_magic(text) else user_path(text)
 
 
 def _output_names(paths: list[Path], source: str | Path) -> list[str]:
@@ -137,7 +159,7 @@ class Model:
 
 def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
     """A weights file and the run it belongs to (None for a loose file); a run folder means its best.pt."""
-    p = Path(path)
+    p = user_path(path)
     if p.is_dir():
         run = RunDir.find(p)
         if not run.best.is_file():
@@ -556,10 +578,12 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
 
-    Returns one record per image (in sorted path order): path, width, height, fracture_probability
-    (the classifier's calibrated probability, else the detector's best box confidence), decision
-    (positive/negative class at the tuned threshold), threshold, score_source, detector_score, boxes
-    (film pixels with confidence and class), annotated (image path), cam (heatmap paths), error
+    Returns one record per image (in sorted path order): path (relative to the --source folder, or to
+    the films' common folder for a file or glob; predictions.json `source_root` holds it), width,
+    height, fracture_probability (the classifier's calibrated probability, else the detector's best
+    box confidence), decision (positive/negative class at the tuned threshold), threshold,
+    score_source, detector_score, boxes (film pixels with confidence and class), annotated (image
+    path relative to `out`), cam (heatmap paths relative to `out`), error
     (why the file was skipped, empty when fine), warnings (reader notes such as truncated JPEG), note
     (set when no `evaluate` metrics were found: the 0.5 default threshold was used).
 
@@ -570,11 +594,13 @@ def predict(
         raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
     if batch is not None and batch < 1:
         raise UserError(f"--batch {batch}: must be at least 1.")
-    out = Path(out)
-    paths = [p for p in list_sources(source) if not p.resolve().is_relative_to(out.resolve())]  # not our own output
+    out = user_path(out)
+    source = source_path(source)
+    paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
     if not paths:
         raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
     names = _output_names(paths, source)
+    root = source_root(source, paths)
     det = load_model(detector, "detect", imgsz, threads, device) if detector is not None else None
     clf = load_model(classifier, "classify", imgsz, threads, device) if classifier is not None else None
     for m in (det, clf):
@@ -620,7 +646,7 @@ def predict(
                 if clf_pol is not None and clf_pol.temperature != 1.0:
                     probs = apply_temperature(probs, clf_pol.temperature)
             for it in items:
-                records[it.index] = _empty_record(it)
+                records[it.index] = _empty_record(it, root)
             for k, it in enumerate(good):
                 rec = records[it.index]
                 h, w = it.gray.shape  # type: ignore[union-attr]
@@ -652,12 +678,12 @@ def predict(
                 rec["note"] = "; ".join(pol.notes)
                 name = names[it.index]
                 if save_images:
-                    rec["annotated"] = str(out / f"{name}.jpg")
+                    rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
                     writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(it.gray, rec)))  # type: ignore[arg-type]
                 for tag, m in (("", cls_maps[k]), (".det" if clf is not None else "", det_maps[k])):
                     if m is not None:
                         target = out / "cam" / f"{name}{tag}.png"
-                        rec["cam"].append(str(target))
+                        rec["cam"].append(target.relative_to(out).as_posix())
                         writes.append(pool.submit(_write, target, _overlay(it.gray, m)))  # type: ignore[arg-type]
         for f in writes:
             f.result()
@@ -665,6 +691,7 @@ def predict(
     notes = (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
     meta = {
         "source": str(source),
+        "source_root": str(root),
         "detector": str(det.weights) if det else None,
         "classifier": str(clf.weights) if clf else None,
         "detector_imgsz": det.imgsz if det else None,
@@ -688,9 +715,9 @@ def _negative(clf: Model | None, positive: str) -> str:
     return NEGATIVE_CLASS
 
 
-def _empty_record(it: _Item) -> dict[str, Any]:
+def _empty_record(it: _Item, root: Path) -> dict[str, Any]:
     return {
-        "path": str(it.path),
+        "path": it.path.relative_to(root).as_posix(),
         "width": None,
         "height": None,
         "fracture_probability": None,

@@ -27,6 +27,7 @@ from fracturekit.ingest.base import (
     split_from_parts,
 )
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.paths import user_path
 
 
 def folder_label(name: str, mapping: dict[str, str] | None = None) -> str:
@@ -41,7 +42,7 @@ def folder_label(name: str, mapping: dict[str, str] | None = None) -> str:
 
 def load_folders(root: Path, mapping: dict[str, str] | None = None) -> IngestResult:
     """One record per image file under `root`, labelled by its class folder."""
-    root = Path(root)
+    root = user_path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder")
     result = IngestResult(format="folders")
@@ -52,14 +53,14 @@ def load_folders(root: Path, mapping: dict[str, str] | None = None) -> IngestRes
         class_dir = next((p for p in reversed(parts) if canonical_split(p) is None), None)
         if class_dir is None:
             where = "the dataset root" if not parts else f"split folder {'/'.join(parts)}/"
-            result.skipped.append(Skipped(str(path.resolve()), f"image directly in {where}: no class folder"))
+            result.skipped.append(Skipped(str(path), f"image directly in {where}: no class folder"))
             continue
         label = folder_label(class_dir, mapping)
         classes[label] += 1
         folders_per_class.setdefault(label, set()).add(class_dir)
         result.records.append(
             Record(
-                source=path.resolve(),
+                source=path,
                 label=label,
                 boxes=None,
                 split=split_from_parts(parts),

@@ -21,6 +21,7 @@ from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.ingest.base import IngestResult
 from fracturekit.ingest.coco import looks_like_coco
+from fracturekit.paths import user_path
 
 FORMATS = ("folders", "coco", "voc", "yolo", "fracatlas")
 _MAX_DEPTH = 4
@@ -164,7 +165,7 @@ def load_source(
     fracatlas_annotations: str = "yolo",
 ) -> IngestResult:
     """Read a raw dataset in any supported format (auto-detected unless `fmt` names one)."""
-    root = Path(root)
+    root = user_path(root)
     if not root.exists():
         raise UserError(f"{root}: no such file or folder")
     fmt = (fmt or "auto").strip().lower()
