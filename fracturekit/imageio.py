@@ -1,8 +1,10 @@
 """Read any X-ray file the toolkit accepts into a normalized 8-bit image.
 
 One reader for `prepare` and `predict`, so a film looks the same to the model at training and at
-inference time. JPEG/PNG/BMP/TIFF (8- or 16-bit, gray or color) go through OpenCV; DICOM through
-pydicom (modality + VOI LUT, MONOCHROME1 inverted). Truncated JPEGs are recovered when decodable.
+inference time. Rasters (JPEG, PNG, BMP, TIFF 8- or 16-bit, WebP, GIF, JPEG 2000, PNM; gray or color)
+go through OpenCV, with PIL as a fallback; DICOM through pydicom (modality + VOI LUT, MONOCHROME1
+inverted). Truncated JPEGs are recovered when decodable. The type of a file is read from its first
+bytes (`sniff`), never from its suffix: a GIF named `.jpg` is a GIF.
 """
 
 from __future__ import annotations
@@ -15,7 +17,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+# The one list of file types the product reads (prepare, audit, predict, evaluate): what OpenCV 5 decodes
+# here (checked: GIF, WebP and JPEG 2000 included) plus DICOM. Prepare writes every film as JPEG or PNG,
+# so Ultralytics, which refuses GIF, only ever trains on those two.
+SUFFIX_KINDS = {
+    **dict.fromkeys((".jpg", ".jpeg", ".jpe", ".jfif"), "jpeg"),
+    **dict.fromkeys((".tif", ".tiff"), "tiff"),
+    **dict.fromkeys((".bmp", ".dib"), "bmp"),
+    **dict.fromkeys((".pgm", ".ppm", ".pbm", ".pnm"), "pnm"),
+    **dict.fromkeys((".dcm", ".dicom"), "dicom"),
+    ".png": "png",
+    ".webp": "webp",
+    ".gif": "gif",
+    ".jp2": "jp2",
+}
+IMAGE_SUFFIXES = frozenset(SUFFIX_KINDS)
+MIN_SIDE = 10  # Ultralytics' verify_image refuses images under 10 px a side ("image size <10 pixels")
 # PIL's truncated-image switch is a process-wide global: hold this while it is flipped (prepare decodes in threads).
 _PIL_TRUNCATED_LOCK = threading.Lock()
 
@@ -24,12 +41,48 @@ class ImageReadError(Exception):
     """A file that cannot be turned into an image; the message is the reason shown to the user."""
 
 
+def sniff(head: bytes) -> str | None:
+    """The image type named by a file's first bytes (at least 132 for DICOM), or None when not an image.
+
+    jpeg, png, gif, bmp, tiff, webp, jp2, pnm or dicom: the magic numbers of each format's specification.
+    """
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:2] == b"BM":
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
+        return "jp2"
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+        return "pnm"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def sniff_file(path: str | Path) -> str | None:
+    """`sniff` on the first 132 bytes of a file (None when unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return sniff(f.read(132))
+    except OSError:
+        return None
+
+
 @dataclass
 class LoadedImage:
-    """A decoded film: `pixels` is uint8 gray (H, W); `meta` holds DICOM grouping tags."""
+    """A decoded film: `pixels` is uint8 gray (H, W); `meta` holds DICOM grouping tags; `kind` its `sniff` type."""
 
     pixels: np.ndarray
     source_bit_depth: int
+    kind: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -75,8 +128,8 @@ def _read_raster(path: Path) -> LoadedImage:
     if is_jpeg and b"\xff\xd9" not in data[-64:].tobytes():
         notes.append("truncated JPEG: decoded what was present")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None and is_jpeg:
-        img = _decode_truncated_with_pil(path)
+    if img is None:  # PIL knows a few variants OpenCV refuses, truncated JPEGs among them
+        img = _decode_with_pil(path, truncated=is_jpeg)
     if img is None:
         raise ImageReadError("not a decodable image (corrupt or unsupported format)")
     if img.ndim == 3 and img.shape[2] >= 3 and img.dtype == np.uint8:
@@ -92,15 +145,22 @@ def _read_raster(path: Path) -> LoadedImage:
         pixels = to_uint8(gray, 0.5, 99.5)
     else:
         raise ImageReadError(f"unsupported pixel type {gray.dtype}")
-    if min(pixels.shape[:2]) < 8:
-        raise ImageReadError(f"image too small ({pixels.shape[1]}x{pixels.shape[0]} px)")
-    return LoadedImage(pixels=np.ascontiguousarray(pixels), source_bit_depth=depth, warnings=notes)
+    if min(pixels.shape[:2]) < MIN_SIDE:
+        raise ImageReadError(f"image too small ({pixels.shape[1]}x{pixels.shape[0]} px, under {MIN_SIDE} px a side)")
+    kind = sniff(data[:132].tobytes())
+    return LoadedImage(pixels=np.ascontiguousarray(pixels), source_bit_depth=depth, kind=kind, warnings=notes)
 
 
-def _decode_truncated_with_pil(path: Path) -> np.ndarray | None:
-    """PIL can decode some truncated JPEGs that OpenCV rejects outright."""
+def _decode_with_pil(path: Path, truncated: bool) -> np.ndarray | None:
+    """PIL as a fallback decoder; with `truncated`, it also decodes what a cut-off JPEG holds."""
     from PIL import Image, ImageFile
 
+    if not truncated:
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("L"))
+        except Exception:  # PIL raises many types for files it cannot read
+            return None
     with _PIL_TRUNCATED_LOCK:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
@@ -136,7 +196,7 @@ def _read_dicom(path: Path) -> LoadedImage:
         for key in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "BodyPartExamined", "ViewPosition")
         if getattr(ds, key, None) not in (None, "")
     }
-    return LoadedImage(pixels=pixels, source_bit_depth=int(getattr(ds, "BitsStored", 16)), meta=meta)
+    return LoadedImage(pixels=pixels, source_bit_depth=int(getattr(ds, "BitsStored", 16)), kind="dicom", meta=meta)
 
 
 def read_image(path: str | Path) -> LoadedImage:
@@ -146,7 +206,9 @@ def read_image(path: str | Path) -> LoadedImage:
         raise ImageReadError("file not found")
     with path.open("rb") as f:
         head = f.read(132)
-    if path.suffix.lower() in (".dcm", ".dicom") or head[128:132] == b"DICM":
+    kind = sniff(head)
+    # Content decides; the suffix only for DICOM files written without the 128-byte preamble + DICM.
+    if kind == "dicom" or (kind is None and path.suffix.lower() in (".dcm", ".dicom")):
         return _read_dicom(path)
     return _read_raster(path)
 

@@ -27,15 +27,27 @@ import yaml
 from fracturekit.audit import AuditItem, AuditResult, audit_items, duplicate_links, parallel_map
 from fracturekit.errors import UserError
 from fracturekit.hashing import dihedral_phashes, phash_hex, pixel_sha256
-from fracturekit.imageio import ImageReadError, apply_clahe, limit_side, read_image
-from fracturekit.ingest.base import HeaderError, Record, fold, image_header
+from fracturekit.imageio import SUFFIX_KINDS, ImageReadError, apply_clahe, limit_side, read_image, sniff_file
+from fracturekit.ingest.base import JUNK_DIRS, HeaderError, Record, fold, image_header
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, SPLITS, PreparedDataset
+from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.split import DEFAULT_RATIOS, assign_splits, check_ratios
 
 # Column names (folded: lower-case alphanumerics) recognised in a --meta CSV.
 _KEY_COLUMNS = ("filename", "file", "imageid", "image", "imagename", "filestem", "path", "filepath", "name", "id")
 _GROUP_COLUMNS = ("patientid", "patient", "subjectid", "subject", "studyid", "study", "studyinstanceuid")
-_COPY_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}
+# Where a film's patient group came from, in the order they are tried (prepare.json `grouping.sources`).
+GROUP_SOURCES = ("annotations", "meta_csv", "dicom_tags", "regex", "duplicate_cluster", "none")
+_JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+# Files each reader consumes besides images: not reported as unused.
+_ANNOTATION_SUFFIXES = {
+    "coco": {".json"},
+    "voc": {".xml"},
+    "yolo": {".txt", ".yaml", ".yml"},
+    "fracatlas": {".json", ".xml", ".txt", ".csv"},
+    "folders": set(),
+}
+_COPY_SUFFIXES = {"jpeg": ".jpg", "png": ".png"}  # content types copied byte for byte, and their output suffix
 
 
 @dataclass
@@ -53,9 +65,10 @@ class _Film:
 
     source: str
     record: Record | None
-    rel: str = ""  # path relative to the dataset root (posix), for --group-regex and --meta joins
+    rel: str = ""  # path relative to the source root (posix): the manifest's `source`, --group-regex, --meta joins
     label: str = ""
     group: str | None = None
+    group_source: str = "none"  # one of GROUP_SOURCES: where `group` came from
     stem: str = ""
     status: str = "ok"
     reason: str = ""
@@ -77,7 +90,7 @@ class _Film:
 
 def _check_out(source: Path, out: Path) -> None:
     """Refuse an output folder that is the source, inside it, contains it, or is not ours to replace."""
-    src, dst = source.resolve(), out.resolve()
+    src, dst = source, out  # both resolved by `prepare`
     if dst == src or src in dst.parents:
         raise UserError(f"--out {out} is inside the source {source}; choose a folder outside it.")
     if dst in src.parents:
@@ -91,6 +104,8 @@ def _join_meta(films: list[_Film], meta_csv: Path, group_column: str | None, key
 
     key_column names the image column (a preset's meta_key); else the first column called like
     file_name / image_id / path. group_column (else a patient_id / study_id-like column) sets the group.
+    A CSV that matches none of the films, or whose group column is empty for all that it matches, is a
+    UserError: grouping must never fall back to a film-level split in silence.
     """
     import pandas as pd
 
@@ -109,24 +124,33 @@ def _join_meta(films: list[_Film], meta_csv: Path, group_column: str | None, key
     group_col = group_column or next((c for c in df.columns if fold(str(c)) in _GROUP_COLUMNS), None)
     if group_col is not None and group_col not in df.columns:
         raise UserError(f"--meta {meta_csv}: no column {group_col!r} to group by; columns: {', '.join(df.columns)}.")
+    joined = grouped = 0
     for film in films:
         src = Path(film.source)
         row = rows.get(film.rel) or rows.get(src.name) or stems.get(src.stem)
         if row is None:
             film.warnings.append(f"no row in {meta_csv.name}")
             continue
+        joined += 1
         film.meta.update({k: str(v) for k, v in row.items() if k != key})
         if group_col and row.get(group_col) and film.group is None:
-            film.group = str(row[group_col])
+            film.group, film.group_source = str(row[group_col]), "meta_csv"
+            grouped += 1
+    if films and not joined:
+        names = ", ".join(Path(f.source).name for f in films[:2])
+        keys = ", ".join(list(rows)[:2])
+        raise UserError(
+            f"--meta {meta_csv}: none of the {len(films)} films matches a row by its column {key!r} "
+            f"(films {names}; rows {keys}); pass the CSV of this dataset."
+        )
+    if group_col and joined and not grouped and not any(f.group for f in films):
+        raise UserError(f"--meta {meta_csv}: column {group_col!r} is empty for every matched film; fill it in.")
     return [c for c in df.columns if c != key]
 
 
-def _relative(path: Path, root_abs: Path) -> str:
-    """`path` relative to the (resolved) dataset root, posix, or its name when it lies outside."""
-    try:
-        return Path(path).resolve().relative_to(root_abs).as_posix()
-    except ValueError:
-        return Path(path).name
+def _shown(source: str, root: Path) -> str:
+    """A reader's skipped entry as the manifest shows it: a file relative to the root, else its text."""
+    return rel_to(source, root) if os.path.isabs(source) else source
 
 
 def _unique_stems(films: list[_Film]) -> None:
@@ -173,9 +197,16 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> Non
     if clahe:
         pixels = apply_clahe(pixels)
     film.height, film.width = pixels.shape[:2]
-    suffix = _COPY_SUFFIXES.get(src.suffix.lower())
+    suffix = _COPY_SUFFIXES.get(img.kind or "")
+    named = SUFFIX_KINDS.get(src.suffix.lower())
+    if img.kind is not None and named is not None and named != img.kind:
+        how = f"kept as {suffix}" if suffix else "re-encoded as PNG"
+        film.warnings.append(f"content is {img.kind.upper()} although named {src.suffix}: {how}")
+    # Ultralytics re-saves a JPEG whose last two bytes are not the end marker, inside the dataset: re-encode.
+    jpeg_ends = img.kind != "jpeg" or data[-2:] == b"\xff\xd9"
     clean = (
         suffix is not None
+        and jpeg_ends
         and img.source_bit_depth == 8
         and not img.warnings
         and scale == 1.0
@@ -209,20 +240,76 @@ def _process_safely(film: _Film, stage: Path, clahe: bool, max_side: int | None)
         film.status, film.reason, film.boxes = "skipped", f"failed: {type(exc).__name__}: {exc}", None
 
 
-def _group_of(film: _Film, group_regex: re.Pattern[str] | None) -> str | None:
-    """Patient/study key: reader > --meta column > DICOM tags > --group-regex (file name, then relative path)."""
+def _set_group(film: _Film, group_regex: re.Pattern[str] | None) -> None:
+    """Patient/study key and its source: reader > --meta column > DICOM tags > --group-regex (name, then path)."""
     if film.group:
-        return film.group
+        return
     for tag in ("PatientID", "StudyInstanceUID"):
         if film.meta.get(tag):
-            return f"{tag}:{film.meta[tag]}"
+            film.group, film.group_source = f"{tag}:{film.meta[tag]}", "dicom_tags"
+            return
     if group_regex is not None:
         for text in (Path(film.source).name, film.rel):  # 'P(\d+)_' on names, 'patient(\d+)' on MURA folders
             m = group_regex.search(text)
             if m:
-                return m.group(1) if m.groups() else m.group(0)
+                film.group, film.group_source = (m.group(1) if m.groups() else m.group(0)), "regex"
+                return
         film.warnings.append("--group-regex matched neither the file name nor its path")
-    return None
+
+
+def _find_preset_file(root: Path, name: str, preset: str) -> Path:
+    """A preset's file (its metadata CSV) in the dataset root or one folder below, where archives put it.
+
+    GRAZPEDWRI-DX unzips to `GRAZPEDWRI-DX/dataset.csv`, so a user often passes the folder holding it.
+    """
+    candidates = [root / name] + sorted(d / name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = [c for c in candidates if c.is_file()]
+    if len(found) == 1 or (found and found[0] == root / name):
+        return found[0]
+    if found:
+        listed = ", ".join(rel_to(f, root) for f in found)
+        raise UserError(f"--preset {preset}: {name} found {len(found)} times ({listed}); point SOURCE at one of them.")
+    raise UserError(
+        f"--preset {preset}: {name} (patient ids) not found in {root} or one folder below; point SOURCE at the "
+        "folder holding it, pass --meta FILE, or pass --film-split to split films one by one."
+    )
+
+
+def _other_files(root: Path, films: list[_Film], meta: Path | None, fmt: str) -> list[dict[str, str]]:
+    """Every file under `root` that is neither a film of the manifest, its annotations nor --meta, with why.
+
+    Junk (.DS_Store, Thumbs.db, ._* AppleDouble files, __MACOSX/ and hidden folders) is listed as ignored;
+    an image under a suffix that is not read is named by its content, so the user can rename it.
+    """
+    used = {f.source for f in films} | ({str(meta)} if meta else set())
+    annotations = _ANNOTATION_SUFFIXES.get(fmt, set())
+    found: list[dict[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(root)
+        junk_dir = any(p in JUNK_DIRS or p.startswith(".") for p in rel_dir.parts)
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            suffix = Path(name).suffix.lower()
+            if full in used or (suffix in annotations and not junk_dir):
+                continue
+            if junk_dir or name.lower() in _JUNK_FILES or name.startswith("._"):
+                reason = "ignored: operating-system or archiver junk"
+            elif name.startswith("."):
+                reason = "ignored: hidden file"
+            elif (kind := sniff_file(full)) is not None and suffix not in SUFFIX_KINDS:
+                reason = f"{kind.upper()} image content under the suffix {suffix or '(none)'}: rename it to include it"
+            elif suffix == ".csv":
+                reason = "a CSV not used: pass it with --meta to join its columns"
+            else:
+                reason = f"not an image ({suffix or 'no suffix'})"
+            found.append({"source": (rel_dir / name).as_posix(), "reason": reason})
+    return found
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its file-specific part, for counting."""
+    return reason.split(" (")[0] if reason.startswith("not an image") else reason
 
 
 def _safe_dirname(label: str) -> str:
@@ -250,6 +337,7 @@ def prepare(
     clahe: bool = False,
     max_side: int | None = None,
     preset: str | None = None,
+    film_split: bool = False,
     audit: bool = True,
     progress: bool = False,
 ) -> PrepareResult:
@@ -258,9 +346,13 @@ def prepare(
     split: train/val/test fractions for the re-split; None means keep the source's splits
     (like keep_splits=True). With keep_splits, images the source puts in no split (FracAtlas lists
     only fractured films) are re-split with these fractions, next to the kept ones.
+    Grouping never falls back in silence: a preset's metadata CSV that is not found (in SOURCE or one
+    folder below), a --meta CSV that joins no film, or a --group-regex that matches no film is a
+    UserError, unless `film_split` asks for a film-level split (patient keys then unused; exact and
+    near-duplicate films are still kept together).
     """
     t0 = time.perf_counter()
-    source = Path(source)
+    source, out, meta = user_path(source), maybe_path(out), maybe_path(meta)
     if not source.exists():
         raise UserError(f"{source}: no such folder; pass the folder of a raw dataset (or a COCO JSON file).")
     root = source if source.is_dir() else source.parent  # a COCO JSON file names its images relative to its folder
@@ -273,8 +365,8 @@ def prepare(
         mapping = mapping if mapping is not None else (p.mapping or None)
         group_regex = group_regex or p.group_regex
         group_column, key_column = p.group_column, p.meta_key
-        if meta is None and p.meta_csv and (root / p.meta_csv).is_file():
-            meta = root / p.meta_csv
+        if meta is None and p.meta_csv and not film_split:
+            meta = _find_preset_file(root, p.meta_csv, preset)
     if split is None:
         keep_splits, ratios = True, DEFAULT_RATIOS
     else:
@@ -285,9 +377,8 @@ def prepare(
         regex = re.compile(group_regex) if group_regex else None
     except re.error as exc:
         raise UserError(f"--group-regex {group_regex!r}: not a valid regular expression ({exc}).") from None
-    out = (
-        Path(out) if out is not None else Path("datasets") / (source.resolve().name if source.is_dir() else source.stem)
-    )
+    if out is None:
+        out = user_path(Path("datasets") / (source.name if source.is_dir() else source.stem))
     _check_out(root, out)
 
     from fracturekit.ingest.source import load_source
@@ -296,16 +387,17 @@ def prepare(
     t_ingest = time.perf_counter()
 
     films: list[_Film] = [
-        _Film(source=s.source, record=None, status="skipped", reason=s.reason) for s in ingest.skipped
+        _Film(source=s.source, record=None, rel=_shown(s.source, root), status="skipped", reason=s.reason)
+        for s in ingest.skipped
     ]
     seen: set[Path] = set()
-    root_abs = root.resolve()
     for rec in ingest.records:
         film = _Film(
             source=str(rec.source),
             record=rec,
-            rel=_relative(rec.source, root_abs),
+            rel=rel_to(rec.source, root),
             group=rec.group,
+            group_source="annotations" if rec.group else "none",
             meta=dict(rec.meta),
         )
         film.warnings.extend(rec.problems)
@@ -320,7 +412,13 @@ def prepare(
         seen.add(key)
         films.append(film)
     usable = [f for f in films if f.status == "ok"]
-    meta_columns = _join_meta(usable, Path(meta), group_column, key_column) if meta else []
+    meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
+    matches = (regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable) if regex else iter([True])
+    if not film_split and usable and not any(matches):
+        raise UserError(
+            f"--group-regex {group_regex!r} matches none of the {len(usable)} films "
+            f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
+        )
     _unique_stems(usable)
 
     tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
@@ -335,11 +433,17 @@ def prepare(
             reasons = "; ".join(f"{n} x {r}" for r, n in Counter(f.reason for f in films).most_common(3))
             raise UserError(f"{source}: none of the {len(films)} images is usable ({reasons or 'no images found'}).")
         summary, audit_result = _assemble(
-            tmp, films, ingest.class_names, ratios, keep_splits, seed, regex, meta_columns, audit
+            tmp, films, ingest.class_names, ratios, keep_splits, seed, None if film_split else regex, meta_columns,
+            audit, film_split,
+        )  # fmt: skip
+        summary["grouping"]["meta_csv"] = rel_to(meta, root) if meta else None
+        other = _other_files(root, films, meta, ingest.format)
+        summary.update(
+            other_files=other, other_files_reasons=dict(Counter(_reason_kind(o["reason"]) for o in other).most_common())
         )
         shutil.rmtree(stage)
         summary.update(
-            source=str(source.resolve()),
+            source=str(source),
             format=ingest.format,
             notes=[*ingest.notes, *summary["notes"]],
             options={
@@ -352,6 +456,7 @@ def prepare(
                 "clahe": clahe,
                 "max_side": max_side,
                 "preset": preset,
+                "film_split": film_split,
             },
         )
         summary["timings_s"] = {
@@ -387,16 +492,24 @@ def _assemble(
     regex: re.Pattern[str] | None,
     meta_columns: list[str],
     run_audit: bool,
+    film_split: bool = False,
 ) -> tuple[dict, AuditResult | None]:
     """Split the decoded films, move them into cls/ and det/, write data.yaml, manifest, audit."""
     ok = [f for f in films if f.status == "ok"]
     for film in ok:
-        film.group = _group_of(film, regex)
+        if film_split:  # asked for explicitly: no patient key is used, whatever the source says
+            film.group, film.group_source = None, "none"
+        else:
+            _set_group(film, regex)
     items = [
-        AuditItem(f.source, "", f.label, f.group, f.sha256, f.pixel_sha256, f.phashes)  # type: ignore[arg-type]
+        AuditItem(f.rel, "", f.label, f.group, f.sha256, f.pixel_sha256, f.phashes)  # type: ignore[arg-type]
         for f in ok
     ]
     duplicates = duplicate_links(items)
+    for link in duplicates:
+        for i in link:
+            if ok[i].group_source == "none" and len(link) > 1:
+                ok[i].group_source = "duplicate_cluster"
     by_group: dict[str, list[int]] = {}
     for i, film in enumerate(ok):
         if film.group:
@@ -437,7 +550,7 @@ def _assemble(
             item.split = s
         audit_result = audit_items(items, duplicates=duplicates)
         audit_result.write(root / "audit")
-    return _summary(films, det_names, audit_result), audit_result
+    return _summary(films, det_names, audit_result, film_split), audit_result
 
 
 def _place(root: Path, film: _Film, det_index: dict[str, int]) -> None:
@@ -470,7 +583,7 @@ def _write_manifest(path: Path, films: list[_Film], meta_columns: list[str]) -> 
         w.writerow([*MANIFEST_COLUMNS, *extra])
         for film in films:
             row = {
-                "source": film.source,
+                "source": film.rel,
                 "split": film.split,
                 "label": film.label,
                 "group": film.group or "",
@@ -489,7 +602,31 @@ def _write_manifest(path: Path, films: list[_Film], meta_columns: list[str]) -> 
             w.writerow([row[c] for c in MANIFEST_COLUMNS] + [film.meta.get(c, "") for c in extra])
 
 
-def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult | None) -> dict:
+def _grouping(ok: list[_Film], film_split: bool) -> dict:
+    """How many films got a patient group, and from which source (printed and in prepare.json)."""
+    sources = Counter(f.group_source for f in ok)
+    return {
+        "films": len(ok),
+        "grouped": len(ok) - sources["none"],
+        "groups": len({f.group for f in ok if f.group}),
+        "sources": {s: sources[s] for s in GROUP_SOURCES},
+        "film_split": film_split,
+        "meta_csv": None,
+    }
+
+
+def grouping_line(g: dict) -> str:
+    """One line for the CLI: 'grouping: 24 of 24 films grouped into 12 patients (meta_csv 24, ...)'."""
+    parts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g["sources"].items() if v)
+    where = f" from {g['meta_csv']}" if g.get("meta_csv") else ""
+    how = " (--film-split: patient keys not used)" if g["film_split"] else ""
+    return (
+        f"grouping: {g['grouped']} of {g['films']} films grouped ({g['groups']} patient groups{where}){how}; "
+        f"by source: {parts or 'none'}"
+    )
+
+
+def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult | None, film_split: bool) -> dict:
     """Counts per split and label, skipped files with reasons, and the data hash runs record."""
     ok = [f for f in films if f.status == "ok"]
     skipped = [f for f in films if f.status != "ok"]
@@ -510,9 +647,10 @@ def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult
         "copied_byte_for_byte": sum(1 for f in ok if f.copied),
         "written_png": sum(1 for f in ok if not f.copied),
         "skipped_reasons": dict(Counter(f.reason for f in skipped).most_common()),
-        "skipped_files": [{"source": f.source, "reason": f.reason} for f in skipped],
+        "skipped_files": [{"source": f.rel, "reason": f.reason} for f in skipped],
         "with_warnings": sum(1 for f in ok if f.warnings),
         "groups": len({f.group for f in ok if f.group}),
+        "grouping": _grouping(ok, film_split),
         "audit": audit_result.to_dict() if audit_result else None,
         "data_hash": digest.hexdigest(),
         "notes": notes,

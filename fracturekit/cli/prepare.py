@@ -76,10 +76,18 @@ def prepare(
         str | None, typer.Option("--map", help="Class name overrides: fractured=fracture,normal=no_fracture.")
     ] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Known public dataset (see datasets/*.yaml).")] = None,
+    film_split: Annotated[
+        bool,
+        typer.Option(
+            "--film-split",
+            help="Split films one by one, without patient groups (leaks when a patient has several films).",
+        ),
+    ] = False,
     clahe: Annotated[bool, typer.Option("--clahe", help="Apply CLAHE contrast enhancement to every film.")] = False,
     max_side: Annotated[int | None, typer.Option("--max-side", help="Downscale films to this long side (px).")] = None,
 ) -> None:
     """Turn a raw fracture dataset into leak-free YOLO classification + detection datasets, then audit them."""
+    from fracturekit.prepare import grouping_line
     from fracturekit.prepare import prepare as run_prepare
     from fracturekit.split import parse_ratios
 
@@ -96,6 +104,7 @@ def prepare(
         clahe=clahe,
         max_side=max_side,
         preset=preset,
+        film_split=film_split,
         progress=True,
     )
     s = result.summary
@@ -103,13 +112,20 @@ def prepare(
     out_console.print(
         f"detection: {s['det_images']} images, classes {s['det_classes']}; "
         f"{s['copied_byte_for_byte']} copied byte for byte, {s['written_png']} written as PNG; "
-        f"{s['with_warnings']} with warnings (see manifest.csv); {s['groups']} patient groups"
+        f"{s['with_warnings']} with warnings (see manifest.csv)"
     )
+    out_console.print(grouping_line(s["grouping"]), highlight=False)
     if s["skipped"]:
         out_console.print(f"[yellow]skipped {s['skipped']} files:[/]")
         for reason, n in s["skipped_reasons"].items():
             out_console.print(f"  {n} x {reason}", highlight=False)
         for entry in s["skipped_files"][:10]:
+            out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
+    if s["other_files"]:
+        out_console.print(f"{len(s['other_files'])} other files are not films (all listed in prepare.json):")
+        for reason, n in s["other_files_reasons"].items():
+            out_console.print(f"  {n} x {reason}", highlight=False)
+        for entry in s["other_files"][:5]:
             out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
     for note in s.get("notes", []):
         out_console.print(f"note: {note}", highlight=False)
