@@ -31,6 +31,7 @@ from fracturekit.calibration import (
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset, RunDir
+from fracturekit.options import check_imgsz, check_task, inference_device
 from fracturekit.paths import user_path
 
 THRESHOLD_SPLIT = "val"
@@ -51,7 +52,8 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def _load_model(run: str | Path) -> tuple[Any, RunDir]:
+def _load_model(run: str | Path, task: str) -> tuple[Any, RunDir]:
+    """The run's best weights as an Ultralytics YOLO; UserError when it is not a `task` model."""
     rd = RunDir.find(run)
     if not rd.best.is_file():
         raise UserError(f"{rd.best}: weights not found; pass a finished `fracturekit train` run.")
@@ -60,7 +62,9 @@ def _load_model(run: str | Path) -> tuple[Any, RunDir]:
     load_ultralytics()
     from ultralytics import YOLO
 
-    return YOLO(str(rd.best)), rd
+    model = YOLO(str(rd.best))
+    check_task(rd.best, model.task, task)
+    return model, rd
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -364,7 +368,7 @@ def evaluate(
     threshold: str = "youden",
     by: list[str] | None = None,
     imgsz: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     bootstrap: int = 1000,
     seed: int = 0,
     show_progress: bool = False,
@@ -381,6 +385,12 @@ def evaluate(
     ds = PreparedDataset.open(data)
     if classifier is None and detector is None:
         raise UserError("nothing to evaluate: pass --classifier RUN and/or --detector RUN.")
+    imgsz, size_note = check_imgsz(imgsz)
+    _, device, device_note = inference_device(device)  # resolved here: Ultralytics never sees `auto`
+    console = console or Console()
+    for note in (size_note, device_note):
+        if note:
+            console.print(f"note: {note}", highlight=False)
     if split not in SPLITS:
         raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
     try:
@@ -411,13 +421,15 @@ def evaluate(
     plots: dict[str, Any] = {}
 
     if classifier is not None:
-        model, rd = _load_model(classifier)
+        model, rd = _load_model(classifier, "classify")
         names = [model.names[i] for i in range(len(model.names))]
         val_paths, y_val, p_val = classify_images(model, ds, THRESHOLD_SPLIT, imgsz, device, skipped, show_progress)
         if split == THRESHOLD_SPLIT:
             paths, y, p = val_paths, y_val, p_val
         else:
             paths, y, p = classify_images(model, ds, split, imgsz, device, skipped, show_progress)
+        if len(y) == 0 and skipped:  # every film failed the same way: say why instead of "no images"
+            raise UserError(f"{skipped[0]['path']}: the classifier failed on every film ({skipped[0]['reason']}).")
         if len(y) == 0:
             raise UserError(f"{ds.cls_dir / split}: no images to classify; check --split or re-run prepare.")
         cls_metrics, cal = classification_report(names, y_val, p_val, y, p, threshold, bootstrap, seed)
@@ -470,7 +482,7 @@ def evaluate(
         det_eval.mkdir(parents=True, exist_ok=True)
         (det_eval / "metrics.json").write_text(json.dumps(clean, indent=2))
     write_report(clean, plots, out_dir / "report.html")
-    (console or Console()).print(summary_table(clean))
+    console.print(summary_table(clean))
     return clean
 
 
@@ -523,7 +535,7 @@ def _evaluate_detector(
     """Ultralytics val + pycocotools on the same boxes, image-level AUROC, threshold from val."""
     if not ds.data_yaml.is_file():
         raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
-    model, rd = _load_model(run)
+    model, rd = _load_model(run, "detect")
     names = {int(k): v for k, v in model.names.items()}
     if not _split_images(ds, split):
         raise UserError(f"{ds.det_dir / 'images' / split}: no images; check --split or re-run prepare.")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import types
 from pathlib import Path
 from typing import Any
 
 from fracturekit.errors import UserError
+from fracturekit.options import check_export_format, check_imgsz, inference_device
 from fracturekit.predict import resolve_weights, training_imgsz
 from fracturekit.yolo_env import load_ultralytics
+
+log = logging.getLogger(__name__)
 
 
 def _dfl_last_axis(self: Any, x: Any) -> Any:
@@ -39,7 +43,9 @@ def onnx_friendly(model: Any) -> int:
     return len(found)
 
 
-def export(weights_or_run: str | Path, fmt: str = "onnx", imgsz: int | None = None, **kw: Any) -> Path:
+def export(
+    weights_or_run: str | Path, fmt: str = "onnx", imgsz: int | None = None, device: str = "auto", **kw: Any
+) -> Path:
     """Export `weights_or_run` (a run folder or a .pt) to `fmt`; returns the written file or folder.
 
     Defaults chosen for `fracturekit predict` on CPU: imgsz = the training imgsz; ONNX models get
@@ -49,6 +55,13 @@ def export(weights_or_run: str | Path, fmt: str = "onnx", imgsz: int | None = No
     onnxslim is installed, because Ultralytics would otherwise try to pip-install it (no network
     here) and the unsimplified graph runs correctly. Extra `kw` go to Ultralytics' `export`.
     """
+    fmt = check_export_format(fmt)
+    imgsz, size_note = check_imgsz(imgsz)
+    if size_note:
+        log.warning(size_note)
+    _, torch_device, device_note = inference_device(device)
+    if device_note:
+        log.warning(device_note)
     path, run = resolve_weights(weights_or_run)
     if path.suffix.lower() != ".pt":
         raise UserError(f"{path}: only PyTorch .pt weights can be exported; pass the run folder or its best.pt.")
@@ -58,7 +71,7 @@ def export(weights_or_run: str | Path, fmt: str = "onnx", imgsz: int | None = No
     model = YOLO(str(path))
     args = getattr(model.model, "args", {}) or {}
     size = imgsz or training_imgsz(run) or (args.get("imgsz") if isinstance(args, dict) else None) or 640
-    opts: dict[str, Any] = {"format": fmt, "imgsz": size, "device": "cpu", "verbose": False}
+    opts: dict[str, Any] = {"format": fmt, "imgsz": size, "device": torch_device, "verbose": False}
     if fmt == "onnx":
         opts["simplify"] = importlib.util.find_spec("onnxslim") is not None
         opts["dynamic"] = True

@@ -37,6 +37,8 @@ from fracturekit.errors import UserError
 from fracturekit.imageio import ImageReadError, is_image_file, read_image
 from fracturekit.ingest.base import JUNK_DIRS
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, RunDir
+from fracturekit.options import NMS_IOU as IOU
+from fracturekit.options import check_fraction, check_imgsz, check_task, inference_device
 from fracturekit.paths import user_path
 from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 PAD_VALUE = 114  # Ultralytics' letterbox gray, so padded borders look as they did in training
 DEFAULT_THRESHOLD = 0.5
-IOU = 0.7  # Ultralytics' predict default NMS IoU
 CSV_COLUMNS = (
     "path",
     "width",
@@ -200,16 +201,13 @@ def _imgsz_value(v: Any) -> int | None:
 
 
 def load_model(
-    weights: str | Path, task: str, imgsz: int | None = None, threads: int | None = None, device: str = "cpu"
+    weights: str | Path, task: str, imgsz: int | None = None, threads: int | None = None, device: str = "auto"
 ) -> Model:
     """Load a `.pt` or `.onnx` detector/classifier; UserError when the file is the wrong kind of model.
 
     `device` (auto, cpu, mps, 0, cuda:0) places a PyTorch model; ONNX models run on CPU whatever it says.
     """
-    from fracturekit.device import resolve_device
-
-    dev = resolve_device(device)
-    torch_device = f"cuda:{dev.gpus[0]}" if dev.kind == "cuda" else dev.spec
+    _, torch_device, _ = inference_device(device)
     path, run = resolve_weights(weights)
     n = cpu_threads(threads)
     load_ultralytics(n)
@@ -251,9 +249,7 @@ def load_model(
         args = getattr(net, "args", {}) or {}
         trained = _imgsz_value(args.get("imgsz") if isinstance(args, dict) else None)
         fixed, fixed_batch = None, None
-    if model_task != task:
-        flag = "--detector" if model_task == "detect" else "--classifier"
-        raise UserError(f"{weights}: a {model_task} model was given where a {task} model is needed; pass it as {flag}.")
+    check_task(path, model_task, task)
     size = imgsz or training_imgsz(run) or trained or 640
     if fixed is not None:
         size = max(fixed)
@@ -372,17 +368,17 @@ def _pad_to(img: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[
 
 
 # ------------------------------------------------------------------------------------------ inference
-def _nms(raw: np.ndarray, conf: float, nc: int) -> list[np.ndarray]:
+def _nms(raw: np.ndarray, conf: float, nc: int, iou: float = IOU) -> list[np.ndarray]:
     """Ultralytics' NMS on a raw (B, 4 + nc, anchors) head output -> per image (n, 6) x1 y1 x2 y2 conf cls."""
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
-    out = non_max_suppression(torch.from_numpy(raw), conf_thres=conf, iou_thres=IOU, nc=nc, max_det=300)
+    out = non_max_suppression(torch.from_numpy(raw), conf_thres=conf, iou_thres=iou, nc=nc, max_det=300)
     return [o.numpy() for o in out]
 
 
 def _detect_batch(
-    model: Model, items: list[_Item], conf: float, cam: bool
+    model: Model, items: list[_Item], conf: float, cam: bool, iou: float = IOU
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Boxes in film pixels for a batch of decoded films (and EigenCAM maps in film pixels when asked)."""
     shape = (max(i.det_in.shape[0] for i in items), max(i.det_in.shape[1] for i in items))  # type: ignore[union-attr]
@@ -399,7 +395,7 @@ def _detect_batch(
         raw, cams = eigencam(model.net, x, model.device)
     else:
         raw, cams = model.forward(x), None
-    dets = _nms(raw, conf, len(model.names))
+    dets = _nms(raw, conf, len(model.names), iou)
     boxes = []
     for k, (it, d, off) in enumerate(zip(items, dets, extra, strict=True)):
         b = d.copy()
@@ -569,9 +565,10 @@ def predict(
     out: str | Path = "runs/predict",
     imgsz: int | None = None,
     conf: float = 0.25,
+    iou: float = IOU,
     cam: bool = False,
     batch: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     threads: int | None = None,
     save_images: bool = True,
     progress: bool = False,
@@ -594,6 +591,12 @@ def predict(
         raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
     if batch is not None and batch < 1:
         raise UserError(f"--batch {batch}: must be at least 1.")
+    check_fraction(conf, "--conf")
+    check_fraction(iou, "--iou")
+    imgsz, size_note = check_imgsz(imgsz)
+    dev, _, device_note = inference_device(device)
+    device_spec = dev.spec
+    run_notes = [n for n in (size_note, device_note) if n]
     out = user_path(out)
     source = source_path(source)
     paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
@@ -640,7 +643,7 @@ def predict(
             det_maps: list[np.ndarray | None] = [None] * len(good)
             cls_maps: list[np.ndarray | None] = [None] * len(good)
             if good and det is not None:
-                boxes, det_maps = _detect_batch(det, good, box_floor, cam)
+                boxes, det_maps = _detect_batch(det, good, box_floor, cam, iou)
             if good and clf is not None:
                 probs, cls_maps = _classify_batch(clf, good, cam)
                 if clf_pol is not None and clf_pol.temperature != 1.0:
@@ -675,7 +678,7 @@ def predict(
                 rec["fracture_probability"] = round(p, 6)
                 rec["threshold"] = pol.threshold
                 rec["decision"] = pol.positive if p >= pol.threshold else _negative(clf, pol.positive)
-                rec["note"] = "; ".join(pol.notes)
+                rec["note"] = "; ".join(run_notes + pol.notes)
                 name = names[it.index]
                 if save_images:
                     rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
@@ -688,7 +691,7 @@ def predict(
         for f in writes:
             f.result()
 
-    notes = (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
+    notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
     meta = {
         "source": str(source),
         "source_root": str(root),
@@ -698,6 +701,8 @@ def predict(
         "classifier_imgsz": clf.imgsz if clf else None,
         "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
         "conf": conf,
+        "iou": iou,
+        "device": device_spec,
         "batch": batch,
         "temperature": clf_pol.temperature if clf_pol else None,
         "notes": notes,

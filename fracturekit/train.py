@@ -30,6 +30,7 @@ from fracturekit.config import MODEL_SIZES, TASKS, TrainConfig, default_config_p
 from fracturekit.device import Device, resolve_device
 from fracturekit.errors import UserError
 from fracturekit.layout import PreparedDataset, RunDir
+from fracturekit.options import check_imgsz
 from fracturekit.yolo_env import cpu_threads, load_ultralytics, network_available
 
 log = logging.getLogger("fracturekit")
@@ -63,6 +64,9 @@ def train(task: str, data: str | Path, *, config: str | Path | None = None, **ov
     ds = PreparedDataset.open(data)
     data_arg = _data_argument(ds, task)
     cfg = _resolve(task, config, overrides)
+    cfg.values["imgsz"], size_note = check_imgsz(cfg["imgsz"])
+    if size_note:  # rounded here, not by Ultralytics, so config.yaml and run.json hold the size trained at
+        log.warning(size_note)
     device = resolve_device(cfg["device"])
     threads = cpu_threads(cfg["threads"])
     load_ultralytics(threads)

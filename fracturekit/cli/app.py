@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from typing import Annotated, TypeVar
 
 import typer
@@ -35,6 +37,24 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class _ConsoleHandler(logging.Handler):
+    """Print library log records on the CLI console (stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[yellow]{record.getMessage()}[/]", highlight=False)
+
+
+@contextlib.contextmanager
+def library_notes() -> Iterator[None]:
+    """Show fracturekit's log notices (imgsz rounded, training from scratch, ...) as yellow lines on stderr."""
+    handler = _ConsoleHandler()
+    logging.getLogger("fracturekit").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("fracturekit").removeHandler(handler)
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fracturekit.cli import options
 from fracturekit.cli.app import app, user_errors
 
 
@@ -32,8 +33,8 @@ def evaluate(
     by: Annotated[
         list[str] | None, typer.Option("--by", help="Manifest column(s) to break metrics down by: --by region,view.")
     ] = None,
-    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Inference size (default: the training size).")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, 0, 0,1 ...")] = "cpu",
+    imgsz: options.Imgsz = None,
+    device: options.Device = "auto",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUROC 95% CI.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap random seed.")] = 0,
 ) -> None:

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli.app import app, console, user_errors
+from fracturekit.cli import options
+from fracturekit.cli.app import app, console, library_notes, user_errors
+from fracturekit.options import NMS_IOU
 
 
 @app.command()
@@ -20,13 +22,14 @@ def predict(
     out: Annotated[Path, typer.Option(help="Output folder for annotated images and predictions.csv/.json.")] = Path(
         "runs/predict"
     ),
-    imgsz: Annotated[int | None, typer.Option(help="Inference size; default: the model's training size.")] = None,
-    conf: Annotated[float, typer.Option(help="Minimum box confidence to keep.")] = 0.25,
+    imgsz: options.Imgsz = None,
+    conf: options.Conf = 0.25,
+    iou: options.Iou = NMS_IOU,
     cam: Annotated[bool, typer.Option("--cam", help="Also write EigenCAM heatmap overlays to OUT/cam/.")] = False,
     batch: Annotated[
         int | None, typer.Option(help="Images per inference batch; default: 1 when all models are ONNX, else 8.")
     ] = None,
-    device: Annotated[str, typer.Option(help="PyTorch device: cpu, auto, mps, 0 (ONNX runs on CPU).")] = "cpu",
+    device: options.Device = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
 ) -> None:
     """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
@@ -39,6 +42,7 @@ def predict(
         out=out,
         imgsz=imgsz,
         conf=conf,
+        iou=iou,
         cam=cam,
         batch=batch,
         device=device,
@@ -63,11 +67,16 @@ def predict(
 @user_errors
 def export(
     weights: Annotated[Path, typer.Argument(help="A train run folder or a .pt weights file.")],
-    fmt: Annotated[str, typer.Option("--format", help="An Ultralytics export format: onnx, torchscript.")] = "onnx",
-    imgsz: Annotated[int | None, typer.Option(help="Export size; default: the training size.")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="onnx, torchscript (and openvino when installed): formats that work offline."),
+    ] = "onnx",
+    imgsz: options.Imgsz = None,
+    device: options.Device = "auto",
 ) -> None:
     """Export a trained model; the file is written beside the weights."""
     from fracturekit.export import export as run_export
 
-    path = run_export(weights, fmt=fmt, imgsz=imgsz)
+    with library_notes():
+        path = run_export(weights, fmt=fmt, imgsz=imgsz, device=device)
     console.print(f"exported {path}", highlight=False)

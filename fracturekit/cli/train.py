@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from fracturekit.cli.app import app, console, user_errors
-
-
-class _ConsoleHandler(logging.Handler):
-    """Print library log records on the CLI console (stderr)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"[yellow]{record.getMessage()}[/]", highlight=False)
+from fracturekit.cli import options
+from fracturekit.cli.app import app, console, library_notes, user_errors
 
 
 @app.command("train")
@@ -29,12 +22,14 @@ def train_command(
     model: Annotated[str | None, typer.Option(help="n|s|m|l|x or a model .yaml/.pt path.")] = None,
     weights: Annotated[Path | None, typer.Option(help="Pretrained .pt checkpoint to fine-tune.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    imgsz: Annotated[int | None, typer.Option(help="Square training image size in pixels.")] = None,
+    imgsz: Annotated[
+        int | None, typer.Option(help="Square training image size, rounded up to a multiple of 32.")
+    ] = None,
     batch: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name from last.pt.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto (CUDA, MPS, CPU), cpu, mps, 0 or 0,1.")] = None,
+    device: Annotated[str | None, typer.Option(help=options.DEVICE_HELP + " Default: the config's (auto).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all allowed cores).")] = None,
     freeze: Annotated[int | None, typer.Option(help="Hold the first N layers (phase 1).")] = None,
     freeze_epochs: Annotated[
@@ -68,12 +63,8 @@ def train_command(
         "freeze_epochs": freeze_epochs,
     }
     overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
-    handler = _ConsoleHandler()  # fracturekit's notices (e.g. "training from scratch") as yellow lines
-    logging.getLogger("fracturekit").addHandler(handler)
-    try:
+    with library_notes():  # fracturekit's notices (e.g. "training from scratch") as yellow lines
         run = train(task, data, config=config, **overrides)
-    finally:
-        logging.getLogger("fracturekit").removeHandler(handler)
     record = json.loads(run.record.read_text(encoding="utf-8"))
     metrics = ", ".join(f"{k} {record['metrics'][k]:.4f}" for k in KEY_METRICS[task] if k in record["metrics"])
     per_epoch = record["timings"]["mean_epoch_s"]

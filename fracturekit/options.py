@@ -1,0 +1,83 @@
+"""The options train, evaluate, predict, export and cam share, checked once with one sentence per mistake.
+
+`--device auto|cpu|mps|0|0,1` (auto everywhere), `--conf` / `--iou` in (0, 1], `--imgsz` positive and
+rounded up to the model stride, `--format` among the exports that work offline here, and the
+classify-vs-detect check. The CLI passes values through; the Python API calls these, so both agree.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+from fracturekit.device import Device, resolve_device
+from fracturekit.errors import UserError
+
+NMS_IOU = 0.7  # Ultralytics' predict default NMS IoU
+STRIDE = 32  # the largest YOLOv8 stride: Ultralytics' check_imgsz rounds up to a multiple of it
+# Export formats that need nothing from the network: the module each needs (None: torch alone). Ultralytics
+# pip-installs a missing exporter at export time (offline: a failure after a wait), so only installed ones count.
+_EXPORTS = {"onnx": "onnx", "torchscript": None, "openvino": "openvino"}
+
+
+def check_fraction(value: float | None, flag: str) -> float | None:
+    """A confidence or IoU threshold: in (0, 1], else UserError naming the flag."""
+    if value is not None and not (0.0 < float(value) <= 1.0):
+        raise UserError(f"{flag} {value}: must lie in (0, 1], e.g. {flag} 0.25.")
+    return value
+
+
+def check_imgsz(value: int | None, stride: int = STRIDE) -> tuple[int | None, str | None]:
+    """(imgsz rounded up to a multiple of `stride`, a note when it was rounded); UserError when not positive."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"--imgsz {value}: must be a positive number of pixels, e.g. --imgsz 640.")
+    rounded = max(stride, math.ceil(value / stride) * stride)
+    if rounded == value:
+        return value, None
+    return rounded, f"--imgsz {value} rounded up to {rounded}, a multiple of the model stride {stride}"
+
+
+def inference_device(requested: str | int | None = "auto") -> tuple[Device, str, str | None]:
+    """Device for evaluate/predict/export/cam: (Device, torch device string, a note when one GPU of several is used).
+
+    Inference runs one model on one device; `0,1` (several GPUs, meaningful for training as DDP) uses the
+    first listed GPU and says so instead of dropping the others in silence.
+    """
+    dev = resolve_device(requested)
+    if dev.kind != "cuda":
+        return dev, dev.spec, None
+    first = dev.gpus[0]
+    note = None
+    if len(dev.gpus) > 1:
+        note = f"--device {dev.spec}: inference runs on one GPU, so GPU {first} is used (several GPUs help train only)"
+    return dev, f"cuda:{first}", note
+
+
+def export_formats() -> list[str]:
+    """The export formats that work offline on this machine (their exporter package is installed)."""
+    return [f for f, module in _EXPORTS.items() if module is None or importlib.util.find_spec(module) is not None]
+
+
+def check_export_format(fmt: str) -> str:
+    """`fmt` lower-cased when it exports offline here, else UserError listing those that do."""
+    name = fmt.strip().lower()
+    available = export_formats()
+    if name not in available:
+        raise UserError(
+            f"--format {fmt}: not available offline on this machine; use one of {', '.join(available)}"
+            + (" (openvino once `pip install openvino`)" if "openvino" not in available else "")
+            + "."
+        )
+    return name
+
+
+def check_task(weights: str | Path, model_task: str | None, wanted: str) -> None:
+    """UserError when a classify model is passed where a detect model is needed, or the reverse."""
+    if model_task == wanted:
+        return
+    flag = {"detect": "--detector", "classify": "--classifier"}.get(str(model_task))
+    fix = f"pass it as {flag}" if flag else f"pass a `fracturekit train --task {wanted}` run"
+    raise UserError(f"{weights}: a {model_task} model was given where a {wanted} model is needed; {fix}.")
