@@ -257,7 +257,7 @@ def _set_group(film: _Film, group_regex: re.Pattern[str] | None) -> None:
         film.warnings.append("--group-regex matched neither the file name nor its path")
 
 
-def _find_preset_file(root: Path, name: str, preset: str) -> Path:
+def _find_preset_file(root: Path, name: str, preset: str, what: str) -> Path:
     """A preset's file (its metadata CSV) in the dataset root or one folder below, where archives put it.
 
     GRAZPEDWRI-DX unzips to `GRAZPEDWRI-DX/dataset.csv`, so a user often passes the folder holding it.
@@ -270,7 +270,7 @@ def _find_preset_file(root: Path, name: str, preset: str) -> Path:
         listed = ", ".join(rel_to(f, root) for f in found)
         raise UserError(f"--preset {preset}: {name} found {len(found)} times ({listed}); point SOURCE at one of them.")
     raise UserError(
-        f"--preset {preset}: {name} (patient ids) not found in {root} or one folder below; point SOURCE at the "
+        f"--preset {preset}: {name} ({what}) not found in {root} or one folder below; point SOURCE at the "
         "folder holding it, pass --meta FILE, or pass --film-split to split films one by one."
     )
 
@@ -366,7 +366,7 @@ def prepare(
         group_regex = group_regex or p.group_regex
         group_column, key_column = p.group_column, p.meta_key
         if meta is None and p.meta_csv and not film_split:
-            meta = _find_preset_file(root, p.meta_csv, preset)
+            meta = _find_preset_file(root, p.meta_csv, preset, "patient ids" if p.group_column else "metadata")
     if split is None:
         keep_splits, ratios = True, DEFAULT_RATIOS
     else:

@@ -41,7 +41,8 @@ def test_export_onnx_beside_weights(det_run: Path, given: str, no_network: list[
     [
         ("onnx_file", "onnx", "only PyTorch"),  # exporting an export
         ("missing", "onnx", "no such weights"),  # nothing there
-        ("run", "no-such-format", "export to 'no-such-format' failed"),  # a format Ultralytics does not know
+        ("run", "no-such-format", "not available offline on this machine; use one of onnx, torchscript"),  # unknown
+        ("run", "engine", "--format engine: not available offline"),  # TensorRT: needs a GPU toolchain
     ],
 )
 def test_export_user_errors(det_run: Path, tmp_path: Path, target: str, fmt: str, match: str) -> None:

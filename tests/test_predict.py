@@ -109,7 +109,7 @@ def test_predict_folder_with_corrupt_file(films: Path, runs: dict[str, Path], tm
         assert 0.0 <= r["fracture_probability"] <= 1.0
         assert r["decision"] in ("fracture", "no_fracture") and r["threshold"] == 0.5
         assert "no evaluate threshold" in r["note"]  # no metrics.json in these runs
-        assert Path(r["annotated"]).is_file()
+        assert (out / r["annotated"]).is_file()  # relative to the output folder
         for b in r["boxes"]:
             assert 0 <= b["x1"] <= b["x2"] <= r["width"] and 0 <= b["y1"] <= b["y2"] <= r["height"]
     assert {(r["width"], r["height"]) for r in good} == {(96, 96), (96, 64)}
@@ -253,7 +253,7 @@ def test_cam_overlays(films: Path, runs: dict[str, Path], tmp_path: Path) -> Non
     for r in recs:
         assert [Path(p).name for p in r["cam"]] == [f"{Path(r['annotated']).stem}{t}.png" for t in ("", ".det")]
         for p in r["cam"]:
-            assert cv2.imread(p).shape[:2] == (r["height"], r["width"])  # mapped back onto the film
+            assert cv2.imread(str(tmp_path / p)).shape[:2] == (r["height"], r["width"])  # mapped back onto the film
 
 
 @pytest.mark.realdata

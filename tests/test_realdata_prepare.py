@@ -76,3 +76,19 @@ def test_wrist_coco(tmp_path: Path) -> None:
     assert {k: sum(v.values()) for k, v in s["per_split"].items()} == listed
     data = yaml.safe_load((tmp_path / "wc" / "det" / "data.yaml").read_text())
     assert sorted(data["names"].values()) == ["Radius", "Scaphoid", "Ulna"]
+
+
+@pytest.mark.parametrize(
+    "level",
+    [
+        "holder",  # the folder holding GRAZPEDWRI-DX/ (as the archive unzips): dataset.csv is one level down
+        "dataset",  # GRAZPEDWRI-DX/ itself
+    ],
+)
+def test_grazpedwri_preset_groups_patients_from_either_level(tmp_path: Path, level: str) -> None:
+    holder = shared_data("grazpedwri-sample")
+    src = holder if level == "holder" else holder / "GRAZPEDWRI-DX"
+    g = prepare(src, tmp_path / "g", preset="grazpedwri-dx").summary["grouping"]
+    # 4 originals joined by stem to dataset.csv (patients 1, 4, 20); the aug_ copy has no row but is a duplicate
+    assert g["sources"]["meta_csv"] == 4 and g["sources"]["duplicate_cluster"] == 1 and g["sources"]["none"] == 0
+    assert g["groups"] == 3 and g["meta_csv"].endswith("dataset.csv")
