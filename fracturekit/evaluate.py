@@ -405,6 +405,9 @@ def evaluate(
             f"{ds.manifest}: no column {', '.join(missing)} for --by; available: {', '.join(manifest.columns)}."
         )
     out_dir = user_path(out) if out else RunDir.find(classifier or detector).eval_dir
+    # Both models are loaded and their tasks checked before anything is written: a wrong run leaves no folder.
+    loaded_clf = _load_model(classifier, "classify") if classifier is not None else None
+    loaded_det = _load_model(detector, "detect") if detector is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
 
     result: dict[str, Any] = {
@@ -421,7 +424,7 @@ def evaluate(
     plots: dict[str, Any] = {}
 
     if classifier is not None:
-        model, rd = _load_model(classifier, "classify")
+        model, rd = loaded_clf  # type: ignore[misc]
         names = [model.names[i] for i in range(len(model.names))]
         val_paths, y_val, p_val = classify_images(model, ds, THRESHOLD_SPLIT, imgsz, device, skipped, show_progress)
         if split == THRESHOLD_SPLIT:
@@ -465,7 +468,7 @@ def evaluate(
 
     if detector is not None:
         det_metrics, det_rows, det_plot = _evaluate_detector(
-            detector, ds, split, out_dir, threshold, imgsz, device, bootstrap, seed, manifest, by, skipped
+            loaded_det, ds, split, out_dir, threshold, imgsz, device, bootstrap, seed, manifest, by, skipped
         )
         result["detection"] = det_metrics
         rows.append(det_rows)
@@ -519,7 +522,7 @@ def _classification_subgroups(
 
 
 def _evaluate_detector(
-    run: str | Path,
+    loaded: tuple[Any, RunDir],
     ds: PreparedDataset,
     split: str,
     out_dir: Path,
@@ -535,7 +538,7 @@ def _evaluate_detector(
     """Ultralytics val + pycocotools on the same boxes, image-level AUROC, threshold from val."""
     if not ds.data_yaml.is_file():
         raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
-    model, rd = _load_model(run, "detect")
+    model, rd = loaded
     names = {int(k): v for k, v in model.names.items()}
     if not _split_images(ds, split):
         raise UserError(f"{ds.det_dir / 'images' / split}: no images; check --split or re-run prepare.")

@@ -206,24 +206,26 @@ CASES = [
     # a classifier run passed as --detector: one sentence naming the file and what it is (was an IndexError)
     Case(
         "clf-as-detector",
-        "evaluate --data {ds} --detector {clf} --out {out}/x",
+        "evaluate --data {ds} --detector {clf} --out {out}/x1",
         2,
         ("best.pt: a classify model was given where a detect model is needed; pass it as --classifier",),
+        not_leaves=("{out}/x1",),
     ),
     # a detector passed as --classifier (was "class 'no_fracture' is unknown")
     Case(
         "det-as-classifier",
-        "evaluate --data {ds} --classifier {det} --out {out}/x",
+        "evaluate --data {ds} --classifier {det} --out {out}/x2",
         2,
         ("a detect model was given where a classify model is needed; pass it as --detector",),
+        not_leaves=("{out}/x2",),
     ),
     # the same mistake in predict
     Case(
         "predict-clf-as-detector",
-        "predict --source {films} --detector {clf} --out {out}/x",
+        "predict --source {films} --detector {clf} --out {out}/x3",
         2,
         ("a classify model was given where a detect model is needed",),
-        not_leaves=("{out}/x",),
+        not_leaves=("{out}/x3",),
     ),
     # export to a format that needs a GPU toolchain (was an AssertionError traceback)
     Case("export-engine", "export {det} --format engine", 2, ("--format engine: not available offline", "onnx")),
