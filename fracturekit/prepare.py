@@ -416,7 +416,7 @@ def prepare(
     matches = (regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable) if regex else iter([True])
     if not film_split and usable and not any(matches):
         raise UserError(
-            f"--group-regex {group_regex!r} matches none of the {len(usable)} films "
+            f"--group-regex '{group_regex}' matches none of the {len(usable)} films "
             f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
         )
     _unique_stems(usable)

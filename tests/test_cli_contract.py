@@ -246,7 +246,7 @@ CASES = [
         file_has=(
             ("{out}/kaggle/manifest.csv", "content is GIF although named .jpg: re-encoded as PNG"),
             ("{out}/kaggle/manifest.csv", "fracture/film.webp,"),
-            ("{out}/kaggle/prepare.json", '"source": "._gif_in_disguise.jpg"'),
+            ("{out}/kaggle/prepare.json", '"source": "fracture/._gif_in_disguise.jpg"'),
         ),
         cwd=".",
     ),
