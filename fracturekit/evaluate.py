@@ -32,7 +32,7 @@ from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset, RunDir
 from fracturekit.options import check_imgsz, check_task, inference_device
-from fracturekit.paths import user_path
+from fracturekit.paths import rel_to, user_path
 
 THRESHOLD_SPLIT = "val"
 _CHUNK = 32  # images per predict call: bounded memory, and a bad file only costs its own chunk a retry
@@ -65,13 +65,6 @@ def _load_model(run: str | Path, task: str) -> tuple[Any, RunDir]:
     model = YOLO(str(rd.best))
     check_task(rd.best, model.task, task)
     return model, rd
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 # ------------------------------------------------------------------ classification
@@ -437,7 +430,7 @@ def evaluate(
             raise UserError(f"{ds.cls_dir / split}: no images to classify; check --split or re-run prepare.")
         cls_metrics, cal = classification_report(names, y_val, p_val, y, p, threshold, bootstrap, seed)
         cls_metrics = {"run": str(rd.root), **cls_metrics}
-        rel = [_rel(q, ds.root) for q in paths]
+        rel = [rel_to(q, ds.root) for q in paths]
         pos = _positive_index(names)
         if by:
             cls_metrics["subgroups"] = {
@@ -596,7 +589,7 @@ def _evaluate_detector(
         "image_level": image_level,
     }
     id_to_name = {v: k for k, v in ids.items()}
-    rel = [_rel(ds.det_dir / "images" / split / id_to_name[i + 1], ds.root) for i in range(len(ids))]
+    rel = [rel_to(ds.det_dir / "images" / split / id_to_name[i + 1], ds.root) for i in range(len(ids))]
     if by:
         result["subgroups"] = {}
         for col in by:

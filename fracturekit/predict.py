@@ -75,7 +75,7 @@ def list_sources(source: str | Path) -> list[Path]:
         return [user_path(src)]
     elif glob.has_magic(str(source)):
         found = (user_path(p) for p in glob.glob(str(source), recursive=True))
-        files = sorted(p for p in found if p.is_file() and not _junk(p))
+        files = sorted(p for p in found if p.is_file() and not _junk(Path(p.name)))  # its folders were chosen
     else:
         raise UserError(f"{source}: no such file, folder or glob match; pass --source with a folder of X-rays.")
     images = [p for p in files if is_image_file(p)]
@@ -87,7 +87,10 @@ def list_sources(source: str | Path) -> list[Path]:
 
 
 def _junk(path: Path) -> bool:
-    """Hidden files (`.DS_Store`, AppleDouble `._x.jpg`) and archiver folders (`__MACOSX/`): never films."""
+    """Hidden files (`.DS_Store`, AppleDouble `._x.jpg`) and archiver folders (`__MACOSX/`): never films.
+
+    `path` is relative to the folder searched, so a hidden folder above it (`~/.cache/...`) does not count.
+    """
     return any(part.startswith(".") or part in JUNK_DIRS for part in path.parts) or path.name == "Thumbs.db"
 
 

@@ -413,8 +413,12 @@ def prepare(
         films.append(film)
     usable = [f for f in films if f.status == "ok"]
     meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
-    matches = (regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable) if regex else iter([True])
-    if not film_split and usable and not any(matches):
+    if (
+        regex is not None
+        and usable
+        and not film_split
+        and not any(regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable)
+    ):
         raise UserError(
             f"--group-regex '{group_regex}' matches none of the {len(usable)} films "
             f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
@@ -506,9 +510,9 @@ def _assemble(
         for f in ok
     ]
     duplicates = duplicate_links(items)
-    for link in duplicates:
+    for link in duplicates:  # films with no patient key that the split still keeps with their copies
         for i in link:
-            if ok[i].group_source == "none" and len(link) > 1:
+            if ok[i].group_source == "none":
                 ok[i].group_source = "duplicate_cluster"
     by_group: dict[str, list[int]] = {}
     for i, film in enumerate(ok):
@@ -616,7 +620,7 @@ def _grouping(ok: list[_Film], film_split: bool) -> dict:
 
 
 def grouping_line(g: dict) -> str:
-    """One line for the CLI: 'grouping: 24 of 24 films grouped into 12 patients (meta_csv 24, ...)'."""
+    """One line for the CLI: 'grouping: 8 of 8 films grouped (4 patient groups from dataset.csv); by source: ...'."""
     parts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g["sources"].items() if v)
     where = f" from {g['meta_csv']}" if g.get("meta_csv") else ""
     how = " (--film-split: patient keys not used)" if g["film_split"] else ""

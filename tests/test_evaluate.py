@@ -215,7 +215,7 @@ def test_evaluate_classifier_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     run = RunDir(tmp_path / "run")
     (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda _run: (_FolderClassifier(names), run))
+    monkeypatch.setattr(E, "_load_model", lambda _run, _task: (_FolderClassifier(names), run))
 
     m = E.evaluate(root, classifier=run.root, by=["region"], bootstrap=20)
     assert json.loads(run.metrics.read_text()) == m  # default out: <run>/eval
