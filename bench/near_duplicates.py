@@ -37,7 +37,22 @@ from fracturekit.split import units  # noqa: E402
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fracatlas" / "images"
 
 
-def run(files: list[Path], n_orig: int, n_copy: int, strength: str, seed: int, dump: Path | None) -> dict:
+def montage(films: list[np.ndarray], pairs: list[tuple[int, int]], path: Path) -> None:
+    """The merged original pairs side by side, for a person to judge (same film? same patient? distinct?)."""
+    tiles = [
+        np.hstack(
+            [cv2.resize(films[i], (150, 190)), np.full((190, 4), 255, np.uint8), cv2.resize(films[j], (150, 190))]
+        )
+        for i, j in pairs[:24]
+    ]
+    if tiles:
+        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % 4)
+        cv2.imwrite(str(path), np.vstack([np.hstack(tiles[k : k + 4]) for k in range(0, len(tiles), 4)]))
+
+
+def run(
+    files: list[Path], n_orig: int, n_copy: int, strength: str, seed: int, dump: Path | None, show: Path | None
+) -> dict:
     rng = np.random.default_rng(seed)
     picked = [files[i] for i in rng.choice(len(files), n_orig, replace=False)]
     films = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in picked]
@@ -66,19 +81,24 @@ def run(files: list[Path], n_orig: int, n_copy: int, strength: str, seed: int, d
         lab = [(int(r[0]), int(r[1])) in truth for r in rows]
         np.savez(dump, rows=cands, inliers=[m.inliers for m in checks], corr=[m.correlation for m in checks], copy=lab)
 
-    def score(pairs: list[tuple[int, int]]) -> tuple[float, float, int]:
+    def score(pairs: list[tuple[int, int]]) -> tuple[float, float, list[tuple[int, int]]]:
         unit = units(n, [list(p) for p in pairs])
         recall = float(np.mean([unit[a] == unit[b] for a, b in truth]))
-        root_of = {i: i for i in range(n_orig)}  # a copy stands for its original
-        merged = set()
-        for i in range(n_orig):
-            for j in range(i + 1, n_orig):
-                if unit[i] == unit[j] and (i, j) not in same_film:
-                    merged.update((root_of[i], root_of[j]))
-        return recall, len(merged) / n_orig, len(merged)
+        merged = [
+            (i, j)
+            for i in range(n_orig)
+            for j in range(i + 1, n_orig)
+            if unit[i] == unit[j] and (i, j) not in same_film
+        ]
+        return recall, len({i for p in merged for i in p}) / n_orig, merged
 
-    r_new, fm_new, n_fm = score(new)
+    r_new, fm_new, merged = score(new)
     r_old, fm_old, _ = score([tuple(p) for p in old.tolist()])
+    n_fm = len({i for p in merged for i in p})
+    if show is not None:
+        montage(films, merged, show)
+        for i, j in merged:
+            print(f"  merged originals: {picked[i].name} ~ {picked[j].name}")
     return {
         "strength": strength,
         "films": n,
@@ -101,6 +121,7 @@ def main() -> None:
     ap.add_argument("--strength", nargs="+", default=["mild", "default", "strong"], choices=sorted(STRENGTHS))
     ap.add_argument("--seed", type=int, nargs="+", default=[0])
     ap.add_argument("--dump", type=Path, help="write every checked candidate pair (inliers, correlation) here")
+    ap.add_argument("--show", type=Path, help="write the merged original pairs side by side here (PNG) and list them")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"FracAtlas not found at {DATA}: this bench needs ../shared/data/fracatlas")
@@ -119,7 +140,8 @@ def main() -> None:
     for strength in args.strength:
         for seed in args.seed:
             dump = args.dump.with_name(f"{args.dump.stem}-{strength}-{seed}.npz") if args.dump else None
-            r = run(files, args.originals, args.copies, strength, seed, dump)
+            show = args.show.with_name(f"{args.show.stem}-{strength}-{seed}.png") if args.show else None
+            r = run(files, args.originals, args.copies, strength, seed, dump, show)
             print(
                 f"{strength:8} {seed:>4} {r['recall']:>7.1%} {r['false_merge']:>7.2%} ({r['false_merged_films']:>2}) "
                 f"{r['recall_phash']:>13.1%} {r['false_merge_phash']:>9.2%} {r['candidates']:>6} "

@@ -111,8 +111,8 @@ class DuplicateCluster:
 
     @property
     def kind(self) -> str:
-        """The weakest signal needed to hold the cluster together: what a reader must trust to believe it."""
-        return max(self.kinds, key=LINK_KINDS.index)
+        """The strongest signal in the cluster; `name` only when file names alone hold it together."""
+        return min(self.kinds, key=LINK_KINDS.index)
 
 
 @dataclass

@@ -359,6 +359,7 @@ def prepare(
         summary["timings_s"] = {
             "read_annotations": round(t_ingest - t0, 3),
             "decode_hash_write": round(t_decode - t_ingest, 3),
+            **summary["timings_s"],
             "total": round(time.perf_counter() - t0, 3),
         }
         (tmp / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -398,7 +399,9 @@ def _assemble(
         AuditItem(f.source, "", f.label, f.group, f.sha256, f.pixel_sha256, f.phashes, f.copy_sig)  # type: ignore[arg-type]
         for f in ok
     ]
+    t_links = time.perf_counter()
     duplicates = duplicate_links(items)
+    t_links = time.perf_counter() - t_links
     for film in ok:
         film.copy_sig = None  # the signatures are done with: free them before the files are moved
     by_group: dict[str, list[int]] = {}
@@ -444,6 +447,7 @@ def _assemble(
     _write_manifest(root / "manifest.csv", films, meta_columns)
     summary = _summary(films, det_names, audit_result if run_audit else None)
     summary["grouped_by_link"] = audit_result.files_by_link
+    summary["timings_s"] = {"link_duplicates": round(t_links, 3)}
     if run_audit:
         audit_result.write(root / "audit")
         return summary, audit_result
