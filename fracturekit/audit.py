@@ -1,10 +1,12 @@
 """Audit a dataset for leakage: duplicate films, label conflicts and patients across splits.
 
 Works on a raw dataset (read through `load_source`; splits from its folder names or annotation files)
-or on a prepared one (read from its manifest; the written images are hashed). Duplicates are exact
-(same file bytes or same decoded pixels) or near (perceptual hash within `NEAR_THRESHOLD` bits under
-flips and 90-degree rotations, see `fracturekit.hashing`). A leak is a duplicate cluster or a patient
-group whose films sit in more than one split.
+or on a prepared one (read from its manifest; the written images are hashed). Films are linked by four
+signals, each a link kind in duplicates.csv: `exact` (same file bytes or decoded pixels), `near`
+(perceptual hash within `NEAR_THRESHOLD` bits under flips and 90-degree turns, `fracturekit.hashing`),
+`augmented` (rotated, cropped, re-exposed copies verified geometrically, `fracturekit.copies`) and `name`
+(a copy's file name points to its original's, `fracturekit.copies.lineage`). Linked films form one cluster.
+A leak is a cluster or a patient group whose films sit in more than one split.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
+from fracturekit.copies import Signature, copy_pairs, name_links, signature
 from fracturekit.errors import UserError
 from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
 from fracturekit.imageio import ImageReadError, read_image
@@ -33,6 +36,8 @@ from fracturekit.split import units
 T = TypeVar("T")
 R = TypeVar("R")
 DUPLICATE_COLUMNS = ("cluster", "path", "split", "label", "kind")
+# Link kinds, strongest first: the order in which duplicates.csv names a member's kinds.
+LINK_KINDS = ("exact", "near", "augmented", "name")
 
 
 def n_workers() -> int:
@@ -64,11 +69,20 @@ class AuditItem:
     sha256: str
     pixel_sha256: str
     phashes: np.ndarray
+    copy_sig: Signature | None = None  # None: the augmented-copy search skips this film
+
+
+@dataclass(frozen=True)
+class Link:
+    """Films that one signal (a LINK_KINDS kind) says are the same film."""
+
+    members: tuple[int, ...]
+    kind: str
 
 
 @dataclass
 class ClusterMember:
-    """One file of a duplicate cluster; kind is `exact` when another member has the same bytes/pixels."""
+    """One file of a duplicate cluster; kind names the signals that tie it to the others ('near+name')."""
 
     path: str
     split: str
@@ -78,7 +92,7 @@ class ClusterMember:
 
 @dataclass
 class DuplicateCluster:
-    """Two or more films that are the same image (exactly or up to resize/re-encoding/flip/rotation)."""
+    """Two or more films that are the same film (exactly, re-encoded, augmented, or by name lineage)."""
 
     id: int
     members: list[ClusterMember]
@@ -92,8 +106,14 @@ class DuplicateCluster:
         return sorted({m.label for m in self.members if m.label})
 
     @property
+    def kinds(self) -> set[str]:
+        """Every signal that links films of this cluster."""
+        return {k for m in self.members for k in m.kind.split("+")}
+
+    @property
     def kind(self) -> str:
-        return "exact" if all(m.kind == "exact" for m in self.members) else "near"
+        """The strongest signal in the cluster; `name` only when file names alone hold it together."""
+        return min(self.kinds, key=LINK_KINDS.index)
 
 
 @dataclass
@@ -121,15 +141,20 @@ class AuditResult:
     def n_duplicate_files(self) -> int:
         return sum(len(c.members) for c in self.clusters)
 
+    @property
+    def files_by_link(self) -> dict[str, int]:
+        """Films tied to their cluster by each signal (a film tied by two counts under both)."""
+        return {k: sum(k in m.kind.split("+") for c in self.clusters for m in c.members) for k in LINK_KINDS}
+
     def to_dict(self) -> dict:
         """JSON-ready summary (audit.json)."""
         return {
             "images": self.n_images,
             "near_threshold_bits": self.threshold,
             "clusters": len(self.clusters),
-            "exact_clusters": sum(c.kind == "exact" for c in self.clusters),
-            "near_clusters": sum(c.kind == "near" for c in self.clusters),
+            **{f"{k}_clusters": sum(c.kind == k for c in self.clusters) for k in LINK_KINDS},
             "files_in_clusters": self.n_duplicate_files,
+            "files_by_link": self.files_by_link,
             "cross_split_clusters": self.cross_split_clusters,
             "label_conflicts": [{"cluster": cid, "labels": self.clusters[cid - 1].labels} for cid in self.conflicts],
             "patient_overlaps": self.patient_overlaps,
@@ -155,9 +180,16 @@ class AuditResult:
         t.add_column("count", justify="right")
         t.add_column("examples")
         cross = self.cross_split_clusters
+        by_link = self.files_by_link
         rows = [
-            ("duplicate clusters (exact)", sum(c.kind == "exact" for c in self.clusters), []),
-            ("duplicate clusters (near)", sum(c.kind == "near" for c in self.clusters), []),
+            *(
+                (
+                    f"duplicate clusters ({k}{' only' if k == 'name' else ''})",
+                    sum(c.kind == k for c in self.clusters),
+                    [f"{by_link[k]} films linked by {_LINK_WORDS[k]}"],
+                )
+                for k in LINK_KINDS
+            ),
             ("clusters crossing splits", len(cross), [self._describe(self.clusters[i - 1]) for i in cross]),
             ("label conflicts", len(self.conflicts), [self._describe(self.clusters[i - 1]) for i in self.conflicts]),
             (
@@ -181,26 +213,39 @@ class AuditResult:
         return f"#{c.id} {c.kind}: {names}" + (f" +{len(c.members) - 3}" if len(c.members) > 3 else "")
 
 
+_LINK_WORDS = {
+    "exact": "same bytes or pixels",
+    "near": "perceptual hash (flips, 90-degree turns, resizes)",
+    "augmented": "geometry + pixels (rotated, cropped, re-exposed copies)",
+    "name": "file-name lineage",
+}
+
+
 def audit_items(
     items: Sequence[AuditItem],
     unreadable: Sequence[tuple[str, str]] = (),
-    duplicates: list[list[int]] | None = None,
+    duplicates: list[Link] | None = None,
 ) -> AuditResult:
-    """Cluster exact and near duplicates among `items`, then find conflicts and cross-split leaks.
+    """Cluster linked films among `items`, then find label conflicts and cross-split leaks.
 
     duplicates: `duplicate_links(items)` when the caller already has it (prepare), to skip a second search.
     """
-    exact = exact_groups(items)
-    has_twin = {i for idx in exact for i in idx}
-    unit_of = units(len(items), duplicates if duplicates is not None else duplicate_links(items, exact))
+    links = duplicates if duplicates is not None else duplicate_links(items)
+    unit_of = units(len(items), [link.members for link in links])
+    kinds_of: dict[int, set[str]] = defaultdict(set)
+    for link in links:
+        for i in link.members:
+            kinds_of[i].add(link.kind)
 
     by_unit: dict[int, list[int]] = defaultdict(list)
     for i, u in enumerate(unit_of):
         by_unit[int(u)].append(i)
     clusters: list[DuplicateCluster] = []
-    for idx in sorted((v for v in by_unit.values() if len(v) > 1), key=lambda v: items[v[0]].path):
+    for idx in sorted((v for v in by_unit.values() if len(v) > 1), key=lambda v: min(items[i].path for i in v)):
         members = [
-            ClusterMember(items[i].path, items[i].split, items[i].label, "exact" if i in has_twin else "near")
+            ClusterMember(
+                items[i].path, items[i].split, items[i].label, "+".join(k for k in LINK_KINDS if k in kinds_of[i])
+            )
             for i in sorted(idx, key=lambda i: items[i].path)
         ]
         clusters.append(DuplicateCluster(len(clusters) + 1, members))
@@ -229,19 +274,38 @@ def exact_groups(items: Sequence[AuditItem]) -> list[list[int]]:
     return [idx for idx in keys.values() if len(idx) > 1]
 
 
-def duplicate_links(items: Sequence[AuditItem], exact: list[list[int]] | None = None) -> list[list[int]]:
-    """Index sets of films that are duplicates of each other (same bytes, same pixels, or near phash)."""
-    links = list(exact_groups(items) if exact is None else exact)
-    if items:
-        links.extend(near_pairs(np.stack([it.phashes for it in items])).tolist())
+def duplicate_links(items: Sequence[AuditItem]) -> list[Link]:
+    """Every link among `items`: exact, near (phash), augmented (verified copy) and name lineage.
+
+    A pair that a stronger content signal already links is not linked again by a weaker one (identical pixels
+    also have equal phashes), so each member's kind names the strongest content signal plus any name link.
+    """
+    links = [Link(tuple(idx), "exact") for idx in exact_groups(items)]
+    if not items:
+        return links
+    exact_of = {i: k for k, link in enumerate(links) for i in link.members}
+    linked = set()
+    for i, j in near_pairs(np.stack([it.phashes for it in items])).tolist():
+        if i not in exact_of or exact_of.get(j) != exact_of[i]:
+            links.append(Link((i, j), "near"))
+            linked.add((i, j))
+    for i, j, _ in copy_pairs([it.copy_sig for it in items], map_fn=parallel_map):
+        if (i, j) not in linked and (i not in exact_of or exact_of.get(j) != exact_of[i]):
+            links.append(Link((i, j), "augmented"))
+    links.extend(Link(tuple(idx), "name") for idx in name_links([Path(it.path).stem for it in items]))
     return links
 
 
-def _hash_film(path: Path) -> tuple[str, str, np.ndarray] | str:
-    """(file sha256, pixel sha256, dihedral phashes) of one film, or the reason it cannot be read."""
+def film_hashes(pixels: np.ndarray) -> tuple[str, np.ndarray, Signature]:
+    """(pixel sha256, dihedral phashes, copy signature) of one decoded 8-bit film: what the audit compares."""
+    return pixel_sha256(pixels), dihedral_phashes(pixels), signature(pixels)
+
+
+def _hash_film(path: Path) -> tuple[str, str, np.ndarray, Signature] | str:
+    """(file sha256, pixel sha256, dihedral phashes, copy signature) of one film, or why it cannot be read."""
     try:
         img = read_image(path)
-        return file_sha256(path), pixel_sha256(img.pixels), dihedral_phashes(img.pixels)
+        return file_sha256(path), *film_hashes(img.pixels)
     except ImageReadError as exc:
         return str(exc)
     except Exception as exc:  # one odd file must not stop the audit of the others
@@ -276,7 +340,7 @@ def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditR
         if isinstance(h, str):
             unreadable.append((shown, h))
         else:
-            items.append(AuditItem(shown, split, label, group, h[0], h[1], h[2]))
+            items.append(AuditItem(shown, split, label, group, *h))
     result = audit_items(items, unreadable)
     if out is not None:
         result.write(Path(out))

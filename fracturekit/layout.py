@@ -25,6 +25,7 @@ MANIFEST_COLUMNS = (
     "split",
     "label",
     "group",
+    "cluster",
     "status",
     "reason",
     "output_cls",

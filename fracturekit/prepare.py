@@ -24,9 +24,10 @@ import cv2
 import numpy as np
 import yaml
 
-from fracturekit.audit import AuditItem, AuditResult, audit_items, duplicate_links, parallel_map
+from fracturekit.audit import AuditItem, AuditResult, audit_items, duplicate_links, film_hashes, parallel_map
+from fracturekit.copies import Signature
 from fracturekit.errors import UserError
-from fracturekit.hashing import dihedral_phashes, phash_hex, pixel_sha256
+from fracturekit.hashing import phash_hex
 from fracturekit.imageio import SUFFIX_KINDS, ImageReadError, apply_clahe, limit_side, read_image, sniff_file
 from fracturekit.ingest.base import JUNK_DIRS, HeaderError, Record, fold, image_header
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, SPLITS, PreparedDataset
@@ -79,6 +80,8 @@ class _Film:
     sha256: str = ""
     pixel_sha256: str = ""
     phashes: np.ndarray | None = None
+    copy_sig: Signature | None = None
+    cluster: str = ""  # the audit's duplicate-cluster id, "" when the film has no duplicate
     boxes: list[list] | None = None
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
@@ -189,8 +192,7 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> Non
         film.status, film.reason = "skipped", f"unreadable image: {exc}"
         return
     film.sha256 = hashlib.sha256(data).hexdigest()
-    film.pixel_sha256 = pixel_sha256(img.pixels)
-    film.phashes = dihedral_phashes(img.pixels)
+    film.pixel_sha256, film.phashes, film.copy_sig = film_hashes(img.pixels)
     film.warnings.extend(img.warnings)
     film.meta.update(img.meta)
     pixels, scale = limit_side(img.pixels, max_side)
@@ -466,6 +468,7 @@ def prepare(
         summary["timings_s"] = {
             "read_annotations": round(t_ingest - t0, 3),
             "decode_hash_write": round(t_decode - t_ingest, 3),
+            **summary["timings_s"],
             "total": round(time.perf_counter() - t0, 3),
         }
         (tmp / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -506,20 +509,25 @@ def _assemble(
         else:
             _set_group(film, regex)
     items = [
-        AuditItem(f.rel, "", f.label, f.group, f.sha256, f.pixel_sha256, f.phashes)  # type: ignore[arg-type]
+        AuditItem(f.rel, "", f.label, f.group, f.sha256, f.pixel_sha256, f.phashes, f.copy_sig)  # type: ignore[arg-type]
         for f in ok
     ]
+    t_links = time.perf_counter()
     duplicates = duplicate_links(items)
+    t_links = time.perf_counter() - t_links
     for link in duplicates:  # films with no patient key that the split still keeps with their copies
-        for i in link:
+        for i in link.members:
             if ok[i].group_source == "none":
                 ok[i].group_source = "duplicate_cluster"
+    for film in ok:
+        film.copy_sig = None  # the signatures are done with: free them before the files are moved
     by_group: dict[str, list[int]] = {}
     for i, film in enumerate(ok):
         if film.group:
             by_group.setdefault(film.group, []).append(i)
     fixed = [f.record.split if keep_splits and f.record else None for f in ok]
-    splits = assign_splits([f.label for f in ok], [*duplicates, *by_group.values()], fixed, ratios, seed)
+    together = [*(link.members for link in duplicates), *by_group.values()]
+    splits = assign_splits([f.label for f in ok], together, fixed, ratios, seed)
 
     det_names = list(class_names)
     for film in ok:
@@ -547,14 +555,20 @@ def _assemble(
     }
     (root / "det" / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
 
+    for item, s in zip(items, splits, strict=True):
+        item.split = s
+    audit_result = audit_items(items, duplicates=duplicates)
+    cluster_of = {m.path: str(c.id) for c in audit_result.clusters for m in c.members}
+    for film in ok:
+        film.cluster = cluster_of.get(film.rel, "")
     _write_manifest(root / "manifest.csv", films, meta_columns)
-    audit_result = None
+    summary = _summary(films, det_names, audit_result if run_audit else None, film_split)
+    summary["grouped_by_link"] = audit_result.files_by_link
+    summary["timings_s"] = {"link_duplicates": round(t_links, 3)}
     if run_audit:
-        for item, s in zip(items, splits, strict=True):
-            item.split = s
-        audit_result = audit_items(items, duplicates=duplicates)
         audit_result.write(root / "audit")
-    return _summary(films, det_names, audit_result, film_split), audit_result
+        return summary, audit_result
+    return summary, None
 
 
 def _place(root: Path, film: _Film, det_index: dict[str, int]) -> None:
@@ -591,6 +605,7 @@ def _write_manifest(path: Path, films: list[_Film], meta_columns: list[str]) -> 
                 "split": film.split,
                 "label": film.label,
                 "group": film.group or "",
+                "cluster": film.cluster,
                 "status": film.status,
                 "reason": film.reason,
                 "output_cls": film.output_cls,

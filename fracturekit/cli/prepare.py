@@ -129,6 +129,10 @@ def prepare(
             out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
     for note in s.get("notes", []):
         out_console.print(f"note: {note}", highlight=False)
+    kept = ", ".join(f"{n} by {kind}" for kind, n in s["grouped_by_link"].items() if n)
+    out_console.print(
+        f"kept together in one split: {kept or 'no duplicate films'}; {s['groups']} patient groups", highlight=False
+    )
     if result.audit is not None:
         out_console.print(result.audit.table())
     out_console.print(
@@ -150,7 +154,7 @@ def audit(
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a film or patient crosses splits.")] = False,
 ) -> None:
-    """Find exact/near duplicate films, label conflicts and patients that cross splits."""
+    """Find duplicate films (exact, near, augmented, by name), label conflicts and patients across splits."""
     from fracturekit.audit import audit as run_audit
 
     result = run_audit(path, out, progress=True)

@@ -1,0 +1,154 @@
+"""Augmented-copy detection (fracturekit.copies): what must be caught, what must not be merged, name lineage."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_data
+
+from fracturekit.copies import MIRROR, Signature, copy_pairs, lineage, name_links, signature, verify
+from fracturekit.phantoms import generate_phantom
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from augcopies import augment_copy  # noqa: E402
+
+
+def _film(i: int, size: int = 320) -> np.ndarray:
+    return generate_phantom(seed=3, index=i, size=size).image
+
+
+def _rotate(a: np.ndarray, deg: float) -> np.ndarray:
+    h, w = a.shape
+    return cv2.warpAffine(a, cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0), (w, h))
+
+
+def _crop(a: np.ndarray, f: float) -> np.ndarray:
+    h, w = a.shape
+    return a[int(h * (1 - f)) :, : int(w * f)]
+
+
+def _jpeg(a: np.ndarray, q: int) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_GRAYSCALE)
+
+
+def _gamma(a: np.ndarray, g: float) -> np.ndarray:
+    return (255 * (a / 255.0) ** g).astype(np.uint8)
+
+
+def _text(a: np.ndarray) -> np.ndarray:
+    out = a.copy()
+    cv2.putText(out, "R 2019-03-14", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    return out
+
+
+def _is_copy(a: np.ndarray, b: np.ndarray) -> bool:
+    sa, sb = signature(a), signature(b)
+    return any(verify(sa, sb, m).is_copy or verify(sb, sa, m).is_copy for m in (False, True))
+
+
+COPIES: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
+    ("rotated 5 degrees", lambda a: _rotate(a, 5)),
+    ("rotated 20 degrees the other way", lambda a: _rotate(a, -20)),
+    ("cropped to 80% of each side", lambda a: _crop(a, 0.8)),
+    ("padded with a white border", lambda a: cv2.copyMakeBorder(a, 20, 20, 30, 30, cv2.BORDER_CONSTANT, value=255)),
+    ("brighter and lower contrast", lambda a: np.clip(a * 0.85 + 35, 0, 255).astype(np.uint8)),
+    ("gamma 0.7", lambda a: _gamma(a, 0.7)),
+    ("CLAHE", lambda a: cv2.createCLAHE(2.0, (8, 8)).apply(a)),
+    ("mirrored", lambda a: np.ascontiguousarray(a[:, ::-1])),
+    ("turned 90 degrees", lambda a: np.ascontiguousarray(np.rot90(a))),
+    ("mirrored and rotated 10 degrees", lambda a: _rotate(np.ascontiguousarray(a[:, ::-1]), 10)),
+    ("halved and JPEG q70", lambda a: _jpeg(cv2.resize(a, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), 70)),
+    ("burned-in text", _text),
+    ("rotated 12, cropped 85%, brighter, JPEG q75", lambda a: _jpeg(_crop(_rotate(a, 12), 0.85) // 2 + 60, 75)),
+]
+
+
+@pytest.mark.parametrize(("case", "transform"), COPIES, ids=[c for c, _ in COPIES])
+def test_copies_are_caught(case: str, transform: Callable[[np.ndarray], np.ndarray]) -> None:
+    film = _film(1)
+    assert _is_copy(transform(film), film), case
+
+
+def test_distinct_look_alike_phantoms_are_not_copies() -> None:
+    # one generator, one anatomy: long bones on soft tissue, so many keypoints match between different films
+    films = [_film(i) for i in range(10)]
+    sigs = [signature(f) for f in films]
+    assert copy_pairs(sigs) == []
+
+
+def test_a_seeded_augmented_copy_among_distinct_films_is_the_only_pair() -> None:
+    films = [_film(i) for i in range(8)]
+    films.append(augment_copy(films[2], np.random.default_rng(0), "default"))
+    pairs = copy_pairs([signature(f) for f in films])
+    assert [(i, j) for i, j, _ in pairs] == [(2, 8)]
+
+
+def test_films_without_signature_or_keypoints_are_skipped() -> None:
+    flat = np.full((200, 200), 90, np.uint8)  # no keypoints at all
+    films = [_film(0), flat, _film(0)]
+    sigs: list[Signature | None] = [signature(f) for f in films]
+    assert sigs[1] is not None and sigs[1].empty
+    assert [(i, j) for i, j, _ in copy_pairs([sigs[0], None, sigs[1], sigs[2]])] == [(0, 3)]
+
+
+def test_mirror_permutation_matches_sift_on_the_mirrored_film() -> None:
+    img = _film(4)
+    sift = cv2.SIFT_create(200)
+    kps, desc = sift.detectAndCompute(img, None)
+    w = img.shape[1]
+    mirrored_kps = [
+        cv2.KeyPoint(w - 1 - k.pt[0], k.pt[1], k.size, (180 - k.angle) % 360, k.response, k.octave) for k in kps
+    ]
+    _, mirrored = sift.compute(np.ascontiguousarray(img[:, ::-1]), mirrored_kps)
+    permuted = desc[:, MIRROR]
+    # the permuted descriptor is the mirrored film's own, up to interpolation: far closer than any other ordering
+    assert np.median(np.linalg.norm(permuted - mirrored, axis=1)) < 0.25 * np.median(np.linalg.norm(desc, axis=1))
+    assert np.median(np.linalg.norm(desc - mirrored, axis=1)) > 0.5 * np.median(np.linalg.norm(desc, axis=1))
+
+
+@pytest.mark.parametrize(
+    ("stem", "base"),
+    [
+        ("IMG0001-rotated1 - Copy (1)", "img0001"),  # the Kaggle multi-region pattern, two suffixes
+        ("IMG0001 - Copy", "img0001"),  # Windows copy
+        ("IMG0001 (2)", "img0001"),  # browser download counter
+        ("IMG0001_aug3", "img0001"),  # augmentation script
+        ("IMG0001_flip", "img0001"),
+        ("IMG0001-rotated2", "img0001"),
+        ("IMG0001", None),  # an original: no lineage
+        ("img_2", None),  # '_2' alone is too common to mean 'copy'
+        ("copy", None),  # the whole name is a suffix word: nothing left to point to
+    ],
+)
+def test_lineage(stem: str, base: str | None) -> None:
+    assert lineage(stem) == base
+
+
+@pytest.mark.parametrize(
+    ("stems", "links"),
+    [
+        (["a", "a-rotated1", "a_aug2", "b"], [[0, 1, 2]]),  # an original and two named copies
+        (["fracture (1)", "fracture (2)", "fracture (3)"], []),  # a numbered series with no 'fracture': distinct
+        (["b", "b", "b (1)"], []),  # two originals called 'b' in two folders: ambiguous, no link
+        (["x (1)", "y"], []),  # the original is not in the dataset
+    ],
+)
+def test_name_links(stems: list[str], links: list[list[int]]) -> None:
+    assert name_links(stems) == links
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_augmented_copies_of_real_films_are_caught() -> None:
+    root = shared_data("fracatlas") / "images" / "Fractured"
+    files = sorted(root.glob("*.jpg"))[:40]
+    films = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+    rng = np.random.default_rng(7)
+    films += [augment_copy(films[k], rng, "default") for k in range(10)]
+    found = {(i, j) for i, j, _ in copy_pairs([signature(f) for f in films])}
+    assert sum((k, 40 + k) in found for k in range(10)) >= 9
