@@ -228,3 +228,21 @@ def test_coco_eval_no_detections_and_no_ground_truth() -> None:
     gt = _gt([(1, _A)], 2)
     assert M.coco_eval(gt, [])["map50_95"] == 0.0
     assert math.isnan(M.coco_eval(gt, [], image_ids=[2])["map50_95"])
+
+
+def test_bootstrap_ci_equals_a_plain_unit_resampling_loop() -> None:
+    # The vectorised form must give exactly what the obvious loop gives: the same unit draws (one
+    # rng.integers row per resample), the films of the drawn units, sklearn's AUROC, the same percentiles.
+    rng = np.random.default_rng(4)
+    unit = rng.integers(0, 25, 90)
+    y = rng.integers(0, 2, 90)
+    score = np.round(rng.random(90) + 0.3 * y, 2)  # ties included
+    draws = np.random.default_rng(9)
+    ids = np.unique(unit)
+    values = []
+    for _ in range(200):
+        idx = np.concatenate([np.flatnonzero(unit == ids[k]) for k in draws.integers(0, len(ids), len(ids))])
+        if 0 < y[idx].sum() < len(idx):
+            values.append(roc_auc_score(y[idx], score[idx]))
+    expected = np.quantile(values, [0.025, 0.975])
+    assert M.bootstrap_ci(y, score, unit, n_boot=200, seed=9) == pytest.approx(tuple(expected), abs=1e-12)
