@@ -37,7 +37,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _ci(ci: Any, summary: dict[str, Any]) -> str:
     """A CI with what it resampled: '[0.547, 0.602] over 31 independent units (1,505 films)'."""
-    if summary.get("n_units") is None:  # metrics.json written before units were recorded
+    if summary.get("n_units") is None or any(v is None or math.isnan(v) for v in ci):  # old metrics.json, or no CI
         return _fmt(ci)
     return f"{_fmt(ci)} over {summary['n_units']:,} independent units ({summary['n']:,} films)"
 
