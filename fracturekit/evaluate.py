@@ -33,6 +33,7 @@ from fracturekit.imageio import is_image_file
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset, RunDir
 from fracturekit.options import check_imgsz, check_task, inference_device
 from fracturekit.paths import rel_to, user_path
+from fracturekit.split import film_units, unit_basis
 
 THRESHOLD_SPLIT = "val"
 _CHUNK = 32  # images per predict call: bounded memory, and a bad file only costs its own chunk a retry
@@ -134,8 +135,11 @@ def classification_report(
     threshold: str,
     n_boot: int,
     seed: int,
+    units: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """All classification metrics; temperature and threshold from (y_val, p_val) ONLY.
+
+    units: independent unit id per test image (patient group / duplicate cluster) for the bootstrap CI.
 
     Returns the metrics dict and the calibrated test probabilities. The threshold applies to the
     calibrated positive-class probability `apply_temperature(probs, temperature)[:, positive]`.
@@ -163,6 +167,7 @@ def classification_report(
                 "threshold": None,
                 "threshold_method": None,
                 "n": len(y_test),
+                "n_units": M.n_units(units, len(y_test)),
             }
         )
         return out, cal_test
@@ -185,7 +190,7 @@ def classification_report(
             "threshold": thr,
             "threshold_method": threshold,
             "threshold_applies_to": "calibrated positive-class probability",
-            **M.binary_summary(yb, cal_test[:, pos], thr, n_boot, seed),
+            **M.binary_summary(yb, cal_test[:, pos], thr, n_boot, seed, units),
         }
     )
     return out, cal_test
@@ -390,7 +395,7 @@ def evaluate(
         M.parse_threshold(threshold)
     except ValueError as exc:
         raise UserError(f"--threshold {threshold}: {exc}; use {M.THRESHOLD_HELP}.") from exc
-    manifest = pd.read_csv(ds.manifest)
+    manifest = pd.read_csv(ds.manifest, dtype={"group": str, "cluster": str})  # keys: '007' is not 7
     by = list(by or [])
     missing = [c for c in by if c not in manifest.columns]
     if missing:
@@ -409,6 +414,7 @@ def evaluate(
         "split": split,
         "threshold_split": THRESHOLD_SPLIT,
         "by": by,
+        "units": unit_basis(manifest),  # what the bootstrap CIs resample: films linked by these columns
     }
     if split == THRESHOLD_SPLIT:
         result["warning"] = "evaluated on the split the threshold and temperature were fitted on: optimistic."
@@ -428,14 +434,21 @@ def evaluate(
             raise UserError(f"{skipped[0]['path']}: the classifier failed on every film ({skipped[0]['reason']}).")
         if len(y) == 0:
             raise UserError(f"{ds.cls_dir / split}: no images to classify; check --split or re-run prepare.")
-        cls_metrics, cal = classification_report(names, y_val, p_val, y, p, threshold, bootstrap, seed)
-        cls_metrics = {"run": str(rd.root), **cls_metrics}
         rel = [rel_to(q, ds.root) for q in paths]
+        units = film_units(manifest, "output_cls", rel)
+        cls_metrics, cal = classification_report(names, y_val, p_val, y, p, threshold, bootstrap, seed, units)
+        cls_metrics = {"run": str(rd.root), **cls_metrics}
         pos = _positive_index(names)
         if by:
             cls_metrics["subgroups"] = {
                 col: _classification_subgroups(
-                    _subgroup_values(_manifest_lookup(manifest, col, "output_cls"), rel), y, p, cal, names, cls_metrics
+                    _subgroup_values(_manifest_lookup(manifest, col, "output_cls"), rel),
+                    y,
+                    p,
+                    cal,
+                    names,
+                    cls_metrics,
+                    units,
                 )
                 for col in by
             }
@@ -494,6 +507,7 @@ def _classification_subgroups(
     cal: np.ndarray,
     names: list[str],
     overall: dict[str, Any],
+    units: np.ndarray,
 ) -> dict[str, Any]:
     """Every classification metric per subgroup value, at the overall (validation-chosen) threshold."""
     pos = _positive_index(names)
@@ -509,7 +523,7 @@ def _classification_subgroups(
             entry["auroc"] = entry["macro_auroc"]
         else:
             # Subgroup CIs use fewer resamples: many groups x 1000 would dominate the run time.
-            entry |= M.binary_summary((y[m] == pos).astype(int), cal[m, pos], overall["threshold"], 200, 0)
+            entry |= M.binary_summary((y[m] == pos).astype(int), cal[m, pos], overall["threshold"], 200, 0, units[m])
         res[value] = entry
     return res
 
@@ -560,7 +574,10 @@ def _evaluate_detector(
             "pass a fixed number such as --threshold 0.25."
         ) from exc
 
-    image_level = M.binary_summary(y_img, s_img, thr, n_boot, seed)
+    id_to_name = {v: k for k, v in ids.items()}
+    rel = [rel_to(ds.det_dir / "images" / split / id_to_name[i + 1], ds.root) for i in range(len(ids))]
+    units = film_units(manifest, "output_det", rel)
+    image_level = M.binary_summary(y_img, s_img, thr, n_boot, seed, units)
     per_class = {names[int(c)]: float(m.box.maps[int(c)]) for c in names}
     result: dict[str, Any] = {
         "run": str(rd.root),
@@ -583,13 +600,12 @@ def _evaluate_detector(
         "image_score": "max box confidence (0 when no box)",
         "image_auroc": image_level["auroc"],
         "image_auroc_ci95": image_level["auroc_ci95"],
+        "n_units": image_level["n_units"],
         "image_average_precision": image_level["average_precision"],
         "threshold": thr,
         "threshold_method": threshold,
         "image_level": image_level,
     }
-    id_to_name = {v: k for k, v in ids.items()}
-    rel = [rel_to(ds.det_dir / "images" / split / id_to_name[i + 1], ds.root) for i in range(len(ids))]
     if by:
         result["subgroups"] = {}
         for col in by:
@@ -600,7 +616,7 @@ def _evaluate_detector(
                 subset_ids = [i + 1 for i in np.flatnonzero(mask)]
                 per_value[value] = {
                     "pycocotools": M.coco_eval(gt, coco_dets, _MAX_DET, image_ids=subset_ids),
-                    **M.binary_summary(y_img[mask], s_img[mask], thr, 200, 0),
+                    **M.binary_summary(y_img[mask], s_img[mask], thr, 200, 0, units[mask]),
                 }
             result["subgroups"][col] = per_value
     frame = pd.DataFrame(

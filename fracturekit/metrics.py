@@ -1,6 +1,6 @@
 """Clinical classification metrics and COCO detection scoring, NaN-safe for tiny or one-class subsets.
 
-Everything that sklearn or pycocotools computes is taken from them; what is hand-written (bootstrap,
+Everything that sklearn or pycocotools computes is taken from them; what is hand-written (cluster bootstrap,
 threshold rules, reading COCOeval's precision array) says why. A metric that is undefined on a subset
 (AUROC with one class present, precision with no positive call) is NaN, never an exception, so a
 subgroup breakdown always completes and shows its counts.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.sparse import csr_matrix
 from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
@@ -41,55 +41,76 @@ def auroc(y: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y, score)) if _two_classes(y) else float("nan")
 
 
-def auroc_ranks(y: np.ndarray, score: np.ndarray) -> float:
-    """AUROC in its Mann-Whitney form (average ranks, so ties count 1/2): equal to sklearn's roc_auc_score.
-
-    Hand-written for the bootstrap loop only: sklearn's input validation costs ~15x the computation
-    there (13 ms vs 0.8 ms per call on 800 images), i.e. seconds per interval. NaN with one class.
-    """
-    y = np.asarray(y)
-    n_pos = int(np.count_nonzero(y == 1))
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def average_precision(y: np.ndarray, score: np.ndarray) -> float:
     """sklearn's average precision; NaN without any positive."""
     y = np.asarray(y)
     return float(average_precision_score(y, score)) if np.any(y == 1) else float("nan")
 
 
+def _weighted_aurocs(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC per row of `weights` (B, N): film i counted weights[b, i] times (ties count 1/2); NaN with one class.
+
+    The Mann-Whitney form with weights equals sklearn's roc_auc_score(sample_weight=...) and, for integer
+    weights, the AUROC of the films repeated that often, which is what a bootstrap resample is. Scores are
+    sorted once; per resample it is one cumulative sum over the tie levels, so all B resamples cost a few
+    matrix operations instead of B sorts.
+    """
+    levels, level_of = np.unique(score, return_inverse=True)
+    pos = y == 1
+    # (N, K) indicator of film -> tie level, split by class; (B, N) @ (N, K) sums the weights per level.
+    onehot = csr_matrix((np.ones(len(y)), (np.arange(len(y)), level_of)), shape=(len(y), len(levels)))
+    w_pos = (onehot[pos].T @ weights[:, pos].T).T
+    w_neg = (onehot[~pos].T @ weights[:, ~pos].T).T
+    below = np.cumsum(w_neg, axis=1) - w_neg  # negatives strictly below each level
+    n_pos, n_neg = w_pos.sum(axis=1), w_neg.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (w_pos * (below + 0.5 * w_neg)).sum(axis=1) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def n_units(units: np.ndarray | None, n: int) -> int:
+    """How many independent units `units` (one id per film) holds; each film is its own unit when None."""
+    return n if units is None else len(np.unique(np.asarray(units)))
+
+
 def bootstrap_ci(
     y: np.ndarray,
     score: np.ndarray,
-    metric: Callable[[np.ndarray, np.ndarray], float] = auroc_ranks,
+    units: np.ndarray | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of `metric(y, score)`, resampling images with replacement.
+    """Percentile cluster-bootstrap CI of the AUROC: resamples UNITS with replacement, each with all its films.
 
-    Hand-written rather than scipy.stats.bootstrap because resamples that contain one class only
-    (AUROC undefined) must be dropped, not turned into NaN for the whole interval. (NaN, NaN) when the
-    metric is undefined on the full set or `n_boot` is 0.
+    units: one id per film (patient group / duplicate cluster, see fracturekit.split.manifest_units); None
+    makes every film its own unit. Films of one unit are not independent (copies of a film, films of one
+    patient), so resampling films would shrink the interval by up to sqrt(films per unit): 30 originals
+    copied 50 times each gave a film-level interval ~7x narrower than the originals' own (tests/test_metrics.py).
+    Hand-written rather than scipy.stats.bootstrap: that one resamples observations, not clusters, and a
+    resample with one class only (AUROC undefined) must be dropped, not turn the whole interval into NaN.
+    Vectorised over resamples (bench/bootstrap_bench.py). (NaN, NaN) when the AUROC is undefined on the
+    full set or `n_boot` is 0.
     """
-    y, score = np.asarray(y), np.asarray(score)
-    if n_boot <= 0 or len(y) == 0 or math.isnan(metric(y, score)):
+    y, score = np.asarray(y).astype(int), np.asarray(score, dtype=float)
+    if n_boot <= 0 or not _two_classes(y):
         return float("nan"), float("nan")
+    unit_ids = np.unique(np.asarray(units), return_inverse=True)[1] if units is not None else np.arange(len(y))
+    n_u = int(unit_ids.max()) + 1
     rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        v = metric(y[idx], score[idx])
-        if not math.isnan(v):
-            values.append(v)
-    if not values:
+    chunk = max(1, 1_000_000 // max(n_u, len(y)))  # resamples per block: each (block, films) array <= 8 MB
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_u, (b, n_u))  # each resample draws as many units as there are
+        counts = np.bincount((draws + n_u * np.arange(b)[:, None]).ravel(), minlength=b * n_u).reshape(b, n_u)
+        values.append(_weighted_aurocs(y, score, counts[:, unit_ids].astype(float)))
+    defined = np.concatenate(values)
+    defined = defined[~np.isnan(defined)]
+    if not defined.size:
         return float("nan"), float("nan")
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(values, [alpha, 1 - alpha])
+    lo, hi = np.quantile(defined, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
 
@@ -167,16 +188,25 @@ def binary_metrics_at(y: np.ndarray, score: np.ndarray, threshold: float) -> dic
 
 
 def binary_summary(
-    y: np.ndarray, score: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0
+    y: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+    units: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """Every binary metric of the report for one set of images: counts, AUROC + CI, AP, threshold metrics."""
+    """Every binary metric of the report for one set of images: counts, AUROC + CI, AP, threshold metrics.
+
+    units: independent unit id per image (see `bootstrap_ci`); `n_units` says how many the CI resampled.
+    """
     y = np.asarray(y, dtype=int)
     score = np.asarray(score, dtype=float)
     return {
         "n": len(y),
         "n_positive": int(y.sum()),
+        "n_units": n_units(units, len(y)),
         "auroc": auroc(y, score),
-        "auroc_ci95": list(bootstrap_ci(y, score, auroc_ranks, n_boot, seed)),
+        "auroc_ci95": list(bootstrap_ci(y, score, units, n_boot, seed)),
         "average_precision": average_precision(y, score),
         **binary_metrics_at(y, score, threshold),
         "sens_at_spec": sensitivity_at_specificity(y, score),

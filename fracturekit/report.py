@@ -35,6 +35,13 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _ci(ci: Any, summary: dict[str, Any]) -> str:
+    """A CI with what it resampled: '[0.547, 0.602] over 31 independent units (1,505 films)'."""
+    if summary.get("n_units") is None or any(v is None or math.isnan(v) for v in ci):  # old metrics.json, or no CI
+        return _fmt(ci)
+    return f"{_fmt(ci)} over {summary['n_units']:,} independent units ({summary['n']:,} films)"
+
+
 def summary_table(metrics: dict[str, Any]) -> Table:
     """The short terminal table: headline numbers of each evaluated model."""
     table = Table(
@@ -48,7 +55,7 @@ def summary_table(metrics: dict[str, Any]) -> Table:
         rows = [("n images (positive)", f"{c.get('n')} ({c.get('n_positive', 'n/a')})"), ("AUROC", _fmt(c["auroc"]))]
         if c.get("positive_class"):
             rows += [
-                ("AUROC 95% CI", _fmt(c["auroc_ci95"])),
+                ("AUROC 95% CI", _ci(c["auroc_ci95"], c)),
                 ("average precision", _fmt(c["average_precision"])),
                 (f"threshold ({c['threshold_method']})", _fmt(c["threshold"])),
                 ("sensitivity", _fmt(c["sensitivity"])),
@@ -72,7 +79,7 @@ def summary_table(metrics: dict[str, Any]) -> Table:
             ("mAP50-95 difference", _fmt(d["map_difference"]["map50_95"], 4)),
             ("precision / recall", f"{_fmt(d['precision'])} / {_fmt(d['recall'])}"),
             ("image AUROC (max box conf)", _fmt(d["image_auroc"])),
-            ("image AUROC 95% CI", _fmt(d["image_auroc_ci95"])),
+            ("image AUROC 95% CI", _ci(d["image_auroc_ci95"], d["image_level"])),
         ]
         for i, (k, v) in enumerate(rows):
             table.add_row("detector" if i == 0 else "", k, v)
@@ -209,6 +216,16 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
     ]
     if metrics.get("warning"):
         parts.append(f"<p><b>Warning:</b> {html.escape(metrics['warning'])}</p>")
+    units = metrics.get("units")
+    if units:
+        linked = " or ".join(f"<code>{html.escape(c)}</code>" for c in units["linked_by"]) or "nothing"
+        parts.append(
+            "<p class='note'>Confidence intervals resample independent units, not films: films sharing a "
+            f"manifest {linked} value are drawn together, since copies of a film or films of one patient are "
+            "not independent evidence.</p>"
+        )
+        if units.get("warning"):
+            parts.append(f"<p><b>Warning:</b> {html.escape(units['warning'])}</p>")
     if plots.get("curves"):
         figure = roc_pr_figure(plots["curves"])
         parts.append("<h2>ROC and precision-recall (image level)</h2>" + _img(figure, "ROC and PR"))
@@ -219,7 +236,7 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
         if c.get("positive_class"):
             rows += [
                 ("positive images", c["n_positive"]),
-                ("AUROC 95% CI (bootstrap)", c["auroc_ci95"]),
+                ("AUROC 95% CI (bootstrap over independent units)", _ci(c["auroc_ci95"], c)),
                 ("average precision", c["average_precision"]),
                 (f"threshold ({c['threshold_method']}, on calibrated probability)", c["threshold"]),
                 ("sensitivity", c["sensitivity"]),
@@ -240,7 +257,7 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
             parts.append(_img(reliability_figure(plots["reliability"]), "reliability diagram"))
         if c.get("subgroups"):
             keys = (
-                ["auroc", "average_precision", "sensitivity", "specificity", "precision", "f1", "ece_after"]
+                ["n_units", "auroc", "average_precision", "sensitivity", "specificity", "precision", "f1", "ece_after"]
                 if c.get("positive_class")
                 else ["macro_auroc", "micro_auroc", "ece_after"]
             )
@@ -266,7 +283,7 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
                     ("precision / recall (Ultralytics)", f"{_fmt(d['precision'])} / {_fmt(d['recall'])}"),
                     *[(f"AP {k}", v) for k, v in d["per_class_ap"].items()],
                     ("image AUROC (score = max box confidence, 0 without box)", d["image_auroc"]),
-                    ("image AUROC 95% CI", d["image_auroc_ci95"]),
+                    ("image AUROC 95% CI (bootstrap over independent units)", _ci(d["image_auroc_ci95"], il)),
                     ("image average precision", d["image_average_precision"]),
                     (f"image threshold ({d['threshold_method']})", d["threshold"]),
                     ("image sensitivity", il["sensitivity"]),
@@ -276,7 +293,7 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
             )
         )
         if d.get("subgroups"):
-            keys = ["pycocotools.map50_95", "pycocotools.map50", "auroc", "sensitivity", "specificity"]
+            keys = ["n_units", "pycocotools.map50_95", "pycocotools.map50", "auroc", "sensitivity", "specificity"]
             parts.append("<h2>Detector by subgroup</h2>" + _subgroup_table(d["subgroups"], keys))
     if metrics.get("skipped"):
         items = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in metrics["skipped"])

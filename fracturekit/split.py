@@ -5,14 +5,17 @@ Images that must stay together (same patient/study, same duplicate cluster) are 
 StratifiedGroupKFold because that one only makes k EQUAL folds (0.7/0.15/0.15 would need 20 folds and
 rounding), refuses fewer groups than folds (small datasets), and cannot honour the images whose split
 the source already fixes (`--keep-splits`). The greedy rule below hits arbitrary ratios per label.
+The same units, read back from manifest.csv, are what `evaluate` resamples for its confidence intervals.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -20,6 +23,8 @@ from fracturekit.errors import UserError
 from fracturekit.layout import SPLITS
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
+# manifest.csv columns whose equal non-empty values tie films into one unit: patient/study, duplicate cluster
+UNIT_COLUMNS = ("group", "cluster")
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
@@ -48,6 +53,49 @@ def units(n: int, together: Sequence[Sequence[int]]) -> np.ndarray:
         cols.extend(members[1:])
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
+
+
+def manifest_units(manifest: pd.DataFrame) -> np.ndarray:
+    """Unit id per manifest row: rows sharing a non-empty value in any UNIT_COLUMNS column are one unit.
+
+    Links chain: a patient's film (group) whose copy sits in another patient's group (cluster) makes both
+    patients one unit. A column the manifest lacks links nothing (see `unit_basis`).
+    """
+    together: list[np.ndarray] = []
+    for col in UNIT_COLUMNS:
+        if col not in manifest.columns:
+            continue
+        keys = manifest[col].astype(object).where(manifest[col].notna(), "").astype(str).str.strip().to_numpy()
+        together += [rows for key, rows in pd.Series(keys).groupby(keys).indices.items() if key]
+    return units(len(manifest), together)
+
+
+def film_units(manifest: pd.DataFrame, path_col: str, rel_paths: Sequence[str]) -> np.ndarray:
+    """Unit id per evaluated film, found by its dataset-relative path in `path_col` (output_cls / output_det).
+
+    A film the manifest does not list (added to the folder by hand) is a unit of its own.
+    """
+    ids = manifest_units(manifest)
+    lookup: dict[str, int] = {}
+    if path_col in manifest.columns:
+        for path, unit in zip(manifest[path_col], ids, strict=True):
+            if isinstance(path, str) and path:
+                lookup[Path(path).as_posix()] = int(unit)
+    fresh = iter(range(len(manifest), len(manifest) + len(rel_paths)))
+    return np.asarray([lookup[p] if p in lookup else next(fresh) for p in rel_paths], dtype=int)
+
+
+def unit_basis(manifest: pd.DataFrame) -> dict[str, object]:
+    """What the bootstrap's independent units are built from, for metrics.json (with a warning when partial)."""
+    linked_by = [c for c in UNIT_COLUMNS if c in manifest.columns]
+    basis: dict[str, object] = {"linked_by": linked_by}
+    if "cluster" not in linked_by:
+        basis["warning"] = (
+            "manifest.csv has no 'cluster' column (prepared by an older fracturekit): duplicate clusters are "
+            "unknown, so confidence intervals resample patient groups only and are too narrow if copies exist; "
+            "re-run `fracturekit prepare` to record them."
+        )
+    return basis
 
 
 def assign_splits(

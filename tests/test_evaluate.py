@@ -239,3 +239,43 @@ def test_evaluate_classifier_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     parser = Imgs()
     parser.feed((run.eval_dir / "report.html").read_text(encoding="utf-8"))
     assert parser.n == 3  # ROC/PR, confusion matrix, reliability diagram
+
+
+@pytest.mark.parametrize(
+    ("with_cluster", "n_units"),
+    [
+        (True, 6),  # 24 test films: patients of 2 films (12), copy clusters join patients in fours (6)
+        (False, 12),  # an old manifest without `cluster`: patients only, and metrics.json warns
+    ],
+)
+def test_evaluate_resamples_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_cluster: bool, n_units: int
+) -> None:
+    from fracturekit import evaluate as E
+    from fracturekit.layout import RunDir
+
+    root = tmp_path / "ds"
+    rows = ["split,label,output_cls,group" + (",cluster" if with_cluster else "")]
+    for split in ("val", "test"):
+        for k, name in enumerate(NAMES):
+            (root / "cls" / split / name).mkdir(parents=True)
+            for i in range(12):
+                f = root / "cls" / split / name / f"{split}_{name}_{i}.png"
+                f.write_bytes(b"x")
+                # film i's patient holds films i and i^1; a copy cluster joins films 1 and 2 of each four
+                cluster = f",c{split}{k}{i // 4}" if i % 4 in (1, 2) else ","
+                row = f"{split},{name},cls/{split}/{name}/{f.name},{split}{k}p{i // 2}"
+                rows.append(row + (cluster if with_cluster else ""))
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    run = RunDir(tmp_path / "run")
+    (run.root / "weights").mkdir(parents=True)
+    monkeypatch.setattr(E, "_load_model", lambda _run: (_FolderClassifier(NAMES), run))
+
+    m = E.evaluate(root, classifier=run.root, by=["label"], bootstrap=50)
+    c = m["classification"]
+    assert (c["n"], c["n_units"]) == (24, n_units)
+    assert sum(g["n_units"] for g in c["subgroups"]["label"].values()) == n_units  # no unit spans both labels
+    assert m["units"]["linked_by"] == (["group", "cluster"] if with_cluster else ["group"])
+    assert ("warning" in m["units"]) == (not with_cluster)
+    report = (run.eval_dir / "report.html").read_text(encoding="utf-8")
+    assert f"over {n_units} independent units (24 films)" in report

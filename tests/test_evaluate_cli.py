@@ -43,6 +43,8 @@ def test_evaluate_cli_on_tiny_runs(
     for key in ("map50_95", "map50", "precision", "recall", "per_class_ap", "image_auroc", "image_auroc_ci95"):
         assert key in d
     assert set(d["pycocotools"]) >= {"map50_95", "map50"}
+    # prepared without --meta: no patient groups and no copies, so every film is its own unit
+    assert (c["n_units"], d["n_units"]) == (c["n"], d["n_images"]) and m["units"]["linked_by"][0] == "group"
     assert d["map_difference"]["map50_95"] == d["map50_95"] - d["pycocotools"]["map50_95"]
     assert set(c["subgroups"][by[0]]) == set(manifest.loc[manifest["split"] == "test", by[0]].astype(str))
     assert sum(g["n"] for g in c["subgroups"][by[0]].values()) == c["n"]

@@ -25,8 +25,6 @@ def test_auroc_and_ap_equal_sklearn(n: int, prevalence: float, seed: int) -> Non
     score = rng.random(n) + 0.5 * y
     assert M.auroc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
     assert M.average_precision(y, score) == pytest.approx(average_precision_score(y, score), abs=1e-12)
-    tied = np.round(score, 1)  # many ties: the rank form used by the bootstrap must still agree
-    assert M.auroc_ranks(y, tied) == pytest.approx(roc_auc_score(y, tied), abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +52,57 @@ def test_bootstrap_ci_contains_point_estimate(seed: int) -> None:
 def test_bootstrap_ci_nan_when_undefined() -> None:
     lo, hi = M.bootstrap_ci(np.ones(10, int), np.random.default_rng(0).random(10))
     assert math.isnan(lo) and math.isnan(hi)
+
+
+@pytest.mark.parametrize(
+    ("decimals", "seed"),
+    [
+        (None, 0),  # distinct scores
+        (1, 1),  # many ties: a tie must count 1/2, as in sklearn
+        (0, 2),  # almost all tied (scores 0, 1, 2)
+    ],
+)
+def test_weighted_aurocs_equal_sklearn_sample_weight(decimals: int | None, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 150)
+    score = rng.random(150) * 2 + 0.5 * y
+    score = np.round(score, decimals) if decimals is not None else score
+    weights = rng.integers(0, 4, (6, 150)).astype(float)  # bootstrap counts: 0 = film not drawn
+    expected = [roc_auc_score(y, score, sample_weight=w) for w in weights]
+    assert M._weighted_aurocs(y, score, weights) == pytest.approx(expected, abs=1e-12)
+    # a resample that drew no negative has no AUROC
+    only_pos = np.where(y == 1, 1.0, 0.0)[None, :]
+    assert math.isnan(M._weighted_aurocs(y, score, only_pos)[0])
+
+
+def _copied_units(n_units: int, copies: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`n_units` originals (label, score), each repeated `copies` times: (y, score, unit id) per film."""
+    rng = np.random.default_rng(seed)
+    y = np.resize([0, 1], n_units)
+    score = rng.random(n_units) + 0.4 * y
+    unit = np.repeat(np.arange(n_units), copies)
+    return y[unit], score[unit], unit
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])  # three random problems
+def test_bootstrap_ci_resamples_units_not_films(seed: int) -> None:
+    # 30 films, each copied 50 times: 1,500 films but only 30 independent pieces of evidence.
+    y, score, unit = _copied_units(30, 50, seed)
+    lo, hi = M.bootstrap_ci(y, score, unit, n_boot=500, seed=seed)
+    o_lo, o_hi = M.bootstrap_ci(y[::50], score[::50], n_boot=500, seed=seed + 100)  # the 30 originals alone
+    f_lo, f_hi = M.bootstrap_ci(y, score, n_boot=500, seed=seed)  # films taken as independent (wrong)
+    assert lo <= M.auroc(y, score) <= hi
+    assert hi - lo == pytest.approx(o_hi - o_lo, rel=0.25)  # as uncertain as the originals
+    assert hi - lo > 4 * (f_hi - f_lo)  # the film-level interval is several times too narrow
+    assert M.binary_summary(y, score, 0.5, 50, seed, unit)["n_units"] == 30
+
+
+def test_bootstrap_ci_units_are_labels_not_positions() -> None:
+    # unit ids may be any labels (strings, gaps); each film its own unit equals units=None
+    y, score, _ = _copied_units(40, 1, 0)
+    plain = M.bootstrap_ci(y, score, n_boot=200, seed=3)
+    assert M.bootstrap_ci(y, score, np.arange(40) * 7, n_boot=200, seed=3) == plain
+    assert M.bootstrap_ci(y, score, np.array([f"u{i:02d}" for i in range(40)]), n_boot=200, seed=3) == plain
 
 
 # Seven images: negatives at 0.1 0.2 0.6 0.65, positives at 0.4 0.7 0.9.
@@ -179,3 +228,21 @@ def test_coco_eval_no_detections_and_no_ground_truth() -> None:
     gt = _gt([(1, _A)], 2)
     assert M.coco_eval(gt, [])["map50_95"] == 0.0
     assert math.isnan(M.coco_eval(gt, [], image_ids=[2])["map50_95"])
+
+
+def test_bootstrap_ci_equals_a_plain_unit_resampling_loop() -> None:
+    # The vectorised form must give exactly what the obvious loop gives: the same unit draws (one
+    # rng.integers row per resample), the films of the drawn units, sklearn's AUROC, the same percentiles.
+    rng = np.random.default_rng(4)
+    unit = rng.integers(0, 25, 90)
+    y = rng.integers(0, 2, 90)
+    score = np.round(rng.random(90) + 0.3 * y, 2)  # ties included
+    draws = np.random.default_rng(9)
+    ids = np.unique(unit)
+    values = []
+    for _ in range(200):
+        idx = np.concatenate([np.flatnonzero(unit == ids[k]) for k in draws.integers(0, len(ids), len(ids))])
+        if 0 < y[idx].sum() < len(idx):
+            values.append(roc_auc_score(y[idx], score[idx]))
+    expected = np.quantile(values, [0.025, 0.975])
+    assert M.bootstrap_ci(y, score, unit, n_boot=200, seed=9) == pytest.approx(tuple(expected), abs=1e-12)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fracturekit.errors import UserError
-from fracturekit.split import assign_splits, check_ratios, parse_ratios
+from fracturekit.split import assign_splits, check_ratios, film_units, manifest_units, parse_ratios, unit_basis
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -75,3 +76,60 @@ def test_multi_film_units_reach_every_split() -> None:
     splits = assign_splits(labels, pairs, seed=0)
     homes = Counter(splits[p[0]] for p in pairs)
     assert homes["val"] >= 4 and homes["test"] >= 4 and homes["train"] >= 25
+
+
+def _partition(ids: np.ndarray) -> list[list[int]]:
+    """Unit ids -> the sets of row indices sharing one id, sorted (ids themselves are arbitrary)."""
+    sets: dict[int, list[int]] = {}
+    for i, u in enumerate(ids):
+        sets.setdefault(int(u), []).append(i)
+    return sorted(sets.values())
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        # group only: one patient's two films are one unit
+        ({"group": ["p1", "p1", "p2", "p3"]}, [[0, 1], [2], [3]]),
+        # cluster only: a film and its copy are one unit
+        ({"cluster": ["", "c1", "", "c1"]}, [[0], [1, 3], [2]]),
+        # chained: p1 (0,1) -> copy cluster c1 (1,2) -> p2 (2,3): all four are one unit; 4 stays alone
+        ({"group": ["p1", "p1", "p2", "p2", "p3"], "cluster": ["", "c1", "c1", "", ""]}, [[0, 1, 2, 3], [4]]),
+        # empty strings, blanks and missing values link nothing
+        ({"group": ["", "", " ", None], "cluster": [None, "", None, ""]}, [[0], [1], [2], [3]]),
+        # the same value in group and in cluster is not a link between the two columns
+        ({"group": ["x", "", ""], "cluster": ["", "x", ""]}, [[0], [1], [2]]),
+        # a manifest from before clusters were recorded: groups only
+        ({"group": ["p1", "", "p1"]}, [[0, 2], [1]]),
+        # neither column: every film its own unit
+        ({"label": ["fracture", "fracture"]}, [[0], [1]]),
+    ],
+)
+def test_manifest_units(columns: dict[str, list], expected: list[list[int]]) -> None:
+    assert _partition(manifest_units(pd.DataFrame(columns))) == expected
+
+
+def test_film_units_by_output_path() -> None:
+    manifest = pd.DataFrame(
+        {
+            "output_cls": ["cls/test/a/1.png", "cls/test/a/2.png", "cls/train/a/3.png", ""],
+            "group": ["p1", "p1", "p2", "p2"],
+            "cluster": ["", "", "", ""],
+        }
+    )
+    ids = film_units(manifest, "output_cls", ["cls/test/a/1.png", "cls/test/a/2.png", "cls/test/a/new.png"])
+    assert ids[0] == ids[1]  # one patient
+    assert len(set(ids.tolist())) == 2  # a film the manifest does not list is a unit of its own
+
+
+@pytest.mark.parametrize(
+    ("columns", "linked_by", "warns"),
+    [
+        (["group", "cluster"], ["group", "cluster"], False),  # current manifest
+        (["group"], ["group"], True),  # old manifest: clusters unknown, said so
+    ],
+)
+def test_unit_basis(columns: list[str], linked_by: list[str], warns: bool) -> None:
+    basis = unit_basis(pd.DataFrame(columns=columns))
+    assert basis["linked_by"] == linked_by
+    assert ("warning" in basis) == warns

@@ -51,10 +51,12 @@ def demo(
             model, name, "n/a" if value is None else f"{value:.3f}", "" if chance is None else f"{chance:.1f}"
         )
     console.print(table)
-    auroc_ci = (m.get("classification") or {}).get("auroc_ci95")
+    cls = m.get("classification") or {}
+    auroc_ci = cls.get("auroc_ci95")
     if auroc_ci:
         verdict = "beats chance" if auroc_ci[0] > 0.5 else "does NOT beat chance"
-        console.print(f"classifier AUROC 95% CI [{auroc_ci[0]:.3f}, {auroc_ci[1]:.3f}]: {verdict}")
+        units = f" over {cls['n_units']} independent units" if cls.get("n_units") else ""
+        console.print(f"classifier AUROC 95% CI [{auroc_ci[0]:.3f}, {auroc_ci[1]:.3f}]{units}: {verdict}")
     console.print(f"time: {result.timings}")
     console.print(f"report:      {result.eval_dir / 'report.html'}")
     console.print(f"predictions: {result.predictions / 'predictions.csv'} (annotated images beside it)")
