@@ -1,0 +1,141 @@
+"""Kaggle-style augmented copies of radiographs, seeded: the generator shared by the leakage and near-duplicate benches.
+
+Public fracture sets are often "augmented" before upload: every film is saved again a few times, rotated by a
+few degrees, re-cropped, brightened, mirrored, re-encoded, under names like `<name>-rotated1 - Copy (1).jpg` or
+under a new name altogether, and the whole folder is then split at random. This module makes such copies of a
+grayscale film so that benches can measure what the copies do to a split and whether the audit finds them.
+
+    from augcopies import STRENGTHS, augment_copy, copy_name   # bench/ is on sys.path for `python bench/x.py`
+    rng = np.random.default_rng(seed)
+    copy = augment_copy(gray, rng, "default")                  # uint8 (H', W'), already JPEG re-encoded once
+    name = copy_name("IMG0000019", 1, rng)                      # e.g. 'IMG0000019-rotated1 - Copy (1).jpg'
+
+Every random draw comes from `rng`, so one seed gives the same copies and names on every machine (OpenCV's
+resampling and JPEG codec are deterministic for a given build).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Strength:
+    """Ranges of one augmentation strength; each copy draws its own values inside them."""
+
+    rotation: tuple[float, float]  # |angle| in degrees, random sign; the canvas keeps its size, corners go black
+    min_crop: float  # each side keeps a uniform fraction in [min_crop, 1] of its length, at a random offset
+    brightness: float  # +- fraction of 255 added
+    contrast: float  # +- fraction: pixels scaled about their mean by 1 +- this
+    gamma: tuple[float, float]
+    mirror: float  # probability of a horizontal flip
+    rot90: float  # probability of a 90/180/270 degree turn
+    jpeg: tuple[int, int]  # quality range of the re-encoding
+    resize: tuple[float, float]  # scale factor of the final film
+    mark: float  # probability of an added border or a burned-in text
+    clahe: float  # probability of CLAHE (OpenCV, clip 2.0, 8x8 tiles)
+
+
+# "default" is what the issue's controlled check used (rotation 3-15 deg, crop to 85-100%, +-15% brightness and
+# contrast, half mirrored, JPEG 70-95) plus gamma, 90-degree turns, rescaling and marks. The smallest angle is a
+# fifth of the largest so that a "rotated" copy is really rotated, not a byte-level near-duplicate.
+STRENGTHS: dict[str, Strength] = {
+    "mild": Strength((1.0, 5.0), 0.95, 0.05, 0.05, (0.9, 1.1), 0.5, 0.0, (85, 95), (0.8, 1.0), 0.0, 0.0),
+    "default": Strength((3.0, 15.0), 0.85, 0.15, 0.15, (0.8, 1.25), 0.5, 0.2, (70, 95), (0.6, 1.0), 0.2, 0.0),
+    "strong": Strength((4.0, 20.0), 0.75, 0.15, 0.15, (0.8, 1.25), 0.5, 0.2, (70, 95), (0.6, 1.0), 0.2, 0.5),
+}
+
+_TEXTS = ("L", "R", "AUG", "PA", "LAT", "2019-03-14", "x-ray")
+
+
+def _rotate(img: np.ndarray, angle: float) -> np.ndarray:
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _crop(img: np.ndarray, rng: np.random.Generator, min_crop: float) -> np.ndarray:
+    h, w = img.shape
+    ch, cw = (max(8, round(n * rng.uniform(min_crop, 1.0))) for n in (h, w))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return img[y : y + ch, x : x + cw]
+
+
+def _intensity(img: np.ndarray, rng: np.random.Generator, s: Strength) -> np.ndarray:
+    a = img.astype(np.float32)
+    a = (
+        (a - a.mean()) * (1 + rng.uniform(-s.contrast, s.contrast))
+        + a.mean()
+        + 255 * rng.uniform(-s.brightness, s.brightness)
+    )
+    a = 255 * (np.clip(a, 0, 255) / 255) ** rng.uniform(*s.gamma)
+    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+
+
+def _mark(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A black or white border (2-8% per side), or a burned-in text label in OpenCV's built-in Hershey font."""
+    h, w = img.shape
+    if rng.random() < 0.5:
+        pad = [round(n * rng.uniform(0.02, 0.08)) for n in (h, h, w, w)]
+        return cv2.copyMakeBorder(img, *pad, cv2.BORDER_CONSTANT, value=255 if rng.random() < 0.3 else 0)
+    img = img.copy()
+    scale = max(h, w) / 600 * rng.uniform(0.8, 1.6)
+    org = (int(rng.uniform(0.03, 0.6) * w), int(rng.uniform(0.1, 0.95) * h))
+    text = _TEXTS[int(rng.integers(len(_TEXTS)))]
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, max(1, round(2 * scale)), cv2.LINE_AA)
+    return img
+
+
+def augment_copy(img: np.ndarray, rng: np.random.Generator, strength: str = "default") -> np.ndarray:
+    """One augmented copy of the grayscale uint8 film `img` at `strength` ('mild' | 'default' | 'strong').
+
+    Order: rotation, crop, rescale, mirror, 90-degree turn, brightness/contrast, gamma, CLAHE, border or text,
+    then one JPEG encode/decode round trip, so the returned pixels carry the re-encoding artefacts.
+    """
+    if img.ndim != 2 or img.dtype != np.uint8:
+        raise ValueError(f"augment_copy wants a grayscale uint8 film, got {img.dtype} {img.shape}")
+    s = STRENGTHS[strength]
+    out = _rotate(img, float(rng.uniform(*s.rotation)) * (1 if rng.random() < 0.5 else -1))
+    out = _crop(out, rng, s.min_crop)
+    f = float(rng.uniform(*s.resize))
+    out = cv2.resize(
+        out, (max(8, round(out.shape[1] * f)), max(8, round(out.shape[0] * f))), interpolation=cv2.INTER_AREA
+    )
+    if rng.random() < s.mirror:
+        out = out[:, ::-1]
+    if rng.random() < s.rot90:
+        out = np.rot90(out, int(rng.integers(1, 4)))
+    out = _intensity(np.ascontiguousarray(out), rng, s)
+    if rng.random() < s.clahe:
+        out = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(out)
+    if rng.random() < s.mark:
+        out = _mark(out, rng)
+    quality = int(rng.integers(s.jpeg[0], s.jpeg[1] + 1))
+    ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode the augmented copy")
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+# Name patterns seen on Kaggle fracture sets; `{stem}` is the original's name without extension, `{k}` the copy
+# number (1-based), `{j}` a small "Copy (j)" counter. RENAMED_SHARE of copies get a fresh name with no lineage.
+NAME_PATTERNS: tuple[str, ...] = (
+    "{stem}-rotated{k} - Copy ({j}).jpg",
+    "{stem}-rotated{k}.jpg",
+    "{stem}_aug{k}.jpg",
+    "{stem} - Copy ({k}).jpg",
+    "{stem} ({k}).jpg",
+    "{stem}_flip{k}.jpg",
+)
+RENAMED_SHARE = 0.25
+
+
+def copy_name(stem: str, k: int, rng: np.random.Generator) -> str:
+    """A Kaggle-like file name for copy `k` of the film named `stem`; a quarter are renamed with no trace of it."""
+    if rng.random() < RENAMED_SHARE:
+        return f"img_{int(rng.integers(0, 2**40)):010x}.jpg"
+    pattern = NAME_PATTERNS[int(rng.integers(len(NAME_PATTERNS)))]
+    return pattern.format(stem=stem, k=k, j=int(rng.integers(1, 4)))
