@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -48,6 +49,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from augcopies import STRENGTHS, augment_copy, copy_name  # noqa: E402  (bench/ is sys.path[0])
+
+if TYPE_CHECKING:
+    from fracturekit.audit import AuditResult
 
 CLASS_DIRS = {"Fractured": "fractured", "Non_fractured": "not fractured"}  # FracAtlas folder -> Kaggle folder
 SPLIT_RATIOS = (0.7, 0.15, 0.15)
@@ -148,7 +152,7 @@ def build_sets(
     return {r["file"]: r["original"] for r in rows}
 
 
-def naive_split(work: Path, lineage: dict[str, str], seed: int) -> Path:
+def naive_split(work: Path, seed: int) -> Path:
     """work/naive/{train,val,test}/<class>/: a random, label-stratified split of the files (hard links)."""
     from sklearn.model_selection import train_test_split
 
@@ -181,7 +185,7 @@ def lineage_leak(manifest: Path, lineage: dict[str, str]) -> tuple[float, int]:
     return float(test.isin(in_train).mean()), len(test)
 
 
-def audit_found(audit, lineage: dict[str, str]) -> dict[str, int]:
+def audit_found(audit: AuditResult, lineage: dict[str, str]) -> dict[str, int]:
     """Original/copy pairs the audit put in one cluster, of all such pairs; and pairs of different originals."""
     per_original = Counter(lineage.values())
     total = sum(n * (n - 1) // 2 for n in per_original.values())
@@ -252,7 +256,7 @@ def main() -> None:
     originals, heldout = draw_films(args.data, args.originals, args.heldout, args.seed)
     lineage = build_sets(originals, heldout, args.copies, args.strength, args.max_side, work, args.seed)
     times["build"] = time.perf_counter() - t
-    sources = {"naive": (naive_split(work, lineage, args.seed), True), "fracturekit": (work / "augmented", False)}
+    sources = {"naive": (naive_split(work, args.seed), True), "fracturekit": (work / "augmented", False)}
 
     rows: dict[str, dict] = {}
     for arm, (source, keep) in sources.items():
@@ -293,15 +297,17 @@ def main() -> None:
     )
     print(f"recipe: YOLOv8n-cls from scratch, {args.epochs} epochs, imgsz {args.imgsz}, seed {args.seed}, CPU")
     ci = lambda c: "" if not c or c[0] is None else f" [{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731
-    head = f"{'arm':<13}{'test AUROC':>24}{'held-out AUROC':>26}{'test films w/ copy in train':>29}"
-    print(head + f"{'audit: pairs linked / leaks':>30}{'train s':>9}")
+    print(
+        "| arm | test AUROC [95% CI] | held-out AUROC [95% CI] | test films with a copy of their original in "
+        "train | copy pairs the audit linked (false links) | audit leaks | train s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for arm, r in rows.items():
         a = r["audit"]
         print(
-            f"{arm:<13}{r['test_auroc']:>10.3f}{ci(r['test_auroc_ci95']):>14}"
-            f"{r['heldout_auroc']:>12.3f}{ci(r['heldout_ci95']):>14}"
-            f"{100 * r['leak_share']:>20.1f}% of {r['n_test']:<5}"
-            f"{a['linked']:>14} of {a['pairs']:<5} / {a['leaks']:<4}{r['train_s']:>9.0f}"
+            f"| {arm} | {r['test_auroc']:.3f}{ci(r['test_auroc_ci95'])} | {r['heldout_auroc']:.3f}"
+            f"{ci(r['heldout_ci95'])} | {100 * r['leak_share']:.1f}% of {r['n_test']} | {a['linked']} of "
+            f"{a['pairs']} ({a['false_links']}) | {a['leaks']} | {r['train_s']:.0f} |"
         )
     print("wall: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; work folder {work}")
     (work / "result.json").write_text(json.dumps({"args": vars(args), "times": times, "arms": rows}, default=str))
