@@ -269,7 +269,7 @@ def test_evaluate_resamples_units(
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     run = RunDir(tmp_path / "run")
     (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda _run: (_FolderClassifier(NAMES), run))
+    monkeypatch.setattr(E, "_load_model", lambda _run, _task: (_FolderClassifier(NAMES), run))
 
     m = E.evaluate(root, classifier=run.root, by=["label"], bootstrap=50)
     c = m["classification"]
