@@ -223,8 +223,9 @@ def exact_groups(items: Sequence[AuditItem]) -> list[list[int]]:
     """Index sets of films with the same file bytes or the same decoded pixels (size >= 2)."""
     keys: dict[str, list[int]] = defaultdict(list)
     for i, it in enumerate(items):
-        keys["f" + it.sha256].append(i)
-        keys["p" + it.pixel_sha256].append(i)
+        for key in ("f" + it.sha256, "p" + it.pixel_sha256):
+            if len(key) > 1:  # an unknown hash ("") is no evidence: films without one must not all match
+                keys[key].append(i)
     return [idx for idx in keys.values() if len(idx) > 1]
 
 
@@ -234,6 +235,21 @@ def duplicate_links(items: Sequence[AuditItem], exact: list[list[int]] | None = 
     if items:
         links.extend(near_pairs(np.stack([it.phashes for it in items])).tolist())
     return links
+
+
+def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditItem]) -> list[tuple[int, int]]:
+    """Pairs (i, j): eval film j duplicates train film i, by the same test as the audit (`duplicate_links`).
+
+    Direct links only (no chaining through a third film): a scored film counts when it is itself a copy of
+    a film the model saw. Used by `evaluate` to refuse scoring a model on its own training films.
+    """
+    n = len(train_items)
+    pairs: set[tuple[int, int]] = set()
+    for link in duplicate_links([*train_items, *eval_items]):
+        train = [i for i in link if i < n]
+        scored = [j - n for j in link if j >= n]
+        pairs.update((i, j) for i in train for j in scored)
+    return sorted(pairs)
 
 
 def _hash_film(path: Path) -> tuple[str, str, np.ndarray] | str:

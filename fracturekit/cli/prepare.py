@@ -78,6 +78,9 @@ def prepare(
     preset: Annotated[str | None, typer.Option("--preset", help="Known public dataset (see datasets/*.yaml).")] = None,
     clahe: Annotated[bool, typer.Option("--clahe", help="Apply CLAHE contrast enhancement to every film.")] = False,
     max_side: Annotated[int | None, typer.Option("--max-side", help="Downscale films to this long side (px).")] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace what an earlier prepare wrote in --out; nothing else.")
+    ] = False,
 ) -> None:
     """Turn a raw fracture dataset into leak-free YOLO classification + detection datasets, then audit them."""
     from fracturekit.prepare import prepare as run_prepare
@@ -96,6 +99,7 @@ def prepare(
         clahe=clahe,
         max_side=max_side,
         preset=preset,
+        exist_ok=exist_ok,
         progress=True,
     )
     s = result.summary
