@@ -290,7 +290,7 @@ def ultralytics_val(
         "device": device,
         "plots": False,
         "save_json": True,
-        "project": str(save_dir.parent),
+        "project": str(save_dir.parent.resolve()),  # relative: Ultralytics would re-root it under its runs_dir
         "name": save_dir.name,
         "exist_ok": True,
         "verbose": False,
@@ -509,13 +509,13 @@ def _seen_check(
     from fracturekit.provenance import load_seen, overlap, require_no_overlap, scored_items
 
     paths = {role: _scored_paths(ds, split, role) for role, _ in roles}
-    unique = sorted(set().union(*paths.values()))
-    items = dict(zip(unique, scored_items(ds, unique, show_progress), strict=True))
+    items, key_of = scored_items(ds, sorted(set().union(*paths.values())), show_progress)
     overlaps = []
     for role, rd in roles:
         task = "classify" if role == "classifier" else "detect"
-        overlaps.append(overlap(load_seen(rd, task), rd, [items[p] for p in paths[role]]))
-    require_no_overlap(overlaps, len(unique), ds, split, allow)
+        films = [items[k] for k in sorted({key_of[p] for p in paths[role]})]
+        overlaps.append(overlap(load_seen(rd, task), rd, films))
+    require_no_overlap(overlaps, len(items), ds, split, allow)
     return overlaps
 
 

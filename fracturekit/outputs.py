@@ -100,11 +100,12 @@ def _entries(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir()) if out.is_dir() else []
 
 
-def claim(out: Path, command: str, exist_ok: bool, flag: str = "--out") -> set[str]:
+def claim(out: Path, command: str, exist_ok: bool, flag: str = "--out", hint: str = "") -> set[str]:
     """Make `out` ready for `command`: refuse a used folder unless exist_ok; then remove what ITS last run wrote.
 
     Returns the files that earlier run recorded (already removed). Files of other commands and the
-    user's own files are left alone; `planned` collisions are checked by `check_free`.
+    user's own files are left alone; `planned` collisions are checked by `check_free`. `hint` is added to
+    the refusal when `command` wrote there before (predict: "pass --resume to continue it").
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -115,9 +116,10 @@ def claim(out: Path, command: str, exist_ok: bool, flag: str = "--out") -> set[s
     if not exist_ok:
         visible = [n for n in used if n != RECORD] or used
         shown = ", ".join(visible[:3]) + (f" and {len(visible) - 3} more" if len(visible) > 3 else "")
+        resume = f"{hint}, " if hint and read_record(out, command) else ""
         raise UserError(
-            f"{flag} {out} already holds files ({shown}); pass --exist-ok to replace what {command} wrote there "
-            "(nothing else is touched), or choose a new folder."
+            f"{flag} {out} already holds files ({shown}); {resume}pass --exist-ok to replace what {command} wrote "
+            "there (nothing else is touched), or choose a new folder."
         )
     earlier = read_record(out, command)
     remove_recorded(out, earlier)

@@ -669,7 +669,7 @@ def predict(
     if resume:
         ours, done = _resume_state(out, settings)
     else:
-        ours, done = claim(out, "predict", exist_ok), set()
+        ours, done = claim(out, "predict", exist_ok, hint="pass --resume to continue it"), set()
     check_free(out, planned, ours, "predict")
     write_record(out, "predict", ours | planned if resume else planned, settings)  # before writing anything
     csv_path = out / "predictions.csv"

@@ -105,23 +105,31 @@ def seen_items(seen: Seen) -> list[AuditItem]:
     ]
 
 
-def scored_items(ds: PreparedDataset, rel_paths: list[str], progress: bool = False) -> list[AuditItem | None]:
-    """AuditItems of the films evaluate scores, hashed from the files like `audit` does; the content sha256
-    is the manifest's (the source file's bytes, as in seen.csv). None for a file that cannot be read."""
+def scored_items(
+    ds: PreparedDataset, rel_paths: list[str], progress: bool = False
+) -> tuple[dict[str, AuditItem | None], dict[str, str]]:
+    """The films behind `rel_paths` keyed by their manifest source (a film in cls/ and det/ counts once),
+    and each path's key.
+
+    Each film is hashed from its file like `audit` does; the content sha256 is the manifest's (the source
+    file's bytes, as in seen.csv) and the item's path is the source. None for a file that cannot be read.
+    """
+    rows: dict[str, dict[str, str]] = {}
     with ds.manifest.open(newline="") as f:
-        source_sha = {}
         for r in csv.DictReader(f):
             for col in _OUTPUT_COLUMN.values():
                 if r.get(col):
-                    source_sha[r[col]] = r.get("sha256", "")
-    hashed = parallel_map(lambda rel: _hash_film(ds.root / rel), rel_paths, progress, "hashing scored films")
-    items: list[AuditItem | None] = []
-    for rel, h in zip(rel_paths, hashed, strict=True):
-        if isinstance(h, str):
-            items.append(None)
-        else:
-            items.append(AuditItem(rel, "", "", None, source_sha.get(rel) or h[0], h[1], h[2]))
-    return items
+                    rows[r[col]] = r
+    key_of = {rel: rows[rel]["source"] if rel in rows else rel for rel in rel_paths}
+    first: dict[str, str] = {}
+    for rel, key in key_of.items():
+        first.setdefault(key, rel)
+    hashed = parallel_map(lambda rel: _hash_film(ds.root / rel), list(first.values()), progress, "hashing films")
+    items: dict[str, AuditItem | None] = {}
+    for (key, rel), h in zip(first.items(), hashed, strict=True):
+        sha = rows[rel].get("sha256", "") if rel in rows else ""
+        items[key] = None if isinstance(h, str) else AuditItem(key, "", "", None, sha or h[0], h[1], h[2])
+    return items, key_of
 
 
 @dataclass
@@ -151,13 +159,13 @@ def overlap(seen: Seen | None, run: RunDir, scored: list[AuditItem | None]) -> O
 def overlap_sentence(overlaps: list[Overlap], n_scored: int, ds: PreparedDataset, split: str) -> str:
     """The one-sentence refusal: count, two examples, and --allow-overlap."""
     films = set().union(*(o.films for o in overlaps))
-    examples = [p for o in overlaps for p in o.pairs][:2]
+    examples = list({p[0]: p for o in reversed(overlaps) for p in reversed(o.pairs)}.values())[::-1][:2]
     shown = "; ".join(f"{Path(a).name} = {s} film {Path(b).name}" for a, s, b in examples)
     runs = ", ".join(str(o.run.root) for o in overlaps if o.pairs)
     return (
-        f"{len(films)} of the {n_scored} {split} films of {ds.root} are copies of films {runs} trained or "
-        f"validated on (e.g. {shown}); evaluate on films the model never saw, or pass --allow-overlap to "
-        "score anyway with the overlap recorded in metrics.json and the report."
+        f"{len(films)} of the {n_scored} {split} films of {ds.root} are films, or copies of films, that {runs} "
+        f"trained or validated on (e.g. {shown}); evaluate on films the model never saw, or pass --allow-overlap "
+        "to score anyway with the overlap recorded in metrics.json and the report."
     )
 
 
