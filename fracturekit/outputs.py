@@ -174,6 +174,8 @@ def new_tmp(out: Path) -> Path:
     """`<out>.tmp-<pid>`, created empty with the marker that lets a later run clean it up."""
     tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
+        if not (tmp / TMP_MARKER).is_file():
+            raise UserError(f"{tmp} exists and was not made by prepare; move it, then run prepare again.")
         shutil.rmtree(tmp)  # our own pid: left by an earlier call in this very process
     tmp.mkdir(parents=True)
     (tmp / TMP_MARKER).write_text(f"{os.getpid()}\n")
