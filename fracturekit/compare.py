@@ -153,7 +153,9 @@ def data_warnings(df: pd.DataFrame) -> list[str]:
         f"(data_hash {row.get('eval_data_hash')})"
         for _, row in evaluated.iterrows()
     )
-    return [f"the runs were evaluated on different data, so their test numbers are not comparable: {where}"]
+    return [
+        f"the runs were evaluated on different data or splits, so their held-out numbers are not comparable: {where}"
+    ]
 
 
 def compare(runs: list[Path]) -> pd.DataFrame:
