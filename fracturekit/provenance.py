@@ -120,7 +120,7 @@ def scored_items(
             for col in _OUTPUT_COLUMN.values():
                 if r.get(col):
                     rows[r[col]] = r
-    key_of = {rel: rows[rel]["source"] if rel in rows else rel for rel in rel_paths}
+    key_of = {rel: rows[rel].get("source") or rel if rel in rows else rel for rel in rel_paths}
     first: dict[str, str] = {}
     for rel, key in key_of.items():
         first.setdefault(key, rel)
