@@ -269,8 +269,9 @@ def exact_groups(items: Sequence[AuditItem]) -> list[list[int]]:
     """Index sets of films with the same file bytes or the same decoded pixels (size >= 2)."""
     keys: dict[str, list[int]] = defaultdict(list)
     for i, it in enumerate(items):
-        keys["f" + it.sha256].append(i)
-        keys["p" + it.pixel_sha256].append(i)
+        for key in ("f" + it.sha256, "p" + it.pixel_sha256):
+            if len(key) > 1:  # an unknown hash ("") is no evidence: films without one must not all match
+                keys[key].append(i)
     return [idx for idx in keys.values() if len(idx) > 1]
 
 
@@ -299,6 +300,21 @@ def duplicate_links(items: Sequence[AuditItem]) -> list[Link]:
 def film_hashes(pixels: np.ndarray) -> tuple[str, np.ndarray, Signature]:
     """(pixel sha256, dihedral phashes, copy signature) of one decoded 8-bit film: what the audit compares."""
     return pixel_sha256(pixels), dihedral_phashes(pixels), signature(pixels)
+
+
+def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditItem]) -> list[tuple[int, int]]:
+    """Pairs (i, j): eval film j duplicates train film i, by the same test as the audit (`duplicate_links`).
+
+    Direct links only (no chaining through a third film): a scored film counts when it is itself a copy of
+    a film the model saw. Used by `evaluate` to refuse scoring a model on its own training films.
+    """
+    n = len(train_items)
+    pairs: set[tuple[int, int]] = set()
+    for link in duplicate_links([*train_items, *eval_items]):
+        train = [i for i in link.members if i < n]
+        scored = [j - n for j in link.members if j >= n]
+        pairs.update((i, j) for i in train for j in scored)
+    return sorted(pairs)
 
 
 def _hash_film(path: Path) -> tuple[str, str, np.ndarray, Signature] | str:

@@ -102,6 +102,7 @@ def run_summary(run: str | Path) -> dict[str, Any]:
         "batch": settings.get("batch"),
         "device": _device(settings.get("device")),
         "pretrained": settings.get("pretrained"),
+        "data_hash": _short(record.get("data_hash")),
         "train_time_s": None,
     }
     if results is not None and len(results):
@@ -118,6 +119,10 @@ def run_summary(run: str | Path) -> dict[str, Any]:
     evaluation = _read_mapping(rd.metrics)
     if evaluation:
         row["eval_split"] = evaluation.get("split")
+        provenance = evaluation.get("provenance") or {}
+        row["eval_data"] = provenance.get("data") or evaluation.get("data")
+        row["eval_data_hash"] = _short(provenance.get("data_hash"))
+        row["eval_train_overlap"] = provenance.get("train_overlap")
         section = evaluation.get("classification" if task == "classify" else "detection") or {}
         if section.get("run") and Path(section["run"]).resolve() != rd.root.resolve():
             section = {}  # eval/ of this run holds the OTHER model's numbers only
@@ -128,6 +133,29 @@ def run_summary(run: str | Path) -> dict[str, Any]:
         if "pycocotools" in section:
             row["test_coco_map50_95"] = section["pycocotools"].get("map50_95")
     return row
+
+
+def _short(data_hash: Any) -> str | None:
+    """The first 12 hex digits of a data_hash: enough to tell datasets apart in a table."""
+    return str(data_hash)[:12] if data_hash else None
+
+
+def data_warnings(df: pd.DataFrame) -> list[str]:
+    """Sentences for runs whose held-out numbers are not comparable: evaluated on different data or splits."""
+    if "eval_split" not in df.columns:
+        return []
+    evaluated = df.dropna(subset=["eval_split"])
+    keys = {(row.get("eval_data_hash") or row.get("eval_data"), row["eval_split"]) for _, row in evaluated.iterrows()}
+    if len(keys) <= 1:
+        return []
+    where = "; ".join(
+        f"{Path(row['run']).name}: {row['eval_split']} of {row.get('eval_data')} "
+        f"(data_hash {row.get('eval_data_hash')})"
+        for _, row in evaluated.iterrows()
+    )
+    return [
+        f"the runs were evaluated on different data or splits, so their held-out numbers are not comparable: {where}"
+    ]
 
 
 def compare(runs: list[Path]) -> pd.DataFrame:

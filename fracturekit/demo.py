@@ -107,7 +107,16 @@ def run_demo(
     lap("generate")
 
     console.rule("2/5 prepare (leak-free split by patient + audit)")
-    prepared = prepare(raw, out / "dataset", split=(0.6, 0.2, 0.2), seed=seed, meta=raw / "metadata.csv")
+    # exist_ok here and below: a re-run of the demo replaces its own earlier outputs, nothing else.
+    prepared = prepare(
+        raw,
+        out / "dataset",
+        split=(0.6, 0.2, 0.2),
+        seed=seed,
+        meta=raw / "metadata.csv",
+        exist_ok=True,
+        runs_dir=out / "runs",
+    )
     lap("prepare")
 
     console.rule("3/5 train a detector, then a classifier on its backbone (from scratch, offline)")
@@ -155,7 +164,7 @@ def run_demo(
         out / "fresh", settings.n_fresh, seed=seed + 1, size=settings.image_size, fmt="images"
     )
     predictions = out / "predictions"
-    predict(fresh, detector=detector.root, classifier=classifier.root, out=predictions)
+    predict(fresh, detector=detector.root, classifier=classifier.root, out=predictions, exist_ok=True)
     lap("predict")
 
     timings["total"] = round(time.perf_counter() - t0, 1)

@@ -6,6 +6,10 @@ evaluated split. Detector: Ultralytics `val` numbers, and the very same boxes (c
 run) rescored by pycocotools against a COCO ground truth built from the YOLO labels; plus an
 image-level score (highest box confidence, 0 without a box) so the detector gets an AUROC on every
 image, backgrounds included. Writes metrics.json, predictions.csv and report.html into `out`.
+
+Before any inference, every film to be scored is compared with the films each run trained and validated
+on (fracturekit.provenance, by the audit's duplicate test): a copy refuses the evaluation unless
+`allow_overlap`, and metrics.json's `provenance` (build_provenance) records the count either way.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset, RunDir
 from fracturekit.options import check_imgsz, check_task, inference_device
+from fracturekit.outputs import check_free, claim, files_under, increment, write_record
 from fracturekit.paths import rel_to, user_path
 from fracturekit.split import film_units, unit_basis
 
@@ -286,7 +293,7 @@ def ultralytics_val(
         "device": device,
         "plots": False,
         "save_json": True,
-        "project": str(save_dir.parent),
+        "project": str(save_dir.parent.resolve()),  # relative: Ultralytics would re-root it under its runs_dir
         "name": save_dir.name,
         "exist_ok": True,
         "verbose": False,
@@ -369,14 +376,18 @@ def evaluate(
     device: str = "auto",
     bootstrap: int = 1000,
     seed: int = 0,
+    exist_ok: bool = False,
+    allow_overlap: bool = False,
     show_progress: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier and/or detector run on `split` of a prepared dataset; returns metrics.json's dict.
 
     Writes metrics.json, predictions.csv, report.html (and Ultralytics' val folder) into `out`
-    (default: `<classifier or detector run>/eval/`; with both runs and no `out`, the detector run's
-    eval/ gets a copy of metrics.json too) and prints a summary table on `console`.
+    (default: the first free of `<classifier or detector run>/eval`, `eval2`, ...; with both runs and no
+    `out`, the detector run's next eval folder gets a copy of metrics.json too) and prints a summary table
+    on `console`. A used `out` is refused unless `exist_ok` (then only evaluate's own earlier files there
+    are replaced). Films the runs trained or validated on refuse the evaluation unless `allow_overlap`.
     """
     from fracturekit.report import summary_table, write_report
 
@@ -402,10 +413,16 @@ def evaluate(
         raise UserError(
             f"{ds.manifest}: no column {', '.join(missing)} for --by; available: {', '.join(manifest.columns)}."
         )
-    out_dir = user_path(out) if out else RunDir.find(classifier or detector).eval_dir
+    roles = [(role, RunDir.find(r)) for role, r in (("classifier", classifier), ("detector", detector)) if r]
     # Both models are loaded and their tasks checked before anything is written: a wrong run leaves no folder.
     loaded_clf = _load_model(classifier, "classify") if classifier is not None else None
     loaded_det = _load_model(detector, "detect") if detector is not None else None
+    overlaps = _seen_check(ds, split, roles, allow_overlap, show_progress)
+    out_dir = user_path(out) if out else increment(roles[0][1].eval_dir)
+    planned = ["metrics.json", "predictions.csv", "report.html"]
+    ours = claim(out_dir, "evaluate", exist_ok)
+    check_free(out_dir, planned, ours, "evaluate")
+    write_record(out_dir, "evaluate", planned)  # before writing: a killed run's files are known too
     out_dir.mkdir(parents=True, exist_ok=True)
 
     result: dict[str, Any] = {
@@ -481,18 +498,98 @@ def evaluate(
         plots.setdefault("curves", {})["detector (max box confidence)"] = det_plot
 
     result["skipped"] = skipped
+    result["provenance"] = build_provenance(ds, split, roles, overlaps)
     predictions = pd.concat(rows, ignore_index=True)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     clean = _nan_to_none(result)
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2))
     if out is None and classifier is not None and detector is not None:
-        # `predict` reads each model's threshold from ITS run's eval/metrics.json: give the detector its copy.
-        det_eval = RunDir.find(detector).eval_dir
-        det_eval.mkdir(parents=True, exist_ok=True)
+        # `predict` reads each model's threshold from ITS run's latest eval*/metrics.json: give the detector a copy.
+        det_eval = increment(RunDir.find(detector).eval_dir)
+        write_record(det_eval, "evaluate", ["metrics.json"])
         (det_eval / "metrics.json").write_text(json.dumps(clean, indent=2))
     write_report(clean, plots, out_dir / "report.html")
+    write_record(out_dir, "evaluate", [f for f in files_under(out_dir) if f.startswith("ultralytics_val_")] + planned)
     console.print(summary_table(clean))
     return clean
+
+
+def _scored_paths(ds: PreparedDataset, split: str, role: str) -> list[str]:
+    """Dataset-relative paths of the films `role` will score on `split` (what classify_images/val read)."""
+    if role == "classifier":
+        split_dir = ds.cls_dir / split
+        files = sorted(p for p in split_dir.rglob("*") if p.is_file() and is_image_file(p))
+    else:
+        files = _split_images(ds, split)
+    return [_rel(p, ds.root) for p in files]
+
+
+def _seen_check(
+    ds: PreparedDataset, split: str, roles: list[tuple[str, RunDir]], allow: bool, show_progress: bool
+) -> list[Any]:
+    """Compare the films each run will score with the films it trained/validated on; refuse on overlap."""
+    from fracturekit.provenance import load_seen, overlap, require_no_overlap, scored_items
+
+    paths = {role: _scored_paths(ds, split, role) for role, _ in roles}
+    items, key_of = scored_items(ds, sorted(set().union(*paths.values())), show_progress)
+    overlaps = []
+    for role, rd in roles:
+        task = "classify" if role == "classifier" else "detect"
+        films = [items[k] for k in sorted({key_of[p] for p in paths[role]})]
+        overlaps.append(overlap(load_seen(rd, task), rd, films))
+    require_no_overlap(overlaps, len(items), ds, split, allow)
+    return overlaps
+
+
+def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, RunDir]], overlaps: list[Any]) -> dict:
+    """metrics.json `provenance`: versions, date, the data scored and each run's training data and overlap.
+
+    train_overlap: scored films that are copies of a film some run trained or validated on (0 = clean;
+    None when a run has no record of its films, so the check could not be made).
+    """
+
+    def _version(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        data_hash = json.loads(ds.summary.read_text(encoding="utf-8")).get("data_hash")
+    except (OSError, ValueError):
+        data_hash = None
+    runs = []
+    for (role, rd), ov in zip(roles, overlaps, strict=True):
+        try:
+            record = json.loads(rd.record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        runs.append(
+            {
+                "role": role,
+                "path": str(rd.root.resolve()),
+                "data": record.get("data"),
+                "data_hash": record.get("data_hash"),
+                "same_data": record.get("data_hash") is not None and record.get("data_hash") == data_hash,
+                "seen_checked": ov.checked,
+                "train_overlap": len(ov.films) if ov.checked else None,
+            }
+        )
+    films = set().union(*(o.films for o in overlaps))
+    return {
+        "fracturekit": _version("fracturekit"),
+        "ultralytics": _version("ultralytics"),
+        "torch": _version("torch"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": str(ds.root.resolve()),
+        "data_hash": data_hash,
+        "split": split,
+        "runs": runs,
+        "train_overlap": len(films) if all(o.checked for o in overlaps) else None,
+        "train_overlap_examples": [
+            {"scored": a, "seen_split": s, "seen": b, "run": str(o.run.root)} for o in overlaps for a, s, b in o.pairs
+        ][:10],
+    }
 
 
 def _cm_labels(names: list[str], pos: int | None) -> list[str]:

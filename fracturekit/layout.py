@@ -116,7 +116,11 @@ class RunDir:
 
     @property
     def metrics(self) -> Path:
-        return self.eval_dir / "metrics.json"
+        """metrics.json of the run's latest default evaluation (the highest of eval/, eval2/, ...)."""
+        from fracturekit.outputs import latest
+
+        found = latest(self.eval_dir, "metrics.json")
+        return (found or self.eval_dir) / "metrics.json"
 
     @classmethod
     def find(cls, path: str | Path) -> RunDir:

@@ -39,6 +39,7 @@ from fracturekit.ingest.base import JUNK_DIRS
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, RunDir
 from fracturekit.options import NMS_IOU as IOU
 from fracturekit.options import check_fraction, check_imgsz, check_task, inference_device
+from fracturekit.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
 from fracturekit.paths import user_path
 from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
@@ -529,28 +530,87 @@ def _write(path: Path, img: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _write_tables(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    with (out / "predictions.csv").open("w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        wr.writeheader()
-        for r in records:
-            row = dict(r)
-            row["boxes"] = json.dumps(r["boxes"])
-            row["cam"] = ";".join(r["cam"])
-            row["warnings"] = "; ".join(r["warnings"])
-            wr.writerow(row)
-    (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
+def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
+    row = dict(rec)
+    row["boxes"] = json.dumps(rec["boxes"])
+    row["cam"] = ";".join(rec["cam"])
+    row["warnings"] = "; ".join(rec["warnings"])
+    return row
+
+
+_INT_COLUMNS = ("width", "height", "n_boxes")
+_FLOAT_COLUMNS = ("fracture_probability", "threshold", "detector_score")
+
+
+def _record_from_row(row: dict[str, str]) -> dict[str, Any]:
+    """A predictions.csv row back as the record `predict` returns (the JSON is written from the CSV)."""
+    rec: dict[str, Any] = dict(row)
+    for col in _INT_COLUMNS:
+        rec[col] = int(row[col]) if row[col] else (0 if col == "n_boxes" else None)
+    for col in _FLOAT_COLUMNS:
+        rec[col] = float(row[col]) if row[col] else None
+    rec["boxes"] = json.loads(row["boxes"]) if row["boxes"] else []
+    rec["cam"] = row["cam"].split(";") if row["cam"] else []
+    rec["warnings"] = row["warnings"].split("; ") if row["warnings"] else []
+    return rec
+
+
+def _read_rows(csv_path: Path) -> list[dict[str, Any]]:
+    """The records in predictions.csv; a last line cut short by a killed run is dropped from the file."""
+    data = csv_path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with csv_path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            raise UserError(f"{csv_path}: not a predictions.csv of this fracturekit version; pass a new --out.")
+        return [_record_from_row(r) for r in reader]
+
+
+def output_folder(out: str | Path | None, resume: bool) -> Path:
+    """The explicit --out, else the first free of runs/predict, runs/predict2, ... (the latest one to resume)."""
+    if out is not None:
+        return Path(out)
+    base = Path("runs") / "predict"
+    if resume:
+        found = latest(base, "predictions.csv")
+        if found is None:
+            raise UserError(f"--resume: no {base}*/predictions.csv to resume; pass --out with the folder to resume.")
+        return found
+    return increment(base)
+
+
+def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(files predict recorded in `out`, film paths already in its predictions.csv) for --resume.
+
+    Paths as the CSV holds them: relative to the source root, so a resume from another folder matches too.
+    """
+    ours = read_record(out, "predict")
+    if "predictions.csv" not in ours or not (out / "predictions.csv").is_file():
+        raise UserError(f"--resume: {out} holds no predictions.csv written by predict; run without --resume.")
+    before = record_settings(out, "predict")
+    changed = [k for k in ("detector", "classifier", "conf", "imgsz") if before.get(k) != settings[k]]
+    if changed:
+        k = changed[0]
+        raise UserError(
+            f"--resume: {out} was predicted with {k} {before.get(k)}, not {settings[k]}; resume with the same "
+            "models and options, or pass --exist-ok without --resume to start over."
+        )
+    done = {r["path"] for r in _read_rows(out / "predictions.csv")}
+    return ours, done
 
 
 # ------------------------------------------------------------------------------------------ main API
 def _batches(
     paths: list[Path],
+    todo: list[int],
     batch: int,
     pool: ThreadPoolExecutor,
     load: Callable[[int, Path], _Item],
 ) -> Iterator[list[_Item]]:
-    """Yield decoded batches while the next batch is already decoding in the pool (one batch ahead)."""
-    chunks = [range(i, min(i + batch, len(paths))) for i in range(0, len(paths), batch)]
+    """Yield decoded batches of `paths[todo]` while the next batch is already decoding (one batch ahead)."""
+    chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
     queued: deque[list[Future[_Item]]] = deque()
     for k, chunk in enumerate(chunks):
         if not queued:
@@ -565,7 +625,7 @@ def predict(
     *,
     detector: str | Path | None = None,
     classifier: str | Path | None = None,
-    out: str | Path = "runs/predict",
+    out: str | Path | None = None,
     imgsz: int | None = None,
     conf: float = 0.25,
     iou: float = IOU,
@@ -574,9 +634,17 @@ def predict(
     device: str = "auto",
     threads: int | None = None,
     save_images: bool = True,
+    exist_ok: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
+
+    `out` None: the first free of runs/predict, runs/predict2, ... A used `out` is refused unless
+    `exist_ok` (then only predict's own earlier files there are replaced). Each film's row is appended to
+    predictions.csv and flushed once its annotated image is written, so a killed run keeps every finished
+    film; `resume` continues such a run in `out` (default: the latest runs/predict*), skipping the films
+    already listed. predictions.json is written from the CSV at the end.
 
     Returns one record per image (in sorted path order): path (relative to the --source folder, or to
     the films' common folder for a file or glob; predictions.json `source_root` holds it), width,
@@ -600,7 +668,7 @@ def predict(
     dev, _, device_note = inference_device(device)
     device_spec = dev.spec
     run_notes = [n for n in (size_note, device_note) if n]
-    out = user_path(out)
+    out = user_path(output_folder(out, resume))
     source = source_path(source)
     paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
     if not paths:
@@ -622,23 +690,54 @@ def predict(
     pos_idx = _positive_index(clf, clf_pol.positive) if clf is not None and clf_pol is not None else None
     box_floor = min(conf, det_pol.threshold) if det_pol is not None else conf
 
-    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "detector": str(det.weights) if det else None,
+        "classifier": str(clf.weights) if clf else None,
+        "conf": conf,
+        "imgsz": imgsz,
+    }
+    planned = {"predictions.csv", "predictions.json"}
+    if save_images:
+        planned.update(f"{n}.jpg" for n in names)
+    if cam:
+        planned.update(f"cam/{n}{t}.png" for n in names for t in ("", ".det"))
+    if resume:
+        ours, done = _resume_state(out, settings)
+    else:
+        ours, done = claim(out, "predict", exist_ok, hint="pass --resume to continue it"), set()
+    check_free(out, planned, ours, "predict")
+    write_record(out, "predict", ours | planned if resume else planned, settings)  # before writing anything
+    csv_path = out / "predictions.csv"
+    if not resume:
+        with csv_path.open("w", newline="") as f:
+            csv.DictWriter(f, fieldnames=CSV_COLUMNS).writeheader()
+    todo = [i for i, p in enumerate(paths) if p.relative_to(root).as_posix() not in done]
     if cam:
         (out / "cam").mkdir(exist_ok=True)
     cls_tf = _classify_host_transform(clf.imgsz, threads) if clf is not None else None
     n_threads = cpu_threads(threads)
-    records: list[dict[str, Any]] = [{} for _ in paths]
-    writes: list[Future[None]] = []
+    # Batches whose rows wait for their image writes: a row is in the CSV only once its film is finished.
+    pending: deque[tuple[list[dict[str, Any]], list[Future[None]]]] = deque()
 
     def load(i: int, p: Path) -> _Item:
         return _load(i, p, det, cls_tf)
 
-    with ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool:
-        stream = _batches(paths, batch, pool, load)
+    with ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool, csv_path.open("a", newline="") as fh:
+        table = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+
+        def append_finished(wait: bool) -> None:
+            while pending and (wait or all(f.done() for f in pending[0][1])):
+                recs, futures = pending.popleft()
+                for f in futures:
+                    f.result()
+                table.writerows(_csv_row(r) for r in recs)
+                fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
+
+        stream = _batches(paths, todo, batch, pool, load)
         if progress:
             from rich.progress import track
 
-            stream = track(stream, total=(len(paths) + batch - 1) // batch, description="predict")
+            stream = track(stream, total=(len(todo) + batch - 1) // batch, description="predict")
         for items in stream:
             good = [it for it in items if it.gray is not None]
             boxes: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(good)
@@ -651,10 +750,10 @@ def predict(
                 probs, cls_maps = _classify_batch(clf, good, cam)
                 if clf_pol is not None and clf_pol.temperature != 1.0:
                     probs = apply_temperature(probs, clf_pol.temperature)
-            for it in items:
-                records[it.index] = _empty_record(it, root)
+            batch_recs = {it.index: _empty_record(it, root) for it in items}
+            writes: list[Future[None]] = []
             for k, it in enumerate(good):
-                rec = records[it.index]
+                rec = batch_recs[it.index]
                 h, w = it.gray.shape  # type: ignore[union-attr]
                 rec.update(width=w, height=h)
                 kept = boxes[k][boxes[k][:, 4] >= conf] if det is not None else boxes[k]
@@ -691,9 +790,12 @@ def predict(
                         target = out / "cam" / f"{name}{tag}.png"
                         rec["cam"].append(target.relative_to(out).as_posix())
                         writes.append(pool.submit(_write, target, _overlay(it.gray, m)))  # type: ignore[arg-type]
-        for f in writes:
-            f.result()
+            pending.append(([batch_recs[it.index] for it in items], writes))
+            append_finished(wait=False)
+        append_finished(wait=True)
 
+    order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths)}
+    records = sorted(_read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
     notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
     meta = {
         "source": str(source),
@@ -709,10 +811,11 @@ def predict(
         "batch": batch,
         "temperature": clf_pol.temperature if clf_pol else None,
         "notes": notes,
-        "n_images": len(paths),
+        "resumed_after": len(paths) - len(todo) if resume else None,
+        "n_images": len(records),
         "n_errors": sum(1 for r in records if r["error"]),
     }
-    _write_tables(out, records, meta)
+    (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
     return records
 
 

@@ -3,8 +3,10 @@
 Steps: read annotations (`load_source`), join metadata, decode every film once on a thread pool
 (hashes, optional CLAHE / downscale, write a staged output file), cluster duplicates, assign
 seeded stratified grouped splits, move the staged files into `cls/` and `det/`, write the manifest,
-the summary and the audit. Everything is built in `<out>.tmp-<pid>` and renamed over `out` at the
-end, so an interrupted run never leaves a complete-looking dataset.
+the summary and the audit. Everything is built in `<out>.tmp-<pid>` and then renamed to `out`; over an
+earlier dataset (`exist_ok`) only the files that prepare recorded writing there are replaced, the
+manifest last, so an interrupted run never leaves a complete-looking dataset and a user's own files in
+`out` stay. A later prepare removes the `<out>.tmp-<pid>` of a killed run (see fracturekit.outputs).
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ from fracturekit.hashing import phash_hex
 from fracturekit.imageio import SUFFIX_KINDS, ImageReadError, apply_clahe, limit_side, read_image, sniff_file
 from fracturekit.ingest.base import JUNK_DIRS, HeaderError, Record, fold, image_header
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, SPLITS, PreparedDataset
+from fracturekit.outputs import (
+    RECORD,
+    TMP_MARKER,
+    check_free,
+    clean_stale_tmp,
+    files_under,
+    new_tmp,
+    read_record,
+    remove_recorded,
+    write_record,
+)
 from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.split import DEFAULT_RATIOS, assign_splits, check_ratios
 
@@ -91,15 +104,39 @@ class _Film:
     label_file: str = ""
 
 
-def _check_out(source: Path, out: Path) -> None:
-    """Refuse an output folder that is the source, inside it, contains it, or is not ours to replace."""
+def _check_out(source: Path, out: Path, exist_ok: bool) -> set[str]:
+    """Refuse an output folder that is the source, inside it, contains it, or already used (unless exist_ok).
+
+    Returns the files an earlier prepare wrote there (to be replaced); nothing is removed yet.
+    """
     src, dst = source, out  # both resolved by `prepare`
     if dst == src or src in dst.parents:
         raise UserError(f"--out {out} is inside the source {source}; choose a folder outside it.")
     if dst in src.parents:
         raise UserError(f"--out {out} contains the source {source}; replacing it would delete the source.")
-    if out.exists() and not (out / "manifest.csv").is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} exists and is not a prepared dataset; choose a new or empty folder.")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder.")
+    used = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if used and not exist_ok:
+        shown = [n for n in used if n != RECORD] or used
+        what = "a prepared dataset" if (out / "manifest.csv").is_file() else "files"
+        raise UserError(
+            f"--out {out} already holds {what} ({', '.join(shown[:3])}{' ...' if len(shown) > 3 else ''}); "
+            "pass --exist-ok to replace what prepare wrote there (nothing else is touched), or choose a new folder."
+        )
+    return _written_by_prepare(out) if used else set()
+
+
+def _written_by_prepare(out: Path) -> set[str]:
+    """What an earlier prepare wrote into `out`: its record, or (datasets made before records) its manifest."""
+    recorded = read_record(out, "prepare")
+    if recorded or not (out / "manifest.csv").is_file():
+        return recorded
+    files = {"manifest.csv", "prepare.json", "det/data.yaml", "audit/duplicates.csv", "audit/audit.json"}
+    with (out / "manifest.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            files.update(row[c] for c in ("output_cls", "output_det", "label_file") if row.get(c))
+    return files
 
 
 def _join_meta(films: list[_Film], meta_csv: Path, group_column: str | None, key_column: str | None) -> list[str]:
@@ -341,9 +378,15 @@ def prepare(
     preset: str | None = None,
     film_split: bool = False,
     audit: bool = True,
+    exist_ok: bool = False,
+    runs_dir: Path | None = Path("runs"),
     progress: bool = False,
 ) -> PrepareResult:
     """Turn the raw dataset at `source` into `out` (default `datasets/<source name>`); see the module doc.
+
+    A used `out` is refused unless `exist_ok`; then only what prepare wrote there before is replaced, and
+    runs under `runs_dir` trained on the old dataset are named in a note when their data_hash no longer
+    matches (None: look nowhere).
 
     split: train/val/test fractions for the re-split; None means keep the source's splits
     (like keep_splits=True). With keep_splits, images the source puts in no split (FracAtlas lists
@@ -381,7 +424,9 @@ def prepare(
         raise UserError(f"--group-regex {group_regex!r}: not a valid regular expression ({exc}).") from None
     if out is None:
         out = user_path(Path("datasets") / (source.name if source.is_dir() else source.stem))
-    _check_out(root, out)
+    earlier = _check_out(root, out, exist_ok)
+    old_hash = _data_hash(out) if earlier else None
+    cleaned = clean_stale_tmp(out)
 
     from fracturekit.ingest.source import load_source
 
@@ -427,11 +472,9 @@ def prepare(
         )
     _unique_stems(usable)
 
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = new_tmp(out)
     stage = tmp / ".stage"
-    stage.mkdir(parents=True)
+    stage.mkdir()
     try:
         parallel_map(lambda f: _process_safely(f, stage, clahe, max_side), usable, progress, "decoding films")
         t_decode = time.perf_counter()
@@ -448,10 +491,20 @@ def prepare(
             other_files=other, other_files_reasons=dict(Counter(_reason_kind(o["reason"]) for o in other).most_common())
         )
         shutil.rmtree(stage)
+        notes = [*ingest.notes, *summary["notes"]]
+        notes += [f"removed {p}, left by a killed prepare" for p in cleaned]
+        foreign = [f for f in files_under(out) if f.split("/")[0] in ("cls", "det") and f not in earlier]
+        if foreign and out.is_dir():
+            notes.append(
+                f"kept {len(foreign)} file(s) in {out} that prepare did not write, inside its cls/ or det/ folders "
+                f"({', '.join(foreign[:2])}): Ultralytics would train on them; move them out"
+            )
+        if old_hash is not None and old_hash != summary["data_hash"] and runs_dir is not None:
+            notes += _stale_runs_notes(out, old_hash, runs_dir)
         summary.update(
             source=str(source),
             format=ingest.format,
-            notes=[*ingest.notes, *summary["notes"]],
+            notes=notes,
             options={
                 "split": list(ratios),
                 "keep_splits": keep_splits,
@@ -472,21 +525,52 @@ def prepare(
             "total": round(time.perf_counter() - t0, 3),
         }
         (tmp / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _replace(tmp, out)
+        _install(tmp, out, earlier)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareResult(dataset=PreparedDataset(out), summary=summary, audit=audit_result)
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Rename the finished build over `out`; an old prepared dataset there is removed only afterwards."""
-    old = out.parent / f"{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)
+def _data_hash(out: Path) -> str | None:
+    """The data_hash of the prepared dataset at `out` (None when it has no readable prepare.json)."""
+    try:
+        return json.loads((out / "prepare.json").read_text()).get("data_hash")
+    except (OSError, ValueError):
+        return None
+
+
+def _stale_runs_notes(out: Path, old_hash: str, runs_dir: Path) -> list[str]:
+    """One note per run under `runs_dir` that was trained on the dataset this prepare replaces."""
+    from fracturekit.provenance import runs_trained_on
+
+    runs = runs_trained_on(out, old_hash, runs_dir)
+    if not runs:
+        return [f"no run trained on the previous {out} found (looked in {runs_dir.resolve()}/)"]
+    names = ", ".join(str(r) for r in runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+    return [
+        f"{len(runs)} run(s) were trained on the previous {out} (data_hash {old_hash[:12]}), which no longer "
+        f"matches: {names} (looked in {runs_dir.resolve()}/); `fracturekit evaluate` checks them for seen films"
+    ]
+
+
+def _install(tmp: Path, out: Path, earlier: set[str]) -> None:
+    """Move the finished build into `out`: a rename when `out` is new, else file by file over what prepare
+    wrote before (`earlier`), the manifest removed first and placed last; the user's own files stay."""
+    (tmp / TMP_MARKER).unlink()
+    new = files_under(tmp)
+    if not out.exists():
+        write_record(tmp, "prepare", new)
+        os.replace(tmp, out)
+        return
+    check_free(out, [f for f in new if f != RECORD], earlier, "prepare")
+    write_record(out, "prepare", earlier | set(new))  # first: a kill from here on leaves only recorded files
+    remove_recorded(out, sorted(earlier, key=lambda f: f != "manifest.csv"))
+    for rel in sorted(new, key=lambda f: f == "manifest.csv"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, out / rel)
+    shutil.rmtree(tmp)  # only empty folders are left in it
+    write_record(out, "prepare", new)
 
 
 def _assemble(

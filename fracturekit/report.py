@@ -216,6 +216,15 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
     ]
     if metrics.get("warning"):
         parts.append(f"<p><b>Warning:</b> {html.escape(metrics['warning'])}</p>")
+    overlap = (metrics.get("provenance") or {}).get("train_overlap", 0)
+    if overlap != 0:
+        said = (
+            f"{overlap} scored films are copies of films the model(s) trained or validated on (--allow-overlap): "
+            "these numbers are optimistic."
+            if overlap
+            else "a run has no record of the films it trained on: whether scored films were seen was not checked."
+        )
+        parts.append(f"<p><b>Warning:</b> {html.escape(said)}</p>")
     units = metrics.get("units")
     if units:
         linked = " or ".join(f"<code>{html.escape(c)}</code>" for c in units["linked_by"]) or "nothing"

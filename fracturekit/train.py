@@ -3,8 +3,9 @@
 `train(task, data, config=..., **overrides)` resolves the config (defaults <- file <- overrides),
 picks the device and CPU threads, finds pretrained weights without ever waiting on a download, runs
 Ultralytics so that it writes straight into `<project>/<task>/<name>/`, and leaves beside the
-weights `config.yaml` (the resolved config) and `run.json` (seed, versions, device, data hash,
-timings, final metrics, and what the training pipeline actually used).
+weights `config.yaml` (the resolved config), `run.json` (seed, versions, device, data hash,
+timings, final metrics, and what the training pipeline actually used) and `seen.csv` (the train and val
+films the model saw, for `evaluate`'s seen-film check; see fracturekit.provenance).
 
 Run names: with no name the first free of `train`, `train2`, ... is used (Ultralytics' increment);
 an existing name is refused unless `resume` (continue it) or `exist_ok` (replace it) is set, so a
@@ -31,6 +32,7 @@ from fracturekit.device import Device, resolve_device
 from fracturekit.errors import UserError
 from fracturekit.layout import PreparedDataset, RunDir
 from fracturekit.options import check_imgsz
+from fracturekit.provenance import SEEN_FILE, write_seen
 from fracturekit.yolo_env import cpu_threads, load_ultralytics, network_available
 
 log = logging.getLogger("fracturekit")
@@ -100,6 +102,7 @@ def train(task: str, data: str | Path, *, config: str | Path | None = None, **ov
         args["resume"] = str(run_dir / "weights" / "last.pt")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    seen = write_seen(run_dir, ds, task)  # before training: an interrupted run's films are known too
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
@@ -109,6 +112,7 @@ def train(task: str, data: str | Path, *, config: str | Path | None = None, **ov
     total = time.perf_counter() - t0
     run = RunDir(run_dir)
     record = _record(task, cfg, ds, device, threads, pretrained, run, result, pipeline, started, total)
+    record["seen"] = {"file": SEEN_FILE, "films": seen}
     run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     return run
 

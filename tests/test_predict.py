@@ -175,7 +175,7 @@ def test_pytorch_path_matches_ultralytics_predict(films: Path, runs: dict[str, P
     from ultralytics import YOLO
 
     src = films / "ward" / "b" / "wide_1.png"
-    ours = predict(src, detector=runs["detect"], out=tmp_path, imgsz=64, conf=0.001, save_images=False)[0]
+    ours = predict(src, detector=runs["detect"], out=tmp_path / "o", imgsz=64, conf=0.001, save_images=False)[0]
     ref = YOLO(str(runs["detect"] / "weights" / "best.pt")).predict(str(src), imgsz=64, conf=0.001, verbose=False)[0]
     assert len(ours["boxes"]) == len(ref.boxes)
     got = np.array([[b["x1"], b["y1"], b["x2"], b["y2"], b["confidence"]] for b in ours["boxes"]]).reshape(-1, 5)
@@ -188,9 +188,9 @@ def test_onnx_matches_pytorch(films: Path, runs: dict[str, Path], tmp_path: Path
     from fracturekit.export import export
 
     det_onnx, cls_onnx = export(runs["detect"]), export(runs["classify"])
-    kw = {"out": tmp_path, "conf": 0.001, "save_images": False, "batch": 4}
-    pt = predict(films, detector=runs["detect"], classifier=runs["classify"], **kw)
-    ox = predict(films, detector=det_onnx, classifier=cls_onnx, **kw)
+    kw = {"conf": 0.001, "save_images": False, "batch": 4}
+    pt = predict(films, detector=runs["detect"], classifier=runs["classify"], out=tmp_path / "pt", **kw)
+    ox = predict(films, detector=det_onnx, classifier=cls_onnx, out=tmp_path / "ox", **kw)
     for a, b in zip(pt, ox, strict=True):
         assert a["error"] == b["error"]
         if a["error"]:
@@ -218,8 +218,8 @@ def test_default_batch_follows_backend(
 
     det = export(runs["detect"]) if backends[0] == "onnx" else runs["detect"]
     clf = runs["classify"] if "pt" in backends[1:] else None
-    predict(films, detector=det, classifier=clf, out=tmp_path, save_images=False)
-    assert json.loads((tmp_path / "predictions.json").read_text())["batch"] == want
+    predict(films, detector=det, classifier=clf, out=tmp_path / "o", save_images=False)
+    assert json.loads((tmp_path / "o" / "predictions.json").read_text())["batch"] == want
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ def test_predict_user_errors(films: Path, runs: dict[str, Path], tmp_path: Path,
 
 
 def test_cam_overlays(films: Path, runs: dict[str, Path], tmp_path: Path) -> None:
-    recs = predict(films / "ward", detector=runs["detect"], classifier=runs["classify"], out=tmp_path, cam=True)
+    recs = predict(films / "ward", detector=runs["detect"], classifier=runs["classify"], out=tmp_path / "o", cam=True)
     for r in recs:
         assert [Path(p).name for p in r["cam"]] == [f"{Path(r['annotated']).stem}{t}.png" for t in ("", ".det")]
         for p in r["cam"]:
@@ -280,7 +280,7 @@ def test_static_onnx_export_runs_in_fixed_shape(films: Path, runs: dict[str, Pat
     from fracturekit.export import export
 
     onnx = export(runs["detect"], dynamic=False)  # fixed (1, 3, 64, 64) input: square letterbox, one by one
-    kw = {"conf": 0.001, "save_images": False, "batch": 3}
+    kw = {"conf": 0.001, "save_images": False, "batch": 3, "exist_ok": True}  # one output folder per backend
     square = sorted(films.glob("phantom_*.png"))
     for p in square:  # square films: the fixed shape equals the rectangular one, so results must agree
         a = predict(p, detector=runs["detect"], out=tmp_path / "pt", **kw)[0]
@@ -293,5 +293,5 @@ def test_static_onnx_export_runs_in_fixed_shape(films: Path, runs: dict[str, Pat
 def test_output_inside_source_is_not_read_back(runs: dict[str, Path], tmp_path: Path) -> None:
     src = write_phantom_dataset(tmp_path / "src", n=2, seed=9, size=64, fmt="images")
     first = predict(src, detector=runs["detect"], out=src / "pred")
-    second = predict(src, detector=runs["detect"], out=src / "pred")  # pred/*.jpg now exist under src
+    second = predict(src, detector=runs["detect"], out=src / "pred", exist_ok=True)  # pred/*.jpg now under src
     assert len(first) == len(second) == 2

@@ -167,7 +167,7 @@ def test_duplicate_copy_kept_in_one_split(tmp_path: Path) -> None:
     flipped = cv2.resize(_film(3)[:, ::-1], (48, 48), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(src / "fractured" / "copy_of_3.jpg"), flipped, [cv2.IMWRITE_JPEG_QUALITY, 80])
     for seed in range(4):
-        res = prepare(src, tmp_path / "out", seed=seed)
+        res = prepare(src, tmp_path / "out", seed=seed, exist_ok=True)
         assert _row(tmp_path / "out", "copy_of_3.jpg")["split"] == _row(tmp_path / "out", "fractured_003.png")["split"]
         assert res.audit is not None and res.audit.leaks == 0
         # the copy's cluster is exactly {copy, original}; other phantom look-alikes may form clusters of their own
@@ -246,7 +246,7 @@ def test_keep_splits(tmp_path: Path) -> None:
         (lambda src: src, "inside the source"),  # out == source
         (lambda src: src / "prepared", "inside the source"),  # out inside source
         (lambda src: src.parent, "contains the source"),  # out would replace the source's parent
-        (lambda src: src.parent / "notes", "not a prepared dataset"),  # a user folder with files
+        (lambda src: src.parent / "notes", "already holds files"),  # a user folder with files
     ],
 )
 def test_refused_outputs(tmp_path: Path, out_of: Callable[[Path], Path], message: str) -> None:
@@ -293,7 +293,7 @@ def test_rerun_replaces_previous_dataset(tmp_path: Path) -> None:
     src = _folders(tmp_path / "src", n=4)
     first = prepare(src, tmp_path / "out", seed=0).summary["data_hash"]
     (src / "normal" / "normal_000.png").unlink()
-    second = prepare(src, tmp_path / "out", seed=0).summary
+    second = prepare(src, tmp_path / "out", seed=0, exist_ok=True).summary
     assert second["ok"] == 7 and second["data_hash"] != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
 

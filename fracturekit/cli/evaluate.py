@@ -24,8 +24,16 @@ def evaluate(
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")] = "test",
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default: <classifier or detector run>/eval).")
+        Path | None,
+        typer.Option("--out", help="Output folder (default: <classifier or detector run>/eval, eval2, ...)."),
     ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace what an earlier evaluate wrote in --out; nothing else.")
+    ] = False,
+    allow_overlap: Annotated[
+        bool,
+        typer.Option("--allow-overlap", help="Score even films the runs trained on (recorded in metrics.json)."),
+    ] = False,
     threshold: Annotated[
         str,
         typer.Option("--threshold", help="Decision threshold rule, chosen on val: youden, f1, sens:0.95 or 0.5."),
@@ -53,9 +61,17 @@ def evaluate(
         device=device,
         bootstrap=bootstrap,
         seed=seed,
+        exist_ok=exist_ok,
+        allow_overlap=allow_overlap,
         show_progress=True,
     )
-    Console(stderr=True).print(f"wrote metrics.json, predictions.csv, report.html to {m['out']}")
+    err = Console(stderr=True)
+    overlap = m["provenance"]["train_overlap"]
+    if overlap is None:
+        err.print("[yellow]warning:[/] a run has no record of its training films: seen films were not checked")
+    elif overlap:
+        err.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
+    err.print(f"wrote metrics.json, predictions.csv, report.html to {m['out']}", highlight=False)
 
 
 @app.command()
@@ -66,10 +82,12 @@ def compare(
 ) -> None:
     """Side-by-side table of training runs: model size, task, settings, time, val and test metrics."""
     from fracturekit.compare import compare as run_compare
-    from fracturekit.compare import compare_table
+    from fracturekit.compare import compare_table, data_warnings
 
     df = run_compare(runs)
     Console().print(compare_table(df))
+    for warning in data_warnings(df):
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(csv, index=False)

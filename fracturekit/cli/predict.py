@@ -19,9 +19,16 @@ def predict(
     source: Annotated[str, typer.Option("--source", help="A folder (recursive), an image file, or a glob.")],
     detector: Annotated[Path | None, typer.Option(help="Detector run folder or weights (.pt or .onnx).")] = None,
     classifier: Annotated[Path | None, typer.Option(help="Classifier run folder or weights (.pt or .onnx).")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder for annotated images and predictions.csv/.json.")] = Path(
-        "runs/predict"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder for annotated images and predictions.csv/.json (default runs/predict, 2...)."),
+    ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace what an earlier predict wrote in --out; nothing else.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed predict in --out: skip films already in its CSV.")
+    ] = False,
     imgsz: options.Imgsz = None,
     conf: options.Conf = 0.25,
     iou: options.Iou = NMS_IOU,
@@ -33,13 +40,15 @@ def predict(
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
 ) -> None:
     """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
+    from fracturekit.predict import output_folder
     from fracturekit.predict import predict as run_predict
 
+    folder = output_folder(out, resume)
     records = run_predict(
         source,
         detector=detector,
         classifier=classifier,
-        out=out,
+        out=folder,
         imgsz=imgsz,
         conf=conf,
         iou=iou,
@@ -47,6 +56,8 @@ def predict(
         batch=batch,
         device=device,
         threads=threads,
+        exist_ok=exist_ok,
+        resume=resume,
         progress=True,
     )
     errors = [r for r in records if r["error"]]
@@ -54,7 +65,7 @@ def predict(
     summary = ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
     console.print(
         f"{len(records)} images: {len(records) - len(errors)} predicted ({summary}), "
-        f"{len(errors)} unreadable -> {out / 'predictions.csv'}",
+        f"{len(errors)} unreadable -> {folder / 'predictions.csv'}",
         highlight=False,
     )
     for r in errors:

@@ -85,6 +85,9 @@ def prepare(
     ] = False,
     clahe: Annotated[bool, typer.Option("--clahe", help="Apply CLAHE contrast enhancement to every film.")] = False,
     max_side: Annotated[int | None, typer.Option("--max-side", help="Downscale films to this long side (px).")] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace what an earlier prepare wrote in --out; nothing else.")
+    ] = False,
 ) -> None:
     """Turn a raw fracture dataset into leak-free YOLO classification + detection datasets, then audit them."""
     from fracturekit.prepare import grouping_line
@@ -105,6 +108,7 @@ def prepare(
         max_side=max_side,
         preset=preset,
         film_split=film_split,
+        exist_ok=exist_ok,
         progress=True,
     )
     s = result.summary
