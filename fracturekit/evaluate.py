@@ -521,7 +521,7 @@ def _scored_paths(ds: PreparedDataset, split: str, role: str) -> list[str]:
         files = sorted(p for p in split_dir.rglob("*") if p.is_file() and is_image_file(p))
     else:
         files = _split_images(ds, split)
-    return [_rel(p, ds.root) for p in files]
+    return [rel_to(p, ds.root) for p in files]
 
 
 def _seen_check(
