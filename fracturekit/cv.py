@@ -392,7 +392,13 @@ def run_ray(
             for ref in done:
                 del pending[ref]
                 slots.append(slot_of.pop(ref))
-                on_done(ray.get(ref))
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, UserError):  # one sentence, not Ray's remote traceback
+                        raise exc.cause from None
+                    raise
+                on_done(result)
     finally:
         if started:
             ray.shutdown()
@@ -445,7 +451,10 @@ def cross_validate(
         if overrides.pop(key, None):
             raise UserError(f"--{key} is not a cv option: name the cv with --name; a re-run resumes it.")
     base_cfg = resolve_config(task, config, overrides)  # refuses bad flags before any work
-    specs = list(models) if models else [str(base_cfg["model"])]
+    # files as absolute paths: a worker process or Ray task need not share this working directory
+    specs = [str(Path(m).resolve()) if Path(m).is_file() else m for m in (models or [str(base_cfg["model"])])]
+    if overrides.get("weights"):
+        overrides["weights"] = str(Path(overrides["weights"]).expanduser().resolve())
     labels = [_model_label(s) for s in specs]
     if len(set(labels)) != len(labels):
         raise UserError(f"--model {','.join(specs)}: two models share the name {labels}; pass distinct models.")

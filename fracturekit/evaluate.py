@@ -10,8 +10,10 @@ image, backgrounds included. Writes metrics.json, predictions.csv and report.htm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,10 +65,11 @@ def _load_model(run: str | Path) -> tuple[Any, RunDir]:
 
 
 def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
+    """`path` relative to the dataset root, as in the manifest; a symlinked film (a cv fold) keeps its link path."""
+    for p, r in ((Path(os.path.abspath(path)), Path(os.path.abspath(root))), (path.resolve(), root.resolve())):
+        with contextlib.suppress(ValueError):
+            return p.relative_to(r).as_posix()
+    return path.as_posix()
 
 
 # ------------------------------------------------------------------ classification

@@ -325,14 +325,16 @@ def write_cv_report(cv: dict[str, Any], oof: Any, path: Path) -> Path:
         for f in (f for f in cv["folds"] if f["model"] == model):
             cells = [f"{f['n']} ({f['n_positive']})", *[_fmt(f.get(k)) for _, k in cols[1:]]]
             rows.append(
-                f"<tr><td>fold {f['fold']} (val {f['val_fold']})</td>" + "".join(f"<td>{c}</td>" for c in cells)
+                f"<tr><td>fold {f['fold']} (val {f['val_fold']})</td>"
+                + "".join(f"<td>{c}</td>" for c in cells)
+                + "</tr>"
             )
         mean, std = cv["mean"][model], cv["std"][model]
         cells = ["", *[f"{_fmt(mean[k])} ± {_fmt(std[k])}" if k in mean else "" for _, k in cols[1:]]]
-        rows.append("<tr><td><b>mean ± sd</b></td>" + "".join(f"<td>{c}</td>" for c in cells))
+        rows.append("<tr><td><b>mean ± sd</b></td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         o = cv["oof"][model]
         cells = [f"{o['n']} ({o['n_positive']})", _fmt(o["auroc"]), _fmt(o["auroc_ci95"])]
-        rows.append("<tr><td><b>pooled out-of-fold</b></td>" + "".join(f"<td>{c}</td>" for c in cells))
+        rows.append("<tr><td><b>pooled out-of-fold</b></td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append(f"<table><tr><th>fold</th>{head}</tr>{''.join(rows)}</table>")
         parts.append(f"<p class='note'>sd: {html.escape(cv['std_note'])}. Pooled score: {html.escape(o['score'])}.</p>")
     for c in cv.get("comparison", []):
@@ -345,6 +347,10 @@ def write_cv_report(cv: dict[str, Any], oof: Any, path: Path) -> Path:
                     ("difference (a - b), 95% CI", f"{_fmt(c['difference'])} {_fmt(c['difference_ci95'])}"),
                     ("p-value (two-sided)", _fmt(c["p_value"], 4)),
                     ("at the 5% level", verdict),
+                    (
+                        "DeLong: difference 95% CI, p-value",
+                        f"{_fmt(c['delong_difference_ci95'])}, {_fmt(c['delong_p_value'], 4)}",
+                    ),
                     ("test", c.get("method", "n/a")),
                     ("per-fold differences", ", ".join(_fmt(d) for d in c["per_fold_difference"])),
                     (f"folds where {c['a']} is better", f"{c['folds_a_better']} of {c['n_folds']}"),
