@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from fracturekit import metrics as M
 from fracturekit.errors import UserError
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, PreparedDataset, RunDir
 from fracturekit.split import units
+
+if TYPE_CHECKING:
+    from fracturekit.audit import AuditResult
 
 EXECUTORS = ("local", "ray")
 FOLD_COLUMNS = ("source", "fold", "label", "group", "cluster", "split", "path")
@@ -54,7 +57,7 @@ _MARKER = "cv_fold.json"  # written last into a fold run: its presence means the
 # ------------------------------------------------------------------ folds
 
 
-def load_films(ds: PreparedDataset, task: str) -> tuple[pd.DataFrame, Any]:
+def load_films(ds: PreparedDataset, task: str) -> tuple[pd.DataFrame, AuditResult | None]:
     """The films a `task` cv folds: `ok` manifest rows with that task's output, plus `path` and `cluster`.
 
     `cluster` comes from the manifest when it has the column, else from `fracturekit.audit` reading the
@@ -375,6 +378,7 @@ def run_ray(
     if started:
         ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     try:
+        _check_ray_fits(ray, max((j.threads or 1) for j in jobs), bool(gpus))
         remote = ray.remote(run_fold)
         pending: dict[Any, None] = {}
         queue = deque(jobs)
@@ -402,6 +406,18 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_ray_fits(ray: Any, cpus: int, gpu: bool) -> None:
+    """Refuse a fold that no Ray node can hold (Ray would leave it pending forever)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((int(r.get("CPU", 0)) for r in nodes), default=0)
+    if cpus > most_cpus:
+        raise UserError(
+            f"each fold asks Ray for {cpus} CPUs but its largest node has {most_cpus}; pass --threads {most_cpus}."
+        )
+    if gpu and not any(r.get("GPU", 0) >= 1 for r in nodes):
+        raise UserError("each fold asks Ray for a GPU but no Ray node has one; pass --device cpu.")
 
 
 # ------------------------------------------------------------------ the command

@@ -257,6 +257,7 @@ def test_cli_bad_options_exit_2(prepared_phantoms: Path, tmp_path: Path, extra: 
     assert not (tmp_path / "cv").exists()  # refused before anything is written
 
 
+@pytest.mark.slow  # a Ray instance and 3 trainings: about 2 minutes on an idle 2-core machine; `make test` runs it
 def test_ray_gives_the_same_folds_and_numbers(
     local_cv: tuple[dict[str, Any], list[str]], prepared_phantoms: Path, tmp_path: Path
 ) -> None:
@@ -296,3 +297,16 @@ def test_delong_agrees_with_the_paired_bootstrap() -> None:
     t = paired_auroc_test(y, a, b, n_boot=2000, seed=0)
     assert np.allclose(t["delong_difference_ci95"], t["difference_ci95"], atol=0.01)
     assert (t["delong_p_value"] < 0.05) == t["significant"]
+
+
+@pytest.mark.slow  # 3 detector trainings: about a minute on an idle 2-core machine
+def test_detect_cv(prepared_phantoms: Path, tmp_path: Path) -> None:
+    """Detection folds: det/ links (labels found beside the linked images), mAP per fold, image-level OOF AUROC."""
+    result = cross_validate("detect", prepared_phantoms, folds=3, project=tmp_path, name="det", **TINY)
+    out = Path(result["out"])
+    m = pd.read_csv(out / "data" / "fold0" / "manifest.csv", keep_default_na=False)
+    assert all((out / "data" / "fold0" / p).is_symlink() for p in [*m["output_det"], *m["label_file"]])
+    assert all(0 <= f["map50_95"] <= 1 and f["n"] > 0 for f in result["folds"])
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    assert len(oof) == len(m)
+    assert result["oof"]["n"]["auroc"] == pytest.approx(roc_auc_score(oof["label"] == "fracture", oof["score"]))

@@ -26,7 +26,7 @@ def cv_command(
     model: Annotated[
         str | None, typer.Option(help="n|s|m|l|x or a .yaml/.pt; several comma-separated are compared.")
     ] = None,
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'fracturekit[ray]').")] = "local",
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'fracturekit\\[ray]').")] = "local",
     parallel: Annotated[int, typer.Option(help="Folds at once: one GPU each, or the CPU cores divided.")] = 1,
     threshold: Annotated[
         str, typer.Option(help="Threshold rule on the val fold: youden, f1, sens:0.95 or 0.5.")
