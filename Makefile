@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The optional extras that have tests: ray (`fracturekit cv --executor ray`, tested on a local Ray instance).
+$(VENV)/.installed-extras: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,ray]'
+	touch $@
+
 demo: setup
 	$(VENV)/bin/fracturekit demo --out runs/demo
 
@@ -23,11 +28,11 @@ lint: setup
 	$(PY) -m ruff format --check fracturekit tests bench
 
 # Everything, real-data tests included (they skip when ../shared/data is absent): about 3 minutes on 2 cores.
-test: lint
+test: lint $(VENV)/.installed-extras
 	$(PY) -m pytest -q
 
 # Without the slow real-data tests, for quick iterations.
-test-fast: lint
+test-fast: lint $(VENV)/.installed-extras
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup

@@ -8,6 +8,7 @@ Outputs then store paths relative to their own root (`rel_to`) so a moved folder
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -23,9 +24,13 @@ def maybe_path(path: str | os.PathLike[str] | None) -> Path | None:
 
 
 def rel_to(path: str | os.PathLike[str], root: Path) -> str:
-    """`path` relative to the resolved `root`, POSIX separators; the absolute path when it lies outside."""
-    p = user_path(path)
-    try:
-        return p.relative_to(root).as_posix()
-    except ValueError:
-        return p.as_posix()
+    """`path` relative to `root`, POSIX separators; the absolute path when it lies outside.
+
+    The link path is tried before the resolved one, so a symlinked film (a cv fold's) keeps its place in
+    the dataset that links it instead of jumping to the dataset it points into.
+    """
+    linked = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    for p, r in ((linked, Path(os.path.abspath(root))), (user_path(path), user_path(root))):
+        with contextlib.suppress(ValueError):
+            return p.relative_to(r).as_posix()
+    return user_path(path).as_posix()

@@ -19,6 +19,7 @@ import re
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -705,6 +706,14 @@ def _write_manifest(path: Path, films: list[_Film], meta_columns: list[str]) -> 
             w.writerow([row[c] for c in MANIFEST_COLUMNS] + [film.meta.get(c, "") for c in extra])
 
 
+def data_hash(films: Iterable[tuple[str, str, str, str]]) -> str:
+    """The dataset's identity runs record: sha256 over sorted `sha256|split|label|boxes JSON` lines, one per film."""
+    digest = hashlib.sha256()
+    for line in sorted("|".join(f) for f in films):
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()
+
+
 def _grouping(ok: list[_Film], film_split: bool) -> dict:
     """How many films got a patient group, and from which source (printed and in prepare.json)."""
     sources = Counter(f.group_source for f in ok)
@@ -735,9 +744,6 @@ def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult
     skipped = [f for f in films if f.status != "ok"]
     per_split = {s: dict(sorted(Counter(f.label for f in ok if f.split == s).items())) for s in SPLITS}
     boxes = {s: sum(len(f.boxes or []) for f in ok if f.split == s) for s in SPLITS}
-    digest = hashlib.sha256()
-    for line in sorted(f"{f.sha256}|{f.split}|{f.label}|{json.dumps(f.boxes)}" for f in ok):
-        digest.update(line.encode() + b"\n")
     notes = [] if any(f.boxes is not None for f in ok) else ["the source has no boxes: det/ holds no images"]
     return {
         "images_in": len(films),
@@ -755,6 +761,6 @@ def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult
         "groups": len({f.group for f in ok if f.group}),
         "grouping": _grouping(ok, film_split),
         "audit": audit_result.to_dict() if audit_result else None,
-        "data_hash": digest.hexdigest(),
+        "data_hash": data_hash((f.sha256, f.split, f.label, json.dumps(f.boxes)) for f in ok),
         "notes": notes,
     }

@@ -314,3 +314,79 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def write_cv_report(cv: dict[str, Any], oof: Any, path: Path) -> Path:
+    """Write the cross-validation report.html: per-fold ROC curves, the fold table, mean ± sd, pooled OOF, comparison.
+
+    cv: cv.json's content; oof: oof_predictions.csv as a DataFrame (path, label, fold, model, score).
+    """
+    s = cv["settings"]
+    detect = s["task"] == "detect"
+    auc_key = "image_auroc" if detect else "auroc"
+    cols = [("n (positive)", None), ("AUROC" if not detect else "image AUROC", auc_key)]
+    cols += [("AUROC 95% CI", f"{auc_key}_ci95"), ("threshold (val fold)", "threshold")]
+    cols += [("sensitivity", "sensitivity"), ("specificity", "specificity")]
+    if detect:
+        cols += [("mAP@0.5:0.95", "map50_95"), ("mAP@0.5", "map50")]
+    parts = [
+        "<h1>fracturekit cross-validation</h1>"
+        f"<p>Data <code>{html.escape(s['data'])}</code>, task <b>{html.escape(s['task'])}</b>, {s['folds']} folds "
+        f"(seed {s['seed']}), stratified by label and grouped by patient and duplicate cluster. "
+        f"Roles: {html.escape(s['roles'])}. Test split: {html.escape(s['test_split'])}.</p>"
+    ]
+    for model in cv["models"]:
+        part = oof[oof["model"] == model]
+        curves = {
+            f"fold {k}": {"y": (g["label"] == "fracture").astype(int).to_numpy(), "score": g["score"].to_numpy()}
+            for k, g in part.groupby("fold")
+        }
+        curves["pooled out-of-fold"] = {
+            "y": (part["label"] == "fracture").astype(int).to_numpy(),
+            "score": part["score"].to_numpy(),
+        }
+        parts.append(f"<h2>Model {html.escape(str(model))}</h2>" + _img(roc_pr_figure(curves), f"ROC {model}"))
+        head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in cols)
+        rows = []
+        for f in (f for f in cv["folds"] if f["model"] == model):
+            cells = [f"{f['n']} ({f['n_positive']})", *[_fmt(f.get(k)) for _, k in cols[1:]]]
+            rows.append(
+                f"<tr><td>fold {f['fold']} (val {f['val_fold']})</td>"
+                + "".join(f"<td>{c}</td>" for c in cells)
+                + "</tr>"
+            )
+        mean, std = cv["mean"][model], cv["std"][model]
+        cells = ["", *[f"{_fmt(mean[k])} ± {_fmt(std[k])}" if k in mean else "" for _, k in cols[1:]]]
+        rows.append("<tr><td><b>mean ± sd</b></td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        o = cv["oof"][model]
+        cells = [f"{o['n']} ({o['n_positive']})", _fmt(o["auroc"]), _fmt(o["auroc_ci95"])]
+        rows.append("<tr><td><b>pooled out-of-fold</b></td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        parts.append(f"<table><tr><th>fold</th>{head}</tr>{''.join(rows)}</table>")
+        parts.append(f"<p class='note'>sd: {html.escape(cv['std_note'])}. Pooled score: {html.escape(o['score'])}.</p>")
+    for c in cv.get("comparison", []):
+        verdict = "significant" if c["significant"] else "not significant"
+        parts.append(
+            f"<h2>{html.escape(c['a'])} vs {html.escape(c['b'])}</h2>"
+            + _kv_table(
+                [
+                    (f"pooled out-of-fold AUROC {c['a']} / {c['b']}", f"{_fmt(c['auroc_a'])} / {_fmt(c['auroc_b'])}"),
+                    ("difference (a - b), 95% CI", f"{_fmt(c['difference'])} {_fmt(c['difference_ci95'])}"),
+                    ("p-value (two-sided)", _fmt(c["p_value"], 4)),
+                    ("at the 5% level", verdict),
+                    (
+                        "DeLong: difference 95% CI, p-value",
+                        f"{_fmt(c['delong_difference_ci95'])}, {_fmt(c['delong_p_value'], 4)}",
+                    ),
+                    ("test", c.get("method", "n/a")),
+                    ("per-fold differences", ", ".join(_fmt(d) for d in c["per_fold_difference"])),
+                    (f"folds where {c['a']} is better", f"{c['folds_a_better']} of {c['n_folds']}"),
+                ]
+            )
+        )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fracturekit cross-validation</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -54,8 +54,13 @@ KEY_METRICS = {
 }
 
 
-def train(task: str, data: str | Path, *, config: str | Path | None = None, **overrides: Any) -> RunDir:
+def train(
+    task: str, data: str | Path, *, config: str | Path | None = None, folder: str | Path | None = None, **overrides: Any
+) -> RunDir:
     """Train `task` (classify|detect) on the prepared dataset `data`; return the run folder.
+
+    `folder` is the run folder itself instead of `<project>/<task>/<name>` (`fracturekit cv` keeps its
+    fold runs under its own folder); the same exist/replace rules apply.
 
     `overrides` are config keys (model, weights, epochs, imgsz, batch, patience, resume, seed, name,
     project, device, threads, freeze, freeze_epochs, lr0, ... any Ultralytics train argument); None
@@ -72,7 +77,7 @@ def train(task: str, data: str | Path, *, config: str | Path | None = None, **ov
     device = resolve_device(cfg["device"])
     threads = cpu_threads(cfg["threads"])
     load_ultralytics(threads)
-    run_dir = _run_folder(task, cfg)
+    run_dir = _run_folder(task, cfg, folder)
     model, pretrained = _build_model(task, cfg, run_dir)
     release_after = _freeze_plan(cfg, device, pretrained)
 
@@ -161,19 +166,19 @@ def _resume_folder(base: Path, name: str | None) -> Path:
     return folder
 
 
-def _run_folder(task: str, cfg: TrainConfig) -> Path:
-    """`<project>/<task>/<name>` (absolute, so Ultralytics never re-roots it under its runs_dir)."""
+def _run_folder(task: str, cfg: TrainConfig, given: str | Path | None = None) -> Path:
+    """`given` or `<project>/<task>/<name>` (absolute, so Ultralytics never re-roots it under its runs_dir)."""
     base = Path(cfg["project"]).expanduser().resolve() / task
     if cfg["resume"]:
-        folder = _resume_folder(base, cfg["name"])
+        folder = _resume_folder(base, cfg["name"]) if given is None else Path(given).expanduser().resolve()
         _check_resumable(folder / "weights" / "last.pt")
         return folder
     name = cfg["name"]
-    if name is None:
+    if given is None and name is None:
         from ultralytics.utils.files import increment_path
 
         return Path(increment_path(base / "train", exist_ok=False, sep=""))
-    folder = base / name
+    folder = Path(given).expanduser().resolve() if given is not None else base / name
     if folder.exists() and any(folder.iterdir()):
         looks_like_run = (folder / "weights").is_dir() or (folder / "run.json").is_file()
         if not (cfg.values.get("exist_ok") and looks_like_run):

@@ -79,4 +79,4 @@ def main() -> None:
 
 # Each stage module registers its commands on `app` when imported (keep heavy imports inside them);
 # the order here is the order of `fracturekit --help`, the order of the pipeline.
-from fracturekit.cli import prepare, train, evaluate, predict, demo  # noqa: E402,F401,I001
+from fracturekit.cli import prepare, train, evaluate, cv, predict, demo  # noqa: E402,F401,I001

@@ -1,0 +1,132 @@
+"""`fracturekit cv`: a thin layer over `fracturekit.cv.cross_validate`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from fracturekit.cli.app import app, console, user_errors
+from fracturekit.cli.train import _ConsoleHandler
+
+
+@app.command("cv")
+@user_errors
+def cv_command(
+    task: Annotated[str, typer.Option("--task", help="classify or detect.")],
+    data: Annotated[Path, typer.Option("--data", help="A dataset written by `fracturekit prepare`.")],
+    folds: Annotated[int, typer.Option("--folds", help="Number of folds K (at least 3).")] = 5,
+    project: Annotated[str | None, typer.Option(help="Parent folder: the cv goes to <project>/cv/<name>.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="cv folder name (default cv, cv2, ...); the same name resumes it.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="n|s|m|l|x or a .yaml/.pt; several comma-separated are compared.")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'fracturekit\\[ray]').")] = "local",
+    parallel: Annotated[int, typer.Option(help="Folds at once: one GPU each, or the CPU cores divided.")] = 1,
+    threshold: Annotated[
+        str, typer.Option(help="Threshold rule on the val fold: youden, f1, sens:0.95 or 0.5.")
+    ] = "youden",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for CIs and the paired test.")] = 1000,
+    weights: Annotated[Path | None, typer.Option(help="Pretrained .pt checkpoint to fine-tune.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="Square training image size in pixels.")] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs, on the val fold).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the folds, the training and the bootstrap.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA, MPS, CPU), cpu, mps, 0 or 0,1.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per fold (default: all cores / --parallel).")] = None,
+    freeze: Annotated[int | None, typer.Option(help="Hold the first N layers (phase 1).")] = None,
+    freeze_epochs: Annotated[
+        int | None, typer.Option(help="Phase-1 epochs before all layers train (default half).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding the task defaults.")] = None,
+    set_: Annotated[
+        Optional[list[str]],  # noqa: UP045 (typer 0.29 cannot parse list[str] | None)
+        typer.Option("--set", help="Any config key, e.g. --set lr0=0.001 (repeatable)."),
+    ] = None,
+) -> None:
+    """K-fold cross-validation on patient- and duplicate-grouped folds, locally or on a Ray cluster."""
+    from fracturekit.config import parse_set_options
+    from fracturekit.cv import cross_validate
+
+    flags = {
+        "weights": str(weights) if weights else None,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "patience": patience,
+        "seed": seed,
+        "device": device,
+        "threads": threads,
+        "freeze": freeze,
+        "freeze_epochs": freeze_epochs,
+    }
+    overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
+    models = [m.strip() for m in model.split(",") if m.strip()] if model else None
+    handler = _ConsoleHandler()
+    logging.getLogger("fracturekit").addHandler(handler)
+    try:
+        result = cross_validate(
+            task,
+            data,
+            folds=folds,
+            models=models,
+            project=project,
+            name=name,
+            executor=executor,
+            parallel=parallel,
+            config=config,
+            threshold=threshold,
+            bootstrap=bootstrap,
+            progress=lambda msg: console.print(msg, highlight=False),
+            **overrides,
+        )
+    finally:
+        logging.getLogger("fracturekit").removeHandler(handler)
+    console.print(summary_table(result))
+    for c in result.get("comparison", []):
+        verdict = "significant" if c["significant"] else "not significant"
+        console.print(
+            f"{c['a']} vs {c['b']}: pooled OOF AUROC {_f(c['auroc_a'])} vs {_f(c['auroc_b'])}, difference "
+            f"{_f(c['difference'])} (95% CI {_f(c['difference_ci95'][0])} to {_f(c['difference_ci95'][1])}), "
+            f"paired bootstrap p = {_f(c['p_value'], 4)} (DeLong p = {_f(c['delong_p_value'], 4)}): {verdict} at the "
+            f"5% level; {c['a']} better in "
+            f"{c['folds_a_better']} of {c['n_folds']} folds",
+            highlight=False,
+        )
+    console.print(f"wrote folds.csv, oof_predictions.csv, cv.json, report.html to {result['out']}", highlight=False)
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """Per-fold AUROC of each model, mean ± sd, pooled out-of-fold AUROC with its CI."""
+    task = result["settings"]["task"]
+    key = "auroc" if task == "classify" else "image_auroc"
+    table = Table(title=f"fracturekit cv: {result['settings']['folds']} folds, {task} ({key})")
+    table.add_column("fold (val)")
+    for m in result["models"]:
+        table.add_column(f"model {m}", justify="right")
+    for k in range(result["settings"]["folds"]):
+        row = {f["model"]: f for f in result["folds"] if f["fold"] == k}
+        first = next(iter(row.values()))
+        table.add_row(f"{k} ({first['val_fold']})", *[_f(row[m][key]) for m in result["models"]])
+    table.add_row(
+        "mean ± sd", *[f"{_f(result['mean'][m][key])} ± {_f(result['std'][m][key])}" for m in result["models"]]
+    )
+    oof = result["oof"]
+    table.add_row(
+        "pooled out-of-fold (95% CI)",
+        *[
+            f"{_f(oof[m]['auroc'])} ({_f(oof[m]['auroc_ci95'][0])}-{_f(oof[m]['auroc_ci95'][1])})"
+            for m in result["models"]
+        ],
+    )
+    return table
