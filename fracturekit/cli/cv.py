@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from fracturekit.cli.app import app, console, user_errors
-from fracturekit.cli.train import _ConsoleHandler
+from fracturekit.cli.app import app, console, library_notes, user_errors
 
 
 @app.command("cv")
@@ -68,9 +66,7 @@ def cv_command(
     }
     overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
     models = [m.strip() for m in model.split(",") if m.strip()] if model else None
-    handler = _ConsoleHandler()
-    logging.getLogger("fracturekit").addHandler(handler)
-    try:
+    with library_notes():
         result = cross_validate(
             task,
             data,
@@ -86,8 +82,6 @@ def cv_command(
             progress=lambda msg: console.print(msg, highlight=False),
             **overrides,
         )
-    finally:
-        logging.getLogger("fracturekit").removeHandler(handler)
     console.print(summary_table(result))
     for c in result.get("comparison", []):
         verdict = "significant" if c["significant"] else "not significant"
