@@ -36,6 +36,9 @@ def evaluate(
     device: Annotated[str, typer.Option("--device", help="cpu, 0, 0,1 ...")] = "cpu",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUROC 95% CI.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap random seed.")] = 0,
+    cases: Annotated[
+        int, typer.Option("--cases", help="Pictures per kind of case (missed, false alarm, ...) in the report.")
+    ] = 8,
 ) -> None:
     """Metrics (mAP both ways, AUROC + CI, calibrated threshold, subgroups) into metrics.json and report.html."""
     from fracturekit.evaluate import evaluate as run_evaluate
@@ -52,9 +55,10 @@ def evaluate(
         device=device,
         bootstrap=bootstrap,
         seed=seed,
+        cases=cases,
         show_progress=True,
     )
-    Console(stderr=True).print(f"wrote metrics.json, predictions.csv, report.html to {m['out']}")
+    Console(stderr=True).print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}")
 
 
 @app.command()
