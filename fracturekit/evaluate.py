@@ -28,6 +28,7 @@ from fracturekit import __version__
 from fracturekit import cases as C
 from fracturekit import metrics as M
 from fracturekit.calibration import (
+    TEMPERATURE_BOUNDS,
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
@@ -393,8 +394,6 @@ def warnings(metrics: dict[str, Any]) -> list[str]:
     A temperature at its search bound, subgroups under MIN_POSITIVES positives or MIN_FILMS films, 95% CIs
     wider than WIDE_CI, runs trained on another dataset version, evaluation on the threshold split.
     """
-    from fracturekit.calibration import _LOG_T_BOUNDS
-
     out: list[str] = []
     if metrics.get("warning"):
         out.append(metrics["warning"])
@@ -408,11 +407,12 @@ def warnings(metrics: dict[str, Any]) -> list[str]:
             )
     c = metrics.get("classification") or {}
     t = c.get("temperature")
-    if t is not None and any(abs(math.log(t) - b) < 1e-3 for b in _LOG_T_BOUNDS):
+    lo, hi = TEMPERATURE_BOUNDS
+    if t is not None and any(abs(math.log(t / b)) < 1e-3 for b in (lo, hi)):
         out.append(
-            f"the classifier's temperature {t:.3g} sits at its search bound ({math.exp(_LOG_T_BOUNDS[0]):.2g}-"
-            f"{math.exp(_LOG_T_BOUNDS[1]):.0f}): one scalar cannot calibrate these val scores (a near-constant "
-            "model or too few val films); do not read the calibrated probabilities as frequencies."
+            f"the classifier's temperature {t:.3g} sits at its search bound ({lo:.2g}-{hi:.0f}): one scalar "
+            "cannot calibrate these val scores (a near-constant model or too few val films); "
+            "do not read the calibrated probabilities as frequencies."
         )
     d = metrics.get("detection") or {}
     for model, section, ci in (("classifier", c, c.get("auroc_ci95")), ("detector", d, d.get("image_auroc_ci95"))):
