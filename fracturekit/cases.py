@@ -15,6 +15,7 @@ legend, the classifier's probability and its EigenCAM beside the film) that repo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fracturekit import annotate as A
+from fracturekit.imageio import ImageReadError, read_image
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 KINDS = ("false_negative", "false_positive", "worst_localised", "true_positive")
@@ -123,7 +125,6 @@ def write(
     device: str = "cpu",
 ) -> pd.DataFrame:
     """Write cases.csv and the first `n` pictures per model and kind into `out_dir/cases/`; return the table."""
-    from fracturekit.imageio import read_image
 
     manifest_boxes, det_path_of = _manifest_maps(manifest)
     det = next((m for m in models if m.model == "detector"), None)
@@ -157,7 +158,11 @@ def write(
     cls_score = dict(zip(cls.paths, cls.score, strict=True)) if cls is not None else {}
     cls_path_of = {v: k for k, v in det_path_of.items()}
     for row in drawn.itertuples():
-        film = read_image(ds_root / row.path).pixels
+        try:
+            film = read_image(ds_root / row.path).pixels
+        except ImageReadError:  # scored earlier, unreadable now (changed on disk): listed, without a picture
+            table.loc[row.Index, "picture"] = ""
+            continue
         gt, preds, has_det = _film_boxes(row.path, ds_root, manifest_boxes, det)
         thr = det.threshold if det is not None else None
         boxes = [A.Box(_xyxy(b), A.TRUTH, "truth") for b in gt]
@@ -251,12 +256,14 @@ def _classifier_cams(
     cls: ModelScores, drawn: pd.DataFrame, ds_root: Path, imgsz: int | None, device: str
 ) -> dict[str, np.ndarray]:
     """EigenCAM maps (film pixels) of the classifier for the films it has pictures of."""
-    from fracturekit.imageio import read_image
     from fracturekit.predict import classifier_heatmaps, load_model
 
     paths = sorted(set(drawn.loc[drawn["model"] == "classifier", "path"]))
     if not paths:
         return {}
     model = load_model(cls.run, "classify", imgsz, device=device)
-    grays = [read_image(ds_root / p).pixels for p in paths]
-    return dict(zip(paths, classifier_heatmaps(model, grays), strict=True))
+    films = {}
+    for p in paths:
+        with contextlib.suppress(ImageReadError):  # such a film gets no picture at all (see write)
+            films[p] = read_image(ds_root / p).pixels
+    return dict(zip(films, classifier_heatmaps(model, list(films.values())), strict=True))

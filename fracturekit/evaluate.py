@@ -543,7 +543,8 @@ def evaluate(
         result["classification"] = cls_metrics
         if pos is not None:
             yb = (y == pos).astype(int)
-            scored.append(ModelScores("classifier", rel, yb, cal[:, pos], cls_metrics["threshold"], run=str(rd.root)))
+            cam_run = str(rd.root) if rd.best.is_file() else None  # EigenCAM needs the PyTorch weights
+            scored.append(ModelScores("classifier", rel, yb, cal[:, pos], cls_metrics["threshold"], run=cam_run))
         frame = {"path": rel, "split": split, "label": [names[i] for i in y], "model": "classifier"}
         if pos is not None:
             frame |= {"score": p[:, pos], "score_calibrated": cal[:, pos]}
