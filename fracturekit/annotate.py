@@ -124,6 +124,7 @@ def _band(
     """A dark band holding each caption line's chips left to right, wrapped at `width`."""
     from PIL import Image, ImageDraw
 
+    lines = [[chip for t, c in line for chip in _split_chip(t, c, width - 4 * pad, font)] for line in lines]
     sizes = [[font.getsize(t) for t, _ in line] for line in lines]  # type: ignore[attr-defined]
     row_h = max((sz[1] for line in sizes for sz in line), default=0) + 2 * pad
     rows: list[list[tuple[int, str, tuple[int, int, int], int]]] = []  # (x, text, colour, chip width)
@@ -148,6 +149,21 @@ def _band(
 
 
 NOT_SEEN = "outside the centre crop: not seen by the classifier"
+
+
+def _split_chip(
+    text: str, color: tuple[int, int, int], width: int, font: object
+) -> list[tuple[str, tuple[int, int, int]]]:
+    """One chip, or several word-wrapped ones of the same colour when its text is wider than `width`."""
+    out, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and font.getsize(trial)[0] > width:  # type: ignore[attr-defined]
+            out.append((line, color))
+            line = word
+        else:
+            line = trial
+    return [*out, (line, color)]
 
 
 def heatmap_panel(gray: np.ndarray, heat: np.ndarray, seen: Rect | None = None) -> np.ndarray:

@@ -167,7 +167,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.note{color:#555;max-width:900px}
 img{max-width:100%}.warn{background:#fff4e5;border-left:4px solid #e67700;padding:.5em 1em;margin:1em 0}
 .prov td{text-align:left}.small{color:#a61e4d;font-weight:bold}
-.cases{display:flex;flex-wrap:wrap;gap:12px}.cases figure{margin:0;width:520px}
+.cases{display:flex;flex-wrap:wrap;gap:12px}.cases figure{margin:0;width:520px}.cases figure.wide{width:100%}
 .cases figcaption{font-size:.85em;color:#444}"""
 # What each kind of case is, for the report (fracturekit.cases decides membership and order).
 CASE_KINDS = {
@@ -234,6 +234,8 @@ def provenance_table(prov: dict[str, Any]) -> str:
 
 def _cases_section(cases: Any, folder: Path) -> str:
     """'Cases to review': each kind's pictures (embedded JPEGs) in review order, with path, score and IoU."""
+    from PIL import Image
+
     parts = [
         "<h2 id='cases'>Cases to review</h2><p class='note'>The films behind the numbers, at the threshold chosen "
         "on validation: green boxes are the ground truth, amber the predicted boxes at or above the threshold "
@@ -248,10 +250,13 @@ def _cases_section(cases: Any, folder: Path) -> str:
                 continue
             figures = ""
             for r in sel.itertuples():
-                data = base64.b64encode((folder / r.picture).read_bytes()).decode("ascii")
+                raw = (folder / r.picture).read_bytes()
+                data = base64.b64encode(raw).decode("ascii")
+                with Image.open(io.BytesIO(raw)) as im:  # film + CAM side by side: a row of its own, legible
+                    wide = " class='wide'" if im.width > im.height else ""
                 iou = "" if r.iou is None or (isinstance(r.iou, float) and math.isnan(r.iou)) else f", IoU {r.iou:.2f}"
                 figures += (
-                    f"<figure><img src='data:image/jpeg;base64,{data}' alt='{html.escape(r.path)}'>"
+                    f"<figure{wide}><img src='data:image/jpeg;base64,{data}' alt='{html.escape(r.path)}'>"
                     f"<figcaption><code>{html.escape(r.path)}</code>: score {r.score:.3f} "
                     f"(threshold {r.threshold:.3f}){iou}</figcaption></figure>"
                 )
