@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The optional extras that have tests: ray (`fracturekit cv --executor ray`, tested on a local Ray instance).
+# The optional extras that have tests: ray (`cv --executor ray`, tested on a local Ray instance) and the
+# experiment loggers (`train --logger tensorboard|mlflow`). `make demo` goes without them.
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow]'
 	touch $@
 
 demo: setup

@@ -14,7 +14,9 @@ from scipy.special import log_softmax, softmax
 
 _EPS = 1e-12
 # Search range for T: wide enough for any real model; bounded so a degenerate set cannot send it to 0 or inf.
-_LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
+# A fitted T at either end means one scalar could not calibrate the scores (evaluate warns).
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+_LOG_T_BOUNDS = (np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1]))
 
 
 def _as_2d(probs: np.ndarray) -> np.ndarray:

@@ -120,8 +120,8 @@ def run_summary(run: str | Path) -> dict[str, Any]:
     if evaluation:
         row["eval_split"] = evaluation.get("split")
         provenance = evaluation.get("provenance") or {}
-        row["eval_data"] = provenance.get("data") or evaluation.get("data")
-        row["eval_data_hash"] = _short(provenance.get("data_hash"))
+        row["eval_data"] = (provenance.get("dataset") or {}).get("path") or evaluation.get("data")
+        row["eval_data_hash"] = _short((provenance.get("dataset") or {}).get("data_hash"))
         row["eval_train_overlap"] = provenance.get("train_overlap")
         section = evaluation.get("classification" if task == "classify" else "detection") or {}
         if section.get("run") and Path(section["run"]).resolve() != rd.root.resolve():

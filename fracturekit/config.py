@@ -158,6 +158,13 @@ def _check_imgsz(v: Any) -> str | None:
     return "must be an integer >= 32 (pixels of the square training image)"
 
 
+LOGGERS = ("none", "tensorboard", "mlflow")
+
+
+def _check_logger(v: Any) -> str | None:
+    return None if v in LOGGERS else f"must be one of {', '.join(LOGGERS)}"
+
+
 def _check_freeze(v: Any) -> str | None:
     if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
         return None
@@ -182,6 +189,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "name": _check_name,
     "resume": _check_bool,
     "imgsz": _check_imgsz,
+    "logger": _check_logger,
 }
 
 

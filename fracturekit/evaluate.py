@@ -5,7 +5,9 @@ temperature fitted and threshold chosen on the VALIDATION split, then both appli
 evaluated split. Detector: Ultralytics `val` numbers, and the very same boxes (captured from that val
 run) rescored by pycocotools against a COCO ground truth built from the YOLO labels; plus an
 image-level score (highest box confidence, 0 without a box) so the detector gets an AUROC on every
-image, backgrounds included. Writes metrics.json, predictions.csv and report.html into `out`.
+image, backgrounds included. Writes metrics.json, predictions.csv, report.html, cases.csv + cases/ (the
+films to review, see fracturekit.cases) and, for a detector, ground_truth_coco.json + detections_coco.json
+(the very boxes COCOeval scored, so anyone can re-score them) into `out`.
 
 Before any inference, every film to be scored is compared with the films each run trained and validated
 on (fracturekit.provenance, by the audit's duplicate test): a copy refuses the evaluation unless
@@ -27,13 +29,16 @@ import pandas as pd
 from rich.console import Console
 from sklearn.metrics import confusion_matrix
 
+from fracturekit import cases as C
 from fracturekit import metrics as M
 from fracturekit.calibration import (
+    TEMPERATURE_BOUNDS,
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
 )
+from fracturekit.cases import DEFAULT_N, ModelScores
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset, RunDir
@@ -43,6 +48,9 @@ from fracturekit.paths import rel_to, user_path
 from fracturekit.split import film_units, unit_basis
 
 THRESHOLD_SPLIT = "val"
+# "Too few to judge": below 10 positives a sensitivity moves in steps of 0.1 or more; below 30 films the
+# AUROC CI usually spans more than 0.2. A 95% CI wider than 0.2 AUROC runs from "weak" to "good".
+MIN_POSITIVES, MIN_FILMS, WIDE_CI = 10, 30, 0.2
 _CHUNK = 32  # images per predict call: bounded memory, and a bad file only costs its own chunk a retry
 _VAL_CONF, _VAL_IOU, _MAX_DET = 0.001, 0.7, 300  # Ultralytics' own val settings, so mAP is comparable
 
@@ -347,6 +355,75 @@ def _subgroup_values(lookup: dict[str, str], rel_paths: list[str]) -> np.ndarray
     return np.asarray([lookup.get(p, "NA") for p in rel_paths], dtype=object)
 
 
+# ------------------------------------------------------------------ provenance, warnings, labels
+
+
+def labelled_confusion(matrix: list[list[int]], labels: list[str]) -> dict[str, Any]:
+    """A confusion matrix that says what its rows and columns are: {"true A": {"predicted B": count}}."""
+    return {
+        "rows": "true class",
+        "columns": "predicted class",
+        "labels": labels,
+        "counts": {f"true {a}": {f"predicted {b}": int(n) for b, n in zip(labels, row, strict=True)}
+                   for a, row in zip(labels, matrix, strict=True)},
+    }  # fmt: skip
+
+
+def _ci_width(ci: Any) -> float:
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(v is None or math.isnan(v) for v in ci):
+        return float("nan")
+    return float(ci[1] - ci[0])
+
+
+def warnings(metrics: dict[str, Any]) -> list[str]:
+    """Warning signs a reader should see before the numbers; subgroups too small to judge are marked in place.
+
+    A temperature at its search bound, subgroups under MIN_POSITIVES positives or MIN_FILMS films, 95% CIs
+    wider than WIDE_CI, runs trained on another dataset version, evaluation on the threshold split.
+    """
+    out: list[str] = []
+    if metrics.get("warning"):
+        out.append(metrics["warning"])
+    prov = metrics.get("provenance") or {}
+    ds_hash = (prov.get("dataset") or {}).get("data_hash")
+    for name, run in (prov.get("runs") or {}).items():
+        if ds_hash and run.get("data_hash") and run["data_hash"] != ds_hash:
+            out.append(
+                f"the {name} was trained on another version of the dataset (data_hash {run['data_hash'][:12]} vs "
+                f"{ds_hash[:12]}): its test films may have been training films."
+            )
+    c = metrics.get("classification") or {}
+    t = c.get("temperature")
+    lo, hi = TEMPERATURE_BOUNDS
+    if t is not None and any(abs(math.log(t / b)) < 1e-3 for b in (lo, hi)):
+        out.append(
+            f"the classifier's temperature {t:.3g} sits at its search bound ({lo:.2g}-{hi:.0f}): one scalar "
+            "cannot calibrate these val scores (a near-constant model or too few val films); "
+            "do not read the calibrated probabilities as frequencies."
+        )
+    d = metrics.get("detection") or {}
+    for model, section, ci in (("classifier", c, c.get("auroc_ci95")), ("detector", d, d.get("image_auroc_ci95"))):
+        if section and _ci_width(ci) > WIDE_CI:
+            out.append(
+                f"the {model}'s AUROC 95% CI [{ci[0]:.3f}, {ci[1]:.3f}] is {_ci_width(ci):.2f} wide (> {WIDE_CI}): "
+                "too few films to rank it against another model."
+            )
+        for col, groups in (section.get("subgroups") or {}).items():
+            small = []
+            for value, g in groups.items():
+                n_pos = g.get("n_positive")  # None for a multi-class classifier: the film count alone decides
+                g["too_few_to_judge"] = (n_pos is not None and n_pos < MIN_POSITIVES) or (g.get("n") or 0) < MIN_FILMS
+                if g["too_few_to_judge"]:
+                    small.append(f"{value} ({g.get('n')} films, {g.get('n_positive')} positive)")
+            if small:
+                out.append(
+                    f"{model} by {col}: too few to judge (< {MIN_POSITIVES} positives or < {MIN_FILMS} films): "
+                    + ", ".join(small)
+                    + "."
+                )
+    return out
+
+
 # ------------------------------------------------------------------ main entry
 
 
@@ -378,16 +455,18 @@ def evaluate(
     seed: int = 0,
     exist_ok: bool = False,
     allow_overlap: bool = False,
+    cases: int = DEFAULT_N,
     show_progress: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier and/or detector run on `split` of a prepared dataset; returns metrics.json's dict.
 
-    Writes metrics.json, predictions.csv, report.html (and Ultralytics' val folder) into `out`
-    (default: the first free of `<classifier or detector run>/eval`, `eval2`, ...; with both runs and no
-    `out`, the detector run's next eval folder gets a copy of metrics.json too) and prints a summary table
-    on `console`. A used `out` is refused unless `exist_ok` (then only evaluate's own earlier files there
-    are replaced). Films the runs trained or validated on refuse the evaluation unless `allow_overlap`.
+    Writes metrics.json, predictions.csv, report.html, cases.csv with `cases` pictures per model and kind
+    in cases/, the detector's COCO files (and Ultralytics' val folder) into `out` (default: the first free
+    of `<classifier or detector run>/eval`, `eval2`, ...; with both runs and no `out`, the detector run's
+    next eval folder gets a copy of metrics.json too) and prints a summary table on `console`. A used `out`
+    is refused unless `exist_ok` (then only evaluate's own earlier files there are replaced). Films the runs
+    trained or validated on refuse the evaluation unless `allow_overlap`.
     """
     from fracturekit.report import summary_table, write_report
 
@@ -402,6 +481,8 @@ def evaluate(
             console.print(f"note: {note}", highlight=False)
     if split not in SPLITS:
         raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
+    if cases < 0:
+        raise UserError(f"--cases {cases}: must be 0 (no pictures) or more pictures per kind.")
     try:
         M.parse_threshold(threshold)
     except ValueError as exc:
@@ -426,6 +507,7 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     result: dict[str, Any] = {
+        "provenance": build_provenance(ds, split, roles, overlaps),
         "data": str(ds.root),
         "out": str(out_dir),
         "split": split,
@@ -438,6 +520,7 @@ def evaluate(
     skipped: list[dict] = []
     rows: list[pd.DataFrame] = []
     plots: dict[str, Any] = {}
+    scored: list[ModelScores] = []
 
     if classifier is not None:
         model, rd = loaded_clf  # type: ignore[misc]
@@ -469,7 +552,14 @@ def evaluate(
                 )
                 for col in by
             }
+        cls_metrics["confusion_matrix_labelled"] = labelled_confusion(
+            cls_metrics["confusion_matrix"], _cm_labels(names, pos)
+        )
         result["classification"] = cls_metrics
+        if pos is not None:
+            yb = (y == pos).astype(int)
+            cam_run = str(rd.root) if rd.best.is_file() else None  # EigenCAM needs the PyTorch weights
+            scored.append(ModelScores("classifier", rel, yb, cal[:, pos], cls_metrics["threshold"], run=cam_run))
         frame = {"path": rel, "split": split, "label": [names[i] for i in y], "model": "classifier"}
         if pos is not None:
             frame |= {"score": p[:, pos], "score_calibrated": cal[:, pos]}
@@ -490,17 +580,25 @@ def evaluate(
         plots["cls_confusion"] = {"matrix": cls_metrics["confusion_matrix"], "labels": _cm_labels(names, pos)}
 
     if detector is not None:
-        det_metrics, det_rows, det_plot = _evaluate_detector(
+        det_metrics, det_rows, det_plot, det_scores = _evaluate_detector(
             loaded_det, ds, split, out_dir, threshold, imgsz, device, bootstrap, seed, manifest, by, skipped
         )
         result["detection"] = det_metrics
+        scored.append(det_scores)
         rows.append(det_rows)
         plots.setdefault("curves", {})["detector (max box confidence)"] = det_plot
 
     result["skipped"] = skipped
-    result["provenance"] = build_provenance(ds, split, roles, overlaps)
+    result["warnings"] = warnings(result)
     predictions = pd.concat(rows, ignore_index=True)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
+    table = C.write(out_dir, ds.root, manifest, scored, cases, imgsz, device)
+    result["cases"] = {
+        "csv": "cases.csv",
+        "per_kind": cases,
+        "counts": {f"{m} {k}": int(v) for (m, k), v in table.groupby(["model", "kind"]).size().items()},
+    }
+    plots["cases"] = table[table["picture"] != ""]
     clean = _nan_to_none(result)
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2))
     if out is None and classifier is not None and detector is not None:
@@ -508,8 +606,9 @@ def evaluate(
         det_eval = increment(RunDir.find(detector).eval_dir)
         write_record(det_eval, "evaluate", ["metrics.json"])
         (det_eval / "metrics.json").write_text(json.dumps(clean, indent=2))
-    write_report(clean, plots, out_dir / "report.html")
-    write_record(out_dir, "evaluate", [f for f in files_under(out_dir) if f.startswith("ultralytics_val_")] + planned)
+    write_report(clean, plots, out_dir / "report.html", pictures=out_dir)
+    ours = ("ultralytics_val_", "cases/", "cases.csv", "ground_truth_coco.json", "detections_coco.json")
+    write_record(out_dir, "evaluate", [f for f in files_under(out_dir) if f.startswith(ours)] + planned)
     console.print(summary_table(clean))
     return clean
 
@@ -542,10 +641,12 @@ def _seen_check(
 
 
 def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, RunDir]], overlaps: list[Any]) -> dict:
-    """metrics.json `provenance`: versions, date, the data scored and each run's training data and overlap.
+    """metrics.json `provenance`: what these numbers were computed from, so a reader can check it.
 
-    train_overlap: scored films that are copies of a film some run trained or validated on (0 = clean;
-    None when a run has no record of its films, so the check could not be made).
+    versions (fracturekit, ultralytics, torch), date, the scored dataset and its data_hash, the split, and per
+    run (classifier/detector) its path, training data and data_hash (from run.json) and the films of this
+    evaluation it trained or validated on. train_overlap: scored films that are copies of a film some run
+    trained or validated on (0 = clean; None when a run has no record of its films, so no check was made).
     """
 
     def _version(package: str) -> str | None:
@@ -558,31 +659,25 @@ def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, Run
         data_hash = json.loads(ds.summary.read_text(encoding="utf-8")).get("data_hash")
     except (OSError, ValueError):
         data_hash = None
-    runs = []
+    runs = {}
     for (role, rd), ov in zip(roles, overlaps, strict=True):
         try:
             record = json.loads(rd.record.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             record = {}
-        runs.append(
-            {
-                "role": role,
-                "path": str(rd.root.resolve()),
-                "data": record.get("data"),
-                "data_hash": record.get("data_hash"),
-                "same_data": record.get("data_hash") is not None and record.get("data_hash") == data_hash,
-                "seen_checked": ov.checked,
-                "train_overlap": len(ov.films) if ov.checked else None,
-            }
-        )
+        runs[role] = {
+            "path": str(rd.root.resolve()),
+            "data": record.get("data"),
+            "data_hash": record.get("data_hash"),
+            "same_data": record.get("data_hash") is not None and record.get("data_hash") == data_hash,
+            "seen_checked": ov.checked,
+            "train_overlap": len(ov.films) if ov.checked else None,
+        }
     films = set().union(*(o.films for o in overlaps))
     return {
-        "fracturekit": _version("fracturekit"),
-        "ultralytics": _version("ultralytics"),
-        "torch": _version("torch"),
+        "versions": {k: _version(k) for k in ("fracturekit", "ultralytics", "torch")},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": str(ds.root.resolve()),
-        "data_hash": data_hash,
+        "dataset": {"path": str(ds.root.resolve()), "data_hash": data_hash},
         "split": split,
         "runs": runs,
         "train_overlap": len(films) if all(o.checked for o in overlaps) else None,
@@ -638,8 +733,12 @@ def _evaluate_detector(
     manifest: pd.DataFrame,
     by: list[str],
     skipped: list[dict],
-) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """Ultralytics val + pycocotools on the same boxes, image-level AUROC, threshold from val."""
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], ModelScores]:
+    """Ultralytics val + pycocotools on the same boxes, image-level AUROC, threshold from val.
+
+    Also writes ground_truth_coco.json and detections_coco.json (COCO results format, same image ids)
+    into `out_dir`: COCOeval on these two files with maxDets [1, 10, 300] gives `pycocotools.map50_95`.
+    """
     if not ds.data_yaml.is_file():
         raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
     model, rd = loaded
@@ -651,6 +750,10 @@ def _evaluate_detector(
     gt, ids = coco_ground_truth(ds, split, names, skipped)
     coco_dets = _to_coco_results(dets, ids)  # scored once here and again per subgroup below
     coco = M.coco_eval(gt, coco_dets, max_det=_MAX_DET)
+    images_dir = (ds.det_dir / "images" / split).resolve()
+    gt_file = {"info": {"description": f"fracturekit {split} split ground truth", "images_dir": str(images_dir)}, **gt}
+    (out_dir / "ground_truth_coco.json").write_text(json.dumps(gt_file))
+    (out_dir / "detections_coco.json").write_text(json.dumps(coco_dets))
     y_img = _image_labels(gt)
     s_img = image_scores(dets, ids)
 
@@ -702,6 +805,16 @@ def _evaluate_detector(
         "threshold": thr,
         "threshold_method": threshold,
         "image_level": image_level,
+        "image_confusion_matrix_labelled": labelled_confusion(
+            image_level["confusion_matrix"], [NEGATIVE_CLASS, POSITIVE_CLASS]
+        ),
+        "coco_files": {
+            "ground_truth": "ground_truth_coco.json",
+            "detections": "detections_coco.json",
+            "max_dets": [1, 10, _MAX_DET],
+            # COCOeval.summarize() reads AP@[.5:.95] at maxDets 100: equal to ours while this is <= 100
+            "most_boxes_per_image": int(np.bincount([d["image_id"] for d in coco_dets]).max()) if coco_dets else 0,
+        },
     }
     if by:
         result["subgroups"] = {}
@@ -716,6 +829,16 @@ def _evaluate_detector(
                     **M.binary_summary(y_img[mask], s_img[mask], thr, 200, 0, units[mask]),
                 }
             result["subgroups"][col] = per_value
+    gt_by_image: dict[int, list] = {}
+    for a in gt["annotations"]:
+        gt_by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    dets_by_image: dict[int, list] = {}
+    for d in coco_dets:
+        dets_by_image.setdefault(d["image_id"], []).append((d["bbox"], float(d["score"]), d["category_id"]))
+    above = {i: [d[0] for d in v if d[1] >= thr] for i, v in dets_by_image.items()}
+    iou = np.asarray(
+        [C.worst_box_iou(gt_by_image.get(i + 1, []), above.get(i + 1, [])) for i in range(len(ids))], float
+    )
     frame = pd.DataFrame(
         {
             "path": rel,
@@ -723,6 +846,23 @@ def _evaluate_detector(
             "label": [POSITIVE_CLASS if v else NEGATIVE_CLASS for v in y_img],
             "model": "detector",
             "score": s_img,
+            # the boxes behind the decision: those at or above the image threshold, film pixels, best first
+            "boxes": [_box_json(dets_by_image.get(i + 1, []), thr, names) for i in range(len(ids))],
+            "gt_boxes": [json.dumps([_xyxy_dict(b) for b in gt_by_image.get(i + 1, [])]) for i in range(len(ids))],
+            "iou": iou,
         }
     )
-    return result, frame, {"y": y_img, "score": s_img}
+    extra = {"ids": ids, "gt_by_image": gt_by_image, "dets_by_image": dets_by_image}
+    scores = ModelScores("detector", rel, y_img, s_img, thr, iou=iou, run=None, extra=extra)
+    return result, frame, {"y": y_img, "score": s_img}, scores
+
+
+def _xyxy_dict(xywh: list[float]) -> dict[str, float]:
+    x, y, w, h = xywh
+    return {"x1": round(x, 1), "y1": round(y, 1), "x2": round(x + w, 1), "y2": round(y + h, 1)}
+
+
+def _box_json(dets: list[tuple[list[float], float, int]], thr: float, names: dict[int, str]) -> str:
+    """Boxes as `predict` writes them (x1 y1 x2 y2 confidence class), only those at or above `thr`, best first."""
+    kept = sorted((d for d in dets if d[1] >= thr), key=lambda d: -d[1])
+    return json.dumps([{**_xyxy_dict(b), "confidence": round(s, 4), "class": names[c - 1]} for b, s, c in kept])

@@ -433,6 +433,16 @@ def _classify_batch(model: Model, items: list[_Item], cam: bool) -> tuple[np.nda
     return probs, maps
 
 
+def classifier_heatmaps(model: Model, grays: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
+    """EigenCAM of a PyTorch classifier for each gray film, in film pixels (0 outside the centre crop it sees)."""
+    tf = _classify_host_transform(model.imgsz, None)
+    items = [_Item(i, Path(), gray=g, cls_in=tf(g)) for i, g in enumerate(grays)]
+    maps: list[np.ndarray] = []
+    for k in range(0, len(items), batch):
+        maps += _classify_batch(model, items[k : k + batch], cam=True)[1]  # type: ignore[arg-type]
+    return maps
+
+
 def _uncrop(cam: np.ndarray, film_shape: tuple[int, ...]) -> np.ndarray:
     """Place a classifier map (computed on the center square crop) back onto the whole film."""
     h, w = film_shape[:2]
@@ -495,34 +505,27 @@ def _positive_index(model: Model, positive: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ outputs
-_RED, _GREEN, _YELLOW = (40, 40, 230), (60, 200, 60), (0, 215, 255)
-
-
 def _annotate(gray: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
-    """Boxes with confidence, and the probability and decision written on the film (BGR)."""
-    img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    h, w = gray.shape
-    scale = max(0.4, min(h, w) / 800)
-    thick = max(1, round(2 * scale))
-    for b in rec["boxes"]:
-        p1, p2 = (round(b["x1"]), round(b["y1"])), (round(b["x2"]), round(b["y2"]))
-        cv2.rectangle(img, p1, p2, _YELLOW, thick)
-        cv2.putText(
-            img, f"{b['class']} {b['confidence']:.2f}", (p1[0], max(12, p1[1] - 4)),
-            cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, _YELLOW, thick, cv2.LINE_AA,
-        )  # fmt: skip
+    """Boxes with class and confidence on the film, the probability and decision on a band above it (BGR)."""
+    from fracturekit import annotate as A
+
+    boxes = [
+        A.Box((b["x1"], b["y1"], b["x2"], b["y2"]), A.PREDICTED, f"{b['class']} {b['confidence']:.2f}".strip())
+        for b in rec["boxes"]
+    ]
+    caption = []
     if rec["fracture_probability"] is not None:
-        color = _RED if rec["decision"] == POSITIVE_CLASS else _GREEN
+        color = A.POSITIVE if rec["decision"] == POSITIVE_CLASS else A.NEGATIVE
         p, thr = rec["fracture_probability"], rec["threshold"]
-        text = f"{rec['score_source']} p={p:.3f} -> {rec['decision']} (thr {thr:.2f})"
-        cv2.putText(img, text, (8, round(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, color, thick, cv2.LINE_AA)
-    return img
+        caption.append([(f"{rec['score_source']} p={p:.3f} -> {rec['decision']} (thr {thr:.2f})", color)])
+    return A.annotate(gray, boxes, caption)
 
 
-def _overlay(gray: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """A JET heatmap (0..1 map) blended 50/50 over the film."""
-    h8 = (np.clip(heat, 0, 1) * 255).astype(np.uint8)
-    return cv2.addWeighted(cv2.applyColorMap(h8, cv2.COLORMAP_JET), 0.5, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), 0.5, 0)
+def _overlay(gray: np.ndarray, heat: np.ndarray, classifier: bool = False) -> np.ndarray:
+    """A JET heatmap blended 50/50 over the film; a classifier's is hatched and labelled outside its centre crop."""
+    from fracturekit.annotate import centre_crop, heatmap_panel
+
+    return heatmap_panel(gray, heat, centre_crop(*gray.shape[:2]) if classifier else None)
 
 
 def _write(path: Path, img: np.ndarray) -> None:
@@ -599,6 +602,36 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[st
         )
     done = {r["path"] for r in _read_rows(out / "predictions.csv")}
     return ours, done
+
+
+def coco_predictions(records: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
+    """The readable films and their kept boxes as one COCO dataset (`score` on each annotation, xywh pixels).
+
+    pycocotools' COCO(), FiftyOne's COCODetectionDataset and supervision's DetectionDataset.from_coco read it;
+    image ids are 1.. in predictions.csv order, `file_name` the film's path as given to --source.
+    """
+    cat = {n: i + 1 for i, n in enumerate(classes)}
+    images, annotations = [], []
+    for r in records:
+        if r["error"]:
+            continue
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": r["path"], "width": r["width"], "height": r["height"]})
+        for b in r["boxes"]:
+            w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat[b["class"]],
+                    "bbox": [b["x1"], b["y1"], round(w, 1), round(h, 1)],
+                    "area": round(w * h, 1),
+                    "iscrowd": 0,
+                    "score": b["confidence"],
+                }
+            )
+    categories = [{"id": i, "name": n} for n, i in cat.items()]
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 # ------------------------------------------------------------------------------------------ main API
@@ -696,7 +729,7 @@ def predict(
         "conf": conf,
         "imgsz": imgsz,
     }
-    planned = {"predictions.csv", "predictions.json"}
+    planned = {"predictions.csv", "predictions.json", "predictions_coco.json"}
     if save_images:
         planned.update(f"{n}.jpg" for n in names)
     if cam:
@@ -785,11 +818,14 @@ def predict(
                 if save_images:
                     rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
                     writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(it.gray, rec)))  # type: ignore[arg-type]
-                for tag, m in (("", cls_maps[k]), (".det" if clf is not None else "", det_maps[k])):
+                for tag, m, is_cls in (
+                    ("", cls_maps[k], True),
+                    (".det" if clf is not None else "", det_maps[k], False),
+                ):
                     if m is not None:
                         target = out / "cam" / f"{name}{tag}.png"
                         rec["cam"].append(target.relative_to(out).as_posix())
-                        writes.append(pool.submit(_write, target, _overlay(it.gray, m)))  # type: ignore[arg-type]
+                        writes.append(pool.submit(_write, target, _overlay(it.gray, m, is_cls)))  # type: ignore[arg-type]
             pending.append(([batch_recs[it.index] for it in items], writes))
             append_finished(wait=False)
         append_finished(wait=True)
@@ -814,8 +850,10 @@ def predict(
         "resumed_after": len(paths) - len(todo) if resume else None,
         "n_images": len(records),
         "n_errors": sum(1 for r in records if r["error"]),
+        "classes": [det.names[i] for i in sorted(det.names)] if det else [],
     }
     (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
+    (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
     return records
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,17 @@ def confusion_figure(matrix: list[list[int]], labels: list[str]) -> str:
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.note{color:#555;max-width:900px}
-img{max-width:100%}"""
+img{max-width:100%}.warn{background:#fff4e5;border-left:4px solid #e67700;padding:.5em 1em;margin:1em 0}
+.prov td{text-align:left}.small{color:#a61e4d;font-weight:bold}
+.cases{display:flex;flex-wrap:wrap;gap:12px}.cases figure{margin:0;width:520px}.cases figure.wide{width:100%}
+.cases figcaption{font-size:.85em;color:#444}"""
+# What each kind of case is, for the report (fracturekit.cases decides membership and order).
+CASE_KINDS = {
+    "false_negative": "Missed fractures (false negatives), most confident miss (lowest score) first",
+    "false_positive": "False alarms (false positives), most confident (highest score) first",
+    "worst_localised": "Found, but boxes in the wrong place: lowest IoU between a fracture and the best box first",
+    "true_positive": "Fractures found (examples), highest score first",
+}
 
 
 def _kv_table(rows: list[tuple[str, Any]]) -> str:
@@ -185,6 +196,11 @@ def _subgroup_table(subgroups: dict[str, dict[str, Any]], keys: list[str]) -> st
         head = "".join(f"<th>{html.escape(k)}</th>" for k in ["n", "n_positive", *keys])
         rows = ""
         for value, m in values.items():
+            if m.get("too_few_to_judge"):
+                rows += f"<tr><td>{html.escape(str(value))} <span class='small'>too few to judge</span></td>"
+                rows += "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in [m.get("n"), m.get("n_positive")])
+                rows += f"<td colspan='{len(keys)}'>not shown: too few films or positives</td></tr>"
+                continue
             cells = [m.get("n"), m.get("n_positive")]
             for k in keys:
                 v: Any = m
@@ -203,28 +219,86 @@ def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
 
 
-def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> Path:
+def provenance_table(prov: dict[str, Any]) -> str:
+    """The report header's provenance: versions, date, dataset + data_hash, split, runs + their data_hash."""
+    rows = [
+        ("date (UTC)", prov.get("date")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items())),
+        (
+            "dataset",
+            f"{(prov.get('dataset') or {}).get('path')}  data_hash {(prov.get('dataset') or {}).get('data_hash')}",
+        ),
+        ("split", prov.get("split")),
+    ]
+    rows += [
+        (f"{k} run", f"{r.get('path')}  data_hash {r.get('data_hash')}") for k, r in (prov.get("runs") or {}).items()
+    ]
+    skip = ("date", "versions", "dataset", "split", "runs", "train_overlap_examples")
+    extra = [(k, v) for k, v in prov.items() if k not in skip]
+    rows += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in extra]  # keys other stages add
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(str(v))}</code></td></tr>" for k, v in rows)
+    return f"<table class='prov'>{body}</table>"
+
+
+def _cases_section(cases: Any, folder: Path) -> str:
+    """'Cases to review': each kind's pictures (embedded JPEGs) in review order, with path, score and IoU."""
+    from PIL import Image
+
+    parts = [
+        "<h2 id='cases'>Cases to review</h2><p class='note'>The films behind the numbers, at the threshold chosen "
+        "on validation: green boxes are the ground truth, amber the predicted boxes at or above the threshold "
+        "(with confidences), grey the best box when none reaches it. The classifier's EigenCAM is shown beside "
+        "the film; it is hatched outside the centre square, which the classifier never sees. Every case is listed "
+        "in <code>cases.csv</code>; pictures are in <code>cases/</code>.</p>"
+    ]
+    for model in ("classifier", "detector"):
+        for kind, title in CASE_KINDS.items():
+            sel = cases[(cases["model"] == model) & (cases["kind"] == kind)]
+            if not len(sel):
+                continue
+            figures = ""
+            for r in sel.itertuples():
+                raw = (folder / r.picture).read_bytes()
+                data = base64.b64encode(raw).decode("ascii")
+                with Image.open(io.BytesIO(raw)) as im:  # film + CAM side by side: a row of its own, legible
+                    wide = " class='wide'" if im.width > im.height else ""
+                iou = "" if r.iou is None or (isinstance(r.iou, float) and math.isnan(r.iou)) else f", IoU {r.iou:.2f}"
+                figures += (
+                    f"<figure{wide}><img src='data:image/jpeg;base64,{data}' alt='{html.escape(r.path)}'>"
+                    f"<figcaption><code>{html.escape(r.path)}</code>: score {r.score:.3f} "
+                    f"(threshold {r.threshold:.3f}){iou}</figcaption></figure>"
+                )
+            parts.append(f"<h3>{model}: {html.escape(title)}</h3><div class='cases'>{figures}</div>")
+    return "".join(parts)
+
+
+def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path, pictures: Path | None = None) -> Path:
     """Write the self-contained report.html for `metrics` (as in metrics.json) and the raw plot data.
 
     plots: "curves" (name -> {"y", "score"} for ROC/PR), "reliability" (reliability_bins before/after
-    and the two ECEs), "cls_confusion" ({"matrix", "labels"}); each is optional.
+    and the two ECEs), "cls_confusion" ({"matrix", "labels"}), "cases" (the cases.csv rows that have a
+    picture, read from `pictures`/cases/ and embedded); each is optional.
     """
     parts = [
         f"<h1>fracturekit evaluation</h1><p>Data <code>{html.escape(str(metrics['data']))}</code>, split "
         f"<b>{html.escape(metrics['split'])}</b>; threshold and temperature chosen on "
         f"<b>{html.escape(metrics['threshold_split'])}</b> and applied unchanged.</p>"
     ]
-    if metrics.get("warning"):
-        parts.append(f"<p><b>Warning:</b> {html.escape(metrics['warning'])}</p>")
+    if metrics.get("provenance"):
+        parts.append(provenance_table(metrics["provenance"]))
+    warns = list(metrics.get("warnings") or ([metrics["warning"]] if metrics.get("warning") else []))
     overlap = (metrics.get("provenance") or {}).get("train_overlap", 0)
     if overlap != 0:
-        said = (
+        warns.insert(
+            0,
             f"{overlap} scored films are copies of films the model(s) trained or validated on (--allow-overlap): "
             "these numbers are optimistic."
             if overlap
-            else "a run has no record of the films it trained on: whether scored films were seen was not checked."
+            else "a run has no record of the films it trained on: whether scored films were seen was not checked.",
         )
-        parts.append(f"<p><b>Warning:</b> {html.escape(said)}</p>")
+    if warns:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warns)
+        parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
     units = metrics.get("units")
     if units:
         linked = " or ".join(f"<code>{html.escape(c)}</code>" for c in units["linked_by"]) or "nothing"
@@ -235,6 +309,9 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
         )
         if units.get("warning"):
             parts.append(f"<p><b>Warning:</b> {html.escape(units['warning'])}</p>")
+    cases = plots.get("cases")
+    if cases is not None and len(cases):
+        parts.append("<p><a href='#cases'>Cases to review</a>: the films the models got most confidently wrong.</p>")
     if plots.get("curves"):
         figure = roc_pr_figure(plots["curves"])
         parts.append("<h2>ROC and precision-recall (image level)</h2>" + _img(figure, "ROC and PR"))
@@ -304,6 +381,8 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path) -> 
         if d.get("subgroups"):
             keys = ["n_units", "pycocotools.map50_95", "pycocotools.map50", "auroc", "sensitivity", "specificity"]
             parts.append("<h2>Detector by subgroup</h2>" + _subgroup_table(d["subgroups"], keys))
+    if cases is not None and len(cases) and pictures is not None:
+        parts.append(_cases_section(cases, Path(pictures)))
     if metrics.get("skipped"):
         items = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in metrics["skipped"])
         parts.append(f"<h2>Skipped files</h2><ul>{items}</ul>")

@@ -14,13 +14,17 @@ second run never silently overwrites the first and a named run is always where t
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib.util
 import json
 import logging
 import math
+import os
 import platform
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ log = logging.getLogger("fracturekit")
 
 # fracturekit keys that are not Ultralytics train arguments.
 _OWN_KEYS = frozenset(
-    {"model", "weights", "device", "threads", "balance", "freeze_epochs", "project", "name", "resume"}
+    {"model", "weights", "device", "threads", "balance", "freeze_epochs", "project", "name", "resume", "logger"}
     | {"aug_clahe", "aug_brightness_contrast", "aug_gamma"}
 )
 # Ultralytics' final metric names -> the short names printed and recorded.
@@ -76,6 +80,7 @@ def train(
         log.warning(size_note)
     device = resolve_device(cfg["device"])
     threads = cpu_threads(cfg["threads"])
+    check_logger(cfg.values.get("logger") or "none")
     load_ultralytics(threads)
     run_dir = _run_folder(task, cfg, folder)
     model, pretrained = _build_model(task, cfg, run_dir)
@@ -111,7 +116,8 @@ def train(
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
-        result = model.train(trainer=trainer_cls, **args)
+        with experiment_logger(cfg.values.get("logger") or "none", run_dir, task):
+            result = model.train(trainer=trainer_cls, **args)
     except (FileNotFoundError, SyntaxError) as exc:  # Ultralytics' way of saying the dataset/args are wrong
         raise UserError(f"{data_arg}: Ultralytics refused the training set-up ({exc}); check the dataset.") from exc
     total = time.perf_counter() - t0
@@ -120,6 +126,58 @@ def train(
     record["seen"] = {"file": SEEN_FILE, "films": seen}
     run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     return run
+
+
+# Ultralytics' logger integrations (settings keys); each trainer adds the callbacks of those set to True.
+_INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+_LOGGER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def check_logger(logger: str) -> None:
+    """UserError when the package behind `logger` is missing (checked before the run folder is made)."""
+    module = _LOGGER_MODULES.get(logger)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise UserError(
+            f"--logger {logger}: the {module} package is not installed; pip install 'fracturekit[{logger}]'."
+        )
+
+
+@contextlib.contextmanager
+def experiment_logger(logger: str, run_dir: Path, task: str) -> Iterator[None]:
+    """Switch on Ultralytics' own callback for `logger` (none | tensorboard | mlflow) and every other one off.
+
+    Ultralytics reads its settings per trainer, so the integrations are set there for this training (and
+    restored after); all others go off so that an installed wandb or comet never starts uploading.
+    TensorBoard writes its events into the run folder itself; MLflow gets a file store in `<run>/mlflow`
+    (its environment variables are set for this training only and restored after).
+    """
+    check_logger(logger)
+    from ultralytics.utils import SETTINGS
+
+    wanted = {k: k == logger for k in _INTEGRATIONS if k in SETTINGS}
+    before = {k: SETTINGS[k] for k, v in wanted.items() if SETTINGS[k] != v}
+    if before:
+        SETTINGS.update({k: wanted[k] for k in before})
+    env = {}
+    if logger == "mlflow":
+        env = {
+            "MLFLOW_TRACKING_URI": (run_dir / "mlflow").resolve().as_uri(),
+            "MLFLOW_ALLOW_FILE_STORE": "true",  # MLflow 3 refuses a file store unless told so; offline it is the one
+            "MLFLOW_EXPERIMENT_NAME": f"fracturekit-{task}",
+            "MLFLOW_RUN": run_dir.name,
+        }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        if before:
+            SETTINGS.update(before)  # plain Ultralytics sharing this settings folder keeps its own choice
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _detection_trainer() -> type:

@@ -255,8 +255,9 @@ def test_evaluate_refuses_films_the_model_saw(
             "mirrored.png",
             "renamed.png",
         }
-    assert prov["data"] == str((tmp_path / "ds").resolve()) and prov["split"] == "test"
-    assert prov["runs"][0]["data_hash"] != prov["data_hash"] and prov["runs"][0]["same_data"] is False
-    assert {"fracturekit", "ultralytics", "torch", "date"} <= set(prov)
+    assert prov["dataset"]["path"] == str((tmp_path / "ds").resolve()) and prov["split"] == "test"
+    run = prov["runs"]["classifier"]
+    assert run["data_hash"] != prov["dataset"]["data_hash"] and run["same_data"] is False
+    assert set(prov["versions"]) == {"fracturekit", "ultralytics", "torch"} and prov["date"]
     report = (runs["classify"] / "eval" / "report.html").read_text()
     assert report.index(f"{count} scored films are copies") < report.index("<h2>")  # said at the top

@@ -69,7 +69,8 @@ def test_demo_report_embeds_images(demo_out: Path) -> None:
     summary = json.loads((demo_out / "demo.json").read_text())
     parser = _Images()
     parser.feed((Path(summary["eval_dir"]) / "report.html").read_text())
-    assert parser.sources and all(src.startswith("data:image/png;base64,") for src in parser.sources)
+    embedded = ("data:image/png;base64,", "data:image/jpeg;base64,")  # plots; case pictures
+    assert parser.sources and all(src.startswith(embedded) for src in parser.sources)
 
 
 def test_demo_predictions_one_row_per_fresh_image(demo_out: Path) -> None:

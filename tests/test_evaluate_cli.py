@@ -57,7 +57,18 @@ def test_evaluate_cli_on_tiny_runs(
 
     parser = _Images()
     parser.feed((out / "report.html").read_text(encoding="utf-8"))
-    assert parser.srcs and all(s.startswith("data:image/png;base64,") for s in parser.srcs)
+    plots = [s for s in parser.srcs if s.startswith("data:image/png;base64,")]  # ROC/PR, confusion, reliability
+    pictures = [s for s in parser.srcs if s.startswith("data:image/jpeg;base64,")]  # cases to review
+    assert plots and len(plots) + len(pictures) == len(parser.srcs)
+    cases = pd.read_csv(out / "cases.csv")
+    assert len(pictures) == cases["picture"].notna().sum() > 0
+    # every misclassified film is listed, each model at its own val-chosen threshold
+    cm = c["confusion_matrix_labelled"]["counts"]
+    listed = cases[cases["model"] == "classifier"]["kind"].value_counts()
+    assert listed.get("false_negative", 0) == cm["true fracture"]["predicted no_fracture"]
+    assert listed.get("false_positive", 0) == cm["true no_fracture"]["predicted fracture"]
+    assert m["provenance"]["runs"]["detector"]["data_hash"] == m["provenance"]["dataset"]["data_hash"]
+    assert json.loads((out / "ground_truth_coco.json").read_text())["images"]  # the COCO pair is there
 
     # compare the two real runs: parameter counts and eval numbers are read back
     res = CliRunner().invoke(app, ["compare", str(tiny_runs["classify"]), str(tiny_runs["detect"])])

@@ -295,3 +295,20 @@ def test_output_inside_source_is_not_read_back(runs: dict[str, Path], tmp_path: 
     first = predict(src, detector=runs["detect"], out=src / "pred")
     second = predict(src, detector=runs["detect"], out=src / "pred", exist_ok=True)  # pred/*.jpg now under src
     assert len(first) == len(second) == 2
+
+
+def test_coco_predictions_and_readable_cam(films: Path, runs: dict[str, Path], tmp_path: Path) -> None:
+    from pycocotools.coco import COCO
+
+    from fracturekit.annotate import BELOW
+
+    out = tmp_path / "out"
+    recs = predict(films / "ward", detector=runs["detect"], classifier=runs["classify"], out=out, conf=0.001, cam=True)
+    coco = COCO(str(out / "predictions_coco.json"))  # pycocotools reads it as a dataset with scores
+    assert len(coco.getImgIds()) == len(recs)
+    assert len(coco.getAnnIds()) == sum(r["n_boxes"] for r in recs) > 0
+    first = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    assert [a["score"] for a in first] == [b["confidence"] for b in recs[0]["boxes"]]
+    # wide films: the classifier saw only the centre square, and its CAM says so in the hatched margin
+    cam = cv2.imread(recs[0]["cam"][0])
+    assert tuple(int(v) for v in cam[1, 1]) == BELOW  # the note's solid chip at the top-left of the margin

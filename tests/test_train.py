@@ -213,3 +213,52 @@ def test_same_seed_same_classifier_losses(prepared_phantoms: Path, tmp_path: Pat
         with (run / "results.csv").open() as f:
             losses.append([row["train/loss"] for row in csv.DictReader(f)])
     assert losses[0] == losses[1]
+
+
+# ------------------------------------------------------------------ --logger: Ultralytics' own callbacks, in the run
+def _tiny_train_args(data: Path, project: Path, logger: str) -> list[str]:
+    args = ["train", "--task", "classify", "--data", str(data), "--project", str(project), "--name", logger]
+    return args + ["--imgsz", "32", "--epochs", "1", "--batch", "8", "--device", "cpu", "--logger", logger]
+
+
+@pytest.mark.slow
+def test_logger_tensorboard_writes_events_in_the_run(prepared_phantoms: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="optional extra: pip install 'fracturekit[tensorboard]'")
+    import os
+    import subprocess
+    import sys
+
+    # A child process: Ultralytics switches TensorBoard off whenever it sees pytest (PYTEST_CURRENT_TEST).
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    code = "from fracturekit.cli import main; main()"
+    args = _tiny_train_args(prepared_phantoms, tmp_path / "runs", "tensorboard")
+    res = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    events = list((tmp_path / "runs" / "classify" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing written beside the run
+
+
+@pytest.mark.slow
+def test_mlflow_logger_file_store_in_the_run(prepared_phantoms: Path, tmp_path: Path, no_network: list[str]) -> None:
+    # The test name holds "test_mlflow": Ultralytics' MLflow callback stays on under pytest only then.
+    pytest.importorskip("mlflow", reason="optional extra: pip install 'fracturekit[mlflow]'")
+    import os
+
+    res = runner.invoke(app, _tiny_train_args(prepared_phantoms, tmp_path / "runs", "mlflow"))
+    assert res.exit_code == 0, res.output
+    store = tmp_path / "runs" / "classify" / "mlflow" / "mlflow"
+    metrics = list(store.glob("*/*/metrics/*"))
+    assert any(p.name.startswith("metrics") for p in metrics), sorted(str(p) for p in store.rglob("*"))[:20]
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # set for the training only
+
+
+def test_logger_missing_package_or_bad_name_is_one_sentence(prepared_phantoms: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    res = runner.invoke(app, _tiny_train_args(prepared_phantoms, tmp_path, "wandb"))
+    assert res.exit_code == 2 and "must be one of none, tensorboard, mlflow" in " ".join(res.output.split())
+    if importlib.util.find_spec("mlflow") is None:
+        res = runner.invoke(app, _tiny_train_args(prepared_phantoms, tmp_path, "mlflow"))
+        assert res.exit_code == 2 and "fracturekit[mlflow]" in res.output
+    assert not (tmp_path / "classify").exists()  # refused before any run folder is made

@@ -45,6 +45,9 @@ def evaluate(
     device: options.Device = "auto",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUROC 95% CI.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap random seed.")] = 0,
+    cases: Annotated[
+        int, typer.Option("--cases", help="Pictures per kind of case (missed, false alarm, ...) in the report.")
+    ] = 8,
 ) -> None:
     """Metrics (mAP both ways, AUROC + CI, calibrated threshold, subgroups) into metrics.json and report.html."""
     from fracturekit.evaluate import evaluate as run_evaluate
@@ -62,6 +65,7 @@ def evaluate(
         bootstrap=bootstrap,
         seed=seed,
         exist_ok=exist_ok,
+        cases=cases,
         allow_overlap=allow_overlap,
         show_progress=True,
     )
@@ -71,7 +75,7 @@ def evaluate(
         err.print("[yellow]warning:[/] a run has no record of its training films: seen films were not checked")
     elif overlap:
         err.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
-    err.print(f"wrote metrics.json, predictions.csv, report.html to {m['out']}", highlight=False)
+    err.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)
 
 
 @app.command()

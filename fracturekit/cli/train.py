@@ -36,6 +36,9 @@ def train_command(
         int | None,
         typer.Option(help="Phase-1 epochs before all layers train (default half)."),
     ] = None,
+    logger: Annotated[
+        str | None, typer.Option(help="Experiment log in the run folder: none, tensorboard or mlflow.")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML overriding the task defaults.")] = None,
     set_: Annotated[
         Optional[list[str]],  # noqa: UP045 (typer 0.29 cannot parse list[str] | None)
@@ -61,6 +64,7 @@ def train_command(
         "threads": threads,
         "freeze": freeze,
         "freeze_epochs": freeze_epochs,
+        "logger": logger,
     }
     overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
     with library_notes():  # fracturekit's notices (e.g. "training from scratch") as yellow lines
