@@ -161,7 +161,7 @@ def test_evaluate_detector_cases_coco_and_report(
 
     run = RunDir(tmp_path / "det_run")
     (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda _r: (SimpleNamespace(names={0: "fracture"}), run))
+    monkeypatch.setattr(E, "_load_model", lambda _r, _task: (SimpleNamespace(names={0: "fracture"}), run))
     monkeypatch.setattr(E, "ultralytics_val", _fake_val_factory(np.random.default_rng(0)))
     out = tmp_path / "eval"
     m = E.evaluate(prepared_phantoms, detector=run.root, out=out, bootstrap=20, cases=3)

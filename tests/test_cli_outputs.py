@@ -69,7 +69,8 @@ def test_prepare_rerun_into_used_folder(work: Path, flags: list[str], code: int,
     if code == 2:
         assert message in one_error(res)
     else:
-        assert res.returncode == 0 and message in res.stdout, res.stdout + res.stderr
+        said = " ".join(res.stdout.split())  # paths are shown resolved, as the command understood them
+        assert res.returncode == 0 and message.replace("../", f"{work.resolve()}/") in said, res.stdout + res.stderr
     assert (work / "ds" / "NOTES.txt").read_text() == "mine"
     assert (work / "ds" / "mine" / "a.txt").read_text() == "mine too"
     after = pd.read_csv(work / "ds" / "manifest.csv")
@@ -92,7 +93,7 @@ def test_prepare_removes_a_killed_runs_tmp_folder(work: Path) -> None:
     lookalike.mkdir()
     res = fk(work / "sub", "prepare", "../raw", "--out", "../ds")
     assert res.returncode == 0, res.stderr
-    assert f"removed ../ds.tmp-{dead.pid}, left by a killed prepare" in res.stdout
+    assert f"removed {work.resolve()}/ds.tmp-{dead.pid}, left by a killed prepare" in res.stdout
     assert not killed.exists() and lookalike.is_dir()
 
 
@@ -114,7 +115,8 @@ def test_prepare_over_a_trained_dataset_names_the_runs(
     )
     assert res.returncode == 0, res.stderr
     note = " ".join(res.stdout.split())
-    assert "2 run(s) were trained on the previous ds" in note and "no longer matches" in note
+    assert f"2 run(s) were trained on the previous {(tmp_path / 'ds').resolve()}" in note
+    assert "no longer matches" in note
     assert "runs/classify/tiny" in note and "runs/detect/tiny" in note and f"looked in {tmp_path}/runs/" in note
 
 
@@ -139,7 +141,8 @@ def test_evaluate_rerun_into_used_folder(
     assert first.returncode == 0, first.stderr
     res = fk(tmp_path / "sub", *common, *args)
     if code == 2:
-        assert "--out ../mine already holds files" in one_error(res) and "--exist-ok" in res.stderr
+        said = one_error(res)
+        assert f"--out {(tmp_path / 'mine').resolve()} already holds files" in said and "--exist-ok" in res.stderr
     else:
         assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in runs["classify"].glob("eval*")) == left
@@ -172,13 +175,13 @@ def test_predict_killed_and_resumed(tiny_runs: dict[str, Path], tmp_path: Path) 
     proc.wait()
     kept = pd.read_csv(table)
     assert 3 <= len(kept) < 40, "predict must be killed mid-run"  # rows of finished films survived the kill
-    assert all((tmp_path / "sub" / p).is_file() for p in kept["annotated"])
+    assert all((tmp_path / "sub" / "pred" / p).is_file() for p in kept["annotated"])  # relative to --out
     assert not (tmp_path / "sub" / "pred" / "predictions.json").exists()
 
     refused = one_error(fk(tmp_path / "sub", *args))  # a plain re-run is refused and points at --resume
     assert "pass --resume to continue it" in refused
     other = one_error(fk(tmp_path / "sub", *args[:5], *args[7:], "--resume"))  # other models: refused
-    assert "--resume: pred was predicted with classifier" in other
+    assert f"--resume: {(tmp_path / 'sub' / 'pred').resolve()} was predicted with classifier" in other
 
     res = fk(tmp_path / "sub", *args, "--resume")
     assert res.returncode == 0, res.stderr
@@ -240,7 +243,7 @@ def test_evaluate_refuses_films_the_model_saw(
     assert res.returncode == 0, res.stdout + res.stderr
     args = ["evaluate", "--data", "../ds", "--classifier", "../runs/classify/tiny", "--bootstrap", "20"]
     refused = one_error(fk(tmp_path / "sub", *args))
-    assert "films, or copies of films, that ../runs/classify/tiny trained or validated on" in refused
+    assert f"films, or copies of films, that {runs['classify'].resolve()} trained or validated on" in refused
     assert "--allow-overlap" in refused and refused.count(" = train film ") + refused.count(" = val film ") == 2
     assert not (runs["classify"] / "eval").exists()  # refused before anything was written
 

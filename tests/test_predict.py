@@ -253,7 +253,7 @@ def test_cam_overlays(films: Path, runs: dict[str, Path], tmp_path: Path) -> Non
     for r in recs:
         assert [Path(p).name for p in r["cam"]] == [f"{Path(r['annotated']).stem}{t}.png" for t in ("", ".det")]
         for p in r["cam"]:
-            assert cv2.imread(str(tmp_path / p)).shape[:2] == (r["height"], r["width"])  # mapped back onto the film
+            assert cv2.imread(str(tmp_path / "o" / p)).shape[:2] == (r["height"], r["width"])  # relative to out
 
 
 @pytest.mark.realdata

@@ -132,7 +132,7 @@ def prepare(
         for entry in s["other_files"][:5]:
             out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
     for note in s.get("notes", []):
-        out_console.print(f"note: {note}", highlight=False)
+        out_console.print(f"note: {note}", highlight=False, soft_wrap=True)
     kept = ", ".join(f"{n} by {kind}" for kind, n in s["grouped_by_link"].items() if n)
     out_console.print(
         f"kept together in one split: {kept or 'no duplicate films'}; {s['groups']} patient groups", highlight=False
@@ -142,6 +142,7 @@ def prepare(
     out_console.print(
         f"wrote {result.dataset.root} in {s['timings_s']['total']:.1f} s; data_hash {s['data_hash'][:16]}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
