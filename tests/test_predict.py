@@ -310,5 +310,5 @@ def test_coco_predictions_and_readable_cam(films: Path, runs: dict[str, Path], t
     first = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
     assert [a["score"] for a in first] == [b["confidence"] for b in recs[0]["boxes"]]
     # wide films: the classifier saw only the centre square, and its CAM says so in the hatched margin
-    cam = cv2.imread(recs[0]["cam"][0])
+    cam = cv2.imread(str(out / recs[0]["cam"][0]))  # relative to --out
     assert tuple(int(v) for v in cam[1, 1]) == BELOW  # the note's solid chip at the top-left of the margin
