@@ -28,7 +28,7 @@ lint: setup
 	$(PY) -m ruff check fracturekit tests bench
 	$(PY) -m ruff format --check fracturekit tests bench
 
-# Everything, real-data tests included (they skip when ../shared/data is absent): about 3 minutes on 2 cores.
+# Everything, real-data tests included (they skip when ../shared/data is absent): 610 tests in 6 min 54 s on 2 cores.
 test: lint $(VENV)/.installed-extras
 	$(PY) -m pytest -q
 
