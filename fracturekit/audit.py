@@ -317,10 +317,15 @@ def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditIte
     return sorted(pairs)
 
 
-def _hash_film(path: Path) -> tuple[str, str, np.ndarray, Signature] | str:
-    """(file sha256, pixel sha256, dihedral phashes, copy signature) of one film, or why it cannot be read."""
+def _hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, Signature | None] | str:
+    """(file sha256, pixel sha256, dihedral phashes, copy signature) of one film, or why it cannot be read.
+
+    copies=False skips the SIFT signature (None): for callers whose other side has none to compare with.
+    """
     try:
         img = read_image(path)
+        if not copies:
+            return file_sha256(path), pixel_sha256(img.pixels), dihedral_phashes(img.pixels), None
         return file_sha256(path), *film_hashes(img.pixels)
     except ImageReadError as exc:
         return str(exc)
