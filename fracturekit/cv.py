@@ -38,6 +38,7 @@ import yaml
 from fracturekit import metrics as M
 from fracturekit.errors import UserError
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, PreparedDataset, RunDir
+from fracturekit.options import check_threshold
 from fracturekit.split import units
 
 if TYPE_CHECKING:
@@ -457,10 +458,7 @@ def cross_validate(
         raise UserError(f"--executor {executor}: use local or ray.")
     if parallel < 1:
         raise UserError(f"--parallel {parallel}: use 1 or more.")
-    try:
-        M.parse_threshold(threshold)
-    except ValueError as exc:
-        raise UserError(f"--threshold {threshold}: {exc}; use {M.THRESHOLD_HELP}.") from exc
+    check_threshold(threshold)
     ds = PreparedDataset.open(data)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key in ("name", "resume"):

@@ -42,7 +42,7 @@ from fracturekit.cases import DEFAULT_N, ModelScores
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset, RunDir
-from fracturekit.options import check_imgsz, check_task, inference_device
+from fracturekit.options import check_imgsz, check_task, check_threshold, inference_device
 from fracturekit.outputs import check_free, claim, files_under, increment, write_record
 from fracturekit.paths import rel_to, user_path
 from fracturekit.split import film_units, unit_basis
@@ -483,10 +483,7 @@ def evaluate(
         raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
     if cases < 0:
         raise UserError(f"--cases {cases}: must be 0 (no pictures) or more pictures per kind.")
-    try:
-        M.parse_threshold(threshold)
-    except ValueError as exc:
-        raise UserError(f"--threshold {threshold}: {exc}; use {M.THRESHOLD_HELP}.") from exc
+    check_threshold(threshold)
     manifest = pd.read_csv(ds.manifest, dtype={"group": str, "cluster": str})  # keys: '007' is not 7
     by = list(by or [])
     missing = [c for c in by if c not in manifest.columns]

@@ -28,6 +28,17 @@ def check_fraction(value: float | None, flag: str) -> float | None:
     return value
 
 
+def check_threshold(value: str) -> str:
+    """A --threshold rule (youden, f1, sens:T or a probability), else UserError listing the choices."""
+    from fracturekit.metrics import THRESHOLD_HELP, parse_threshold
+
+    try:
+        parse_threshold(value)
+    except ValueError as exc:
+        raise UserError(f"--threshold {value}: {exc}; use {THRESHOLD_HELP}.") from exc
+    return value
+
+
 def check_imgsz(value: int | None, stride: int = STRIDE) -> tuple[int | None, str | None]:
     """(imgsz rounded up to a multiple of `stride`, a note when it was rounded); UserError when not positive."""
     if value is None:

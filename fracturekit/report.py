@@ -386,8 +386,13 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path, pic
     if metrics.get("skipped"):
         items = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in metrics["skipped"])
         parts.append(f"<h2>Skipped files</h2><ul>{items}</ul>")
+    return _write_page("fracturekit evaluation", parts, path)
+
+
+def _write_page(title: str, parts: list[str], path: Path) -> Path:
+    """One self-contained HTML page (styles inline, pictures embedded) from its parts."""
     page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fracturekit evaluation</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
     )
     path = Path(path)
@@ -462,10 +467,4 @@ def write_cv_report(cv: dict[str, Any], oof: Any, path: Path) -> Path:
                 ]
             )
         )
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fracturekit cross-validation</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
-    )
-    path = Path(path)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return _write_page("fracturekit cross-validation", parts, path)
