@@ -120,17 +120,10 @@ def prepare(
     )
     out_console.print(grouping_line(s["grouping"]), highlight=False)
     if s["skipped"]:
-        out_console.print(f"[yellow]skipped {s['skipped']} files:[/]")
-        for reason, n in s["skipped_reasons"].items():
-            out_console.print(f"  {n} x {reason}", highlight=False)
-        for entry in s["skipped_files"][:10]:
-            out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
+        _print_files(f"[yellow]skipped {s['skipped']} files:[/]", s["skipped_reasons"], s["skipped_files"][:10])
     if s["other_files"]:
-        out_console.print(f"{len(s['other_files'])} other files are not films (all listed in prepare.json):")
-        for reason, n in s["other_files_reasons"].items():
-            out_console.print(f"  {n} x {reason}", highlight=False)
-        for entry in s["other_files"][:5]:
-            out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
+        title = f"{len(s['other_files'])} other files are not films (all listed in prepare.json):"
+        _print_files(title, s["other_files_reasons"], s["other_files"][:5])
     for note in s.get("notes", []):
         out_console.print(f"note: {note}", highlight=False, soft_wrap=True)
     kept = ", ".join(f"{n} by {kind}" for kind, n in s["grouped_by_link"].items() if n)
@@ -144,6 +137,15 @@ def prepare(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _print_files(title: str, reasons: dict[str, int], examples: list[dict[str, str]]) -> None:
+    """A title, a count per reason, then example files with their reason."""
+    out_console.print(title)
+    for reason, n in reasons.items():
+        out_console.print(f"  {n} x {reason}", highlight=False)
+    for entry in examples:
+        out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
 
 
 @app.command()
