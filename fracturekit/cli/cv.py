@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from fracturekit.cli import options
 from fracturekit.cli.app import app, console, library_notes, user_errors
 
 
@@ -30,23 +31,18 @@ def cv_command(
         str, typer.Option(help="Threshold rule on the val fold: youden, f1, sens:0.95 or 0.5.")
     ] = "youden",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for CIs and the paired test.")] = 1000,
-    weights: Annotated[Path | None, typer.Option(help="Pretrained .pt checkpoint to fine-tune.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    imgsz: Annotated[int | None, typer.Option(help="Square training image size in pixels.")] = None,
-    batch: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    weights: options.Weights = None,
+    epochs: options.Epochs = None,
+    imgsz: options.TrainImgsz = None,
+    batch: options.Batch = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs, on the val fold).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the folds, the training and the bootstrap.")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA, MPS, CPU), cpu, mps, 0 or 0,1.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads per fold (default: all cores / --parallel).")] = None,
-    freeze: Annotated[int | None, typer.Option(help="Hold the first N layers (phase 1).")] = None,
-    freeze_epochs: Annotated[
-        int | None, typer.Option(help="Phase-1 epochs before all layers train (default half).")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding the task defaults.")] = None,
-    set_: Annotated[
-        Optional[list[str]],  # noqa: UP045 (typer 0.29 cannot parse list[str] | None)
-        typer.Option("--set", help="Any config key, e.g. --set lr0=0.001 (repeatable)."),
-    ] = None,
+    freeze: options.Freeze = None,
+    freeze_epochs: options.FreezeEpochs = None,
+    config: options.ConfigFile = None,
+    set_: options.SetOptions = None,
 ) -> None:
     """K-fold cross-validation on patient- and duplicate-grouped folds, locally or on a Ray cluster."""
     from fracturekit.config import parse_set_options

@@ -6,7 +6,8 @@ the CLI and from Python: one sentence and exit code 2.
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -17,3 +18,16 @@ Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 Imgsz = Annotated[int | None, typer.Option("--imgsz", help=IMGSZ_HELP)]
 Conf = Annotated[float, typer.Option("--conf", help="Minimum box confidence to keep, in (0, 1].")]
 Iou = Annotated[float, typer.Option("--iou", help="IoU above which non-maximum suppression merges boxes, in (0, 1].")]
+
+# Training options that `train` and `cv` share (cv passes them on to every fold's training).
+Weights = Annotated[Path | None, typer.Option(help="Pretrained .pt checkpoint to fine-tune.")]
+Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
+TrainImgsz = Annotated[int | None, typer.Option(help="Square training image size, rounded up to a multiple of 32.")]
+Batch = Annotated[int | None, typer.Option(help="Batch size.")]
+Freeze = Annotated[int | None, typer.Option(help="Hold the first N layers (phase 1).")]
+FreezeEpochs = Annotated[int | None, typer.Option(help="Phase-1 epochs before all layers train (default half).")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML overriding the task defaults.")]
+SetOptions = Annotated[
+    Optional[list[str]],  # noqa: UP045 (typer 0.29 cannot parse list[str] | None)
+    typer.Option("--set", help="Any config key, e.g. --set lr0=0.001 (repeatable)."),
+]

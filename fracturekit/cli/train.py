@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,30 +20,22 @@ def train_command(
     project: Annotated[str | None, typer.Option(help="Parent folder of runs (default runs).")] = None,
     name: Annotated[str | None, typer.Option(help="Run folder name (default train, train2, ...).")] = None,
     model: Annotated[str | None, typer.Option(help="n|s|m|l|x or a model .yaml/.pt path.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Pretrained .pt checkpoint to fine-tune.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    imgsz: Annotated[
-        int | None, typer.Option(help="Square training image size, rounded up to a multiple of 32.")
-    ] = None,
-    batch: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    weights: options.Weights = None,
+    epochs: options.Epochs = None,
+    imgsz: options.TrainImgsz = None,
+    batch: options.Batch = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name from last.pt.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help=options.DEVICE_HELP + " Default: the config's (auto).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all allowed cores).")] = None,
-    freeze: Annotated[int | None, typer.Option(help="Hold the first N layers (phase 1).")] = None,
-    freeze_epochs: Annotated[
-        int | None,
-        typer.Option(help="Phase-1 epochs before all layers train (default half)."),
-    ] = None,
+    freeze: options.Freeze = None,
+    freeze_epochs: options.FreezeEpochs = None,
     logger: Annotated[
         str | None, typer.Option(help="Experiment log in the run folder: none, tensorboard or mlflow.")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding the task defaults.")] = None,
-    set_: Annotated[
-        Optional[list[str]],  # noqa: UP045 (typer 0.29 cannot parse list[str] | None)
-        typer.Option("--set", help="Any config key, e.g. --set lr0=0.001 (repeatable)."),
-    ] = None,
+    config: options.ConfigFile = None,
+    set_: options.SetOptions = None,
 ) -> None:
     """Train a YOLOv8 classifier or fracture detector on a prepared dataset (offline-safe, CPU or GPU)."""
     from fracturekit.config import parse_set_options
