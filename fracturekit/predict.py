@@ -7,10 +7,12 @@ rectangular letterboxing to each film's aspect, decoding of the next batch overl
 and the tuned threshold and temperature from `evaluate`. Model-specific steps stay Ultralytics'
 own: checkpoint loading, `classify_transforms`, and `non_max_suppression`.
 
-Backends: PyTorch (`.pt`) and ONNX (`.onnx`, an onnxruntime CPU session with all allowed cores as
-intra-op threads). Our own session is used rather than AutoBackend so that a dynamic-shape export
-gets rectangular batches and the thread count is ours; outputs then go through the same NMS, so the
-two backends agree to float rounding.
+Backends: PyTorch (`.pt`), ONNX (`.onnx`, an onnxruntime CPU session with all allowed cores as
+intra-op threads; `.int8.onnx` is the static int8 export) and OpenVINO (an Ultralytics
+`*_openvino_model/` folder; bf16 on CPUs with BF16, int8 when exported with NNCF). Our own sessions
+are used rather than AutoBackend so that a dynamic-shape export gets rectangular batches and the
+thread count is ours; outputs then go through the same NMS, so the backends agree to their precision.
+Given a run folder, `predict` uses the fastest export whose accuracy check passed (`choose_weights`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PAD_VALUE = 114  # Ultralytics' letterbox gray, so padded borders look as they did in training
 DEFAULT_THRESHOLD = 0.5
+PREFETCH = 8  # films decoded ahead of inference: keeps both cores busy on a 2-core CPU (bench/predict_bench.py)
 IOU = 0.7  # Ultralytics' predict default NMS IoU
 CSV_COLUMNS = (
     "path",
@@ -103,7 +106,7 @@ class Model:
     """A loaded detector or classifier (PyTorch or ONNX) with what inference needs to know about it."""
 
     task: str  # "detect" | "classify"
-    backend: str  # "torch" | "onnx"
+    backend: str  # "torch" | "onnx" | "openvino"
     weights: Path
     names: dict[int, str]
     imgsz: int
@@ -111,33 +114,49 @@ class Model:
     fixed_shape: tuple[int, int] | None  # (h, w) of a static-shape ONNX input
     fixed_batch: int | None  # the batch size a static-shape ONNX input requires
     run: RunDir | None
-    net: Any  # torch nn.Module or onnxruntime.InferenceSession
+    net: Any  # torch nn.Module, onnxruntime.InferenceSession or openvino InferRequest
     metrics: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"  # torch device of a PyTorch model; ONNX always runs on CPU
+    device: str = "cpu"  # torch device of a PyTorch model; ONNX and OpenVINO always run on CPU
+    precision: str = "float32"  # what the arithmetic runs in: float32, int8, bf16 (OpenVINO's choice), fp16
+    chosen: str = ""  # why these weights were used when a run folder was given (choose_weights)
+
+    @property
+    def label(self) -> str:
+        """E.g. 'OpenVINO int8 (best_int8_openvino_model)': which model and path predict used."""
+        kind = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}[self.backend]
+        return f"{kind} {self.precision} ({self.weights.name})"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run a float32 (B, 3, H, W) batch in 0..1; returns the raw head output as numpy."""
-        if self.backend == "onnx":
-            name = self.net.get_inputs()[0].name
-            fb = self.fixed_batch
-            if fb is None or fb == len(x):
-                return self.net.run(None, {name: x})[0]
-            outs = []
-            for i in range(0, len(x), fb):  # static batch: run full chunks, the last one zero-padded
-                chunk = x[i : i + fb]
-                pad = np.zeros((fb - len(chunk), *x.shape[1:]), x.dtype)
-                outs.append(self.net.run(None, {name: np.concatenate([chunk, pad])})[0][: len(chunk)])
-            return np.concatenate(outs)
-        import torch
+        if self.backend == "torch":
+            import torch
 
-        with torch.inference_mode():
-            y = self.net(torch.from_numpy(x).to(self.device))
-        return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
+            with torch.inference_mode():
+                t = torch.from_numpy(x).to(self.device)
+                y = self.net(t.half() if self.precision == "fp16" else t)
+            return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
+        fb = self.fixed_batch
+        if fb is None or fb == len(x):
+            return self._run(x)
+        outs = []
+        for i in range(0, len(x), fb):  # static batch: run full chunks, the last one zero-padded
+            chunk = x[i : i + fb]
+            pad = np.zeros((fb - len(chunk), *x.shape[1:]), x.dtype)
+            outs.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
+        return np.concatenate(outs)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.backend == "onnx":
+            return self.net.run(None, {self.net.get_inputs()[0].name: x})[0]
+        self.net.infer({0: x})  # an OpenVINO InferRequest: reused, so its output buffer is copied out
+        return self.net.get_output_tensor(0).data.copy()
 
 
 def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
     """A weights file and the run it belongs to (None for a loose file); a run folder means its best.pt."""
     p = Path(path)
+    if _is_openvino(p):
+        return p, (RunDir(p.parent.parent) if p.parent.name == "weights" else None)
     if p.is_dir():
         run = RunDir.find(p)
         if not run.best.is_file():
@@ -147,6 +166,90 @@ def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
         raise UserError(f"{p}: no such weights file or run folder; pass a `fracturekit train` run or a .pt/.onnx.")
     run = RunDir(p.parent.parent) if p.parent.name == "weights" else None
     return p, run
+
+
+def _is_openvino(p: Path) -> bool:
+    """An Ultralytics OpenVINO export: a `*_openvino_model` folder holding the .xml and metadata.yaml."""
+    return p.is_dir() and (p / "metadata.yaml").is_file() and any(p.glob("*.xml"))
+
+
+# Exports of a run's best.pt, as `fracturekit export` names them: backend name -> path under weights/.
+EXPORTS = {
+    "openvino-int8": "best_int8_openvino_model",
+    "openvino": "best_openvino_model",
+    "onnx-int8": "best.int8.onnx",
+    "onnx": "best.onnx",
+}
+BACKENDS = ("auto", "torch", *EXPORTS)
+
+
+def check_path(export_path: Path) -> Path:
+    """The sidecar JSON holding an export's accuracy (and speed) check against float32."""
+    return export_path.parent / f"{export_path.name}.check.json"
+
+
+def _fallback_rank(name: str) -> int:
+    """Order for exports measured on another kind of CPU (lower = preferred).
+
+    From bench/ figures: on a VNNI/BF16 CPU OpenVINO int8 ran 3x and bf16 2x onnxruntime float32 and
+    onnxruntime int8 1.2x; on AVX2 alone int8 ran 0.84x float32 (bench/int8_probe.py), so float32 first.
+    """
+    from fracturekit.device import cpu_info
+
+    cpu = cpu_info()
+    order = list(EXPORTS) if cpu.vnni and cpu.bf16 else ["onnx", "openvino", "onnx-int8", "openvino-int8"]
+    return order.index(name)
+
+
+def choose_weights(run: RunDir, backend: str = "auto") -> tuple[Path, str]:
+    """The weights of `run` to predict with, and a sentence saying why.
+
+    `auto`: among the run's exports whose sidecar check passed (no metric lost more than the allowed
+    0.01 against float32), the one measured fastest on this kind of CPU (same model name and flags);
+    exports measured elsewhere are ranked by `_fallback_rank`; none passed: best.pt (PyTorch).
+    A named backend takes that export, even one that failed its check (with a note saying so).
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend}: unknown; use one of {', '.join(BACKENDS)}.")
+    if backend == "torch":
+        return run.best, "PyTorch float32, as asked (--backend torch)"
+    weights = run.best.parent
+    if backend != "auto":
+        target = weights / EXPORTS[backend]
+        if not target.exists():
+            fmt = "openvino" if backend.startswith("openvino") else "onnx"
+            flag = " --int8" if backend.endswith("int8") else ""
+            raise UserError(f"{target}: missing; run `fracturekit export {run.root} --format {fmt}{flag}` first.")
+        check = _read_check(check_path(target))
+        why = f"{backend}, as asked (--backend {backend})"
+        if check and not check.get("passed"):
+            why += f"; WARNING: it failed its accuracy check ({check.get('summary', '')})"
+        return target, why
+    from fracturekit.device import cpu_info
+
+    here = cpu_info()
+    candidates = []
+    for name, rel in EXPORTS.items():
+        check = _read_check(check_path(weights / rel))
+        if not (weights / rel).exists() or not check or not check.get("passed"):
+            continue
+        cpu = check.get("cpu", {})
+        same_cpu = cpu.get("model") == here.model and tuple(cpu.get("flags", ())) == here.flags
+        speed = float(check.get("speed", {}).get("ratio") or 0.0)
+        rank = (0, -speed) if same_cpu else (1, _fallback_rank(name))
+        candidates.append((rank, name, check))
+    if not candidates:
+        return run.best, "PyTorch float32: the run has no export that passed an accuracy check (`fracturekit export`)"
+    (same, _), name, check = min(candidates)
+    how = f"{check['speed']['ratio']:.2f}x PyTorch float32 measured here" if same == 0 else "measured on another CPU"
+    return weights / EXPORTS[name], f"{name}: fastest export that passed its accuracy check ({how}; {check['summary']})"
+
+
+def _read_check(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}  # an unreadable sidecar means unchecked: auto will not use that export
 
 
 def _read_metrics(run: RunDir | None) -> dict[str, Any]:
@@ -178,22 +281,38 @@ def _imgsz_value(v: Any) -> int | None:
 
 
 def load_model(
-    weights: str | Path, task: str, imgsz: int | None = None, threads: int | None = None, device: str = "cpu"
+    weights: str | Path,
+    task: str,
+    imgsz: int | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    backend: str = "auto",
 ) -> Model:
-    """Load a `.pt` or `.onnx` detector/classifier; UserError when the file is the wrong kind of model.
+    """Load a `.pt`, `.onnx` or OpenVINO detector/classifier; UserError when it is the wrong kind of model.
 
-    `device` (auto, cpu, mps, 0, cuda:0) places a PyTorch model; ONNX models run on CPU whatever it says.
+    A run folder loads the export `choose_weights(run, backend)` picks. `device` (auto, cpu, mps, 0,
+    cuda:0) places a PyTorch model; ONNX and OpenVINO models run on CPU whatever it says.
     """
     from fracturekit.device import resolve_device
 
     dev = resolve_device(device)
     torch_device = f"cuda:{dev.gpus[0]}" if dev.kind == "cuda" else dev.spec
     path, run = resolve_weights(weights)
+    chosen = ""
+    if run is not None and Path(weights).is_dir() and not _is_openvino(Path(weights)):
+        path, chosen = choose_weights(run, backend)
     n = cpu_threads(threads)
     load_ultralytics(n)
-    if path.suffix.lower() == ".onnx":
+    precision = "float32"
+    if _is_openvino(path):
+        kind = "openvino"
+        net, meta, shape, precision = _load_openvino(path, n)
+        model_task, names = meta["task"], meta["names"]
+        stride, trained = int(meta.get("stride", 32)), _imgsz_value(meta.get("imgsz"))
+    elif path.suffix.lower() == ".onnx":
         import onnxruntime as ort
 
+        kind = "onnx"
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
@@ -206,16 +325,17 @@ def load_model(
         if "names" not in meta or "task" not in meta:
             raise UserError(f"{path}: ONNX file has no Ultralytics metadata; export it with `fracturekit export`.")
         shape = sess.get_inputs()[0].shape  # [batch, 3, h, w], str for dynamic axes
-        fixed = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
         model_task = meta["task"]
         names = ast.literal_eval(meta["names"])
         stride = int(meta.get("stride", 32))
         trained = _imgsz_value(ast.literal_eval(meta.get("imgsz", "None")))
         net: Any = sess
-        fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
+        if any(node.op_type == "QuantizeLinear" for node in _onnx_nodes(path)):
+            precision = "int8"
     else:
         from ultralytics import YOLO
 
+        kind = "torch"
         try:
             yolo = YOLO(str(path))
         except Exception as exc:  # Ultralytics raises many types for a bad checkpoint
@@ -224,11 +344,15 @@ def load_model(
         if hasattr(net, "fuse"):
             net = net.fuse(verbose=False)
         net = net.to(torch_device)
+        if dev.kind == "cuda":  # fp16 on CUDA, as Ultralytics' val does during training with AMP
+            net, precision = net.half(), "fp16"
         model_task, names = yolo.task, dict(net.names)
         stride = int(max(getattr(net, "stride", [32])))
         args = getattr(net, "args", {}) or {}
         trained = _imgsz_value(args.get("imgsz") if isinstance(args, dict) else None)
-        fixed, fixed_batch = None, None
+        shape = [None, 3, None, None]
+    fixed = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
+    fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
     if model_task != task:
         flag = "--detector" if model_task == "detect" else "--classifier"
         raise UserError(f"{weights}: a {model_task} model was given where a {task} model is needed; pass it as {flag}.")
@@ -237,7 +361,7 @@ def load_model(
         size = max(fixed)
     return Model(
         task=task,
-        backend="onnx" if path.suffix.lower() == ".onnx" else "torch",
+        backend=kind,
         weights=path,
         names={int(k): str(v) for k, v in names.items()},
         imgsz=int(size),
@@ -247,8 +371,48 @@ def load_model(
         run=run,
         net=net,
         metrics=_read_metrics(run),
-        device="cpu" if path.suffix.lower() == ".onnx" else torch_device,
+        device=torch_device if kind == "torch" else "cpu",
+        precision=precision,
+        chosen=chosen,
     )
+
+
+def _onnx_nodes(path: Path) -> list[Any]:
+    import onnx
+
+    return list(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _load_openvino(folder: Path, threads: int) -> tuple[Any, dict[str, Any], list[Any], str]:
+    """Compile an Ultralytics OpenVINO export for this CPU: (infer request, metadata, input shape, precision).
+
+    OpenVINO's own default precision is kept: bf16 on CPUs with BF16/AMX (the export's accuracy check
+    measures it), float32 elsewhere; an NNCF export runs its int8 layers as int8.
+    """
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise UserError(
+            f"{folder}: an OpenVINO model, but openvino is not installed; pip install 'fracturekit[openvino]'."
+        ) from exc
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text()) or {}
+    if "task" not in meta or "names" not in meta:
+        raise UserError(
+            f"{folder}/metadata.yaml: no task/names; re-export with `fracturekit export --format openvino`."
+        )
+    xml = next(folder.glob("*.xml"))
+    core = ov.Core()
+    try:
+        compiled = core.compile_model(
+            str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
+        raise UserError(f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`.") from exc
+    ps = compiled.input(0).get_partial_shape()
+    shape = [d.get_length() if d.is_static else None for d in ps]
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16 or f16
+    precision = "int8" if "_int8_" in folder.name else {"bf16": "bf16", "f16": "fp16"}.get(hint, "float32")
+    return compiled.create_infer_request(), meta, shape, precision
 
 
 # ------------------------------------------------------------------------------------------ preprocessing
@@ -527,24 +691,24 @@ def _batches(
     batch: int,
     pool: ThreadPoolExecutor,
     load: Callable[[int, Path], _Item],
+    ahead: int = PREFETCH,
 ) -> Iterator[list[_Item]]:
-    """Yield decoded batches while the next batch is already decoding in the pool (one batch ahead)."""
+    """Yield decoded batches while the next films (at least `ahead`, whole batches) decode in the pool."""
     chunks = [range(i, min(i + batch, len(paths))) for i in range(0, len(paths), batch)]
+    depth = max(2, -(-ahead // batch))  # batches in flight, the one being yielded included
     queued: deque[list[Future[_Item]]] = deque()
-    for k, chunk in enumerate(chunks):
-        if not queued:
-            queued.append([pool.submit(load, i, paths[i]) for i in chunk])
-        if k + 1 < len(chunks):
-            queued.append([pool.submit(load, i, paths[i]) for i in chunks[k + 1]])
+    for k in range(len(chunks)):
+        while len(queued) < depth and k + len(queued) < len(chunks):
+            queued.append([pool.submit(load, i, paths[i]) for i in chunks[k + len(queued)]])
         yield [f.result() for f in queued.popleft()]
 
 
 def predict(
     source: str | Path,
     *,
-    detector: str | Path | None = None,
-    classifier: str | Path | None = None,
-    out: str | Path = "runs/predict",
+    detector: str | Path | Model | None = None,
+    classifier: str | Path | Model | None = None,
+    out: str | Path | None = "runs/predict",
     imgsz: int | None = None,
     conf: float = 0.25,
     cam: bool = False,
@@ -553,8 +717,13 @@ def predict(
     threads: int | None = None,
     save_images: bool = True,
     progress: bool = False,
+    backend: str = "auto",
 ) -> list[dict[str, Any]]:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
+
+    `out` None writes nothing (no images, no tables): the records are the result (used by export's
+    accuracy check, which passes loaded `Model`s so that its timing leaves out loading). `backend`
+    picks which of a run folder's weights to use (`choose_weights`).
 
     Returns one record per image (in sorted path order): path, width, height, fracture_probability
     (the classifier's calibrated probability, else the detector's best box confidence), decision
@@ -563,36 +732,45 @@ def predict(
     (why the file was skipped, empty when fine), warnings (reader notes such as truncated JPEG), note
     (set when no `evaluate` metrics were found: the 0.5 default threshold was used).
 
-    `batch` None: 1 film per call when every model is ONNX (onnxruntime's CPU kernels ran ~10% faster
-    one film at a time than in batches of 8, bench/predict_bench.py), else 8 (PyTorch is faster batched).
+    `batch` None: 1 film per call when every model is ONNX or OpenVINO (onnxruntime's CPU kernels ran
+    ~10% faster one film at a time than in batches of 8, bench/predict_bench.py), else 8 (PyTorch is
+    faster batched).
     """
     if detector is None and classifier is None:
         raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
     if batch is not None and batch < 1:
         raise UserError(f"--batch {batch}: must be at least 1.")
-    out = Path(out)
-    paths = [p for p in list_sources(source) if not p.resolve().is_relative_to(out.resolve())]  # not our own output
+    if out is None:
+        save_images = cam = False
+    paths = list_sources(source)
+    if out is not None:
+        out = Path(out)
+        paths = [p for p in paths if not p.resolve().is_relative_to(out.resolve())]  # not our own output
     if not paths:
         raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
     names = _output_names(paths, source)
-    det = load_model(detector, "detect", imgsz, threads, device) if detector is not None else None
-    clf = load_model(classifier, "classify", imgsz, threads, device) if classifier is not None else None
+    backend = "torch" if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
+    det, clf = (
+        m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
+        for m, task in ((detector, "detect"), (classifier, "classify"))
+    )
     for m in (det, clf):
         if cam and m is not None and m.backend != "torch":
             raise UserError(
                 f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
             )
     if batch is None:
-        batch = 1 if all(m.backend == "onnx" for m in (det, clf) if m is not None) else 8
+        batch = 1 if all(m.backend != "torch" for m in (det, clf) if m is not None) else 8
     loaded = [m.metrics for m in (det, clf) if m is not None]
     det_pol = _policy(det, "detection", loaded) if det is not None else None
     clf_pol = _policy(clf, "classification", loaded) if clf is not None else None
     pos_idx = _positive_index(clf, clf_pol.positive) if clf is not None and clf_pol is not None else None
     box_floor = min(conf, det_pol.threshold) if det_pol is not None else conf
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     if cam:
-        (out / "cam").mkdir(exist_ok=True)
+        (out / "cam").mkdir(exist_ok=True)  # type: ignore[operator]
     cls_tf = _classify_host_transform(clf.imgsz, threads) if clf is not None else None
     n_threads = cpu_threads(threads)
     records: list[dict[str, Any]] = [{} for _ in paths]
@@ -670,6 +848,7 @@ def predict(
         "detector_imgsz": det.imgsz if det else None,
         "classifier_imgsz": clf.imgsz if clf else None,
         "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
+        "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
         "conf": conf,
         "batch": batch,
         "temperature": clf_pol.temperature if clf_pol else None,
@@ -677,7 +856,8 @@ def predict(
         "n_images": len(paths),
         "n_errors": sum(1 for r in records if r["error"]),
     }
-    _write_tables(out, records, meta)
+    if out is not None:
+        _write_tables(out, records, meta)
     return records
 
 

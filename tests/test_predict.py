@@ -189,7 +189,7 @@ def test_onnx_matches_pytorch(films: Path, runs: dict[str, Path], tmp_path: Path
 
     det_onnx, cls_onnx = export(runs["detect"]), export(runs["classify"])
     kw = {"out": tmp_path, "conf": 0.001, "save_images": False, "batch": 4}
-    pt = predict(films, detector=runs["detect"], classifier=runs["classify"], **kw)
+    pt = predict(films, detector=runs["detect"], classifier=runs["classify"], backend="torch", **kw)
     ox = predict(films, detector=det_onnx, classifier=cls_onnx, **kw)
     for a, b in zip(pt, ox, strict=True):
         assert a["error"] == b["error"]

@@ -15,8 +15,12 @@ from fracturekit.cli.app import app, console, user_errors
 @user_errors
 def predict(
     source: Annotated[str, typer.Option("--source", help="A folder (recursive), an image file, or a glob.")],
-    detector: Annotated[Path | None, typer.Option(help="Detector run folder or weights (.pt or .onnx).")] = None,
-    classifier: Annotated[Path | None, typer.Option(help="Classifier run folder or weights (.pt or .onnx).")] = None,
+    detector: Annotated[
+        Path | None, typer.Option(help="Detector run folder or weights (.pt, .onnx, OpenVINO folder).")
+    ] = None,
+    classifier: Annotated[
+        Path | None, typer.Option(help="Classifier run folder or weights (.pt, .onnx, OpenVINO folder).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder for annotated images and predictions.csv/.json.")] = Path(
         "runs/predict"
     ),
@@ -28,6 +32,13 @@ def predict(
     ] = None,
     device: Annotated[str, typer.Option(help="PyTorch device: cpu, auto, mps, 0 (ONNX runs on CPU).")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Which weights of a run folder: auto (the fastest export that passed its accuracy check), "
+            "torch, onnx, onnx-int8, openvino, openvino-int8."
+        ),
+    ] = "auto",
 ) -> None:
     """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
     from fracturekit.predict import predict as run_predict
@@ -44,7 +55,12 @@ def predict(
         device=device,
         threads=threads,
         progress=True,
+        backend=backend,
     )
+    import json
+
+    for role, m in json.loads((out / "predictions.json").read_text()).get("models", {}).items():
+        console.print(f"{role}: {m['used']}" + (f" - {m['why']}" if m["why"] else ""), highlight=False)
     errors = [r for r in records if r["error"]]
     decisions = Counter(r["decision"] for r in records if not r["error"])
     summary = ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
@@ -63,11 +79,35 @@ def predict(
 @user_errors
 def export(
     weights: Annotated[Path, typer.Argument(help="A train run folder or a .pt weights file.")],
-    fmt: Annotated[str, typer.Option("--format", help="An Ultralytics export format: onnx, torchscript.")] = "onnx",
+    fmt: Annotated[
+        str, typer.Option("--format", help="An Ultralytics export format: onnx, openvino, torchscript.")
+    ] = "onnx",
     imgsz: Annotated[int | None, typer.Option(help="Export size; default: the training size.")] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="int8, calibrated on the run's training films (onnx, openvino).")
+    ] = False,
+    check: Annotated[
+        bool, typer.Option(help="Check accuracy and speed against float32 on the val split (sidecar JSON).")
+    ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Prepared dataset for int8 calibration and the check; default: the run's own."),
+    ] = None,
 ) -> None:
-    """Export a trained model; the file is written beside the weights."""
+    """Export a trained model; the file is written beside the weights, its accuracy check beside it."""
     from fracturekit.export import export as run_export
+    from fracturekit.predict import check_path
 
-    path = run_export(weights, fmt=fmt, imgsz=imgsz)
+    path = run_export(weights, fmt=fmt, imgsz=imgsz, int8=int8, check=check, data=data)
     console.print(f"exported {path}", highlight=False)
+    sidecar = check_path(path)
+    if sidecar.is_file():
+        import json
+
+        c = json.loads(sidecar.read_text())
+        verdict = "passed: predict may use it" if c["passed"] else "FAILED: predict will not use it unless asked"
+        console.print(
+            f"accuracy check on {c['split']} ({c['n_images']} films, {c['backend']} {c['precision']}): {c['summary']}; "
+            f"{c['speed']['ratio']:.2f}x the speed of PyTorch float32 -> {verdict} ({sidecar.name})",
+            highlight=False,
+        )
