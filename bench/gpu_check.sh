@@ -87,7 +87,7 @@ def timed(fn):
 
 def yolo(warm):
     m = YOLO(str(det / "weights" / "best.pt"))
-    for _ in m.predict(source=str(films), imgsz=imgsz, device=device, half=gpu, stream=True, verbose=False):
+    for _ in m.predict(source=str(films), imgsz=imgsz, device=device, quantize=16 if gpu else None, stream=True, verbose=False):
         pass
 
 def fk(weights, backend, batch):

@@ -40,12 +40,17 @@ FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
 
 _PLAIN = """
 import json, sys
+from pathlib import Path
 from fracturekit.yolo_env import load_ultralytics
 load_ultralytics()  # the same offline-safe import fracturekit uses; threads are set below
 import torch
 from ultralytics import YOLO
 from ultralytics.utils import torch_utils
-args, threads = json.loads(sys.argv[1]), int(sys.argv[2])
+sys.path.insert(0, "bench")
+from train_overhead import _plain_args
+settings, data, save_dir, threads = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+args = _plain_args("detect", data, settings, save_dir)  # what fracturekit would hand Ultralytics
+args["channels_last"] = False  # Ultralytics' CPU behaviour: ignored off CUDA
 torch_utils.NUM_THREADS = threads  # what the trainer applies at start
 torch.set_num_threads(threads)
 YOLO("yolov8n.yaml").train(**args)
@@ -130,7 +135,6 @@ def main() -> None:
 
     load_ultralytics()
     import ultralytics.utils as uu
-    from train_overhead import _plain_args  # bench/ is sys.path[0] when this runs as a script
 
     full = work / "fracatlas"
     if not (full / "manifest.csv").is_file():
@@ -146,9 +150,7 @@ def main() -> None:
 
     def plain(label: str, threads: int) -> None:
         target = work / "runs" / label.replace(" ", "_")
-        args = _plain_args("detect", data, settings, target)
-        args["channels_last"] = False  # Ultralytics' CPU default: ignored off CUDA
-        run(_PLAIN, [json.dumps(args, default=str), str(threads)], env)
+        run(_PLAIN, [json.dumps(settings), str(data), str(target), str(threads)], env)
         rows.append((label, read_results(target, a.epochs)))
 
     def fk(label: str, **extra: object) -> None:

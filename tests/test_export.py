@@ -95,9 +95,13 @@ def test_int8_onnx_export_has_an_accuracy_check(det_run: Path, cls_run: Path, ta
     check = json.loads(check_path(path).read_text())
     assert check["precision"] == "int8" and check["split"] == "val" and check["n_images"] > 0
     assert set(check["export_metrics"]) == set(check["float32_metrics"]) == metrics
-    # passed is exactly "no metric dropped more than max_loss" (None deltas: unmeasurable, never passed)
-    losses = [-d for d in check["delta"].values()]
-    assert check["passed"] == (None not in check["delta"].values() and all(x <= 0.01 for x in losses))
+    # passed: every metric measurable, float32 AUROC clear of chance, no metric dropped more than max_loss
+    deltas, ref = list(check["delta"].values()), check["float32_metrics"]
+    informative = all(ref[k] is not None and ref[k] >= 0.6 for k in ref if "auroc" in k)
+    want = None not in deltas and informative and all(-d <= 0.01 for d in deltas)
+    assert check["passed"] == want
+    if not informative:  # the tiny 1-epoch runs: the check says why it cannot vouch for the export
+        assert not check["passed"] and ("near chance" in check["summary"] or "not measurable" in check["summary"])
     assert check["speed"]["ratio"] > 0 and check["cpu"]["model"]
     assert load_model(path, task).precision == "int8"
 
