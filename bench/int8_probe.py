@@ -5,7 +5,8 @@ exported to float32 ONNX, then quantized with onnxruntime's static QDQ quantizat
 weights, uint8 activations, calibrated on `--calib` images of the training split; the detect head's
 box decode stays float32, because quantizing its concat of pixel boxes and 0..1 scores to one uint8
 scale wipes out the scores). Both files then run through `fracturekit.predict.predict` on the test
-split, one after the other, and the script prints images/s for each, their ratio, and the accuracy
+split, one after the other (the quantization is `fracturekit.export.quantize_onnx`, what
+`fracturekit export --format onnx --int8` runs), and the script prints images/s for each, their ratio, and the accuracy
 check against the split's labels: image-level AUROC (film has a fracture box vs the detector's best
 box confidence, as `evaluate` scores it) for both, plus the per-film score difference.
 
@@ -16,7 +17,6 @@ Usage: .venv/bin/python bench/int8_probe.py [--run runs/demo/runs/detect/demo] [
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -24,43 +24,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def quantize(fp32: Path, target: Path, calib: list[Path], imgsz: int) -> Path:
-    """Static QDQ int8 copy of `fp32`, calibrated on `calib` films letterboxed as predict does."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from fracturekit.imageio import read_image
-    from fracturekit.predict import _to_batch, letterbox, rect_shape
-
-    class Films(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.paths = iter(calib)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            p = next(self.paths, None)
-            if p is None:
-                return None
-            gray = read_image(p).pixels
-            img = letterbox(gray, rect_shape(*gray.shape, imgsz, 32))[0]
-            return {"images": _to_batch([img])}
-
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a warning per tensor it leaves alone
-    graph = onnx.load(str(fp32)).graph
-    head = max(int(n.name.split("/")[1].split(".")[1]) for n in graph.node if n.name.startswith("/model."))
-    keep_float = [n.name for n in graph.node if n.name.startswith(f"/model.{head}/") and n.op_type != "Conv"]
-    quantize_static(
-        str(fp32),
-        str(target),
-        Films(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-        nodes_to_exclude=keep_float,
-    )
-    return target
 
 
 def timed_predict(
@@ -95,8 +58,9 @@ def main() -> None:
 
     from sklearn.metrics import roc_auc_score
 
-    from fracturekit.export import export
-    from fracturekit.layout import RunDir
+    from fracturekit.device import cpu_info
+    from fracturekit.export import export, quantize_onnx
+    from fracturekit.layout import PreparedDataset, RunDir
     from fracturekit.predict import training_imgsz
     from fracturekit.yolo_env import load_ultralytics
 
@@ -105,10 +69,9 @@ def main() -> None:
     weights = work / "weights" / "best.pt"  # a copy, so the exports land in --work, not in the user's run
     weights.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(a.run / "weights" / "best.pt", weights)
-    fp32 = export(weights, "onnx", imgsz=imgsz)
-    calib = sorted(train.iterdir())[: a.calib]
+    fp32 = export(weights, "onnx", imgsz=imgsz, check=False)
     t0 = time.perf_counter()
-    int8 = quantize(fp32, work / "weights" / "best.int8.onnx", calib, imgsz)
+    int8 = quantize_onnx(fp32, work / "weights" / "best.int8.onnx", "detect", PreparedDataset(a.data), imgsz, a.calib)
     t_quant = time.perf_counter() - t0
 
     labels_dir = a.data / "det" / "labels" / "test"
@@ -122,7 +85,8 @@ def main() -> None:
         rows.append((label, len(keys), seconds, scores, auroc))
 
     print(f"detector: {a.run} (imgsz {imgsz}); test films: {len(truth)} ({sum(truth.values())} with a fracture box)")
-    print(f"int8 calibration: {len(calib)} train films, quantized in {t_quant:.1f} s")
+    print(cpu_info().line)
+    print(f"int8 calibration: {a.calib} train films (evenly spaced), quantized in {t_quant:.1f} s")
     print(f"{'model':26s} {'images':>6s} {'seconds':>8s} {'img/s':>7s} {'image AUROC':>12s}")
     for label, n, seconds, _, auroc in rows:
         print(f"{label:26s} {n:6d} {seconds:8.2f} {n / seconds:7.2f} {auroc:12.3f}")

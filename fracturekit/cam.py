@@ -51,7 +51,7 @@ def eigencam(net: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> tuple[
     handle = head.register_forward_pre_hook(grab)
     try:
         with torch.inference_mode():
-            xt = torch.from_numpy(x).to(device)
+            xt = torch.from_numpy(x).to(device, next(net.parameters()).dtype)  # fp16 nets on CUDA
             y = net(xt)
             size = xt.shape[2:]
             levels = [F.interpolate(eigen_map(a)[:, None], size, mode="bilinear", align_corners=False) for a in acts]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from fracturekit.errors import UserError
 
@@ -86,3 +87,51 @@ def resolve_device(requested: str | int | None = "auto") -> Device:
     if _GPU_LIST.match(text):
         return _cuda([int(i) for i in text.removeprefix("cuda:").split(",")], text)
     raise UserError(f"--device {requested}: not a device; use auto, cpu, mps, a GPU index (0) or a list (0,1).")
+
+
+# The instruction sets that decide which CPU inference/training path is fastest (bench/ figures):
+# VNNI makes int8 pay (1.2x onnxruntime, more with OpenVINO), BF16/AMX make bf16 pay; AVX2 alone wants float32.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """This machine's CPU model and which of CPU_FLAGS it has (from /proc/cpuinfo; empty where unreadable)."""
+
+    model: str
+    flags: tuple[str, ...]
+
+    @property
+    def line(self) -> str:
+        """The one line every bench prints, so figures from different machines can be told apart."""
+        have = " ".join(self.flags) or "none of them"
+        return f"CPU: {self.model}; flags: {have} (of {', '.join(CPU_FLAGS)})"
+
+    @property
+    def bf16(self) -> bool:
+        """Native bf16 arithmetic (AVX512-BF16 or AMX): where bf16 autocast and OpenVINO bf16 are fast."""
+        return "avx512_bf16" in self.flags or "amx_bf16" in self.flags
+
+    @property
+    def vnni(self) -> bool:
+        """int8 dot products in one instruction: where int8 inference is faster than float32."""
+        return "avx512_vnni" in self.flags or "amx_int8" in self.flags
+
+
+def cpu_info(source: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+    """Model name and relevant flags of the first CPU in `source` (Linux); the platform's name elsewhere."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return CpuInfo(model=model, flags=tuple(f for f in CPU_FLAGS if f in flags))

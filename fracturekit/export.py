@@ -1,19 +1,36 @@
-"""Export a trained model (ONNX and the other formats Ultralytics supports), written beside its weights."""
+"""Export a trained model (ONNX, OpenVINO, int8 of either, and the other formats Ultralytics supports).
+
+Written beside the weights. An ONNX or OpenVINO export of a run is then checked against float32 on
+the run's validation split through `fracturekit.predict` (the very path predict uses): detector image
+AUROC and mAP50, classifier AUROC, and the speed of both; the result goes to a sidecar
+`<export>.check.json`. An export that loses more than MAX_LOSS on any metric is marked failed, and
+`predict` does not pick it for a run folder unless asked by name.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import time
 import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fracturekit.errors import UserError
+from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
 from fracturekit.options import check_export_format, check_imgsz, inference_device
-from fracturekit.predict import resolve_weights, training_imgsz
+from fracturekit.predict import check_path, resolve_weights, training_imgsz
 from fracturekit.yolo_env import load_ultralytics
 
 log = logging.getLogger(__name__)
+
+MAX_LOSS = 0.01  # the most any checked metric may drop against float32 for an export to be used by default
+MIN_REFERENCE_AUROC = 0.6  # a float32 model nearer chance than this cannot show what an export loses
+CALIB_FILMS = 64  # onnxruntime int8 calibration films (evenly spaced over the train split)
+OPENVINO_CALIB_FILMS = 300  # NNCF's default subset size; Ultralytics calibrates on the whole split otherwise
 
 
 def _dfl_last_axis(self: Any, x: Any) -> Any:
@@ -44,7 +61,15 @@ def onnx_friendly(model: Any) -> int:
 
 
 def export(
-    weights_or_run: str | Path, fmt: str = "onnx", imgsz: int | None = None, device: str = "auto", **kw: Any
+    weights_or_run: str | Path,
+    fmt: str = "onnx",
+    imgsz: int | None = None,
+    device: str = "auto",
+    *,
+    int8: bool = False,
+    check: bool = True,
+    data: str | Path | None = None,
+    **kw: Any,
 ) -> Path:
     """Export `weights_or_run` (a run folder or a .pt) to `fmt`; returns the written file or folder.
 
@@ -53,7 +78,13 @@ def export(
     (`dynamic=False` in `kw` gives a fixed square input instead) and the box head's softmax on the
     last axis (`onnx_friendly`, same outputs, about 7% faster in onnxruntime); graph simplification only when
     onnxslim is installed, because Ultralytics would otherwise try to pip-install it (no network
-    here) and the unsimplified graph runs correctly. Extra `kw` go to Ultralytics' `export`.
+    here) and the unsimplified graph runs correctly. OpenVINO detectors are dynamic too.
+
+    `int8`: ONNX gets onnxruntime static QDQ quantization (`quantize_onnx`) of the float32 export,
+    OpenVINO gets Ultralytics' NNCF quantization; both calibrate on the run's TRAINING films, so the
+    validation films of the check stay unseen. `check`: write the sidecar accuracy check (needs the
+    run's prepared dataset, from run.json, or `data`: a prepared dataset for weights outside a run).
+    Extra `kw` go to Ultralytics' `export`.
     """
     fmt = check_export_format(fmt)
     imgsz, size_note = check_imgsz(imgsz)
@@ -65,20 +96,252 @@ def export(
     path, run = resolve_weights(weights_or_run)
     if path.suffix.lower() != ".pt":
         raise UserError(f"{path}: only PyTorch .pt weights can be exported; pass the run folder or its best.pt.")
-    load_ultralytics(kw.pop("threads", None))
+    if int8 and fmt not in ("onnx", "openvino"):
+        raise UserError(f"--int8 with --format {fmt}: int8 is offered for onnx and openvino only.")
+    if fmt == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise UserError("--format openvino: openvino is not installed; pip install 'fracturekit[openvino]'.")
+    threads = kw.pop("threads", None)
+    load_ultralytics(threads)
     from ultralytics import YOLO
 
     model = YOLO(str(path))
     args = getattr(model.model, "args", {}) or {}
     size = imgsz or training_imgsz(run) or (args.get("imgsz") if isinstance(args, dict) else None) or 640
+    ds = PreparedDataset.open(data) if data is not None else _run_dataset(run)
+    ds = ds if (int8 or check) and fmt in ("onnx", "openvino") else None
+    if int8 and ds is None:
+        raise UserError(
+            f"{path}: --int8 calibrates on the run's training films, but its dataset is unknown; "
+            "pass --data PREPARED_DATASET, or a run folder whose prepared dataset still exists."
+        )
     opts: dict[str, Any] = {"format": fmt, "imgsz": size, "device": torch_device, "verbose": False}
     if fmt == "onnx":
         opts["simplify"] = importlib.util.find_spec("onnxslim") is not None
         opts["dynamic"] = True
         onnx_friendly(model.model)
+    if fmt == "openvino":
+        opts["dynamic"] = model.task == "detect"  # rectangular letterbox per film; classify is a fixed crop
+        if int8:
+            assert ds is not None
+            data, n = (ds.cls_dir, _count(ds.cls_dir / "train")) if model.task == "classify" else (ds.data_yaml, 0)
+            n = n or _count(ds.det_dir / "images" / "train")
+            opts.update(quantize=8, data=str(data), split="train", fraction=min(1.0, OPENVINO_CALIB_FILMS / max(n, 1)))
     opts.update(kw)
     try:
-        written = model.export(**opts)
+        written = Path(model.export(**opts))
     except (ValueError, TypeError, KeyError, NotImplementedError, ModuleNotFoundError) as exc:
         raise UserError(f"{path}: export to '{fmt}' failed ({exc}); try --format onnx or torchscript.") from exc
-    return Path(written)
+    if fmt == "onnx" and int8:
+        assert ds is not None
+        written = quantize_onnx(written, path.with_suffix(".int8.onnx"), model.task, ds, size)
+    if check and ds is not None and fmt in ("onnx", "openvino"):
+        accuracy_check(written, path, model.task, ds, threads=threads, calibration=opts.get("fraction"))
+    return written
+
+
+def _count(folder: Path) -> int:
+    from fracturekit.imageio import is_image_file
+
+    return sum(1 for p in folder.rglob("*") if p.is_file() and is_image_file(p)) if folder.is_dir() else 0
+
+
+def _run_dataset(run: RunDir | None) -> PreparedDataset | None:
+    """The prepared dataset a run was trained on (run.json `data`), if it still exists."""
+    if run is None or not run.record.is_file():
+        return None
+    try:
+        root = json.loads(run.record.read_text()).get("data")
+    except (OSError, ValueError):
+        return None
+    return PreparedDataset(Path(root)) if root and Path(root).is_dir() else None
+
+
+def _split_films(ds: PreparedDataset, task: str, split: str) -> list[Path]:
+    """The films of one split, sorted: det/images/<split>/ or every class folder under cls/<split>/."""
+    from fracturekit.imageio import is_image_file
+
+    folder = ds.cls_dir / split if task == "classify" else ds.det_dir / "images" / split
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)) if folder.is_dir() else []
+
+
+def quantize_onnx(fp32: Path, target: Path, task: str, ds: PreparedDataset, imgsz: int, n: int = CALIB_FILMS) -> Path:
+    """Static QDQ int8 copy of `fp32` (onnxruntime), calibrated on `n` training films prepared as predict does.
+
+    Per-channel int8 weights, uint8 activations. Kept in float32: a detector's box decode after its last
+    convolutions (its concat of pixel boxes and 0..1 scores under one uint8 scale wipes out the scores) and
+    a classifier's final softmax (uint8 probabilities would tie most films: AUROC needs their order).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from fracturekit.imageio import read_image
+    from fracturekit.predict import _classify_host_transform, _to_batch, letterbox, rect_shape
+
+    films = _split_films(ds, task, "train")
+    if not films:
+        raise UserError(f"{ds.root}: no training films to calibrate int8 on; export without --int8.")
+    calib = [films[round(i)] for i in np.linspace(0, len(films) - 1, min(n, len(films)))]
+    cls_tf = _classify_host_transform(imgsz, None) if task == "classify" else None
+
+    class Films(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.paths = iter(calib)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            p = next(self.paths, None)
+            if p is None:
+                return None
+            gray = read_image(p).pixels
+            img = cls_tf(gray) if cls_tf else letterbox(gray, rect_shape(*gray.shape, imgsz, 32))[0]
+            return {"images": _to_batch([img])}
+
+    graph = onnx.load(str(fp32)).graph
+    head = max(int(n.name.split("/")[1].split(".")[1]) for n in graph.node if n.name.startswith("/model."))
+    if task == "classify":
+        keep_float = [n.name for n in graph.node if n.op_type == "Softmax"]
+    else:
+        keep_float = [n.name for n in graph.node if n.name.startswith(f"/model.{head}/") and n.op_type != "Conv"]
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a warning per tensor it leaves alone
+    try:
+        quantize_static(
+            str(fp32),
+            str(target),
+            Films(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            nodes_to_exclude=keep_float,
+        )
+    finally:
+        logging.getLogger().setLevel(quiet)
+    _copy_metadata(fp32, target)
+    return target
+
+
+def _copy_metadata(src: Path, dst: Path) -> None:
+    """Carry Ultralytics' metadata (task, names, imgsz, stride) over to the quantized graph if it was dropped."""
+    import onnx
+
+    a, b = onnx.load(str(src)), onnx.load(str(dst))
+    have = {p.key for p in b.metadata_props}
+    missing = [p for p in a.metadata_props if p.key not in have]
+    if missing:
+        b.metadata_props.extend(missing)
+        onnx.save(b, str(dst))
+
+
+def _measure(weights: Path, task: str, ds: PreparedDataset, split: str, threads: int | None) -> dict[str, Any]:
+    """Accuracy and speed of `weights` on `split` through `predict` itself (no files written)."""
+    from fracturekit import metrics as M
+    from fracturekit.evaluate import coco_ground_truth
+    from fracturekit.predict import load_model, score
+
+    model = load_model(weights, task, threads=threads)
+    if task == "classify":
+        source, kw = ds.cls_dir / split, {"classifier": model}
+    else:
+        source, kw = ds.det_dir / "images" / split, {"detector": model}
+    first = _split_films(ds, task, split)[:1]
+    if first:  # warm-up, untimed: first-call allocations (and OpenVINO's first shape) are not per-film costs
+        score(first[0], conf=0.001, threads=threads, **kw)
+    t0 = time.perf_counter()
+    recs = score(source, conf=0.001, threads=threads, **kw)  # Ultralytics' val conf: every box counts
+    seconds = time.perf_counter() - t0
+    ok = [r for r in recs if not r["error"]]
+    out: dict[str, Any] = {"n_images": len(ok), "seconds": round(seconds, 3), "img_s": round(len(ok) / seconds, 2)}
+    if task == "classify":
+        y = np.array([Path(r["path"]).parent.name == POSITIVE_CLASS for r in ok], int)
+        out["auroc"] = M.auroc(y, np.array([r["fracture_probability"] for r in ok], float))
+        return out
+    names = model.names
+    gt, ids = coco_ground_truth(ds, split, names, [])
+    index = {v: k for k, v in names.items()}
+    dets, y, score = [], [], []
+    for r in ok:
+        name = Path(r["path"]).name
+        if name not in ids:
+            continue
+        for b in r["boxes"]:
+            box = [b["x1"], b["y1"], b["x2"] - b["x1"], b["y2"] - b["y1"]]
+            dets.append(
+                {"image_id": ids[name], "category_id": index[b["class"]] + 1, "bbox": box, "score": b["confidence"]}
+            )
+        y.append(any(a["image_id"] == ids[name] for a in gt["annotations"]))
+        score.append(r["detector_score"])
+    out["image_auroc"] = M.auroc(np.array(y, int), np.array(score, float))
+    out["map50"] = M.coco_eval(gt, dets)["map50"]
+    return out
+
+
+def accuracy_check(
+    export_path: Path,
+    reference: Path,
+    task: str,
+    ds: PreparedDataset,
+    split: str = "val",
+    threads: int | None = None,
+    calibration: Any = None,
+) -> dict[str, Any]:
+    """Compare `export_path` with the float32 PyTorch `reference` on `split`; write and return the sidecar.
+
+    Metrics: detector image AUROC and mAP50 (pycocotools), classifier AUROC; `passed` when none drops by
+    more than MAX_LOSS. Speed: img/s of each over the same films, one after the other, and their ratio,
+    with the CPU it was measured on (predict trusts the ratio only on the same kind of CPU).
+    """
+    from fracturekit.device import cpu_info
+    from fracturekit.predict import load_model
+
+    ref = _measure(reference, task, ds, split, threads)
+    exp = _measure(export_path, task, ds, split, threads)
+    keys = ["auroc"] if task == "classify" else ["image_auroc", "map50"]
+    delta = {k: _round(exp[k] - ref[k]) for k in keys}
+    losses = {k: -d for k, d in delta.items() if d is not None}
+    unmeasured = [k for k, d in delta.items() if d is None]  # NaN: a split with one class or no boxes
+    at_chance = [k for k in keys if "auroc" in k and (ref[k] or 0.0) < MIN_REFERENCE_AUROC]
+    passed = not unmeasured and not at_chance and all(v <= MAX_LOSS for v in losses.values())
+    used = load_model(export_path, task, threads=threads)
+    cpu = cpu_info()
+    summary = ", ".join(f"{k} {exp[k]:.3f} vs {ref[k]:.3f} float32" for k in keys)
+    result = {
+        "export": export_path.name,
+        "task": task,
+        "backend": used.backend,
+        "precision": used.precision,
+        "reference": f"{reference.name} (PyTorch float32)",
+        "dataset": str(ds.root),
+        "split": split,
+        "n_images": exp["n_images"],
+        "export_metrics": {k: _round(exp[k]) for k in keys},
+        "float32_metrics": {k: _round(ref[k]) for k in keys},
+        "delta": delta,
+        "max_loss": MAX_LOSS,
+        "passed": passed,
+        "summary": summary + _verdict(passed, unmeasured, at_chance, losses),
+        "speed": {
+            "export_img_s": exp["img_s"],
+            "float32_img_s": ref["img_s"],
+            "ratio": round(exp["img_s"] / ref["img_s"], 3),
+        },
+        "cpu": {"model": cpu.model, "flags": list(cpu.flags)},
+        "calibration": "train split" + (f", fraction {calibration:.3f}" if calibration else "")
+        if used.precision == "int8"
+        else None,
+    }
+    check_path(export_path).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _verdict(passed: bool, unmeasured: list[str], at_chance: list[str], losses: dict[str, float]) -> str:
+    if passed:
+        return ""
+    if unmeasured:
+        return f"; {', '.join(unmeasured)} not measurable on this split"
+    if at_chance:
+        return f"; float32 {at_chance[0]} is below {MIN_REFERENCE_AUROC}: too near chance to show a loss, train further"
+    return f"; loses more than {MAX_LOSS}"
+
+
+def _round(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 4)

@@ -7,10 +7,12 @@ rectangular letterboxing to each film's aspect, decoding of the next batch overl
 and the tuned threshold and temperature from `evaluate`. Model-specific steps stay Ultralytics'
 own: checkpoint loading, `classify_transforms`, and `non_max_suppression`.
 
-Backends: PyTorch (`.pt`) and ONNX (`.onnx`, an onnxruntime CPU session with all allowed cores as
-intra-op threads). Our own session is used rather than AutoBackend so that a dynamic-shape export
-gets rectangular batches and the thread count is ours; outputs then go through the same NMS, so the
-two backends agree to float rounding.
+Backends: PyTorch (`.pt`), ONNX (`.onnx`, an onnxruntime CPU session with all allowed cores as
+intra-op threads; `.int8.onnx` is the static int8 export) and OpenVINO (an Ultralytics
+`*_openvino_model/` folder; bf16 on CPUs with BF16, int8 when exported with NNCF). Our own sessions
+are used rather than AutoBackend so that a dynamic-shape export gets rectangular batches and the
+thread count is ours; outputs then go through the same NMS, so the backends agree to their precision.
+Given a run folder, `predict` uses the fastest export whose accuracy check passed (`choose_weights`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PAD_VALUE = 114  # Ultralytics' letterbox gray, so padded borders look as they did in training
 DEFAULT_THRESHOLD = 0.5
+PREFETCH = 8  # films decoded ahead of inference: keeps both cores busy on a 2-core CPU (bench/predict_bench.py)
 CSV_COLUMNS = (
     "path",
     "width",
@@ -130,7 +133,7 @@ class Model:
     """A loaded detector or classifier (PyTorch or ONNX) with what inference needs to know about it."""
 
     task: str  # "detect" | "classify"
-    backend: str  # "torch" | "onnx"
+    backend: str  # "torch" | "onnx" | "openvino"
     weights: Path
     names: dict[int, str]
     imgsz: int
@@ -138,33 +141,49 @@ class Model:
     fixed_shape: tuple[int, int] | None  # (h, w) of a static-shape ONNX input
     fixed_batch: int | None  # the batch size a static-shape ONNX input requires
     run: RunDir | None
-    net: Any  # torch nn.Module or onnxruntime.InferenceSession
+    net: Any  # torch nn.Module, onnxruntime.InferenceSession or openvino InferRequest
     metrics: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"  # torch device of a PyTorch model; ONNX always runs on CPU
+    device: str = "cpu"  # torch device of a PyTorch model; ONNX and OpenVINO always run on CPU
+    precision: str = "float32"  # what the arithmetic runs in: float32, int8, bf16 (OpenVINO's choice), fp16
+    chosen: str = ""  # why these weights were used when a run folder was given (choose_weights)
+
+    @property
+    def label(self) -> str:
+        """E.g. 'OpenVINO int8 (best_int8_openvino_model)': which model and path predict used."""
+        kind = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}[self.backend]
+        return f"{kind} {self.precision} ({self.weights.name})"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run a float32 (B, 3, H, W) batch in 0..1; returns the raw head output as numpy."""
-        if self.backend == "onnx":
-            name = self.net.get_inputs()[0].name
-            fb = self.fixed_batch
-            if fb is None or fb == len(x):
-                return self.net.run(None, {name: x})[0]
-            outs = []
-            for i in range(0, len(x), fb):  # static batch: run full chunks, the last one zero-padded
-                chunk = x[i : i + fb]
-                pad = np.zeros((fb - len(chunk), *x.shape[1:]), x.dtype)
-                outs.append(self.net.run(None, {name: np.concatenate([chunk, pad])})[0][: len(chunk)])
-            return np.concatenate(outs)
-        import torch
+        if self.backend == "torch":
+            import torch
 
-        with torch.inference_mode():
-            y = self.net(torch.from_numpy(x).to(self.device))
-        return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
+            with torch.inference_mode():
+                t = torch.from_numpy(x).to(self.device)
+                y = self.net(t.half() if self.precision == "fp16" else t)
+            return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
+        fb = self.fixed_batch
+        if fb is None or fb == len(x):
+            return self._run(x)
+        outs = []
+        for i in range(0, len(x), fb):  # static batch: run full chunks, the last one zero-padded
+            chunk = x[i : i + fb]
+            pad = np.zeros((fb - len(chunk), *x.shape[1:]), x.dtype)
+            outs.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
+        return np.concatenate(outs)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.backend == "onnx":
+            return self.net.run(None, {self.net.get_inputs()[0].name: x})[0]
+        self.net.infer({0: x})  # an OpenVINO InferRequest: reused, so its output buffer is copied out
+        return self.net.get_output_tensor(0).data.copy()
 
 
 def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
     """A weights file and the run it belongs to (None for a loose file); a run folder means its best.pt."""
     p = user_path(path)
+    if _is_openvino(p):
+        return p, (RunDir(p.parent.parent) if p.parent.name == "weights" else None)
     if p.is_dir():
         run = RunDir.find(p)
         if not run.best.is_file():
@@ -174,6 +193,90 @@ def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
         raise UserError(f"{p}: no such weights file or run folder; pass a `fracturekit train` run or a .pt/.onnx.")
     run = RunDir(p.parent.parent) if p.parent.name == "weights" else None
     return p, run
+
+
+def _is_openvino(p: Path) -> bool:
+    """An Ultralytics OpenVINO export: a `*_openvino_model` folder holding the .xml and metadata.yaml."""
+    return p.is_dir() and (p / "metadata.yaml").is_file() and any(p.glob("*.xml"))
+
+
+# Exports of a run's best.pt, as `fracturekit export` names them: backend name -> path under weights/.
+EXPORTS = {
+    "openvino-int8": "best_int8_openvino_model",
+    "openvino": "best_openvino_model",
+    "onnx-int8": "best.int8.onnx",
+    "onnx": "best.onnx",
+}
+BACKENDS = ("auto", "torch", *EXPORTS)
+
+
+def check_path(export_path: Path) -> Path:
+    """The sidecar JSON holding an export's accuracy (and speed) check against float32."""
+    return export_path.parent / f"{export_path.name}.check.json"
+
+
+def _fallback_rank(name: str) -> int:
+    """Order for exports measured on another kind of CPU (lower = preferred).
+
+    From bench/ figures: on a VNNI/BF16 CPU OpenVINO int8 ran 3x and bf16 2x onnxruntime float32 and
+    onnxruntime int8 1.2x; on AVX2 alone int8 ran 0.84x float32 (bench/int8_probe.py), so float32 first.
+    """
+    from fracturekit.device import cpu_info
+
+    cpu = cpu_info()
+    order = list(EXPORTS) if cpu.vnni and cpu.bf16 else ["onnx", "openvino", "onnx-int8", "openvino-int8"]
+    return order.index(name)
+
+
+def choose_weights(run: RunDir, backend: str = "auto") -> tuple[Path, str]:
+    """The weights of `run` to predict with, and a sentence saying why.
+
+    `auto`: among the run's exports whose sidecar check passed (no metric lost more than the allowed
+    0.01 against float32), the one measured fastest on this kind of CPU (same model name and flags);
+    exports measured elsewhere are ranked by `_fallback_rank`; none passed: best.pt (PyTorch).
+    A named backend takes that export, even one that failed its check (with a note saying so).
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend}: unknown; use one of {', '.join(BACKENDS)}.")
+    if backend == "torch":
+        return run.best, "PyTorch float32, as asked (--backend torch)"
+    weights = run.best.parent
+    if backend != "auto":
+        target = weights / EXPORTS[backend]
+        if not target.exists():
+            fmt = "openvino" if backend.startswith("openvino") else "onnx"
+            flag = " --int8" if backend.endswith("int8") else ""
+            raise UserError(f"{target}: missing; run `fracturekit export {run.root} --format {fmt}{flag}` first.")
+        check = _read_check(check_path(target))
+        why = f"{backend}, as asked (--backend {backend})"
+        if check and not check.get("passed"):
+            why += f"; WARNING: it failed its accuracy check ({check.get('summary', '')})"
+        return target, why
+    from fracturekit.device import cpu_info
+
+    here = cpu_info()
+    candidates = []
+    for name, rel in EXPORTS.items():
+        check = _read_check(check_path(weights / rel))
+        if not (weights / rel).exists() or not check or not check.get("passed"):
+            continue
+        cpu = check.get("cpu", {})
+        same_cpu = cpu.get("model") == here.model and tuple(cpu.get("flags", ())) == here.flags
+        speed = float(check.get("speed", {}).get("ratio") or 0.0)
+        rank = (0, -speed) if same_cpu else (1, _fallback_rank(name))
+        candidates.append((rank, name, check))
+    if not candidates:
+        return run.best, "PyTorch float32: the run has no export that passed an accuracy check (`fracturekit export`)"
+    (same, _), name, check = min(candidates)
+    how = f"{check['speed']['ratio']:.2f}x PyTorch float32 measured here" if same == 0 else "measured on another CPU"
+    return weights / EXPORTS[name], f"{name}: fastest export that passed its accuracy check ({how}; {check['summary']})"
+
+
+def _read_check(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}  # an unreadable sidecar means unchecked: auto will not use that export
 
 
 def _read_metrics(run: RunDir | None) -> dict[str, Any]:
@@ -205,19 +308,35 @@ def _imgsz_value(v: Any) -> int | None:
 
 
 def load_model(
-    weights: str | Path, task: str, imgsz: int | None = None, threads: int | None = None, device: str = "auto"
+    weights: str | Path,
+    task: str,
+    imgsz: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    backend: str = "auto",
 ) -> Model:
-    """Load a `.pt` or `.onnx` detector/classifier; UserError when the file is the wrong kind of model.
+    """Load a `.pt`, `.onnx` or OpenVINO detector/classifier; UserError when it is the wrong kind of model.
 
-    `device` (auto, cpu, mps, 0, cuda:0) places a PyTorch model; ONNX models run on CPU whatever it says.
+    A run folder loads the export `choose_weights(run, backend)` picks. `device` (auto, cpu, mps, 0,
+    cuda:0) places a PyTorch model; ONNX and OpenVINO models run on CPU whatever it says.
     """
-    _, torch_device, _ = inference_device(device)
+    dev, torch_device, _ = inference_device(device)
     path, run = resolve_weights(weights)
+    chosen = ""
+    if run is not None and Path(weights).is_dir() and not _is_openvino(Path(weights)):
+        path, chosen = choose_weights(run, backend)
     n = cpu_threads(threads)
     load_ultralytics(n)
-    if path.suffix.lower() == ".onnx":
+    precision = "float32"
+    if _is_openvino(path):
+        kind = "openvino"
+        net, meta, shape, precision = _load_openvino(path, n)
+        model_task, names = meta["task"], meta["names"]
+        stride, trained = int(meta.get("stride", 32)), _imgsz_value(meta.get("imgsz"))
+    elif path.suffix.lower() == ".onnx":
         import onnxruntime as ort
 
+        kind = "onnx"
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
@@ -230,16 +349,17 @@ def load_model(
         if "names" not in meta or "task" not in meta:
             raise UserError(f"{path}: ONNX file has no Ultralytics metadata; export it with `fracturekit export`.")
         shape = sess.get_inputs()[0].shape  # [batch, 3, h, w], str for dynamic axes
-        fixed = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
         model_task = meta["task"]
         names = ast.literal_eval(meta["names"])
         stride = int(meta.get("stride", 32))
         trained = _imgsz_value(ast.literal_eval(meta.get("imgsz", "None")))
         net: Any = sess
-        fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
+        if any(node.op_type == "QuantizeLinear" for node in _onnx_nodes(path)):
+            precision = "int8"
     else:
         from ultralytics import YOLO
 
+        kind = "torch"
         try:
             yolo = YOLO(str(path))
         except Exception as exc:  # Ultralytics raises many types for a bad checkpoint
@@ -248,18 +368,22 @@ def load_model(
         if hasattr(net, "fuse"):
             net = net.fuse(verbose=False)
         net = net.to(torch_device)
+        if dev.kind == "cuda":  # fp16 on CUDA, as Ultralytics' val does during training with AMP
+            net, precision = net.half(), "fp16"
         model_task, names = yolo.task, dict(net.names)
         stride = int(max(getattr(net, "stride", [32])))
         args = getattr(net, "args", {}) or {}
         trained = _imgsz_value(args.get("imgsz") if isinstance(args, dict) else None)
-        fixed, fixed_batch = None, None
+        shape = [None, 3, None, None]
+    fixed = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
+    fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
     check_task(path, model_task, task)
     size = imgsz or training_imgsz(run) or trained or 640
     if fixed is not None:
         size = max(fixed)
     return Model(
         task=task,
-        backend="onnx" if path.suffix.lower() == ".onnx" else "torch",
+        backend=kind,
         weights=path,
         names={int(k): str(v) for k, v in names.items()},
         imgsz=int(size),
@@ -269,8 +393,48 @@ def load_model(
         run=run,
         net=net,
         metrics=_read_metrics(run),
-        device="cpu" if path.suffix.lower() == ".onnx" else torch_device,
+        device=torch_device if kind == "torch" else "cpu",
+        precision=precision,
+        chosen=chosen,
     )
+
+
+def _onnx_nodes(path: Path) -> list[Any]:
+    import onnx
+
+    return list(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _load_openvino(folder: Path, threads: int) -> tuple[Any, dict[str, Any], list[Any], str]:
+    """Compile an Ultralytics OpenVINO export for this CPU: (infer request, metadata, input shape, precision).
+
+    OpenVINO's own default precision is kept: bf16 on CPUs with BF16/AMX (the export's accuracy check
+    measures it), float32 elsewhere; an NNCF export runs its int8 layers as int8.
+    """
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise UserError(
+            f"{folder}: an OpenVINO model, but openvino is not installed; pip install 'fracturekit[openvino]'."
+        ) from exc
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text()) or {}
+    if "task" not in meta or "names" not in meta:
+        raise UserError(
+            f"{folder}/metadata.yaml: no task/names; re-export with `fracturekit export --format openvino`."
+        )
+    xml = next(folder.glob("*.xml"))
+    core = ov.Core()
+    try:
+        compiled = core.compile_model(
+            str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
+        raise UserError(f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`.") from exc
+    ps = compiled.input(0).get_partial_shape()
+    shape = [d.get_length() if d.is_static else None for d in ps]
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16 or f16
+    precision = "int8" if "_int8_" in folder.name else {"bf16": "bf16", "f16": "fp16"}.get(hint, "float32")
+    return compiled.create_infer_request(), meta, shape, precision
 
 
 # ------------------------------------------------------------------------------------------ preprocessing
@@ -641,23 +805,23 @@ def _batches(
     batch: int,
     pool: ThreadPoolExecutor,
     load: Callable[[int, Path], _Item],
+    ahead: int = PREFETCH,
 ) -> Iterator[list[_Item]]:
-    """Yield decoded batches of `paths[todo]` while the next batch is already decoding (one batch ahead)."""
+    """Yield decoded batches while the next films (at least `ahead`, whole batches) decode in the pool."""
     chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+    depth = max(2, -(-ahead // batch))  # batches in flight, the one being yielded included
     queued: deque[list[Future[_Item]]] = deque()
-    for k, chunk in enumerate(chunks):
-        if not queued:
-            queued.append([pool.submit(load, i, paths[i]) for i in chunk])
-        if k + 1 < len(chunks):
-            queued.append([pool.submit(load, i, paths[i]) for i in chunks[k + 1]])
+    for k in range(len(chunks)):
+        while len(queued) < depth and k + len(queued) < len(chunks):
+            queued.append([pool.submit(load, i, paths[i]) for i in chunks[k + len(queued)]])
         yield [f.result() for f in queued.popleft()]
 
 
 def predict(
     source: str | Path,
     *,
-    detector: str | Path | None = None,
-    classifier: str | Path | None = None,
+    detector: str | Path | Model | None = None,
+    classifier: str | Path | Model | None = None,
     out: str | Path | None = None,
     imgsz: int | None = None,
     conf: float = 0.25,
@@ -670,6 +834,7 @@ def predict(
     exist_ok: bool = False,
     resume: bool = False,
     progress: bool = False,
+    backend: str = "auto",
 ) -> list[dict[str, Any]]:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
 
@@ -688,8 +853,9 @@ def predict(
     (why the file was skipped, empty when fine), warnings (reader notes such as truncated JPEG), note
     (set when no `evaluate` metrics were found: the 0.5 default threshold was used).
 
-    `batch` None: 1 film per call when every model is ONNX (onnxruntime's CPU kernels ran ~10% faster
-    one film at a time than in batches of 8, bench/predict_bench.py), else 8 (PyTorch is faster batched).
+    `batch` None: 1 film per call when every model is ONNX or OpenVINO (onnxruntime's CPU kernels ran
+    ~10% faster one film at a time than in batches of 8, bench/predict_bench.py), else 8 (PyTorch is
+    faster batched).
     """
     if detector is None and classifier is None:
         raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
@@ -708,20 +874,19 @@ def predict(
         raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
     names = _output_names(paths, source)
     root = source_root(source, paths)
-    det = load_model(detector, "detect", imgsz, threads, device) if detector is not None else None
-    clf = load_model(classifier, "classify", imgsz, threads, device) if classifier is not None else None
+    backend = "torch" if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
+    det, clf = (
+        m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
+        for m, task in ((detector, "detect"), (classifier, "classify"))
+    )
     for m in (det, clf):
         if cam and m is not None and m.backend != "torch":
             raise UserError(
                 f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
             )
     if batch is None:
-        batch = 1 if all(m.backend == "onnx" for m in (det, clf) if m is not None) else 8
-    loaded = [m.metrics for m in (det, clf) if m is not None]
-    det_pol = _policy(det, "detection", loaded) if det is not None else None
-    clf_pol = _policy(clf, "classification", loaded) if clf is not None else None
-    pos_idx = _positive_index(clf, clf_pol.positive) if clf is not None and clf_pol is not None else None
-    box_floor = min(conf, det_pol.threshold) if det_pol is not None else conf
+        batch = 1 if all(m.backend != "torch" for m in (det, clf) if m is not None) else 8
+    scorer = _Scorer.build(det, clf, conf, iou, cam, root, run_notes)
 
     settings = {
         "detector": str(det.weights) if det else None,
@@ -772,66 +937,27 @@ def predict(
 
             stream = track(stream, total=(len(todo) + batch - 1) // batch, description="predict")
         for items in stream:
-            good = [it for it in items if it.gray is not None]
-            boxes: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(good)
-            probs = np.zeros((len(good), 0), np.float32)
-            det_maps: list[np.ndarray | None] = [None] * len(good)
-            cls_maps: list[np.ndarray | None] = [None] * len(good)
-            if good and det is not None:
-                boxes, det_maps = _detect_batch(det, good, box_floor, cam, iou)
-            if good and clf is not None:
-                probs, cls_maps = _classify_batch(clf, good, cam)
-                if clf_pol is not None and clf_pol.temperature != 1.0:
-                    probs = apply_temperature(probs, clf_pol.temperature)
-            batch_recs = {it.index: _empty_record(it, root) for it in items}
             writes: list[Future[None]] = []
-            for k, it in enumerate(good):
-                rec = batch_recs[it.index]
-                h, w = it.gray.shape  # type: ignore[union-attr]
-                rec.update(width=w, height=h)
-                kept = boxes[k][boxes[k][:, 4] >= conf] if det is not None else boxes[k]
-                rec["boxes"] = [
-                    {
-                        "x1": round(float(b[0]), 1),
-                        "y1": round(float(b[1]), 1),
-                        "x2": round(float(b[2]), 1),
-                        "y2": round(float(b[3]), 1),
-                        "confidence": round(float(b[4]), 4),
-                        "class": det.names[int(b[5])] if det is not None else "",
-                    }
-                    for b in kept
-                ]
-                rec["n_boxes"] = len(rec["boxes"])
-                if det is not None:
-                    # Image score as `evaluate` defines it: max box confidence over all classes, 0 with no box.
-                    rec["detector_score"] = round(float(boxes[k][:, 4].max()) if len(boxes[k]) else 0.0, 4)
-                if clf is not None and clf_pol is not None and pos_idx is not None:
-                    p, pol, rec["score_source"] = float(probs[k][pos_idx]), clf_pol, "classifier"
-                else:
-                    assert det_pol is not None
-                    p, pol, rec["score_source"] = rec["detector_score"], det_pol, "detector"
-                rec["fracture_probability"] = round(p, 6)
-                rec["threshold"] = pol.threshold
-                rec["decision"] = pol.positive if p >= pol.threshold else _negative(clf, pol.positive)
-                rec["note"] = "; ".join(run_notes + pol.notes)
+            scored = scorer(items)
+            for it, rec, cls_map, det_map in scored:
+                if it.gray is None:
+                    continue
                 name = names[it.index]
                 if save_images:
                     rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
-                    writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(it.gray, rec)))  # type: ignore[arg-type]
-                for tag, m, is_cls in (
-                    ("", cls_maps[k], True),
-                    (".det" if clf is not None else "", det_maps[k], False),
-                ):
+                    writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(it.gray, rec)))
+                for tag, m, is_cls in (("", cls_map, True), (".det" if clf is not None else "", det_map, False)):
                     if m is not None:
                         target = out / "cam" / f"{name}{tag}.png"
                         rec["cam"].append(target.relative_to(out).as_posix())
-                        writes.append(pool.submit(_write, target, _overlay(it.gray, m, is_cls)))  # type: ignore[arg-type]
-            pending.append(([batch_recs[it.index] for it in items], writes))
+                        writes.append(pool.submit(_write, target, _overlay(it.gray, m, is_cls)))
+            pending.append(([rec for _, rec, _, _ in scored], writes))
             append_finished(wait=False)
         append_finished(wait=True)
 
     order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths)}
     records = sorted(_read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
+    det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
     notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
     meta = {
         "source": str(source),
@@ -841,6 +967,7 @@ def predict(
         "detector_imgsz": det.imgsz if det else None,
         "classifier_imgsz": clf.imgsz if clf else None,
         "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
+        "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
         "conf": conf,
         "iou": iou,
         "device": device_spec,
@@ -854,6 +981,118 @@ def predict(
     }
     (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
     (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
+    return records
+
+
+@dataclass
+class _Scorer:
+    """Scores decoded films into predict's records: boxes, detector image score, probability, decision.
+
+    One place for the per-film arithmetic, so that predict (which then writes images and rows) and
+    `score` (records only: export's accuracy check) give the same numbers.
+    """
+
+    det: Model | None
+    clf: Model | None
+    det_pol: _Policy | None
+    clf_pol: _Policy | None
+    pos_idx: int | None
+    conf: float
+    iou: float
+    cam: bool
+    root: Path
+    notes: list[str]
+
+    @classmethod
+    def build(
+        cls, det: Model | None, clf: Model | None, conf: float, iou: float, cam: bool, root: Path, notes: list[str]
+    ) -> _Scorer:
+        loaded = [m.metrics for m in (det, clf) if m is not None]
+        det_pol = _policy(det, "detection", loaded) if det is not None else None
+        clf_pol = _policy(clf, "classification", loaded) if clf is not None else None
+        pos_idx = _positive_index(clf, clf_pol.positive) if clf is not None and clf_pol is not None else None
+        return cls(det, clf, det_pol, clf_pol, pos_idx, conf, iou, cam, root, notes)
+
+    def __call__(self, items: list[_Item]) -> list[tuple[_Item, dict[str, Any], np.ndarray | None, np.ndarray | None]]:
+        """(item, record, classifier CAM, detector CAM) per item, in order; unreadable items keep their error."""
+        det, clf, det_pol, clf_pol = self.det, self.clf, self.det_pol, self.clf_pol
+        good = [it for it in items if it.gray is not None]
+        box_floor = min(self.conf, det_pol.threshold) if det_pol is not None else self.conf
+        boxes: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(good)
+        probs = np.zeros((len(good), 0), np.float32)
+        det_maps: list[np.ndarray | None] = [None] * len(good)
+        cls_maps: list[np.ndarray | None] = [None] * len(good)
+        if good and det is not None:
+            boxes, det_maps = _detect_batch(det, good, box_floor, self.cam, self.iou)
+        if good and clf is not None:
+            probs, cls_maps = _classify_batch(clf, good, self.cam)
+            if clf_pol is not None and clf_pol.temperature != 1.0:
+                probs = apply_temperature(probs, clf_pol.temperature)
+        done = {it.index: k for k, it in enumerate(good)}
+        scored = []
+        for it in items:
+            rec = _empty_record(it, self.root)
+            k = done.get(it.index)
+            if k is None:
+                scored.append((it, rec, None, None))
+                continue
+            h, w = it.gray.shape  # type: ignore[union-attr]
+            rec.update(width=w, height=h)
+            kept = boxes[k][boxes[k][:, 4] >= self.conf] if det is not None else boxes[k]
+            rec["boxes"] = [
+                {
+                    "x1": round(float(b[0]), 1),
+                    "y1": round(float(b[1]), 1),
+                    "x2": round(float(b[2]), 1),
+                    "y2": round(float(b[3]), 1),
+                    "confidence": round(float(b[4]), 4),
+                    "class": det.names[int(b[5])] if det is not None else "",
+                }
+                for b in kept
+            ]
+            rec["n_boxes"] = len(rec["boxes"])
+            if det is not None:
+                # Image score as `evaluate` defines it: max box confidence over all classes, 0 with no box.
+                rec["detector_score"] = round(float(boxes[k][:, 4].max()) if len(boxes[k]) else 0.0, 4)
+            if clf is not None and clf_pol is not None and self.pos_idx is not None:
+                p, pol, rec["score_source"] = float(probs[k][self.pos_idx]), clf_pol, "classifier"
+            else:
+                assert det_pol is not None
+                p, pol, rec["score_source"] = rec["detector_score"], det_pol, "detector"
+            rec["fracture_probability"] = round(p, 6)
+            rec["threshold"] = pol.threshold
+            rec["decision"] = pol.positive if p >= pol.threshold else _negative(clf, pol.positive)
+            rec["note"] = "; ".join(self.notes + pol.notes)
+            scored.append((it, rec, cls_maps[k], det_maps[k]))
+        return scored
+
+
+def score(
+    source: str | Path,
+    *,
+    detector: Model | None = None,
+    classifier: Model | None = None,
+    conf: float = 0.25,
+    iou: float = IOU,
+    batch: int = 1,
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """predict's records for the films under `source` from loaded models, writing nothing (no images, no tables).
+
+    Export's accuracy check times this, so loading the models stays outside its timing.
+    """
+    source = source_path(source)
+    paths = list_sources(source)
+    scorer = _Scorer.build(detector, classifier, conf, iou, False, source_root(source, paths), [])
+    cls_tf = _classify_host_transform(classifier.imgsz, threads) if classifier is not None else None
+    records: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=max(2, cpu_threads(threads))) as pool:
+
+        def load(i: int, p: Path) -> _Item:
+            return _load(i, p, detector, cls_tf)
+
+        for items in _batches(paths, list(range(len(paths))), batch, pool, load):
+            records.extend(rec for _, rec, _, _ in scorer(items))
     return records
 
 

@@ -91,7 +91,9 @@ def train(
     trainer_cls: type = trainers.XrayClassificationTrainer if task == "classify" else _detection_trainer()
     if task == "classify":
         trainer_cls = type(trainer_cls.__name__, (trainer_cls,), {"balance": bool(cfg["balance"])})
-    pipeline: dict[str, Any] = {}
+    bf16, channels_last = _cpu_speed(cfg, device)
+    trainer_cls = trainers.cpu_fast(trainer_cls, bf16=bf16, channels_last=channels_last)
+    pipeline: dict[str, Any] = {"cpu_bf16_autocast": bf16, "cpu_channels_last": channels_last}
     model.add_callback("on_pretrain_routine_end", lambda tr: pipeline.update(_observe_pipeline(tr, task)))
     if release_after is not None:
         model.add_callback("on_train_epoch_start", trainers.release_frozen_layers(release_after))
@@ -108,6 +110,8 @@ def train(
         amp=bool(cfg["amp"]) and device.amp,
         augmentations=augmentations or None,
     )
+    if device.kind == "cpu":
+        args["channels_last"] = False  # applied by trainers.cpu_fast; Ultralytics would only warn and ignore it
     if cfg["resume"]:
         args["resume"] = str(run_dir / "weights" / "last.pt")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +182,18 @@ def experiment_logger(logger: str, run_dir: Path, task: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _cpu_speed(cfg: TrainConfig, device: Device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last) for CPU training: bf16 when `amp` is on and the CPU has native bf16;
+    channels_last when asked, or by default (null) together with bf16, where bench/train_speed.py measured it."""
+    if device.kind != "cpu":
+        return False, False
+    from fracturekit.device import cpu_info
+
+    bf16 = bool(cfg["amp"]) and cpu_info().bf16
+    wanted = cfg.values.get("channels_last")
+    return bf16, bool(wanted) if wanted is not None else bf16
 
 
 def _detection_trainer() -> type:

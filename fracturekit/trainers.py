@@ -6,6 +6,7 @@
 - `XrayClassificationTrainer`: class-balanced sampling of the training split (`balance`), for any
   number of class folders. Ultralytics' `cls_pw` class weighting exists for detection losses only.
 - `release_frozen_layers`: the second phase of `--freeze` (a callback that unfreezes mid-run).
+- `cpu_fast`: bf16 autocast and channels_last for CPU training (Ultralytics applies both on CUDA only).
 
 This module imports Ultralytics at its top, after `load_ultralytics()` has set the environment; the
 classes live at module level so that dataloader workers and DDP can pickle them.
@@ -14,6 +15,7 @@ classes live at module level so that dataloader workers and DDP can pickle them.
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -120,3 +122,49 @@ def release_frozen_layers(after_epochs: int) -> Callable[[BaseTrainer], None]:
             LOGGER.info(f"freeze: phase 2 from epoch {trainer.epoch + 1}: {released} tensors released for fine-tuning")
 
     return on_train_epoch_start
+
+
+def _to_float(x: Any) -> Any:
+    """bf16 tensors (in tuples, lists, dicts) back to float32, so the loss is computed in float32."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.dtype == torch.bfloat16 else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_float(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    return x
+
+
+def _bf16_predict(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """The model's own `predict` (its network forward) under CPU bf16 autocast, outputs back in float32."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = type(self).predict(self, *args, **kwargs)
+    return _to_float(out)
+
+
+def cpu_fast(trainer_cls: type, bf16: bool, channels_last: bool) -> type:
+    """`trainer_cls` with bf16 autocast and/or channels_last on the CPU training model.
+
+    Ultralytics runs both on CUDA only (its `autocast` refuses bf16 off CUDA, and it ignores
+    `channels_last` on CPU). Hooked after `_setup_train`, on the live training model only: the EMA copy,
+    which validation uses and the checkpoints save, was made before, so validation, metrics and the
+    saved weights stay float32 and contiguous. Only the network forward runs in bf16 (an instance
+    `predict`, like `export.onnx_friendly`); the loss sees float32 outputs. Numbers: bench/train_speed.py.
+    """
+    if not (bf16 or channels_last):
+        return trainer_cls
+
+    def _setup_train(self: Any) -> None:
+        trainer_cls._setup_train(self)
+        if self.device.type != "cpu":
+            return
+        model = unwrap_model(self.model)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        if bf16:
+            model.predict = types.MethodType(_bf16_predict, model)
+        if RANK in {-1, 0}:
+            on = [n for n, v in (("bf16 autocast", bf16), ("channels_last", channels_last)) if v]
+            LOGGER.info(f"CPU training: {' + '.join(on)} on the training model (EMA, validation, weights: float32)")
+
+    return type(trainer_cls.__name__, (trainer_cls,), {"_setup_train": _setup_train})

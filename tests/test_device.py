@@ -64,3 +64,22 @@ def test_resolve_device_errors(
     _fake_machine(monkeypatch, gpus, mps)
     with pytest.raises(UserError, match=message):
         resolve_device(requested)
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "bf16", "vnni"),
+    [
+        ("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n", 4, True, True),  # Zen 4
+        ("model name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma\n", 1, False, False),  # AVX2 only: float32 wanted
+        ("model name\t: Xeon\nflags\t\t: avx2 avx512f amx_bf16 amx_int8\n", 4, True, True),  # AMX
+        ("", 0, False, False),  # no /proc/cpuinfo (not Linux): no flags claimed
+    ],
+)
+def test_cpu_info(tmp_path, text: str, flags: int, bf16: bool, vnni: bool) -> None:
+    from fracturekit.device import cpu_info
+
+    src = tmp_path / "cpuinfo"
+    src.write_text(text)
+    info = cpu_info(src)
+    assert (len(info.flags), info.bf16, info.vnni) == (flags, bf16, vnni)
+    assert info.line.startswith("CPU: ") and "flags:" in info.line

@@ -70,3 +70,121 @@ def test_onnx_box_head_softmax_on_last_axis(det_run: Path) -> None:
     plain, fast = DFL(), DFL()
     assert onnx_friendly(fast) == 1 and onnx_friendly(torch.nn.Linear(2, 2)) == 0
     torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-6)
+
+
+# ----------------------------------------------------------------- int8 / OpenVINO exports and their checks
+@pytest.fixture(scope="module")
+def cls_run(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(shutil.copytree(tiny_runs["classify"], tmp_path_factory.mktemp("exp") / "classify"))
+
+
+@pytest.mark.parametrize(
+    ("task", "metrics"),
+    [
+        ("detect", {"image_auroc", "map50"}),  # a detector is checked on image AUROC and mAP50
+        ("classify", {"auroc"}),  # a classifier on AUROC
+    ],
+)
+def test_int8_onnx_export_has_an_accuracy_check(det_run: Path, cls_run: Path, task: str, metrics: set[str]) -> None:
+    import json
+
+    from fracturekit.predict import check_path, load_model
+
+    run = det_run if task == "detect" else cls_run
+    path = export(run, "onnx", int8=True)
+    assert path == run / "weights" / "best.int8.onnx"
+    check = json.loads(check_path(path).read_text())
+    assert check["precision"] == "int8" and check["split"] == "val" and check["n_images"] > 0
+    assert set(check["export_metrics"]) == set(check["float32_metrics"]) == metrics
+    # passed: every metric measurable, float32 AUROC clear of chance, no metric dropped more than max_loss
+    deltas, ref = list(check["delta"].values()), check["float32_metrics"]
+    informative = all(ref[k] is not None and ref[k] >= 0.6 for k in ref if "auroc" in k)
+    want = None not in deltas and informative and all(-d <= 0.01 for d in deltas)
+    assert check["passed"] == want
+    if not informative:  # the tiny 1-epoch runs: the check says why it cannot vouch for the export
+        assert not check["passed"] and ("near chance" in check["summary"] or "not measurable" in check["summary"])
+    assert check["speed"]["ratio"] > 0 and check["cpu"]["model"]
+    assert load_model(path, task).precision == "int8"
+
+
+def test_int8_needs_a_dataset(det_run: Path, tmp_path: Path) -> None:
+    loose = tmp_path / "best.pt"  # weights outside any run: no training films to calibrate on
+    shutil.copy(det_run / "weights" / "best.pt", loose)
+    with pytest.raises(UserError, match="--data"):
+        export(loose, "onnx", int8=True)
+
+
+def test_openvino_export_predicts_like_pytorch(det_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.predict import predict
+
+    folder = export(det_run, "openvino", check=False)
+    assert folder.name == "best_openvino_model" and (folder / "metadata.yaml").is_file()
+    films = write_phantom_dataset(tmp_path / "films", n=3, seed=3, size=96, fmt="images")
+    kw = {"out": None, "conf": 0.001, "batch": 2}
+    pt = predict(films, detector=det_run, backend="torch", **kw)
+    ov = predict(films, detector=folder, **kw)
+    for a, b in zip(pt, ov, strict=True):  # bf16 on CPUs that have it: 3 significant digits
+        assert a["detector_score"] == pytest.approx(b["detector_score"], abs=0.02)
+
+
+def _fake_export(weights: Path, name: str, passed: bool, ratio: float, cpu: dict | None = None) -> None:
+    """An export file and its sidecar as `accuracy_check` writes them (only the keys choose_weights reads)."""
+    import json
+
+    from fracturekit.device import cpu_info
+    from fracturekit.predict import check_path
+
+    here = cpu_info()
+    (weights / name).write_bytes(b"")
+    check = {
+        "passed": passed,
+        "summary": f"{name} check",
+        "speed": {"ratio": ratio},
+        "cpu": cpu or {"model": here.model, "flags": list(here.flags)},
+    }
+    check_path(weights / name).write_text(json.dumps(check))
+
+
+@pytest.mark.parametrize(
+    ("exports", "backend", "want", "why"),
+    [
+        ([], "auto", "best.pt", "no export that passed"),  # nothing exported: PyTorch
+        ([("best.onnx", True, 3.0), ("best.int8.onnx", True, 4.0)], "auto", "best.int8.onnx", "4.00x"),  # fastest
+        ([("best.onnx", True, 3.0), ("best.int8.onnx", False, 9.0)], "auto", "best.onnx", "3.00x"),  # int8 failed
+        ([("best.int8.onnx", False, 9.0)], "auto", "best.pt", "no export that passed"),  # only a failed one
+        ([("best.int8.onnx", False, 9.0)], "onnx-int8", "best.int8.onnx", "WARNING"),  # asked by name: warned
+        ([("best.onnx", True, 3.0)], "torch", "best.pt", "as asked"),  # PyTorch by name
+    ],
+)
+def test_choose_weights(tmp_path: Path, exports: list, backend: str, want: str, why: str) -> None:
+    from fracturekit.layout import RunDir
+    from fracturekit.predict import choose_weights
+
+    run = RunDir(tmp_path / "run")
+    run.best.parent.mkdir(parents=True)
+    run.best.write_bytes(b"")
+    for name, passed, ratio in exports:
+        _fake_export(run.best.parent, name, passed, ratio)
+    path, reason = choose_weights(run, backend)
+    assert path.name == want and why in reason
+
+
+def test_choose_weights_elsewhere_measured_and_errors(tmp_path: Path) -> None:
+    from fracturekit.layout import RunDir
+    from fracturekit.predict import _fallback_rank, choose_weights
+
+    run = RunDir(tmp_path / "run")
+    run.best.parent.mkdir(parents=True)
+    run.best.write_bytes(b"")
+    other = {"model": "another CPU", "flags": ["avx2"]}
+    _fake_export(run.best.parent, "best.onnx", True, 1.0, other)
+    _fake_export(run.best.parent, "best.int8.onnx", True, 1.0, other)
+    path, reason = choose_weights(run, "auto")  # speeds from another CPU are not trusted: the rule for this CPU
+    want = "best.onnx" if _fallback_rank("onnx") < _fallback_rank("onnx-int8") else "best.int8.onnx"
+    assert path.name == want and "another CPU" in reason
+    with pytest.raises(UserError, match="--format openvino --int8"):  # asked for an export that is not there
+        choose_weights(run, "openvino-int8")
+    with pytest.raises(UserError, match="--backend nope"):
+        choose_weights(run, "nope")

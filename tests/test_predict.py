@@ -189,7 +189,9 @@ def test_onnx_matches_pytorch(films: Path, runs: dict[str, Path], tmp_path: Path
 
     det_onnx, cls_onnx = export(runs["detect"]), export(runs["classify"])
     kw = {"conf": 0.001, "save_images": False, "batch": 4}
-    pt = predict(films, detector=runs["detect"], classifier=runs["classify"], out=tmp_path / "pt", **kw)
+    pt = predict(
+        films, detector=runs["detect"], classifier=runs["classify"], out=tmp_path / "pt", backend="torch", **kw
+    )
     ox = predict(films, detector=det_onnx, classifier=cls_onnx, out=tmp_path / "ox", **kw)
     for a, b in zip(pt, ox, strict=True):
         assert a["error"] == b["error"]

@@ -17,8 +17,12 @@ from fracturekit.options import NMS_IOU
 @user_errors
 def predict(
     source: Annotated[str, typer.Option("--source", help="A folder (recursive), an image file, or a glob.")],
-    detector: Annotated[Path | None, typer.Option(help="Detector run folder or weights (.pt or .onnx).")] = None,
-    classifier: Annotated[Path | None, typer.Option(help="Classifier run folder or weights (.pt or .onnx).")] = None,
+    detector: Annotated[
+        Path | None, typer.Option(help="Detector run folder or weights (.pt, .onnx, OpenVINO folder).")
+    ] = None,
+    classifier: Annotated[
+        Path | None, typer.Option(help="Classifier run folder or weights (.pt, .onnx, OpenVINO folder).")
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Output folder for annotated images and predictions.csv/.json (default runs/predict, 2...)."),
@@ -38,6 +42,13 @@ def predict(
     ] = None,
     device: options.Device = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Which weights of a run folder: auto (the fastest export that passed its accuracy check), "
+            "torch, onnx, onnx-int8, openvino, openvino-int8."
+        ),
+    ] = "auto",
 ) -> None:
     """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
     from fracturekit.predict import output_folder
@@ -59,7 +70,12 @@ def predict(
         exist_ok=exist_ok,
         resume=resume,
         progress=True,
+        backend=backend,
     )
+    import json
+
+    for role, m in json.loads((folder / "predictions.json").read_text()).get("models", {}).items():
+        console.print(f"{role}: {m['used']}" + (f" - {m['why']}" if m["why"] else ""), highlight=False)
     errors = [r for r in records if r["error"]]
     decisions = Counter(r["decision"] for r in records if not r["error"])
     summary = ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
@@ -84,10 +100,32 @@ def export(
     ] = "onnx",
     imgsz: options.Imgsz = None,
     device: options.Device = "auto",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="int8, calibrated on the run's training films (onnx, openvino).")
+    ] = False,
+    check: Annotated[
+        bool, typer.Option(help="Check accuracy and speed against float32 on the val split (sidecar JSON).")
+    ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Prepared dataset for int8 calibration and the check; default: the run's own."),
+    ] = None,
 ) -> None:
-    """Export a trained model; the file is written beside the weights."""
+    """Export a trained model; the file is written beside the weights, its accuracy check beside it."""
     from fracturekit.export import export as run_export
+    from fracturekit.predict import check_path
 
     with library_notes():
-        path = run_export(weights, fmt=fmt, imgsz=imgsz, device=device)
+        path = run_export(weights, fmt=fmt, imgsz=imgsz, device=device, int8=int8, check=check, data=data)
     console.print(f"exported {path}", highlight=False)
+    sidecar = check_path(path)
+    if sidecar.is_file():
+        import json
+
+        c = json.loads(sidecar.read_text())
+        verdict = "passed: predict may use it" if c["passed"] else "FAILED: predict will not use it unless asked"
+        console.print(
+            f"accuracy check on {c['split']} ({c['n_images']} films, {c['backend']} {c['precision']}): {c['summary']}; "
+            f"{c['speed']['ratio']:.2f}x the speed of PyTorch float32 -> {verdict} ({sidecar.name})",
+            highlight=False,
+        )

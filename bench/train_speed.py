@@ -1,0 +1,188 @@
+"""CPU training speed: `fracturekit train` vs plain Ultralytics on a FracAtlas subset (detect, imgsz 320), one run.
+
+Data: FracAtlas prepared by `fracturekit prepare` (seed 0), then a stated subset: --train-films films of its train
+split and --val-films of its val split, evenly spaced over the sorted file lists (so fractured and normal films
+both appear), linked into a prepared-dataset folder that both sides read. Each side trains YOLOv8n-det from
+scratch for --epochs epochs, seed 0, batch 16, in its own Python process, one after the other:
+
+- plain Ultralytics: `YOLO("yolov8n.yaml").train(**args)` with exactly the arguments fracturekit hands Ultralytics
+  for the same settings (its augmentation recipe included, so only speed levers differ), at Ultralytics' default
+  thread count (cores - 1) and at all cores;
+- fracturekit: `fracturekit.train.train(...)` with its CPU defaults (all cores; bf16 autocast and channels_last on
+  a CPU with native bf16);
+- with --levers, fracturekit again with one lever changed at a time: float32, no channels_last, cache='ram',
+  2 dataloader workers.
+
+s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Final metrics: mAP50 and
+mAP50-95 of the last epoch's validation (on the val subset, float32 EMA weights on every side). The last line is
+`ratio_vs_ultralytics: X.XX` = fracturekit s/epoch / plain Ultralytics s/epoch at the SAME thread count (the
+stricter reference; the ratio against Ultralytics' default thread count is printed above it).
+From scratch, a few epochs learn little on FracAtlas: equal metrics here mean "no lever broke training", not
+"equally good models".
+
+Usage: .venv/bin/python bench/train_speed.py [--train-films 300] [--val-films 100] [--epochs 3] [--imgsz 320]
+       [--levers] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
+
+_PLAIN = """
+import json, sys
+from pathlib import Path
+from fracturekit.yolo_env import load_ultralytics
+load_ultralytics()  # the same offline-safe import fracturekit uses; threads are set below
+import torch
+from ultralytics import YOLO
+from ultralytics.utils import torch_utils
+sys.path.insert(0, "bench")
+from train_overhead import _plain_args
+settings, data, save_dir, threads = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+args = _plain_args("detect", data, settings, save_dir)  # what fracturekit would hand Ultralytics
+args["channels_last"] = False  # Ultralytics' CPU behaviour: ignored off CUDA
+torch_utils.NUM_THREADS = threads  # what the trainer applies at start
+torch.set_num_threads(threads)
+YOLO("yolov8n.yaml").train(**args)
+"""
+
+_FK = """
+import json, sys
+from fracturekit.train import train
+kw = json.loads(sys.argv[1])
+train("detect", kw.pop("data"), **kw)
+"""
+
+
+def subset(prepared: Path, out: Path, n_train: int, n_val: int) -> Path:
+    """A prepared-dataset folder holding links to n_train train and n_val val films (and their labels)."""
+    import numpy as np
+    import yaml
+
+    if (out / "manifest.csv").is_file():
+        return out
+    for split, n in (("train", n_train), ("val", n_val)):
+        films = sorted((prepared / "det" / "images" / split).iterdir())
+        for k in np.linspace(0, len(films) - 1, min(n, len(films))).round().astype(int):
+            img = films[k]
+            label = prepared / "det" / "labels" / split / f"{img.stem}.txt"
+            for src, dst in ((img, out / "det" / "images" / split / img.name), (label, out / "det" / "labels" / split)):
+                if src.suffix == ".txt":
+                    if not src.is_file():
+                        continue
+                    dst = dst / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(src.resolve())
+    (out / "det" / "images" / "test").mkdir(parents=True, exist_ok=True)
+    data = yaml.safe_load((prepared / "det" / "data.yaml").read_text())
+    data["path"] = str((out / "det").resolve())
+    (out / "det" / "data.yaml").write_text(yaml.safe_dump(data))
+    (out / "manifest.csv").symlink_to((prepared / "manifest.csv").resolve())
+    return out
+
+
+def read_results(run: Path, epochs: int) -> dict[str, float]:
+    """s/epoch and the last epoch's validation metrics from Ultralytics' results.csv."""
+    with (run / "results.csv").open() as f:
+        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
+    last = rows[-1]
+    return {
+        "epochs": len(rows),
+        "s_per_epoch": float(last["time"]) / len(rows),
+        "map50": float(last["metrics/mAP50(B)"]),
+        "map50_95": float(last["metrics/mAP50-95(B)"]),
+    }
+
+
+def run(snippet: str, args: list[str], env: dict[str, str]) -> None:
+    res = subprocess.run([sys.executable, "-c", snippet, *args], env=env, cwd=REPO, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"training failed:\n{res.stderr[-3000:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--train-films", type=int, default=300)
+    ap.add_argument("--val-films", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--levers", action="store_true", help="also fracturekit with each CPU lever changed alone")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    a = ap.parse_args()
+    if not FRACATLAS.is_dir():
+        raise SystemExit(f"{FRACATLAS}: absent; this bench needs FracAtlas (see ../shared/data/README.md).")
+    work = a.work or Path(tempfile.mkdtemp(prefix="fk-train-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_dir = work / "ultralytics-config"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env |= {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(cfg_dir), "FRACTUREKIT_OFFLINE": "1"}
+    os.environ.update(YOLO_CONFIG_DIR=str(cfg_dir))
+
+    from fracturekit.device import cpu_info
+    from fracturekit.prepare import prepare
+    from fracturekit.train import _cpu_speed, _resolve
+    from fracturekit.yolo_env import cpu_threads, load_ultralytics
+
+    load_ultralytics()
+    import ultralytics.utils as uu
+
+    full = work / "fracatlas"
+    if not (full / "manifest.csv").is_file():
+        prepare(FRACATLAS, full, fmt="fracatlas", split=(0.7, 0.15, 0.15), seed=0)
+    data = subset(full, work / "subset", a.train_films, a.val_films)
+    cores, default_threads = cpu_threads(), uu.NUM_THREADS
+    settings = dict(epochs=a.epochs, imgsz=a.imgsz, batch=16, device="cpu", plots=False, seed=0, verbose=False)
+
+    from fracturekit.device import resolve_device
+
+    bf16, channels_last = _cpu_speed(_resolve("detect", None, dict(settings)), resolve_device("cpu"))
+    rows: list[tuple[str, dict[str, float]]] = []
+
+    def plain(label: str, threads: int) -> None:
+        target = work / "runs" / label.replace(" ", "_")
+        run(_PLAIN, [json.dumps(settings), str(data), str(target), str(threads)], env)
+        rows.append((label, read_results(target, a.epochs)))
+
+    def fk(label: str, **extra: object) -> None:
+        kw = dict(settings, data=str(data), project=str(work / "runs"), name=label.replace(" ", "_"), **extra)
+        run(_FK, [json.dumps(kw)], env)
+        rows.append((label, read_results(work / "runs" / "detect" / label.replace(" ", "_"), a.epochs)))
+
+    plain(f"plain Ultralytics ({default_threads} thread)", default_threads)
+    plain(f"plain Ultralytics ({cores} threads)", cores)
+    levers = "+".join(n for n, on in (("bf16", bf16), ("channels_last", channels_last)) if on) or "float32"
+    fk(f"fracturekit ({levers})")
+    if a.levers:
+        fk("fracturekit float32", amp=False, channels_last=False)
+        fk("fracturekit bf16 only", channels_last=False)
+        fk("fracturekit cache ram", cache="ram")
+        fk("fracturekit workers 2", workers=2)
+
+    print(cpu_info().line)
+    print(
+        f"FracAtlas subset: {a.train_films} train + {a.val_films} val films (evenly spaced over the prepared "
+        f"splits, seed 0); YOLOv8n-det from scratch, imgsz {a.imgsz}, batch 16, {a.epochs} epochs, seed 0"
+    )
+    print(f"fracturekit's CPU choice here: bf16 autocast {bf16}, channels_last {channels_last}, {cores} threads")
+    print(f"{'side':36s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'ratio':>6s}")
+    strict = rows[1][1]["s_per_epoch"]
+    for label, r in rows:
+        ratio = r["s_per_epoch"] / strict
+        print(f"{label:36s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} {ratio:6.2f}")
+    fk_s = rows[2][1]["s_per_epoch"]
+    print(f"ratio vs plain Ultralytics at its default {default_threads} thread: {fk_s / rows[0][1]['s_per_epoch']:.2f}")
+    print(f"ratio_vs_ultralytics: {fk_s / strict:.2f}")
+
+
+if __name__ == "__main__":
+    main()
