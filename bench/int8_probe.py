@@ -61,7 +61,7 @@ def main() -> None:
     from fracturekit.device import cpu_info
     from fracturekit.export import export, quantize_onnx
     from fracturekit.layout import PreparedDataset, RunDir
-    from fracturekit.predict import training_imgsz
+    from fracturekit.infer.model import training_imgsz
     from fracturekit.yolo_env import load_ultralytics
 
     load_ultralytics()

@@ -203,15 +203,12 @@ def heldout_auroc(run: Path, heldout: Path, seed: int) -> tuple[float, list[floa
     probabilities), with a film-level bootstrap CI (honest here: the held-out films have no copies)."""
     from fracturekit import metrics as M
     from fracturekit.evaluate import classify_images
+    from fracturekit.infer.model import load_model
     from fracturekit.layout import POSITIVE_CLASS, PreparedDataset
-    from fracturekit.yolo_env import load_ultralytics
 
-    load_ultralytics()
-    from ultralytics import YOLO
-
-    model = YOLO(str(run / "weights" / "best.pt"))
+    model = load_model(run, "classify", device="cpu", backend="torch")
     skipped: list[dict] = []
-    _, y, probs = classify_images(model, PreparedDataset(heldout), "test", None, "cpu", skipped)
+    _, y, probs = classify_images(model, PreparedDataset(heldout), "test", skipped)
     names = [model.names[i] for i in range(len(model.names))]
     p = probs[:, names.index(POSITIVE_CLASS)]
     y = (y == names.index(POSITIVE_CLASS)).astype(int)

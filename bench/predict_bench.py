@@ -19,7 +19,7 @@ every backend alike):
 
 The model is random, so this bench measures speed only; each export's accuracy against float32 is measured
 on a trained model by `fracturekit export` itself (its `.check.json`). The row the ratio is taken from is the
-backend `fracturekit predict` prefers on this CPU (`fracturekit.predict._fallback_rank`: OpenVINO int8 first on
+backend `fracturekit predict` prefers on this CPU (`fracturekit.infer.model._fallback_rank`: OpenVINO int8 first on
 a CPU with VNNI and BF16, ONNX float32 first on AVX2 alone), not the fastest row.
 
 Also printed: the model's GFLOPs per image at 640x640 and at the films' rectangular letterbox, the CPU's
@@ -189,14 +189,14 @@ def main() -> None:
     base_env |= {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(cfg), "FRACTUREKIT_OFFLINE": "1"}
 
     from fracturekit.export import export
-    from fracturekit.predict import rect_shape
+    from fracturekit.infer.preprocess import rect_shape
     from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
     load_ultralytics()
     weights = make_weights(work, a.imgsz)
     folder = make_images(work, a.n, a.fracatlas)
     from fracturekit.device import cpu_info
-    from fracturekit.predict import EXPORTS, _fallback_rank
+    from fracturekit.infer.model import EXPORTS, _fallback_rank
 
     calib = make_calibration_set(work)
     wanted = {"onnx": {}, "onnx-int8": {"int8": True, "data": calib}}

@@ -256,7 +256,8 @@ def _classifier_cams(
     cls: ModelScores, drawn: pd.DataFrame, ds_root: Path, imgsz: int | None, device: str
 ) -> dict[str, np.ndarray]:
     """EigenCAM maps (film pixels) of the classifier for the films it has pictures of."""
-    from fracturekit.predict import classifier_heatmaps, load_model
+    from fracturekit.infer.model import load_model
+    from fracturekit.infer.scoring import classifier_heatmaps
 
     paths = sorted(set(drawn.loc[drawn["model"] == "classifier", "path"]))
     if not paths:

@@ -47,14 +47,11 @@ def _param_count(weights: Path) -> float | None:
     """Millions of parameters in a checkpoint (None when it cannot be loaded)."""
     if not weights.is_file():
         return None
-    from fracturekit.yolo_env import load_ultralytics
-
-    load_ultralytics()
-    from ultralytics import YOLO
+    from fracturekit.infer.model import load_checkpoint
 
     try:
-        model = YOLO(str(weights)).model
-    except Exception:  # a truncated or foreign file: show an empty cell, keep comparing the others
+        model = load_checkpoint(weights).model
+    except UserError:  # a truncated or foreign file: show an empty cell, keep comparing the others
         return None
     return round(sum(p.numel() for p in model.parameters()) / 1e6, 3)
 

@@ -1,7 +1,7 @@
 """Export a trained model (ONNX, OpenVINO, int8 of either, and the other formats Ultralytics supports).
 
 Written beside the weights. An ONNX or OpenVINO export of a run is then checked against float32 on
-the run's validation split through `fracturekit.predict` (the very path predict uses): detector image
+the run's validation split through `fracturekit.infer` (the very path predict and evaluate use): detector image
 AUROC and mAP50, classifier AUROC, and the speed of both; the result goes to a sidecar
 `<export>.check.json`. An export that loses more than MAX_LOSS on any metric is marked failed, and
 `predict` does not pick it for a run folder unless asked by name.
@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from fracturekit.errors import UserError
+from fracturekit.infer.model import check_path, load_model, resolve_weights, training_imgsz
+from fracturekit.infer.postprocess import coco_detections
 from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
 from fracturekit.options import check_export_format, check_imgsz, inference_device
-from fracturekit.predict import check_path, resolve_weights, training_imgsz
 from fracturekit.yolo_env import load_ultralytics
 
 log = logging.getLogger(__name__)
@@ -175,13 +176,13 @@ def quantize_onnx(fp32: Path, target: Path, task: str, ds: PreparedDataset, imgs
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from fracturekit.imageio import read_image
-    from fracturekit.predict import _classify_host_transform, _to_batch, letterbox, rect_shape
+    from fracturekit.infer.preprocess import classify_host_transform, letterbox, rect_shape, to_batch
 
     films = _split_films(ds, task, "train")
     if not films:
         raise UserError(f"{ds.root}: no training films to calibrate int8 on; export without --int8.")
     calib = [films[round(i)] for i in np.linspace(0, len(films) - 1, min(n, len(films)))]
-    cls_tf = _classify_host_transform(imgsz, None) if task == "classify" else None
+    cls_tf = classify_host_transform(imgsz, None) if task == "classify" else None
 
     class Films(CalibrationDataReader):
         def __init__(self) -> None:
@@ -193,7 +194,7 @@ def quantize_onnx(fp32: Path, target: Path, task: str, ds: PreparedDataset, imgs
                 return None
             gray = read_image(p).pixels
             img = cls_tf(gray) if cls_tf else letterbox(gray, rect_shape(*gray.shape, imgsz, 32))[0]
-            return {"images": _to_batch([img])}
+            return {"images": to_batch([img])}
 
     graph = onnx.load(str(fp32)).graph
     head = max(int(n.name.split("/")[1].split(".")[1]) for n in graph.node if n.name.startswith("/model."))
@@ -233,44 +234,35 @@ def _copy_metadata(src: Path, dst: Path) -> None:
 
 
 def _measure(weights: Path, task: str, ds: PreparedDataset, split: str, threads: int | None) -> dict[str, Any]:
-    """Accuracy and speed of `weights` on `split` through `predict` itself (no files written)."""
+    """Accuracy and speed of `weights` on `split` through the inference core predict uses (no files written)."""
     from fracturekit import metrics as M
     from fracturekit.evaluate import coco_ground_truth
-    from fracturekit.predict import load_model, score
+    from fracturekit.infer.scoring import score
 
     model = load_model(weights, task, threads=threads)
-    if task == "classify":
-        source, kw = ds.cls_dir / split, {"classifier": model}
-    else:
-        source, kw = ds.det_dir / "images" / split, {"detector": model}
-    first = _split_films(ds, task, split)[:1]
-    if first:  # warm-up, untimed: first-call allocations (and OpenVINO's first shape) are not per-film costs
-        score(first[0], conf=0.001, threads=threads, **kw)
+    kw = {"classifier": model} if task == "classify" else {"detector": model}
+    films = _split_films(ds, task, split)
+    if films:  # warm-up, untimed: first-call allocations (and OpenVINO's first shape) are not per-film costs
+        score(films[:1], threads=threads, **kw)
     t0 = time.perf_counter()
-    recs = score(source, conf=0.001, threads=threads, **kw)  # Ultralytics' val conf: every box counts
+    preds = score(films, threads=threads, **kw)
     seconds = time.perf_counter() - t0
-    ok = [r for r in recs if not r["error"]]
+    ok = [p for p in preds if not p.error]
     out: dict[str, Any] = {"n_images": len(ok), "seconds": round(seconds, 3), "img_s": round(len(ok) / seconds, 2)}
     if task == "classify":
-        y = np.array([Path(r["path"]).parent.name == POSITIVE_CLASS for r in ok], int)
-        out["auroc"] = M.auroc(y, np.array([r["fracture_probability"] for r in ok], float))
+        y = np.array([p.path.parent.name == POSITIVE_CLASS for p in ok], int)
+        out["auroc"] = M.auroc(y, np.array([p.probability for p in ok], float))
         return out
-    names = model.names
-    gt, ids = coco_ground_truth(ds, split, names, [])
-    index = {v: k for k, v in names.items()}
-    dets, y, score = [], [], []
-    for r in ok:
-        name = Path(r["path"]).name
-        if name not in ids:
+    gt, ids = coco_ground_truth(ds, split, model.names, [])
+    dets, y, image_score = [], [], []
+    for p in ok:
+        if p.path.name not in ids:
             continue
-        for b in r["boxes"]:
-            box = [b["x1"], b["y1"], b["x2"] - b["x1"], b["y2"] - b["y1"]]
-            dets.append(
-                {"image_id": ids[name], "category_id": index[b["class"]] + 1, "bbox": box, "score": b["confidence"]}
-            )
-        y.append(any(a["image_id"] == ids[name] for a in gt["annotations"]))
-        score.append(r["detector_score"])
-    out["image_auroc"] = M.auroc(np.array(y, int), np.array(score, float))
+        image_id = ids[p.path.name]
+        dets += coco_detections(p.boxes, image_id)
+        y.append(any(a["image_id"] == image_id for a in gt["annotations"]))
+        image_score.append(p.detector_score)
+    out["image_auroc"] = M.auroc(np.array(y, int), np.array(image_score, float))
     out["map50"] = M.coco_eval(gt, dets)["map50"]
     return out
 
@@ -291,7 +283,6 @@ def accuracy_check(
     with the CPU it was measured on (predict trusts the ratio only on the same kind of CPU).
     """
     from fracturekit.device import cpu_info
-    from fracturekit.predict import load_model
 
     ref = _measure(reference, task, ds, split, threads)
     exp = _measure(export_path, task, ds, split, threads)

@@ -88,7 +88,7 @@ def cls_run(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 def test_int8_onnx_export_has_an_accuracy_check(det_run: Path, cls_run: Path, task: str, metrics: set[str]) -> None:
     import json
 
-    from fracturekit.predict import check_path, load_model
+    from fracturekit.infer.model import check_path, load_model
 
     run = det_run if task == "detect" else cls_run
     path = export(run, "onnx", int8=True)
@@ -134,7 +134,7 @@ def _fake_export(weights: Path, name: str, passed: bool, ratio: float, cpu: dict
     import json
 
     from fracturekit.device import cpu_info
-    from fracturekit.predict import check_path
+    from fracturekit.infer.model import check_path
 
     here = cpu_info()
     (weights / name).write_bytes(b"")
@@ -160,7 +160,7 @@ def _fake_export(weights: Path, name: str, passed: bool, ratio: float, cpu: dict
 )
 def test_choose_weights(tmp_path: Path, exports: list, backend: str, want: str, why: str) -> None:
     from fracturekit.layout import RunDir
-    from fracturekit.predict import choose_weights
+    from fracturekit.infer.model import choose_weights
 
     run = RunDir(tmp_path / "run")
     run.best.parent.mkdir(parents=True)
@@ -173,7 +173,7 @@ def test_choose_weights(tmp_path: Path, exports: list, backend: str, want: str, 
 
 def test_choose_weights_elsewhere_measured_and_errors(tmp_path: Path) -> None:
     from fracturekit.layout import RunDir
-    from fracturekit.predict import _fallback_rank, choose_weights
+    from fracturekit.infer.model import _fallback_rank, choose_weights
 
     run = RunDir(tmp_path / "run")
     run.best.parent.mkdir(parents=True)

@@ -15,7 +15,8 @@ from conftest import shared_data
 from fracturekit.calibration import apply_temperature
 from fracturekit.errors import UserError
 from fracturekit.phantoms import generate_phantom, write_phantom_dataset
-from fracturekit.predict import letterbox, list_sources, predict, rect_shape
+from fracturekit.infer.preprocess import letterbox, rect_shape
+from fracturekit.predict import list_sources, predict
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ def export(
 ) -> None:
     """Export a trained model; the file is written beside the weights, its accuracy check beside it."""
     from fracturekit.export import export as run_export
-    from fracturekit.predict import check_path
+    from fracturekit.infer.model import check_path
 
     with library_notes():
         path = run_export(weights, fmt=fmt, imgsz=imgsz, device=device, int8=int8, check=check, data=data)

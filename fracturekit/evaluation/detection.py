@@ -1,0 +1,287 @@
+"""evaluate's detector half: boxes and image scores from the inference core, mAP from Ultralytics and pycocotools.
+
+The boxes (at the core's SCORE_FLOOR 0.001, NMS IoU 0.7, at most 300 per film: Ultralytics' val settings)
+and the image-level score (highest box confidence, 0 without a box; so every film, backgrounds included,
+gets an AUROC) come from `fracturekit.infer`, the very path predict uses. Ultralytics `val` still reports
+its own mAP/precision/recall on the same weights; pycocotools scores the core's boxes against a COCO ground
+truth built from the YOLO labels, and `map_difference` shows how far the two are apart (Ultralytics letterboxes
+whole batches to one rectangle and integrates its PR curve differently; see metrics.coco_eval).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fracturekit import cases as C
+from fracturekit import metrics as M
+from fracturekit.cases import ModelScores
+from fracturekit.errors import UserError
+from fracturekit.evaluation.common import (
+    THRESHOLD_SPLIT,
+    EvalContext,
+    ModelResult,
+    labelled_confusion,
+    subgroup_values,
+)
+from fracturekit.imageio import is_image_file
+from fracturekit.infer import scoring
+from fracturekit.infer.model import Model, load_checkpoint
+from fracturekit.infer.postprocess import MAX_DET, coco_detections
+from fracturekit.infer.scoring import SCORE_FLOOR
+from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, PreparedDataset
+from fracturekit.options import NMS_IOU
+from fracturekit.paths import rel_to
+from fracturekit.split import film_units
+
+
+def split_images(ds: PreparedDataset, split: str) -> list[Path]:
+    img_dir = ds.det_dir / "images" / split
+    return sorted(p for p in img_dir.iterdir() if is_image_file(p)) if img_dir.is_dir() else []
+
+
+def coco_ground_truth(
+    ds: PreparedDataset, split: str, names: dict[int, str], skipped: list[dict]
+) -> tuple[dict, dict[str, int]]:
+    """COCO ground truth (pixel xywh boxes) from det/labels/<split>/*.txt; also file name -> image id.
+
+    A missing or empty label file is a background image (it stays in the set: false positives count).
+    Unreadable images and malformed label lines are added to `skipped`.
+    """
+    from PIL import Image
+
+    gt: dict[str, list] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in sorted(names.items())],
+    }
+    ids: dict[str, int] = {}
+    for img in split_images(ds, split):
+        try:
+            with Image.open(img) as im:
+                w, h = im.size
+        except Exception as exc:
+            skipped.append({"path": str(img), "model": "detector", "reason": f"unreadable image ({exc})"})
+            continue
+        if img.name in ids:
+            skipped.append({"path": str(img), "model": "detector", "reason": "duplicate file name in split"})
+            continue
+        image_id = len(ids) + 1
+        ids[img.name] = image_id
+        gt["images"].append({"id": image_id, "file_name": img.name, "width": w, "height": h})
+        label = ds.det_dir / "labels" / split / f"{img.stem}.txt"
+        lines = label.read_text().splitlines() if label.is_file() else []
+        for n, line in enumerate(lines, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                c, xc, yc, bw, bh = int(parts[0]), *map(float, parts[1:5])
+                if c not in names or len(parts) < 5:
+                    raise ValueError(f"class {c} not in data.yaml" if c not in names else "fewer than 5 values")
+            except ValueError as exc:
+                skipped.append({"path": f"{label}:{n}", "model": "detector", "reason": f"bad label line ({exc})"})
+                continue
+            box = [(xc - bw / 2) * w, (yc - bh / 2) * h, bw * w, bh * h]
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": c + 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
+    return gt, ids
+
+
+def ultralytics_val(model: Model, ds: PreparedDataset, split: str, device: str, save_dir: Path) -> Any:
+    """Ultralytics val on `split` with the same weights, size and settings as the core: its DetMetrics."""
+    kwargs = {
+        "data": str(ds.data_yaml),
+        "split": split,
+        "imgsz": model.imgsz,
+        "conf": SCORE_FLOOR,
+        "iou": NMS_IOU,
+        "max_det": MAX_DET,
+        "device": device,
+        "plots": False,
+        "project": str(save_dir.parent.resolve()),  # relative: Ultralytics would re-root it under its runs_dir
+        "name": save_dir.name,
+        "exist_ok": True,
+        "verbose": False,
+        "workers": 0,
+    }
+    return load_checkpoint(model.weights).val(**kwargs)
+
+
+def score_split(
+    model: Model, ds: PreparedDataset, split: str, ids: dict[str, int], skipped: list[dict], show_progress: bool
+) -> tuple[np.ndarray, list[dict]]:
+    """Image scores (indexed by image id - 1) and COCO results for the films of `ids`, through the core.
+
+    A film the ground truth could size but our reader cannot decode is reported in `skipped` and scores 0
+    with no boxes: it stays in the set, so a missed fracture still counts.
+    """
+    folder = ds.det_dir / "images" / split
+    paths = [folder / name for name in sorted(ids, key=ids.__getitem__)]
+    progress = f"detect {split}" if show_progress else None
+    scores, dets = np.zeros(len(ids)), []
+    for p in scoring.score(paths, detector=model, progress=progress):
+        i = ids[p.path.name]
+        if p.error:
+            skipped.append({"path": str(p.path), "model": "detector", "reason": f"{p.error}; scored 0"})
+            continue
+        scores[i - 1] = p.detector_score
+        dets += coco_detections(p.boxes, i)
+    return scores, dets
+
+
+def _image_labels(gt: dict) -> np.ndarray:
+    """1 for images with at least one ground-truth box, else 0, indexed by image id - 1."""
+    y = np.zeros(len(gt["images"]), int)
+    for a in gt["annotations"]:
+        y[a["image_id"] - 1] = 1
+    return y
+
+
+def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
+    """Ultralytics val + pycocotools on the core's boxes, image-level AUROC, threshold from THRESHOLD_SPLIT.
+
+    Also writes ground_truth_coco.json and detections_coco.json (COCO results format, same image ids)
+    into `out_dir`: COCOeval on these two files with maxDets [1, 10, 300] gives `pycocotools.map50_95`.
+    """
+    ds, split, out_dir, skipped, manifest = ctx.ds, ctx.split, ctx.out_dir, ctx.skipped, ctx.manifest
+    threshold, n_boot, seed = ctx.threshold, ctx.bootstrap, ctx.seed
+    if not ds.data_yaml.is_file():
+        raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
+    names = model.names
+    if not split_images(ds, split):
+        raise UserError(f"{ds.det_dir / 'images' / split}: no images; check --split or re-run prepare.")
+
+    m = ultralytics_val(model, ds, split, ctx.device, out_dir / f"ultralytics_val_{split}")
+    gt, ids = coco_ground_truth(ds, split, names, skipped)
+    s_img, coco_dets = score_split(model, ds, split, ids, skipped, ctx.show_progress)  # COCO-scored again per subgroup
+    coco = M.coco_eval(gt, coco_dets, max_det=MAX_DET)
+    images_dir = (ds.det_dir / "images" / split).resolve()
+    gt_file = {"info": {"description": f"fracturekit {split} split ground truth", "images_dir": str(images_dir)}, **gt}
+    (out_dir / "ground_truth_coco.json").write_text(json.dumps(gt_file))
+    (out_dir / "detections_coco.json").write_text(json.dumps(coco_dets))
+    y_img = _image_labels(gt)
+
+    # Image-level threshold: chosen on the val split's detector scores, like the classifier's.
+    if split == THRESHOLD_SPLIT:
+        y_val, s_val = y_img, s_img
+    elif split_images(ds, THRESHOLD_SPLIT):
+        val_gt, val_ids = coco_ground_truth(ds, THRESHOLD_SPLIT, names, [])
+        y_val = _image_labels(val_gt)
+        s_val = score_split(model, ds, THRESHOLD_SPLIT, val_ids, [], ctx.show_progress)[0]
+    else:
+        y_val, s_val = np.zeros(0, int), np.zeros(0)
+    try:
+        thr = M.choose_threshold(y_val, s_val, threshold)
+    except ValueError as exc:
+        raise UserError(
+            f"--threshold {threshold}: cannot choose the detector threshold on the {THRESHOLD_SPLIT} split ({exc}); "
+            "pass a fixed number such as --threshold 0.25."
+        ) from exc
+
+    id_to_name = {v: k for k, v in ids.items()}
+    rel = [rel_to(ds.det_dir / "images" / split / id_to_name[i + 1], ds.root) for i in range(len(ids))]
+    units = film_units(manifest, "output_det", rel)
+    image_level = M.binary_summary(y_img, s_img, thr, n_boot, seed, units)
+    per_class = {names[int(c)]: float(m.box.maps[int(c)]) for c in names}
+    result: dict[str, Any] = {
+        "run": str(model.run.root) if model.run is not None else None,
+        "classes": [names[i] for i in sorted(names)],
+        "positive_class": POSITIVE_CLASS if POSITIVE_CLASS in names.values() else None,
+        "map50_95": float(m.box.map),
+        "map50": float(m.box.map50),
+        "precision": float(m.box.mp),
+        "recall": float(m.box.mr),
+        "per_class_ap": per_class,
+        "val_settings": {"conf": SCORE_FLOOR, "iou": NMS_IOU, "max_det": MAX_DET, "imgsz": model.imgsz},
+        "pycocotools": coco,
+        "map_difference": {
+            "map50_95": float(m.box.map) - coco["map50_95"],
+            "map50": float(m.box.map50) - coco["map50"],
+        },
+        "n_images": len(ids),
+        "n_boxes": len(gt["annotations"]),
+        "n_detections": len(coco_dets),
+        "image_score": "max box confidence (0 when no box)",
+        "image_auroc": image_level["auroc"],
+        "image_auroc_ci95": image_level["auroc_ci95"],
+        "n_units": image_level["n_units"],
+        "image_average_precision": image_level["average_precision"],
+        "threshold": thr,
+        "threshold_method": threshold,
+        "image_level": image_level,
+        "image_confusion_matrix_labelled": labelled_confusion(
+            image_level["confusion_matrix"], [NEGATIVE_CLASS, POSITIVE_CLASS]
+        ),
+        "coco_files": {
+            "ground_truth": "ground_truth_coco.json",
+            "detections": "detections_coco.json",
+            "max_dets": [1, 10, MAX_DET],
+            # COCOeval.summarize() reads AP@[.5:.95] at maxDets 100: equal to ours while this is <= 100
+            "most_boxes_per_image": int(np.bincount([d["image_id"] for d in coco_dets]).max()) if coco_dets else 0,
+        },
+    }
+    if ctx.by:
+        result["subgroups"] = {}
+        for col in ctx.by:
+            groups = subgroup_values(manifest, col, "output_det", rel)
+            per_value = {}
+            for value in sorted(set(groups.tolist())):
+                mask = groups == value
+                subset_ids = [i + 1 for i in np.flatnonzero(mask)]
+                per_value[value] = {
+                    "pycocotools": M.coco_eval(gt, coco_dets, MAX_DET, image_ids=subset_ids),
+                    **M.binary_summary(y_img[mask], s_img[mask], thr, 200, 0, units[mask]),
+                }
+            result["subgroups"][col] = per_value
+    gt_by_image: dict[int, list] = {}
+    for a in gt["annotations"]:
+        gt_by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    dets_by_image: dict[int, list] = {}
+    for d in coco_dets:
+        dets_by_image.setdefault(d["image_id"], []).append((d["bbox"], float(d["score"]), d["category_id"]))
+    above = {i: [d[0] for d in v if d[1] >= thr] for i, v in dets_by_image.items()}
+    iou = np.asarray(
+        [C.worst_box_iou(gt_by_image.get(i + 1, []), above.get(i + 1, [])) for i in range(len(ids))], float
+    )
+    frame = pd.DataFrame(
+        {
+            "path": rel,
+            "split": split,
+            "label": [POSITIVE_CLASS if v else NEGATIVE_CLASS for v in y_img],
+            "model": "detector",
+            "score": s_img,
+            # the boxes behind the decision: those at or above the image threshold, film pixels, best first
+            "boxes": [_box_json(dets_by_image.get(i + 1, []), thr, names) for i in range(len(ids))],
+            "gt_boxes": [json.dumps([_xyxy_dict(b) for b in gt_by_image.get(i + 1, [])]) for i in range(len(ids))],
+            "iou": iou,
+        }
+    )
+    extra = {"ids": ids, "gt_by_image": gt_by_image, "dets_by_image": dets_by_image}
+    scores = ModelScores("detector", rel, y_img, s_img, thr, iou=iou, run=None, extra=extra)
+    return ModelResult(
+        result, frame, {"curves": {"detector (max box confidence)": {"y": y_img, "score": s_img}}}, scores
+    )
+
+
+def _xyxy_dict(xywh: list[float]) -> dict[str, float]:
+    x, y, w, h = xywh
+    return {"x1": round(x, 1), "y1": round(y, 1), "x2": round(x + w, 1), "y2": round(y + h, 1)}
+
+
+def _box_json(dets: list[tuple[list[float], float, int]], thr: float, names: dict[int, str]) -> str:
+    """Boxes as `predict` writes them (x1 y1 x2 y2 confidence class), only those at or above `thr`, best first."""
+    kept = sorted((d for d in dets if d[1] >= thr), key=lambda d: -d[1])
+    return json.dumps([{**_xyxy_dict(b), "confidence": round(s, 4), "class": names[c - 1]} for b, s, c in kept])

@@ -1,0 +1,249 @@
+"""Decoded films -> `Prediction`s: batching, forward pass, NMS, image score, calibrated probability, decision.
+
+One place for the per-film arithmetic, so that predict (which then writes images and rows), evaluate
+(which scores the same films for its metrics) and export's accuracy check give the same numbers.
+The detector's image score is its highest box confidence over all classes at SCORE_FLOOR, whatever
+confidence predict's `--conf` shows boxes at, so a threshold tuned by evaluate means the same in predict.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fracturekit.calibration import apply_temperature
+from fracturekit.infer.model import Model
+from fracturekit.infer.policy import Policy, negative_label, policy, positive_index
+from fracturekit.infer.postprocess import boxes_to_film, map_to_film, nms, uncrop
+from fracturekit.infer.preprocess import Item, classify_host_transform, load_item, pad_to, to_batch
+from fracturekit.layout import POSITIVE_CLASS
+from fracturekit.options import NMS_IOU
+from fracturekit.yolo_env import cpu_threads
+
+SCORE_FLOOR = 0.001  # Ultralytics' val conf: every box that can count towards mAP or the image score is kept
+PREFETCH = 8  # films decoded ahead of inference: keeps both cores busy on a 2-core CPU (bench/predict_bench.py)
+
+
+@dataclass
+class Prediction:
+    """One film's result. Scores are unrounded; `boxes` are film pixels (x1 y1 x2 y2 conf cls) at SCORE_FLOOR."""
+
+    index: int  # position in the list of films scored
+    path: Path
+    error: str = ""  # why the film was not scored (unreadable), empty when fine
+    warnings: list[str] = field(default_factory=list)  # reader notes such as a truncated JPEG
+    width: int | None = None
+    height: int | None = None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))
+    detector_score: float | None = None  # max box confidence, 0 without a box; None without a detector
+    probs_raw: np.ndarray | None = None  # classifier softmax (C,), ordered like its class ids
+    probs: np.ndarray | None = None  # the same after the policy's temperature
+    probability: float | None = None  # the score the decision is taken on
+    score_source: str = ""  # "classifier" | "detector"
+    threshold: float | None = None
+    decision: str = ""
+    notes: list[str] = field(default_factory=list)
+    gray: np.ndarray | None = field(default=None, repr=False)  # the decoded film, for drawing
+    cls_map: np.ndarray | None = field(default=None, repr=False)  # EigenCAM maps in film pixels, when asked
+    det_map: np.ndarray | None = field(default=None, repr=False)
+
+
+def default_batch(models: Sequence[Model | None]) -> int:
+    """Films per forward call: 1 when every model is ONNX or OpenVINO, else 8.
+
+    onnxruntime's CPU kernels ran ~10% faster one film at a time than in batches of 8
+    (bench/predict_bench.py); PyTorch is faster batched.
+    """
+    return 1 if all(m.backend != "torch" for m in models if m is not None) else 8
+
+
+def detect_batch(
+    model: Model, items: list[Item], cam: bool = False, iou: float = NMS_IOU
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Boxes in film pixels at SCORE_FLOOR for a batch of decoded films (and EigenCAM maps when asked)."""
+    shape = (max(i.det_in.shape[0] for i in items), max(i.det_in.shape[1] for i in items))  # type: ignore[union-attr]
+    ims, extra = [], []
+    for it in items:
+        im, off = pad_to(it.det_in, shape)  # type: ignore[arg-type]
+        ims.append(im)
+        extra.append(off)
+    x = to_batch(ims)
+    maps: list[np.ndarray | None] = [None] * len(items)
+    if cam and model.backend == "torch":
+        from fracturekit.cam import eigencam
+
+        raw, cams = eigencam(model.net, x, model.device)
+    else:
+        raw, cams = model.forward(x), None
+    boxes = []
+    for k, (it, d, off) in enumerate(zip(items, nms(raw, SCORE_FLOOR, len(model.names), iou), extra, strict=True)):
+        left, top = it.det_pad[0] + off[0], it.det_pad[1] + off[1]
+        boxes.append(boxes_to_film(d, it.det_scale, left, top, it.gray.shape))  # type: ignore[union-attr]
+        if cams is not None:
+            maps[k] = map_to_film(cams[k], it.det_scale, left, top, it.gray.shape)  # type: ignore[union-attr]
+    return boxes, maps
+
+
+def classify_batch(model: Model, items: list[Item], cam: bool = False) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Softmax probabilities (B, C) for a batch (and EigenCAM maps in film pixels when asked)."""
+    x = to_batch([it.cls_in for it in items])  # type: ignore[misc]
+    maps: list[np.ndarray | None] = [None] * len(items)
+    if cam and model.backend == "torch":
+        from fracturekit.cam import eigencam
+
+        probs, cams = eigencam(model.net, x, model.device)
+        for k, it in enumerate(items):
+            maps[k] = uncrop(cams[k], it.gray.shape)  # type: ignore[union-attr]
+    else:
+        probs = model.forward(x)
+    return probs, maps
+
+
+def classifier_heatmaps(model: Model, grays: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
+    """EigenCAM of a PyTorch classifier for each gray film, in film pixels (0 outside the centre crop it sees)."""
+    tf = classify_host_transform(model.imgsz, None)
+    items = [Item(i, Path(), gray=g, cls_in=tf(g)) for i, g in enumerate(grays)]
+    maps: list[np.ndarray] = []
+    for k in range(0, len(items), batch):
+        maps += classify_batch(model, items[k : k + batch], cam=True)[1]  # type: ignore[arg-type]
+    return maps
+
+
+@dataclass
+class Scorer:
+    """Scores decoded films with the loaded models and each one's decision policy."""
+
+    det: Model | None
+    clf: Model | None
+    det_pol: Policy | None
+    clf_pol: Policy | None
+    pos_idx: int | None  # the classifier's positive class; None: it has none, the detector decides
+    cam: bool = False
+    iou: float = NMS_IOU
+
+    @classmethod
+    def build(cls, det: Model | None, clf: Model | None, cam: bool = False, iou: float = NMS_IOU) -> Scorer:
+        loaded = [m.metrics for m in (det, clf) if m is not None]
+        det_pol = policy(det, loaded) if det is not None else None
+        clf_pol = policy(clf, loaded) if clf is not None else None
+        pos_idx = None
+        if clf is not None and clf_pol is not None:
+            pos_idx = positive_index([clf.names[i] for i in sorted(clf.names)], clf_pol.positive)
+        return cls(det, clf, det_pol, clf_pol, pos_idx, cam, iou)
+
+    def __call__(self, items: list[Item]) -> list[Prediction]:
+        """One Prediction per item, in order; an unreadable item keeps its error and no scores."""
+        det, clf, det_pol, clf_pol = self.det, self.clf, self.det_pol, self.clf_pol
+        good = [it for it in items if it.gray is not None]
+        boxes: list[np.ndarray] = []
+        det_maps: list[np.ndarray | None] = [None] * len(good)
+        cls_maps: list[np.ndarray | None] = [None] * len(good)
+        raw = cal = np.zeros((len(good), 0), np.float32)
+        if good and det is not None:
+            boxes, det_maps = detect_batch(det, good, self.cam, self.iou)
+        if good and clf is not None:
+            raw, cls_maps = classify_batch(clf, good, self.cam)
+            temperature = clf_pol.temperature if clf_pol is not None else 1.0
+            cal = apply_temperature(raw, temperature) if temperature != 1.0 else raw
+        done = {it.index: k for k, it in enumerate(good)}
+        out = []
+        for it in items:
+            pred = Prediction(it.index, it.path, error=it.error, warnings=it.warnings)
+            out.append(pred)
+            k = done.get(it.index)
+            if k is None:
+                continue
+            pred.gray, pred.cls_map, pred.det_map = it.gray, cls_maps[k], det_maps[k]
+            pred.height, pred.width = it.gray.shape  # type: ignore[union-attr]
+            if det is not None:
+                pred.boxes = boxes[k]
+                pred.detector_score = float(boxes[k][:, 4].max()) if len(boxes[k]) else 0.0
+            if clf is not None:
+                pred.probs_raw, pred.probs = raw[k], cal[k]
+            if clf is not None and clf_pol is not None and self.pos_idx is not None:
+                pred.probability, pol, pred.score_source = float(cal[k][self.pos_idx]), clf_pol, "classifier"
+                positive = clf.names[self.pos_idx]
+            elif det_pol is not None:
+                pred.probability, pol, pred.score_source = pred.detector_score, det_pol, "detector"
+                positive = POSITIVE_CLASS
+            else:
+                continue  # a classifier without a positive class, alone: probabilities only (evaluate's multi-class)
+            names = [clf.names[i] for i in sorted(clf.names)] if clf is not None else None
+            pred.threshold = pol.threshold
+            pred.decision = positive if pred.probability >= pol.threshold else negative_label(names, positive)
+            pred.notes = list(pol.notes)
+        return out
+
+
+def batches(
+    paths: list[Path],
+    todo: list[int],
+    batch: int,
+    pool: ThreadPoolExecutor,
+    load: Callable[[int, Path], Item],
+    ahead: int = PREFETCH,
+) -> Iterator[list[Item]]:
+    """Yield decoded batches while the next films (at least `ahead`, whole batches) decode in the pool."""
+    chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+    depth = max(2, -(-ahead // batch))  # batches in flight, the one being yielded included
+    queued: deque[list[Future[Item]]] = deque()
+    for k in range(len(chunks)):
+        while len(queued) < depth and k + len(queued) < len(chunks):
+            queued.append([pool.submit(load, i, paths[i]) for i in chunks[k + len(queued)]])
+        yield [f.result() for f in queued.popleft()]
+
+
+def stream(
+    scorer: Scorer,
+    paths: list[Path],
+    pool: ThreadPoolExecutor,
+    batch: int,
+    todo: list[int] | None = None,
+    threads: int | None = None,
+) -> Iterator[list[Prediction]]:
+    """Predictions for `paths` (only the indices in `todo` when given), one list per batch, decoding ahead in `pool`."""
+    det, clf = scorer.det, scorer.clf
+    cls_tf = classify_host_transform(clf.imgsz, threads) if clf is not None else None
+
+    def load(i: int, p: Path) -> Item:
+        return load_item(i, p, det, cls_tf)
+
+    for items in batches(paths, list(range(len(paths))) if todo is None else todo, batch, pool, load):
+        yield scorer(items)
+
+
+def score(
+    paths: list[Path],
+    *,
+    detector: Model | None = None,
+    classifier: Model | None = None,
+    batch: int | None = None,
+    threads: int | None = None,
+    progress: str | None = None,
+) -> list[Prediction]:
+    """Predictions for `paths` from loaded models, writing nothing: what evaluate and export's check score.
+
+    `batch` None: `default_batch`, as predict. The decoded pixels are dropped (not kept for drawing).
+    `progress`: a label to show a progress bar on stderr with.
+    """
+    scorer = Scorer.build(detector, classifier)
+    size = batch or default_batch([detector, classifier])
+    out: list[Prediction] = []
+    with ThreadPoolExecutor(max_workers=max(2, cpu_threads(threads))) as pool:
+        batches: Iterable[list[Prediction]] = stream(scorer, paths, pool, size, threads=threads)
+        if progress:
+            from rich.console import Console
+            from rich.progress import track
+
+            total = -(-len(paths) // size)
+            batches = track(batches, total=total, description=progress, console=Console(stderr=True), transient=True)
+        for preds in batches:
+            for p in preds:
+                p.gray = None
+            out += preds
+    return out
