@@ -128,26 +128,31 @@ class _Box:
     maps = np.array([0.41])
 
 
-def _fake_val_factory(rng: np.random.Generator):
-    """An `ultralytics_val` stand-in: boxes near each truth box (jittered) plus false alarms, as Ultralytics records."""
+def _fake_score_factory(rng: np.random.Generator):
+    """An `infer.scoring.score` stand-in: boxes near each truth box (jittered) plus false alarms, film pixels."""
 
-    def fake_val(model, ds, split, imgsz, device, save_dir):  # noqa: ANN001, ANN202
+    def fake_score(paths, **_):  # noqa: ANN001, ANN202
         from PIL import Image
 
-        dets = []
-        for img in sorted((ds.det_dir / "images" / split).iterdir()):
+        from fracturekit.infer.scoring import Prediction
+
+        preds = []
+        for i, img in enumerate(paths):
             w, h = Image.open(img).size
-            label = ds.det_dir / "labels" / split / f"{img.stem}.txt"
+            label = img.parent.parent.parent / "labels" / img.parent.name / f"{img.stem}.txt"
+            boxes = []
             for line in label.read_text().splitlines() if label.is_file() else []:
                 _, xc, yc, bw, bh = map(float, line.split())
-                jitter = rng.uniform(-0.25, 0.25, 2) * [bw * w, bh * h]
-                box = [(xc - bw / 2) * w + jitter[0], (yc - bh / 2) * h + jitter[1], bw * w, bh * h]
-                dets.append({"file_name": img.name, "category_id": 1, "bbox": box, "score": float(rng.uniform(0.3, 1))})
+                jx, jy = rng.uniform(-0.25, 0.25, 2) * [bw * w, bh * h]
+                x1, y1 = (xc - bw / 2) * w + jx, (yc - bh / 2) * h + jy
+                boxes.append([x1, y1, x1 + bw * w, y1 + bh * h, rng.uniform(0.3, 1), 0])
             if rng.uniform() < 0.5:  # a false alarm somewhere
-                dets.append({"file_name": img.name, "category_id": 1, "bbox": [2, 2, 12, 12], "score": rng.uniform()})
-        return SimpleNamespace(box=_Box()), dets
+                boxes.append([2, 2, 14, 14, rng.uniform(), 0])
+            b = np.array(boxes, np.float32).reshape(-1, 6)
+            preds.append(Prediction(i, img, boxes=b, detector_score=float(b[:, 4].max()) if len(b) else 0.0))
+        return preds
 
-    return fake_val
+    return fake_score
 
 
 def test_evaluate_detector_cases_coco_and_report(
@@ -157,12 +162,16 @@ def test_evaluate_detector_cases_coco_and_report(
     from pycocotools.cocoeval import COCOeval
 
     from fracturekit import evaluate as E
+    from fracturekit.evaluation import detection as D
+    from fracturekit.infer import scoring
     from fracturekit.layout import RunDir
 
     run = RunDir(tmp_path / "det_run")
     (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda _r, _task: (SimpleNamespace(names={0: "fracture"}), run))
-    monkeypatch.setattr(E, "ultralytics_val", _fake_val_factory(np.random.default_rng(0)))
+    model = SimpleNamespace(names={0: "fracture"}, run=run, imgsz=64)
+    monkeypatch.setattr(E, "_load_model", lambda *_: model)
+    monkeypatch.setattr(D, "ultralytics_val", lambda *_: SimpleNamespace(box=_Box()))
+    monkeypatch.setattr(scoring, "score", _fake_score_factory(np.random.default_rng(0)))
     out = tmp_path / "eval"
     m = E.evaluate(prepared_phantoms, detector=run.root, out=out, bootstrap=20, cases=3)
     d = m["detection"]

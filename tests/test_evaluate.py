@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from fracturekit import metrics as M
 from fracturekit.calibration import apply_temperature
 from fracturekit.errors import UserError
-from fracturekit.evaluate import classification_report, coco_ground_truth, image_scores
+from fracturekit.evaluate import classification_report, coco_ground_truth
+from fracturekit.infer import scoring
+from fracturekit.infer.scoring import Prediction
 from fracturekit.layout import PreparedDataset
 
 NAMES = ["fracture", "no_fracture"]  # Ultralytics order (sorted folders): positive class at index 0
@@ -112,36 +115,29 @@ def test_coco_ground_truth_from_yolo_labels(tmp_path: Path) -> None:
     assert ids == {"a.png": 1, "b.png": 2, "c.png": 3}
     assert [a["bbox"] for a in gt["annotations"]] == [pytest.approx([40.0, 15.0, 20.0, 20.0])]
     assert len(skipped) == 2 and all("bad label line" in s["reason"] for s in skipped)
-    # image-level score: highest box confidence, 0 where there is no box
-    dets = [
-        {"file_name": "a.png", "score": 0.3},
-        {"file_name": "a.png", "score": 0.7},
-        {"file_name": "c.png", "score": 0.1},
-    ]
-    assert image_scores(dets, ids).tolist() == [0.7, 0.0, 0.1]
 
 
-class _FakeResult:
-    def __init__(self, p: float) -> None:
-        import torch
-
-        self.probs = type("Probs", (), {"data": torch.tensor([p, 1 - p])})()
+def _fake_model(names: list[str], run: object = None) -> SimpleNamespace:
+    """What evaluate reads off a loaded `infer.Model`: its class names and run."""
+    return SimpleNamespace(names=dict(enumerate(names)), run=run)
 
 
-class _FakeClassifier:
-    """Ultralytics-like: a batch containing an unreadable file raises, like LoadImagesAndVideos does."""
+def _fake_score(paths: list[Path], **_: object) -> list[Prediction]:
+    """`infer.scoring.score` stand-in: p(fracture) 0.9 in fracture/, 0.2 elsewhere; 'broken' files unreadable."""
+    out = []
+    for i, p in enumerate(paths):
+        if "broken" in p.name:
+            out.append(Prediction(i, p, error="not a decodable image (Read Error)"))
+        else:
+            q = 0.9 if p.parent.name == "fracture" else 0.2
+            out.append(Prediction(i, p, probs_raw=np.array([q, 1 - q])))
+    return out
 
-    names = {0: "fracture", 1: "no_fracture"}
 
-    def predict(self, source: str | list[str], **_: object) -> list[_FakeResult]:
-        paths = [source] if isinstance(source, str) else source
-        if any("broken" in p for p in paths):
-            raise FileNotFoundError(f"Image Read Error {paths}")
-        return [_FakeResult(0.9 if "/fracture/" in p else 0.2) for p in paths]
-
-
-def test_classify_images_reports_and_skips_bad_files(tmp_path: Path) -> None:
+def test_classify_images_reports_and_skips_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fracturekit.evaluate import classify_images
+
+    monkeypatch.setattr(scoring, "score", _fake_score)
 
     root = tmp_path / "ds"
     for cls, names in {"fracture": ["a.png", "broken.png"], "no_fracture": ["b.png", "c.png"]}.items():
@@ -149,7 +145,7 @@ def test_classify_images_reports_and_skips_bad_files(tmp_path: Path) -> None:
         for n in names:
             (root / "cls" / "test" / cls / n).write_bytes(b"x")
     skipped: list[dict] = []
-    paths, y, p = classify_images(_FakeClassifier(), PreparedDataset(root), "test", None, "cpu", skipped)
+    paths, y, p = classify_images(_fake_model(NAMES), PreparedDataset(root), "test", skipped)  # type: ignore[arg-type]
     assert [q.name for q in paths] == ["a.png", "b.png", "c.png"]
     assert y.tolist() == [0, 1, 1]
     assert p[:, 0] == pytest.approx([0.9, 0.2, 0.2])
@@ -161,30 +157,21 @@ def test_classify_images_rejects_unknown_class_folder(tmp_path: Path) -> None:
 
     (tmp_path / "cls" / "test" / "dislocation").mkdir(parents=True)
     with pytest.raises(UserError, match="unknown to the classifier"):
-        classify_images(_FakeClassifier(), PreparedDataset(tmp_path), "test", None, "cpu", [])
+        classify_images(_fake_model(NAMES), PreparedDataset(tmp_path), "test", [])  # type: ignore[arg-type]
 
 
-class _FolderClassifier:
-    """Fake model for evaluate(): scores each image from its class folder plus per-file noise."""
+def _folder_score(names: list[str]):  # noqa: ANN202
+    """`infer.scoring.score` stand-in for evaluate(): each film scored from its class folder plus per-file noise."""
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = dict(enumerate(names))
-
-    def predict(self, source: str | list[str], **_: object) -> list[_FakeResult]:
-        import torch
-
+    def score(paths: list[Path], **_: object) -> list[Prediction]:
         out = []
-        for path in [source] if isinstance(source, str) else source:
-            rng = np.random.default_rng(zlib.crc32(Path(path).name.encode()))  # stable across runs
-            logits = rng.normal(0, 1, len(self.names)) + 1.5 * np.eye(len(self.names))[self._true(path)]
-            p = np.exp(logits) / np.exp(logits).sum()
-            res = _FakeResult(0.5)
-            res.probs.data = torch.tensor(p)
-            out.append(res)
+        for i, path in enumerate(paths):
+            rng = np.random.default_rng(zlib.crc32(path.name.encode()))  # stable across runs
+            logits = rng.normal(0, 1, len(names)) + 1.5 * np.eye(len(names))[names.index(path.parent.name)]
+            out.append(Prediction(i, path, probs_raw=np.exp(logits) / np.exp(logits).sum()))
         return out
 
-    def _true(self, path: str) -> int:
-        return list(self.names.values()).index(Path(path).parent.name)
+    return score
 
 
 @pytest.mark.parametrize(
@@ -215,7 +202,8 @@ def test_evaluate_classifier_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     run = RunDir(tmp_path / "run")
     (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda _run, _task: (_FolderClassifier(names), run))
+    monkeypatch.setattr(E, "_load_model", lambda *_: _fake_model(names, run))
+    monkeypatch.setattr(scoring, "score", _folder_score(names))
 
     m = E.evaluate(root, classifier=run.root, by=["region"], bootstrap=20)
     assert json.loads(run.metrics.read_text()) == m  # default out: <run>/eval
@@ -269,7 +257,8 @@ def test_evaluate_resamples_units(
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     run = RunDir(tmp_path / "run")
     (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda _run, _task: (_FolderClassifier(NAMES), run))
+    monkeypatch.setattr(E, "_load_model", lambda *_: _fake_model(NAMES, run))
+    monkeypatch.setattr(scoring, "score", _folder_score(NAMES))
 
     m = E.evaluate(root, classifier=run.root, by=["label"], bootstrap=50)
     c = m["classification"]
