@@ -60,8 +60,8 @@ def main() -> None:
 
     from fracturekit.device import cpu_info
     from fracturekit.export import export, quantize_onnx
-    from fracturekit.layout import PreparedDataset, RunDir
     from fracturekit.infer.model import training_imgsz
+    from fracturekit.layout import PreparedDataset, RunDir
     from fracturekit.yolo_env import load_ultralytics
 
     load_ultralytics()

@@ -3,8 +3,8 @@
 This module owns what predict adds around the inference core (`fracturekit.infer`, which loads the
 models and scores the films exactly as `evaluate` does): the films named by --source (recursive folders,
 files, globs; bad files reported and skipped), the output folder with its annotated images, EigenCAM
-overlays, predictions.csv streamed film by film (so --resume can continue a killed run),
-predictions.json and predictions_coco.json.
+overlays, and the run of predictions.csv streamed film by film (so --resume can continue a killed run),
+predictions.json and predictions_coco.json, whose rows `fracturekit.predictions` writes and reads.
 """
 
 from __future__ import annotations
@@ -25,34 +25,17 @@ import numpy as np
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.infer.model import Model, load_model
-from fracturekit.infer.scoring import Prediction, Scorer, default_batch, stream
+from fracturekit.infer.scoring import Scorer, default_batch, stream
 from fracturekit.ingest.base import JUNK_DIRS
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
 from fracturekit.options import check_fraction, check_imgsz, inference_device
 from fracturekit.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
 from fracturekit.paths import user_path
+from fracturekit.predictions import CSV_COLUMNS, coco_predictions, csv_row, read_rows, record
 from fracturekit.yolo_env import cpu_threads
 
 log = logging.getLogger(__name__)
-
-CSV_COLUMNS = (
-    "path",
-    "width",
-    "height",
-    "fracture_probability",
-    "decision",
-    "threshold",
-    "score_source",
-    "detector_score",
-    "n_boxes",
-    "boxes",
-    "annotated",
-    "cam",
-    "error",
-    "warnings",
-    "note",
-)
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -142,44 +125,6 @@ def _write(path: Path, img: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _csv_row(rec: dict[str, Any]) -> dict[str, Any]:
-    row = dict(rec)
-    row["boxes"] = json.dumps(rec["boxes"])
-    row["cam"] = ";".join(rec["cam"])
-    row["warnings"] = "; ".join(rec["warnings"])
-    return row
-
-
-_INT_COLUMNS = ("width", "height", "n_boxes")
-_FLOAT_COLUMNS = ("fracture_probability", "threshold", "detector_score")
-
-
-def _record_from_row(row: dict[str, str]) -> dict[str, Any]:
-    """A predictions.csv row back as the record `predict` returns (the JSON is written from the CSV)."""
-    rec: dict[str, Any] = dict(row)
-    for col in _INT_COLUMNS:
-        rec[col] = int(row[col]) if row[col] else (0 if col == "n_boxes" else None)
-    for col in _FLOAT_COLUMNS:
-        rec[col] = float(row[col]) if row[col] else None
-    rec["boxes"] = json.loads(row["boxes"]) if row["boxes"] else []
-    rec["cam"] = row["cam"].split(";") if row["cam"] else []
-    rec["warnings"] = row["warnings"].split("; ") if row["warnings"] else []
-    return rec
-
-
-def _read_rows(csv_path: Path) -> list[dict[str, Any]]:
-    """The records in predictions.csv; a last line cut short by a killed run is dropped from the file."""
-    data = csv_path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with csv_path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise UserError(f"{csv_path}: not a predictions.csv of this fracturekit version; pass a new --out.")
-        return [_record_from_row(r) for r in reader]
-
-
 def output_folder(out: str | Path | None, resume: bool) -> Path:
     """The explicit --out, else the first free of runs/predict, runs/predict2, ... (the latest one to resume)."""
     if out is not None:
@@ -209,38 +154,8 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[st
             f"--resume: {out} was predicted with {k} {before.get(k)}, not {settings[k]}; resume with the same "
             "models and options, or pass --exist-ok without --resume to start over."
         )
-    done = {r["path"] for r in _read_rows(out / "predictions.csv")}
+    done = {r["path"] for r in read_rows(out / "predictions.csv")}
     return ours, done
-
-
-def coco_predictions(records: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
-    """The readable films and their kept boxes as one COCO dataset (`score` on each annotation, xywh pixels).
-
-    pycocotools' COCO(), FiftyOne's COCODetectionDataset and supervision's DetectionDataset.from_coco read it;
-    image ids are 1.. in predictions.csv order, `file_name` the film's path as given to --source.
-    """
-    cat = {n: i + 1 for i, n in enumerate(classes)}
-    images, annotations = [], []
-    for r in records:
-        if r["error"]:
-            continue
-        image_id = len(images) + 1
-        images.append({"id": image_id, "file_name": r["path"], "width": r["width"], "height": r["height"]})
-        for b in r["boxes"]:
-            w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat[b["class"]],
-                    "bbox": [b["x1"], b["y1"], round(w, 1), round(h, 1)],
-                    "area": round(w * h, 1),
-                    "iscrowd": 0,
-                    "score": b["confidence"],
-                }
-            )
-    categories = [{"id": i, "name": n} for n, i in cat.items()]
-    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 # ------------------------------------------------------------------------------------------ main API
@@ -355,7 +270,7 @@ def predict(
                 recs, futures = pending.popleft()
                 for f in futures:
                     f.result()
-                table.writerows(_csv_row(r) for r in recs)
+                table.writerows(csv_row(r) for r in recs)
                 fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
         batches = stream(scorer, paths, pool, batch, todo, threads)
@@ -367,7 +282,7 @@ def predict(
             writes: list[Future[None]] = []
             recs = []
             for pred in preds:
-                rec = _record(pred, root, conf, det, run_notes)
+                rec = record(pred, root, conf, det, run_notes)
                 recs.append(rec)
                 if pred.gray is None:
                     continue
@@ -387,7 +302,7 @@ def predict(
         append_finished(wait=True)
 
     order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths)}
-    records = sorted(_read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
+    records = sorted(read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
     det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
     notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
     meta = {
@@ -413,41 +328,3 @@ def predict(
     (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
     (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
     return records
-
-
-def _record(pred: Prediction, root: Path, conf: float, det: Model | None, run_notes: list[str]) -> dict[str, Any]:
-    """predict's record (a predictions.csv row) for one film: boxes at or above `conf`, scores to 6 decimals.
-
-    Scores are rounded to 6 decimals (at most 5e-7 off the core's float): fine for a table, and close enough
-    for the evaluate == predict test's 1e-5.
-    """
-    kept = pred.boxes[pred.boxes[:, 4] >= conf]
-    boxes = [
-        {
-            "x1": round(float(b[0]), 1),
-            "y1": round(float(b[1]), 1),
-            "x2": round(float(b[2]), 1),
-            "y2": round(float(b[3]), 1),
-            "confidence": round(float(b[4]), 4),
-            "class": det.names[int(b[5])] if det is not None else "",
-        }
-        for b in kept
-    ]
-    scored = pred.probability is not None
-    return {
-        "path": pred.path.relative_to(root).as_posix(),
-        "width": pred.width,
-        "height": pred.height,
-        "fracture_probability": round(pred.probability, 6) if scored else None,
-        "decision": pred.decision,
-        "threshold": pred.threshold,
-        "score_source": pred.score_source,
-        "detector_score": round(pred.detector_score, 6) if pred.detector_score is not None else None,
-        "n_boxes": len(boxes),
-        "boxes": boxes,
-        "annotated": "",
-        "cam": [],
-        "error": pred.error,
-        "warnings": pred.warnings,
-        "note": "; ".join(run_notes + pred.notes) if scored else "",
-    }

@@ -159,8 +159,8 @@ def _fake_export(weights: Path, name: str, passed: bool, ratio: float, cpu: dict
     ],
 )
 def test_choose_weights(tmp_path: Path, exports: list, backend: str, want: str, why: str) -> None:
-    from fracturekit.layout import RunDir
     from fracturekit.infer.model import choose_weights
+    from fracturekit.layout import RunDir
 
     run = RunDir(tmp_path / "run")
     run.best.parent.mkdir(parents=True)
@@ -172,8 +172,8 @@ def test_choose_weights(tmp_path: Path, exports: list, backend: str, want: str, 
 
 
 def test_choose_weights_elsewhere_measured_and_errors(tmp_path: Path) -> None:
-    from fracturekit.layout import RunDir
     from fracturekit.infer.model import _fallback_rank, choose_weights
+    from fracturekit.layout import RunDir
 
     run = RunDir(tmp_path / "run")
     run.best.parent.mkdir(parents=True)

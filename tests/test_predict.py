@@ -14,8 +14,8 @@ from conftest import shared_data
 
 from fracturekit.calibration import apply_temperature
 from fracturekit.errors import UserError
-from fracturekit.phantoms import generate_phantom, write_phantom_dataset
 from fracturekit.infer.preprocess import letterbox, rect_shape
+from fracturekit.phantoms import generate_phantom, write_phantom_dataset
 from fracturekit.predict import list_sources, predict
 
 
@@ -163,10 +163,17 @@ def test_detector_alone_uses_detection_threshold(films: Path, runs: dict[str, Pa
 def test_batching_does_not_change_results(films: Path, runs: dict[str, Path], tmp_path: Path) -> None:
     a = predict(films, detector=runs["detect"], out=tmp_path / "a", conf=0.001, batch=1, save_images=False)
     b = predict(films, detector=runs["detect"], out=tmp_path / "b", conf=0.001, batch=7, save_images=False)
+    checked = 0
     for ra, rb in zip(a, b, strict=True):
+        assert ra["error"] == rb["error"]
+        if ra["error"]:
+            continue
         assert ra["detector_score"] == pytest.approx(rb["detector_score"], abs=1e-3)
-        if ra["boxes"] and rb["boxes"]:
-            assert ra["boxes"][0]["x1"] == pytest.approx(rb["boxes"][0]["x1"], abs=2.0)
+        for box in (x for x in ra["boxes"] if x["confidence"] > 0.01):  # clear of the 0.001 floor in both
+            d = [max(abs(box[k] - o[k]) for k in ("x1", "y1", "x2", "y2")) for o in rb["boxes"]]
+            assert d and min(d) <= 2.0  # each box has a twin within 2 px in the other batching
+            checked += 1
+    assert checked > 0  # the tiny detector puts boxes on these films, so the comparison above ran
 
 
 def test_pytorch_path_matches_ultralytics_predict(films: Path, runs: dict[str, Path], tmp_path: Path) -> None:
@@ -194,6 +201,7 @@ def test_onnx_matches_pytorch(films: Path, runs: dict[str, Path], tmp_path: Path
         films, detector=runs["detect"], classifier=runs["classify"], out=tmp_path / "pt", backend="torch", **kw
     )
     ox = predict(films, detector=det_onnx, classifier=cls_onnx, out=tmp_path / "ox", **kw)
+    checked = 0
     for a, b in zip(pt, ox, strict=True):
         assert a["error"] == b["error"]
         if a["error"]:
@@ -204,6 +212,8 @@ def test_onnx_matches_pytorch(films: Path, runs: dict[str, Path], tmp_path: Path
         for box in top_a:  # each confident PyTorch box has an ONNX twin within 2 px
             d = [max(abs(box[k] - o[k]) for k in ("x1", "y1", "x2", "y2")) for o in b["boxes"]]
             assert d and min(d) <= 2.0
+        checked += len(top_a)
+    assert checked > 0  # some boxes were compared: the loop above did not run over nothing
 
 
 @pytest.mark.parametrize(
@@ -315,3 +325,43 @@ def test_coco_predictions_and_readable_cam(films: Path, runs: dict[str, Path], t
     # wide films: the classifier saw only the centre square, and its CAM says so in the hatched margin
     cam = cv2.imread(str(out / recs[0]["cam"][0]))  # relative to --out
     assert tuple(int(v) for v in cam[1, 1]) == BELOW  # the note's solid chip at the top-left of the margin
+
+
+def test_evaluate_and_predict_give_identical_scores(
+    prepared_phantoms: Path, runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Both score through the inference core: the same films get the same classifier calibrated probability and
+    detector image score. predict rounds scores to 6 decimals in its records (<= 5e-7), compared within 1e-5."""
+    import pandas as pd
+
+    from fracturekit.evaluate import evaluate
+
+    m = evaluate(
+        prepared_phantoms,
+        classifier=runs["classify"],
+        detector=runs["detect"],
+        bootstrap=0,
+        cases=0,
+        allow_overlap=True,
+    )  # no --out: metrics.json into each run's eval/, where predict looks for the threshold and temperature
+    rows = pd.read_csv(Path(m["out"]) / "predictions.csv")
+    for model, folder, column, key in (
+        ("classifier", prepared_phantoms / "cls" / "test", "score_calibrated", "fracture_probability"),
+        ("detector", prepared_phantoms / "det" / "images" / "test", "score", "detector_score"),
+    ):
+        mine = rows[rows["model"] == model]
+        prefix = folder.relative_to(prepared_phantoms)
+        want = {Path(p).relative_to(prefix).as_posix(): s for p, s in zip(mine["path"], mine[column], strict=True)}
+        kw = {model: runs["classify" if model == "classifier" else "detect"]}
+        recs = predict(folder, out=tmp_path / model, save_images=False, **kw)  # type: ignore[arg-type]
+        got = {r["path"]: r[key] for r in recs}
+        assert len(want) >= 10 and got.keys() == want.keys()  # the same films, every one scored
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=0, atol=1e-5)
+        if model == "classifier":  # predict used evaluate's tuned policy, not the 0.5 default
+            section = m["classification"]
+            assert {r["threshold"] for r in recs} == {section["threshold"]} and {r["note"] for r in recs} == {""}
+            assert json.loads((tmp_path / model / "predictions.json").read_text())["temperature"] == pytest.approx(
+                section["temperature"]
+            )
+        else:  # scores below the display --conf 0.25 count too, as in evaluate (predict used to drop them)
+            assert any(0 < s < 0.25 for s in want.values()), sorted(want.values())

@@ -16,7 +16,7 @@ IMGSZ_HELP = "Image size in pixels, rounded up to a multiple of 32 (default: the
 
 Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 Imgsz = Annotated[int | None, typer.Option("--imgsz", help=IMGSZ_HELP)]
-Conf = Annotated[float, typer.Option("--conf", help="Minimum box confidence to keep, in (0, 1].")]
+Conf = Annotated[float, typer.Option("--conf", help="Least confidence of boxes drawn and listed, in (0, 1].")]
 Iou = Annotated[float, typer.Option("--iou", help="IoU above which non-maximum suppression merges boxes, in (0, 1].")]
 
 # Training options that `train` and `cv` share (cv passes them on to every fold's training).
