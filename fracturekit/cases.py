@@ -262,7 +262,7 @@ def _classifier_cams(
     paths = sorted(set(drawn.loc[drawn["model"] == "classifier", "path"]))
     if not paths:
         return {}
-    model = load_model(cls.run, "classify", imgsz, device=device)
+    model = load_model(cls.run, "classify", imgsz, device=device, backend="torch")  # EigenCAM needs PyTorch
     films = {}
     for p in paths:
         with contextlib.suppress(ImageReadError):  # such a film gets no picture at all (see write)
