@@ -121,7 +121,7 @@ def warnings(metrics: dict[str, Any]) -> list[str]:
 
 def _load_model(run: str | Path, task: str, imgsz: int | None, device: str) -> Model:
     """The run's best.pt (PyTorch: what is evaluated is the trained model itself) through the inference core."""
-    return load_model(run, task, imgsz, device=device, backend="torch")
+    return load_model(run, task, imgsz, device=device, backend="torch", with_metrics=False)
 
 
 def _nan_to_none(obj: Any) -> Any:

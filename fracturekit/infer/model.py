@@ -213,11 +213,13 @@ def load_model(
     threads: int | None = None,
     device: str = "auto",
     backend: str = "auto",
+    with_metrics: bool = True,
 ) -> Model:
     """Load a `.pt`, `.onnx` or OpenVINO detector/classifier; UserError when it is the wrong kind of model.
 
     A run folder loads the export `choose_weights(run, backend)` picks. `device` (auto, cpu, mps, 0,
-    cuda:0) places a PyTorch model; ONNX and OpenVINO models run on CPU whatever it says.
+    cuda:0) places a PyTorch model; ONNX and OpenVINO models run on CPU whatever it says. `with_metrics`
+    False skips the run's evaluate metrics.json (evaluate writes new ones: an unreadable old one must not stop it).
     """
     dev, torch_device, _ = inference_device(device)
     path, run = resolve_weights(weights)
@@ -286,7 +288,7 @@ def load_model(
         fixed_batch=fixed_batch,
         run=run,
         net=net,
-        metrics=read_metrics(run),
+        metrics=read_metrics(run) if with_metrics else {},
         device=torch_device if kind == "torch" else "cpu",
         precision=precision,
         chosen=chosen,
