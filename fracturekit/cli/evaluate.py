@@ -1,4 +1,4 @@
-"""CLI: `fracturekit evaluate` and `fracturekit compare` (thin wrappers over fracturekit.evaluate/compare)."""
+"""`fracturekit evaluate`: a thin layer over `fracturekit.evaluate.evaluate`."""
 
 from __future__ import annotations
 
@@ -76,22 +76,3 @@ def evaluate(
     elif overlap:
         err.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
     err.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)
-
-
-@app.command()
-@user_errors
-def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (or weights files) to compare.")],
-    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
-) -> None:
-    """Side-by-side table of training runs: model size, task, settings, time, val and test metrics."""
-    from fracturekit.compare import compare as run_compare
-    from fracturekit.compare import compare_table, data_warnings
-
-    df = run_compare(runs)
-    Console().print(compare_table(df))
-    for warning in data_warnings(df):
-        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(csv, index=False)
