@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
+from fracturekit import callable_stage
 from fracturekit.copies import Signature, copy_pairs, name_links, signature
 from fracturekit.errors import UserError
 from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
@@ -380,3 +381,6 @@ def _prepared_entries(root: Path, manifest: Path) -> list[tuple[Path, str, str, 
                 continue
             entries.append((root / rel, rel, row.get("split", ""), row.get("label", ""), row.get("group") or None))
     return entries
+
+
+callable_stage(__name__)  # `fracturekit.audit(...)` runs audit() above: see fracturekit.Stage

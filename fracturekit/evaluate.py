@@ -17,6 +17,7 @@ on (fracturekit.provenance, by the audit's duplicate test): a copy refuses the e
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ import pandas as pd
 from rich.console import Console
 from sklearn.metrics import confusion_matrix
 
+from fracturekit import callable_stage
 from fracturekit import cases as C
 from fracturekit import metrics as M
 from fracturekit.calibration import (
@@ -47,6 +49,7 @@ from fracturekit.outputs import check_free, claim, files_under, increment, write
 from fracturekit.paths import rel_to, user_path
 from fracturekit.split import film_units, unit_basis
 
+log = logging.getLogger(__name__)
 THRESHOLD_SPLIT = "val"
 # "Too few to judge": below 10 positives a sensitivity moves in steps of 0.1 or more; below 30 films the
 # AUROC CI usually spans more than 0.2. A 95% CI wider than 0.2 AUROC runs from "weak" to "good".
@@ -457,28 +460,27 @@ def evaluate(
     allow_overlap: bool = False,
     cases: int = DEFAULT_N,
     show_progress: bool = False,
-    console: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier and/or detector run on `split` of a prepared dataset; returns metrics.json's dict.
 
     Writes metrics.json, predictions.csv, report.html, cases.csv with `cases` pictures per model and kind
     in cases/, the detector's COCO files (and Ultralytics' val folder) into `out` (default: the first free
     of `<classifier or detector run>/eval`, `eval2`, ...; with both runs and no `out`, the detector run's
-    next eval folder gets a copy of metrics.json too) and prints a summary table on `console`. A used `out`
-    is refused unless `exist_ok` (then only evaluate's own earlier files there are replaced). Films the runs
-    trained or validated on refuse the evaluation unless `allow_overlap`.
+    next eval folder gets a copy of metrics.json too). A used `out` is refused unless `exist_ok` (then only
+    evaluate's own earlier files there are replaced). Films the runs trained or validated on refuse the
+    evaluation unless `allow_overlap`. Prints nothing: notes (imgsz rounded, one GPU of several) go to the
+    `fracturekit.evaluate` logger, and `report.summary_table` renders the returned dict as a table.
     """
-    from fracturekit.report import summary_table, write_report
+    from fracturekit.report import write_report
 
     ds = PreparedDataset.open(data)
     if classifier is None and detector is None:
         raise UserError("nothing to evaluate: pass --classifier RUN and/or --detector RUN.")
     imgsz, size_note = check_imgsz(imgsz)
     _, device, device_note = inference_device(device)  # resolved here: Ultralytics never sees `auto`
-    console = console or Console()
     for note in (size_note, device_note):
         if note:
-            console.print(f"note: {note}", highlight=False)
+            log.warning(note)
     if split not in SPLITS:
         raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
     if cases < 0:
@@ -606,7 +608,6 @@ def evaluate(
     write_report(clean, plots, out_dir / "report.html", pictures=out_dir)
     ours = ("ultralytics_val_", "cases/", "cases.csv", "ground_truth_coco.json", "detections_coco.json")
     write_record(out_dir, "evaluate", [f for f in files_under(out_dir) if f.startswith(ours)] + planned)
-    console.print(summary_table(clean))
     return clean
 
 
@@ -863,3 +864,6 @@ def _box_json(dets: list[tuple[list[float], float, int]], thr: float, names: dic
     """Boxes as `predict` writes them (x1 y1 x2 y2 confidence class), only those at or above `thr`, best first."""
     kept = sorted((d for d in dets if d[1] >= thr), key=lambda d: -d[1])
     return json.dumps([{**_xyxy_dict(b), "confidence": round(s, 4), "class": names[c - 1]} for b, s, c in kept])
+
+
+callable_stage(__name__)  # `fracturekit.evaluate(...)` runs evaluate() above: see fracturekit.Stage

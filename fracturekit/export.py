@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fracturekit import callable_stage
 from fracturekit.errors import UserError
 from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
 from fracturekit.options import check_export_format, check_imgsz, inference_device
@@ -345,3 +346,6 @@ def _verdict(passed: bool, unmeasured: list[str], at_chance: list[str], losses: 
 
 def _round(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+
+callable_stage(__name__)  # `fracturekit.export(...)` runs export() above: see fracturekit.Stage

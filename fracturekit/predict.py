@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import yaml
 
+from fracturekit import callable_stage
 from fracturekit.calibration import apply_temperature
 from fracturekit.errors import UserError
 from fracturekit.imageio import ImageReadError, is_image_file, read_image
@@ -1121,3 +1122,6 @@ def _empty_record(it: _Item, root: Path) -> dict[str, Any]:
         "warnings": it.warnings,
         "note": "",
     }
+
+
+callable_stage(__name__)  # `fracturekit.predict(...)` runs predict() above: see fracturekit.Stage

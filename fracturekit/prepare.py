@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import yaml
 
+from fracturekit import callable_stage
 from fracturekit.audit import AuditItem, AuditResult, audit_items, duplicate_links, film_hashes, parallel_map
 from fracturekit.copies import Signature
 from fracturekit.errors import UserError
@@ -764,3 +765,6 @@ def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult
         "data_hash": data_hash((f.sha256, f.split, f.label, json.dumps(f.boxes)) for f in ok),
         "notes": notes,
     }
+
+
+callable_stage(__name__)  # `fracturekit.prepare(...)` runs prepare() above: see fracturekit.Stage

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from fracturekit.cli import options
-from fracturekit.cli.app import app, user_errors
+from fracturekit.cli.app import app, console, library_notes, out_console, user_errors
 
 
 @app.command()
@@ -51,28 +50,30 @@ def evaluate(
 ) -> None:
     """Metrics (mAP both ways, AUROC + CI, calibrated threshold, subgroups) into metrics.json and report.html."""
     from fracturekit.evaluate import evaluate as run_evaluate
+    from fracturekit.report import summary_table
 
-    m = run_evaluate(
-        data,
-        classifier=classifier,
-        detector=detector,
-        split=split,
-        out=out,
-        threshold=threshold,
-        by=[c.strip() for b in by or [] for c in b.split(",") if c.strip()],
-        imgsz=imgsz,
-        device=device,
-        bootstrap=bootstrap,
-        seed=seed,
-        exist_ok=exist_ok,
-        cases=cases,
-        allow_overlap=allow_overlap,
-        show_progress=True,
-    )
-    err = Console(stderr=True)
+    with library_notes():  # imgsz rounded, one GPU of several: yellow lines on stderr
+        m = run_evaluate(
+            data,
+            classifier=classifier,
+            detector=detector,
+            split=split,
+            out=out,
+            threshold=threshold,
+            by=[c.strip() for b in by or [] for c in b.split(",") if c.strip()],
+            imgsz=imgsz,
+            device=device,
+            bootstrap=bootstrap,
+            seed=seed,
+            exist_ok=exist_ok,
+            cases=cases,
+            allow_overlap=allow_overlap,
+            show_progress=True,
+        )
+    out_console.print(summary_table(m))
     overlap = m["provenance"]["train_overlap"]
     if overlap is None:
-        err.print("[yellow]warning:[/] a run has no record of its training films: seen films were not checked")
+        console.print("[yellow]warning:[/] a run has no record of its training films: seen films were not checked")
     elif overlap:
-        err.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
-    err.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)
+        console.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
+    console.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)
