@@ -335,7 +335,7 @@ def _hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, S
 
 
 def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditResult:
-    """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`.
+    """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`; return the AuditResult.
 
     `out` defaults to `<path>/audit` for a prepared dataset; for a raw dataset nothing is written
     unless `out` is given (never write into the user's source folder uninvited).

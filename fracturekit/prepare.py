@@ -386,6 +386,8 @@ def prepare(
 ) -> PrepareResult:
     """Turn the raw dataset at `source` into `out` (default `datasets/<source name>`); see the module doc.
 
+    Returns a PrepareResult: the prepared dataset, its summary (prepare.json) and its audit.
+
     A used `out` is refused unless `exist_ok`; then only what prepare wrote there before is replaced, and
     runs under `runs_dir` trained on the old dataset are named in a note when their data_hash no longer
     matches (None: look nowhere).
