@@ -334,7 +334,7 @@ def _hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, S
         return f"failed: {type(exc).__name__}: {exc}"
 
 
-def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditResult:
+def audit(path: str | Path, out: str | Path | None = None, progress: bool = False) -> AuditResult:
     """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`; return the AuditResult.
 
     `out` defaults to `<path>/audit` for a prepared dataset; for a raw dataset nothing is written

@@ -365,15 +365,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def prepare(
-    source: Path,
-    out: Path | None = None,
+    source: str | Path,
+    out: str | Path | None = None,
     *,
     fmt: str = "auto",
     split: tuple[float, float, float] | None = DEFAULT_RATIOS,
     keep_splits: bool = False,
     seed: int = 0,
     group_regex: str | None = None,
-    meta: Path | None = None,
+    meta: str | Path | None = None,
     mapping: dict[str, str] | None = None,
     clahe: bool = False,
     max_side: int | None = None,
