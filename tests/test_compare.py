@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -78,7 +79,7 @@ def test_compare_cli(tmp_path: Path, no_network: list[str]) -> None:
     res = CliRunner().invoke(app, ["compare", str(det), "--csv", str(out)])
     assert res.exit_code == 0, res.output
     assert "val_map50_95" in res.output
-    assert out.is_file()
+    assert pd.read_csv(out)["val_map50_95"].tolist() == [0.25]  # the best epoch's value, not just the column
 
 
 @pytest.mark.parametrize(
