@@ -37,7 +37,7 @@ import yaml
 from fracturekit.calibration import apply_temperature
 from fracturekit.errors import UserError
 from fracturekit.imageio import ImageReadError, is_image_file, read_image
-from fracturekit.ingest.base import JUNK_DIRS
+from fracturekit.ingest.files import JUNK_DIRS
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, RunDir
 from fracturekit.options import NMS_IOU as IOU
 from fracturekit.options import check_fraction, check_imgsz, check_task, inference_device

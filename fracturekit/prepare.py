@@ -31,8 +31,19 @@ from fracturekit.audit import AuditItem, AuditResult, audit_items, duplicate_lin
 from fracturekit.copies import Signature
 from fracturekit.errors import UserError
 from fracturekit.hashing import phash_hex
-from fracturekit.imageio import SUFFIX_KINDS, ImageReadError, apply_clahe, limit_side, read_image, sniff_file
-from fracturekit.ingest.base import JUNK_DIRS, HeaderError, Record, fold, image_header
+from fracturekit.imageio import (
+    SUFFIX_KINDS,
+    HeaderError,
+    ImageReadError,
+    apply_clahe,
+    image_header,
+    limit_side,
+    read_image,
+    sniff_file,
+)
+from fracturekit.ingest.files import JUNK_DIRS
+from fracturekit.ingest.labels import fold
+from fracturekit.ingest.records import Record
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, SPLITS, PreparedDataset
 from fracturekit.outputs import (
     RECORD,

@@ -11,7 +11,7 @@
   root (`../`, absolute path elsewhere) is Skipped.
 - bbox `[x, y, w, h]` is validated against the image size read from the file header (the declared
   `width`/`height` are checked against it; boxes drawn on the EXIF-rotated image are mapped back to
-  the stored pixels, see `base`). Invalid boxes go to the record's `problems`.
+  the stored pixels, see `geometry`). Invalid boxes go to the record's `problems`.
 - Split: from the JSON's folder (`train/_annotations.coco.json`) or its name (`instances_val2017.json`).
 - Segmentation polygons are ignored (boxes only).
 - An unreadable JSON among several is Skipped and reported; when no COCO file can be read at all,
@@ -26,22 +26,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fracturekit.errors import UserError
-from fracturekit.ingest.base import (
-    Box,
-    FileIndex,
-    HeaderError,
-    ImageHeader,
-    IngestResult,
-    Record,
-    Skipped,
-    assign_image_labels,
-    canonical_label,
-    fmt_nums,
-    frame_box,
-    image_header,
-    resolve_frame,
-    split_from_parts,
-)
+from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.geometry import fmt_nums, frame_box, resolve_frame
+from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts
+from fracturekit.ingest.records import Box, IngestResult, Record, Skipped
 
 # Files that are never COCO annotations even though they are JSON.
 _NOT_COCO_NAMES = frozenset({"package.json", "tsconfig.json"})

@@ -24,15 +24,10 @@ import os
 from pathlib import Path
 
 from fracturekit.errors import UserError
-from fracturekit.ingest.base import (
-    FileIndex,
-    HeaderError,
-    IngestResult,
-    Record,
-    Skipped,
-    canonical_label,
-    image_header,
-)
+from fracturekit.imageio import HeaderError, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.labels import canonical_label
+from fracturekit.ingest.records import IngestResult, Record, Skipped
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 ANNOTATION_FORMATS = ("coco", "voc", "yolo")

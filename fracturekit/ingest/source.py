@@ -19,8 +19,8 @@ from pathlib import Path
 
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
-from fracturekit.ingest.base import IngestResult
 from fracturekit.ingest.coco import looks_like_coco
+from fracturekit.ingest.records import IngestResult
 from fracturekit.paths import user_path
 
 FORMATS = ("folders", "coco", "voc", "yolo", "fracatlas")

@@ -11,7 +11,7 @@
   y2 ...` are reduced to their box), integer class id known to the names, coordinates in [0, 1],
   width/height > 0, no duplicate rows; bad rows go to `problems`. A label file whose rows are all bad
   is Skipped (it meant to show something). Boxes are converted to pixels with the image size read
-  from the header (EXIF orientation taken into account, see `base`).
+  from the header (EXIF orientation taken into account, see `geometry`).
 - Split: the data.yaml `train`/`val`/`test` folders when they exist (`path:` from another machine is
   ignored; `../x` is tried as `x`, like Ultralytics), else the folder names. Split entries that leave
   the root are refused (noted). Label files without an image are Skipped ("label file without image").
@@ -26,20 +26,11 @@ from pathlib import Path
 import yaml
 
 from fracturekit.errors import UserError
-from fracturekit.ingest.base import (
-    Box,
-    FileIndex,
-    HeaderError,
-    ImageHeader,
-    IngestResult,
-    Record,
-    Skipped,
-    assign_image_labels,
-    canonical_label,
-    frame_box,
-    image_header,
-    split_from_parts,
-)
+from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.geometry import frame_box
+from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts
+from fracturekit.ingest.records import Box, IngestResult, Record, Skipped
 
 NAME_FILES = ("classes.txt", "labels.txt", "obj.names", "classes.names")
 _EPS = 1e-3  # float noise tolerated on normalized coordinates

@@ -1,4 +1,4 @@
-"""Shared reader helpers: header sizes without decoding, EXIF orientation, splits, box validation."""
+"""Reader helpers: header sizes without decoding, EXIF orientation, splits, box validation, the file index."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fracturekit.ingest.base import (
-    FileIndex,
-    HeaderError,
-    ImageHeader,
-    clip_box,
-    display_to_stored,
-    image_header,
-    split_from_parts,
-)
+from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.geometry import clip_box, display_to_stored
+from fracturekit.ingest.labels import split_from_parts
 
 
 def _jpeg_with_orientation(path: Path, w: int, h: int, orientation: int) -> None:
