@@ -261,14 +261,13 @@ def load_coco(
     return result
 
 
-def save_coco(records: Iterable[Record], class_names: Sequence[str], path: Path, root: Path | None = None) -> Path:
-    """Write records with boxes as one COCO JSON (category ids 1..n in `class_names` order).
+def coco_dict(records: Iterable[Record], class_names: Sequence[str], root: Path) -> dict:
+    """Records with boxes as one COCO dict: image ids 1..n in order, category ids 1..n in `class_names` order.
 
-    Sizes come from file headers; `file_name` is relative to `root` (default: the JSON's folder).
-    Boxes are written in stored-pixel coordinates.
+    The one COCO builder (`save_coco`, evaluate's ground truth, the phantoms). Sizes come from file headers;
+    `file_name` is relative to `root`. Boxes are written in stored-pixel coordinates; a box label not in
+    `class_names` gets the next category id.
     """
-    path = Path(path)
-    root = Path(root) if root else path.parent
     ids = {name: i + 1 for i, name in enumerate(class_names)}
     out: dict = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for n, i in ids.items()]}
     for image_id, rec in enumerate(records, start=1):
@@ -296,6 +295,13 @@ def save_coco(records: Iterable[Record], class_names: Sequence[str], path: Path,
                     "iscrowd": 0,
                 }
             )
+    return out
+
+
+def save_coco(records: Iterable[Record], class_names: Sequence[str], path: Path, root: Path | None = None) -> Path:
+    """Write `coco_dict` as one JSON file; `file_name` relative to `root` (default: the JSON's folder)."""
+    path = Path(path)
+    out = coco_dict(records, class_names, Path(root) if root else path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
     return path
