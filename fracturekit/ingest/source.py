@@ -1,7 +1,8 @@
 """Tell which annotation format a dataset folder uses, and read it with the matching reader.
 
-Detection looks at the folder (and one level of nesting) for signatures, cheapest first:
-- fracatlas: `images/Fractured` + `images/Non_fractured` + `Annotations/` (FracAtlas as published);
+Detection looks for signatures, cheapest first (FracAtlas in the folder or one below it, the others
+up to four folder levels deep, junk skipped as everywhere: `ingest.files`):
+- fracatlas: `images/Fractured` + `Annotations/` (FracAtlas as published; `images/Non_fractured` is not required);
 - coco: a JSON file with `images` and `categories` (Roboflow `_annotations.coco.json`, `instances_*.json`);
 - voc: `.xml` files whose root element is `<annotation>`;
 - yolo: a `labels/` folder of `.txt` files, or a `data.yaml`/`*.yaml` with `names`;
@@ -29,7 +30,7 @@ _MAX_JSON_BYTES = 512 * 1024 * 1024
 
 
 def is_fracatlas(root: Path) -> bool:
-    """FracAtlas as published: images/Fractured, images/Non_fractured and an Annotations folder."""
+    """FracAtlas as published: an images/Fractured and an Annotations folder (images/Non_fractured may be absent)."""
     return (root / "images" / "Fractured").is_dir() and (root / "Annotations").is_dir()
 
 
