@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -130,3 +131,36 @@ def test_file_index_locate_refuses_escapes(tmp_path: Path) -> None:
     found, why = index.locate(str(tmp_path / "outside.png"), [index.root])
     assert found is None and "escapes" in why
     assert index.locate("missing.png", [index.root])[1].startswith("image file not found")
+
+
+# Each case: a path under the walked folder, and whether it is data (True) or junk the walker skips.
+_TREE = [
+    ("a.png", True),  # a plain film
+    ("sub/deep/b.png", True),  # nested folders are walked
+    ("notes.txt", True),  # not an image, but not junk either: the caller decides
+    (".DS_Store", False),  # hidden file (macOS)
+    ("._a.png", False),  # AppleDouble copy: hidden, looks like an image
+    ("Thumbs.db", False),  # Windows thumbnail cache
+    ("sub/desktop.ini", False),  # Windows folder settings
+    ("__MACOSX/sub/c.png", False),  # archiver folder, even for a real-looking image
+    (".git/d.png", False),  # hidden folder
+    ("@eaDir/e.png", False),  # Synology index folder
+]
+
+
+def test_one_walker_skips_the_same_junk_for_readers_and_predict(tmp_path: Path) -> None:
+    from fracturekit.ingest.files import junk_reason, walk_files
+    from fracturekit.predict import list_sources
+
+    root = tmp_path / ".hidden-parent" / "films"  # a hidden folder ABOVE the walked one does not count
+    for rel, _ in _TREE:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".png"):
+            cv2.imwrite(str(root / rel), np.zeros((16, 16), np.uint8))
+        else:
+            (root / rel).touch()
+    data = sorted(str(root / rel) for rel, keep in _TREE if keep)
+    assert sorted(walk_files(root)) == data
+    assert sorted(FileIndex(root).files) == sorted(os.path.realpath(p) for p in data)
+    assert list_sources(root) == sorted(Path(p) for p in data if p.endswith(".png"))
+    assert [rel for rel, _ in _TREE if junk_reason(rel.split("/"))] == [rel for rel, keep in _TREE if not keep]
