@@ -186,7 +186,7 @@ def _read_dicom(path: Path) -> LoadedImage:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
@@ -255,7 +255,7 @@ def image_header(path: str | Path) -> ImageHeader:
         import pydicom
 
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)  # force: files without the preamble
             return ImageHeader(int(ds.Columns), int(ds.Rows))
         except Exception as exc:  # pydicom raises many types
             raise HeaderError(f"unreadable DICOM header ({type(exc).__name__})") from exc

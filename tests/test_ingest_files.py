@@ -1,4 +1,4 @@
-"""Reader helpers: header sizes without decoding, EXIF orientation, splits, box validation, the file index."""
+"""Reader helpers: EXIF orientation, splits, box validation, the file index and the one folder walker."""
 
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.imageio import ImageHeader
 from fracturekit.ingest.files import FileIndex
 from fracturekit.ingest.geometry import clip_box, display_to_stored
 from fracturekit.ingest.labels import split_from_parts
-
-
-def _jpeg_with_orientation(path: Path, w: int, h: int, orientation: int) -> None:
-    im = Image.fromarray(np.zeros((h, w), np.uint8))
-    exif = im.getexif()
-    exif[0x0112] = orientation
-    im.save(path, exif=exif.tobytes())
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -38,48 +31,6 @@ def test_display_to_stored_matches_pil_exif_transpose(orientation: int) -> None:
     ys, xs = np.nonzero(shown)
     x, y = int(xs[0]), int(ys[0])
     assert display_to_stored(x, y, x + 1, y + 1, header) == (4, 1, 5, 2)
-
-
-@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_image_header_reads_jpeg_size_and_orientation(tmp_path: Path, orientation: int) -> None:
-    p = tmp_path / "a.jpg"
-    _jpeg_with_orientation(p, 40, 24, orientation)
-    assert image_header(p) == ImageHeader(40, 24, orientation)
-
-
-@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
-def test_image_header_other_formats(tmp_path: Path, suffix: str) -> None:
-    p = tmp_path / f"a{suffix}"
-    cv2.imwrite(str(p), np.zeros((12, 30), np.uint16 if suffix != ".bmp" else np.uint8))
-    assert image_header(p) == ImageHeader(30, 12, 1)
-
-
-def test_image_header_dicom(tmp_path: Path) -> None:
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns = 10, 20
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.PixelData = np.zeros((10, 20), np.uint16).tobytes()
-    p = tmp_path / "film.dcm"
-    ds.save_as(p, enforce_file_format=True)
-    assert image_header(p) == ImageHeader(20, 10, 1)
-
-
-@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0\x00"])
-def test_image_header_refuses_garbage(tmp_path: Path, content: bytes) -> None:
-    p = tmp_path / "bad.jpg"
-    p.write_bytes(content)
-    with pytest.raises(HeaderError):
-        image_header(p)
 
 
 @pytest.mark.parametrize(
