@@ -30,9 +30,10 @@ from augcopies import STRENGTHS, augment_copy  # noqa: E402
 from cpuinfo import cpu_line  # noqa: E402
 
 from fracturekit import copies  # noqa: E402
-from fracturekit.audit import n_workers, parallel_map  # noqa: E402
+from fracturekit.audit import parallel_map  # noqa: E402
 from fracturekit.hashing import dihedral_phashes, near_pairs  # noqa: E402
 from fracturekit.split import units  # noqa: E402
+from fracturekit.yolo_env import cpu_threads  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fracatlas" / "images"
 
@@ -129,7 +130,7 @@ def main() -> None:
     files = sorted(DATA.glob("*/*.jpg"))
     print(cpu_line())
     print(
-        f"near_duplicates: {args.originals} FracAtlas films + {args.copies} augmented copies, {n_workers()} workers; "
+        f"near_duplicates: {args.originals} FracAtlas films + {args.copies} augmented copies, {cpu_threads()} workers; "
         f"tree {copies.BRANCH}^{copies.DEPTH} words, top {copies.CANDIDATES} candidates, "
         f"copy = >= {copies.MIN_INLIERS} inliers and correlation >= {copies.COPY_CORRELATION}"
     )

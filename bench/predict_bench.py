@@ -68,7 +68,8 @@ from fracturekit.yolo_env import load_ultralytics
 load_ultralytics()  # imports torch + Ultralytics before the clock starts, as the yolo snippet's import does
 w, folder, imgsz, conf, batch, out = sys.argv[1:7]
 t0 = time.perf_counter()
-recs = predict(folder, detector=w, out=out, imgsz=int(imgsz), conf=float(conf), batch=int(batch), save_images=False)
+recs = predict(folder, detector=w, out=out, imgsz=int(imgsz), conf=float(conf), batch=int(batch), save_images=False,
+               exist_ok=True)  # --work is reused across runs: replace our own earlier tables
 dt = time.perf_counter() - t0
 import torch
 print(json.dumps({"n": len(recs), "seconds": dt, "threads": torch.get_num_threads(),

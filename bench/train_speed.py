@@ -13,10 +13,10 @@ scratch for --epochs epochs, seed 0, batch 16, in its own Python process, one af
 - with --levers, fracturekit again with one lever changed at a time: float32, no channels_last, cache='ram',
   2 dataloader workers.
 
-s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Final metrics: mAP50 and
-mAP50-95 of the last epoch's validation (on the val subset, float32 EMA weights on every side). The last line is
-`ratio_vs_ultralytics: X.XX` = fracturekit s/epoch / plain Ultralytics s/epoch at the SAME thread count (the
-stricter reference; the ratio against Ultralytics' default thread count is printed above it).
+s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Final metrics: mAP50,
+mAP50-95 and the summed box/cls/dfl loss of the last epoch's validation (on the val subset, float32 EMA weights on
+every side). The last line is `ratio_vs_ultralytics: X.XX` = fracturekit s/epoch / plain Ultralytics s/epoch at the
+SAME thread count (the stricter reference; the ratio against Ultralytics' default thread count is printed above it).
 From scratch, a few epochs learn little on FracAtlas: equal metrics here mean "no lever broke training", not
 "equally good models".
 
@@ -101,6 +101,9 @@ def read_results(run: Path, epochs: int) -> dict[str, float]:
         "s_per_epoch": float(last["time"]) / len(rows),
         "map50": float(last["metrics/mAP50(B)"]),
         "map50_95": float(last["metrics/mAP50-95(B)"]),
+        # From scratch, a few epochs leave mAP near 0 on every side; the validation loss still shows whether a
+        # lever changed what the network learned.
+        "val_loss": sum(float(last[f"val/{k}_loss"]) for k in ("box", "cls", "dfl")),
     }
 
 
@@ -174,11 +177,14 @@ def main() -> None:
         f"splits, seed 0); YOLOv8n-det from scratch, imgsz {a.imgsz}, batch 16, {a.epochs} epochs, seed 0"
     )
     print(f"fracturekit's CPU choice here: bf16 autocast {bf16}, channels_last {channels_last}, {cores} threads")
-    print(f"{'side':36s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'ratio':>6s}")
+    print(f"{'side':36s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s}")
     strict = rows[1][1]["s_per_epoch"]
     for label, r in rows:
         ratio = r["s_per_epoch"] / strict
-        print(f"{label:36s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} {ratio:6.2f}")
+        print(
+            f"{label:36s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} "
+            f"{r['val_loss']:9.3f} {ratio:6.2f}"
+        )
     fk_s = rows[2][1]["s_per_epoch"]
     print(f"ratio vs plain Ultralytics at its default {default_threads} thread: {fk_s / rows[0][1]['s_per_epoch']:.2f}")
     print(f"ratio_vs_ultralytics: {fk_s / strict:.2f}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,12 +25,14 @@ from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
+from fracturekit import callable_stage
 from fracturekit.copies import Signature, copy_pairs, name_links, signature
 from fracturekit.errors import UserError
 from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
 from fracturekit.imageio import ImageReadError, read_image
 from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.split import units
+from fracturekit.yolo_env import cpu_threads
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,15 +41,13 @@ DUPLICATE_COLUMNS = ("cluster", "path", "split", "label", "kind")
 LINK_KINDS = ("exact", "near", "augmented", "name")
 
 
-def n_workers() -> int:
-    """Threads for decode/encode work: the CPUs this process may use (OpenCV and zlib release the GIL)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], progress: bool = False, description: str = "") -> list[R]:
-    """`[fn(x) for x in items]` on a thread pool, in order, with a rich progress bar when asked."""
+    """`[fn(x) for x in items]` on a thread pool, in order, with a rich progress bar when asked.
+
+    One thread per CPU this process may use (`cpu_threads`): OpenCV and zlib release the GIL.
+    """
     results: list[R | None] = [None] * len(items)
-    with ThreadPoolExecutor(n_workers()) as pool:
+    with ThreadPoolExecutor(cpu_threads()) as pool:
         futures = {pool.submit(fn, item): k for k, item in enumerate(items)}
         done: Iterable = as_completed(futures)
         if progress:
@@ -333,8 +332,8 @@ def _hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, S
         return f"failed: {type(exc).__name__}: {exc}"
 
 
-def audit(path: Path, out: Path | None = None, progress: bool = False) -> AuditResult:
-    """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`.
+def audit(path: str | Path, out: str | Path | None = None, progress: bool = False) -> AuditResult:
+    """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`; return the AuditResult.
 
     `out` defaults to `<path>/audit` for a prepared dataset; for a raw dataset nothing is written
     unless `out` is given (never write into the user's source folder uninvited).
@@ -380,3 +379,6 @@ def _prepared_entries(root: Path, manifest: Path) -> list[tuple[Path, str, str, 
                 continue
             entries.append((root / rel, rel, row.get("split", ""), row.get("label", ""), row.get("group") or None))
     return entries
+
+
+callable_stage(__name__)  # `fracturekit.audit(...)` runs audit() above: see fracturekit.Stage

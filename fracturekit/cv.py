@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import math
 import os
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fracturekit import callable_stage
 from fracturekit import metrics as M
 from fracturekit.errors import UserError
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, PreparedDataset, RunDir
@@ -240,8 +240,6 @@ def run_fold(job: FoldJob) -> dict[str, Any]:
     marker = run / _MARKER
     if marker.is_file():
         return {**json.loads(marker.read_text()), "reused": True}
-    from rich.console import Console
-
     from fracturekit.device import resolve_device
     from fracturekit.evaluate import evaluate
     from fracturekit.train import train
@@ -261,7 +259,6 @@ def run_fold(job: FoldJob) -> dict[str, Any]:
             device=device.spec.split(",")[0] if device.kind == "cuda" else device.spec,
             bootstrap=job.bootstrap,
             seed=job.seed,
-            console=Console(file=io.StringIO()),
         )
     record = {
         "fold": job.fold,
@@ -760,3 +757,6 @@ def compare_models(
         "folds_a_better": int(sum(d > 0 for d in diffs)),
         "n_folds": len(diffs),
     }
+
+
+callable_stage(__name__)  # `fracturekit.cv(...)` runs cross_validate() above: see fracturekit.Stage

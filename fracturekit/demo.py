@@ -93,6 +93,7 @@ def run_demo(
     from fracturekit.phantoms import write_phantom_dataset
     from fracturekit.predict import predict
     from fracturekit.prepare import prepare
+    from fracturekit.report import summary_table
     from fracturekit.train import train
 
     timings: dict[str, float] = {}
@@ -157,6 +158,7 @@ def run_demo(
         bootstrap=settings.bootstrap,
         seed=seed,
     )
+    console.print(summary_table(metrics))
     lap("evaluate")
 
     console.rule(f"5/5 predict on {settings.n_fresh} fresh phantoms")

@@ -18,6 +18,7 @@ on (fracturekit.provenance, by the audit's duplicate test): a copy refuses the e
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -26,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
 
+from fracturekit import callable_stage
 from fracturekit import cases as C
 from fracturekit.calibration import TEMPERATURE_BOUNDS
 from fracturekit.cases import DEFAULT_N, ModelScores
@@ -56,6 +57,7 @@ __all__ = [
 # "Too few to judge": below 10 positives a sensitivity moves in steps of 0.1 or more; below 30 films the
 # AUROC CI usually spans more than 0.2. A 95% CI wider than 0.2 AUROC runs from "weak" to "good".
 MIN_POSITIVES, MIN_FILMS, WIDE_CI = 10, 30, 0.2
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ provenance, warnings, labels
@@ -154,28 +156,27 @@ def evaluate(
     allow_overlap: bool = False,
     cases: int = DEFAULT_N,
     show_progress: bool = False,
-    console: Console | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier and/or detector run on `split` of a prepared dataset; returns metrics.json's dict.
 
     Writes metrics.json, predictions.csv, report.html, cases.csv with `cases` pictures per model and kind
     in cases/, the detector's COCO files (and Ultralytics' val folder) into `out` (default: the first free
     of `<classifier or detector run>/eval`, `eval2`, ...; with both runs and no `out`, the detector run's
-    next eval folder gets a copy of metrics.json too) and prints a summary table on `console`. A used `out`
-    is refused unless `exist_ok` (then only evaluate's own earlier files there are replaced). Films the runs
-    trained or validated on refuse the evaluation unless `allow_overlap`.
+    next eval folder gets a copy of metrics.json too). A used `out` is refused unless `exist_ok` (then only
+    evaluate's own earlier files there are replaced). Films the runs trained or validated on refuse the
+    evaluation unless `allow_overlap`. Prints nothing: notes (imgsz rounded, one GPU of several) go to the
+    `fracturekit.evaluate` logger, and `report.summary_table` renders the returned dict as a table.
     """
-    from fracturekit.report import summary_table, write_report
+    from fracturekit.report import write_report
 
     ds = PreparedDataset.open(data)
     if classifier is None and detector is None:
         raise UserError("nothing to evaluate: pass --classifier RUN and/or --detector RUN.")
     imgsz, size_note = check_imgsz(imgsz)
     _, device, device_note = inference_device(device)  # resolved here: Ultralytics never sees `auto`
-    console = console or Console()
     for note in (size_note, device_note):
         if note:
-            console.print(f"note: {note}", highlight=False)
+            log.warning(note)
     if split not in SPLITS:
         raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
     if cases < 0:
@@ -252,7 +253,6 @@ def evaluate(
     write_report(clean, plots, out_dir / "report.html", pictures=out_dir)
     ours = ("ultralytics_val_", "cases/", "cases.csv", "ground_truth_coco.json", "detections_coco.json")
     write_record(out_dir, "evaluate", [f for f in files_under(out_dir) if f.startswith(ours)] + planned)
-    console.print(summary_table(clean))
     return clean
 
 
@@ -328,3 +328,6 @@ def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, Run
             {"scored": a, "seen_split": s, "seen": b, "run": str(o.run.root)} for o in overlaps for a, s, b in o.pairs
         ][:10],
     }
+
+
+callable_stage(__name__)  # `fracturekit.evaluate(...)` runs evaluate() above: see fracturekit.Stage

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fracturekit import callable_stage
 from fracturekit.errors import UserError
 from fracturekit.infer.model import check_path, load_model, resolve_weights, training_imgsz
 from fracturekit.infer.postprocess import coco_detections
@@ -336,3 +337,6 @@ def _verdict(passed: bool, unmeasured: list[str], at_chance: list[str], losses: 
 
 def _round(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+
+callable_stage(__name__)  # `fracturekit.export(...)` runs export() above: see fracturekit.Stage

@@ -4,7 +4,9 @@ One reader for `prepare` and `predict`, so a film looks the same to the model at
 inference time. Rasters (JPEG, PNG, BMP, TIFF 8- or 16-bit, WebP, GIF, JPEG 2000, PNM; gray or color)
 go through OpenCV, with PIL as a fallback; DICOM through pydicom (modality + VOI LUT, MONOCHROME1
 inverted). Truncated JPEGs are recovered when decodable. The type of a file is read from its first
-bytes (`sniff`), never from its suffix: a GIF named `.jpg` is a GIF.
+bytes (`sniff`), never from its suffix: a GIF named `.jpg` is a GIF (DICOM files written without the
+128-byte preamble are the one exception, see `is_dicom`). `image_header` reads a film's size and EXIF
+orientation without decoding pixels, for the annotation readers.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ def sniff(head: bytes) -> str | None:
     if head[128:132] == b"DICM":
         return "dicom"
     return None
+
+
+def is_dicom(head: bytes, path: str | Path) -> bool:
+    """DICOM by content (`DICM` after the 128-byte preamble), or by suffix for files written without that preamble."""
+    kind = sniff(head)
+    return kind == "dicom" or (kind is None and Path(path).suffix.lower() in (".dcm", ".dicom"))
 
 
 def sniff_file(path: str | Path) -> str | None:
@@ -178,7 +186,7 @@ def _read_dicom(path: Path) -> LoadedImage:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
@@ -206,11 +214,70 @@ def read_image(path: str | Path) -> LoadedImage:
         raise ImageReadError("file not found")
     with path.open("rb") as f:
         head = f.read(132)
-    kind = sniff(head)
-    # Content decides; the suffix only for DICOM files written without the 128-byte preamble + DICM.
-    if kind == "dicom" or (kind is None and path.suffix.lower() in (".dcm", ".dicom")):
-        return _read_dicom(path)
-    return _read_raster(path)
+    return _read_dicom(path) if is_dicom(head, path) else _read_raster(path)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """Size of an image as stored (`width`, `height`) and its EXIF orientation (1 = none)."""
+
+    width: int
+    height: int
+    orientation: int = 1
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) once the EXIF orientation is applied (swapped for 5..8)."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+
+
+class HeaderError(Exception):
+    """The file's header cannot be read (not an image, or corrupt beyond the header)."""
+
+
+# Formats whose EXIF orientation annotation tools apply when they display the film; a PNG eXIf chunk is ignored,
+# as the hand-written parser this replaced did.
+_EXIF_FORMATS = ("JPEG", "MPO", "TIFF", "WEBP")
+
+
+def image_header(path: str | Path) -> ImageHeader:
+    """Width, height and EXIF orientation from the header only (no pixel decoding).
+
+    DICOM through pydicom without pixel data; everything else through PIL's lazy `Image.open`, which reads
+    only the header (measured on 1,500 FracAtlas JPEGs: 0.12-0.19 ms a file).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise HeaderError(f"cannot open ({exc.strerror})") from exc
+    if is_dicom(head, path):
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)  # force: files without the preamble
+            return ImageHeader(int(ds.Columns), int(ds.Rows))
+        except Exception as exc:  # pydicom raises many types
+            raise HeaderError(f"unreadable DICOM header ({type(exc).__name__})") from exc
+    if not head:
+        raise HeaderError("empty file")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = 1
+            if im.format in _EXIF_FORMATS:
+                try:
+                    orientation = int(im.getexif().get(0x0112, 1) or 1)
+                except Exception:  # a malformed EXIF block: the film still reads, unrotated
+                    orientation = 1
+    except Exception as exc:  # PIL raises many types; Ultralytics' Image.open patch adds ImportError (pi_heif)
+        kind = "" if isinstance(exc, ImportError) else f" ({type(exc).__name__})"
+        raise HeaderError(f"not a readable image{kind}") from exc
+    if not (width and height):
+        raise HeaderError("image header gives no size")
+    return ImageHeader(width, height, orientation if orientation in range(1, 9) else 1)
 
 
 def apply_clahe(pixels: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray:

@@ -279,46 +279,6 @@ def coco_eval(gt: dict, detections: list[dict], max_det: int = 300, image_ids: S
     }
 
 
-def ultralytics_map(
-    gt_boxes: list[np.ndarray],
-    gt_cls: list[np.ndarray],
-    pred_boxes: list[np.ndarray],
-    pred_conf: list[np.ndarray],
-    pred_cls: list[np.ndarray],
-    names: dict[int, str],
-) -> dict[str, float]:
-    """mAP@0.5:0.95 and mAP@0.5 computed by Ultralytics' own code (box_iou, match_predictions, ap_per_class).
-
-    The per-image lists hold xyxy pixel boxes. This reproduces what `val` does after NMS, so a fixed
-    set of boxes can be scored both ways (used by the tests with hand-made answers).
-    """
-    import torch
-    from ultralytics.engine.validator import BaseValidator
-    from ultralytics.utils.metrics import ap_per_class, box_iou
-
-    iouv = torch.linspace(0.5, 0.95, 10)
-    matcher = BaseValidator.__new__(BaseValidator)  # only match_predictions (needs .iouv) is used
-    matcher.iouv = iouv
-    tp, conf, pcls, tcls = [], [], [], []
-    for gb, gc, pb0, pc0, pk0 in zip(gt_boxes, gt_cls, pred_boxes, pred_conf, pred_cls, strict=True):
-        order = np.argsort(-np.asarray(pc0, float), kind="stable")  # match_predictions expects descending conf
-        pb, pc, pk = (np.asarray(a)[order] for a in (pb0, pc0, pk0))
-        if len(pb) and len(gb):
-            iou = box_iou(torch.as_tensor(gb, dtype=torch.float32), torch.as_tensor(pb, dtype=torch.float32))
-            hits = matcher.match_predictions(torch.as_tensor(pk), torch.as_tensor(gc), iou).numpy()
-        else:
-            hits = np.zeros((len(pb), len(iouv)), bool)
-        tp.append(hits)
-        conf.append(np.asarray(pc, float))
-        pcls.append(np.asarray(pk, float))
-        tcls.append(np.asarray(gc, float))
-    results = ap_per_class(
-        np.concatenate(tp), np.concatenate(conf), np.concatenate(pcls), np.concatenate(tcls), names=names
-    )
-    ap = results[5]  # (n_classes_with_labels, 10)
-    return {"map50_95": float(ap.mean()) if ap.size else 0.0, "map50": float(ap[:, 0].mean()) if ap.size else 0.0}
-
-
 def paired_auroc_test(
     y: np.ndarray,
     score_a: np.ndarray,

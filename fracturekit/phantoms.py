@@ -8,7 +8,6 @@ model has to learn a crack that interrupts a bone.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +15,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fracturekit.ingest.coco import save_coco
+from fracturekit.ingest.records import Box, Record
+from fracturekit.ingest.yolo import save_yolo
+
 FRACTURE_CLASS = "fracture"
 NORMAL_CLASS = "no_fracture"
 
 
 @dataclass
 class Phantom:
-    """One synthetic film: 8-bit grayscale pixels and fracture boxes as (x1, y1, x2, y2) pixels."""
+    """One synthetic film: 8-bit grayscale pixels and its fracture boxes (pixels)."""
 
     image: np.ndarray
-    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
     region: str = "forearm"
 
     @property
@@ -94,7 +97,7 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
     broken = int(rng.integers(n_bones)) if rng.random() < fracture_prob else -1
     bone_layer = np.zeros((s, s), np.float32)
     crack_layer = np.zeros((s, s), np.float32)
-    boxes: list[tuple[float, float, float, float]] = []
+    boxes: list[Box] = []
     for b in range(n_bones):
         offset = 0.0 if n_bones == 1 else (b - 0.5) * s * rng.uniform(0.1, 0.16)
         bc = np.array([center[0] - math.sin(angle) * offset, center[1] + math.cos(angle) * offset])
@@ -122,7 +125,8 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
         if len(xs):
             pad = max(3.0, width * 0.3)
             boxes.append(
-                (
+                Box(
+                    FRACTURE_CLASS,
                     float(max(0, xs.min() - pad)),
                     float(max(0, ys.min() - pad)),
                     float(min(s - 1, xs.max() + pad)),
@@ -175,7 +179,7 @@ def write_phantom_dataset(
     out = Path(out)
     img_dir = out if fmt in ("images",) else out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": FRACTURE_CLASS}]}
+    records: list[Record] = []
     meta_rows = ["file_name,patient_id,region"]
     for i in range(start, start + n):
         ph = generate_phantom(seed, i, size, fracture_prob)
@@ -187,34 +191,13 @@ def write_phantom_dataset(
             target = img_dir / name
         cv2.imwrite(str(target), ph.image)
         meta_rows.append(f"{name},P{seed}_{i // 2:05d},{ph.region}")
-        if fmt == "coco":
-            coco["images"].append({"id": i + 1, "file_name": name, "width": size, "height": size})
-            for x1, y1, x2, y2 in ph.boxes:
-                coco["annotations"].append(
-                    {
-                        "id": len(coco["annotations"]) + 1,
-                        "image_id": i + 1,
-                        "category_id": 1,
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "area": (x2 - x1) * (y2 - y1),
-                        "iscrowd": 0,
-                    }
-                )
-        elif fmt == "yolo":
-            lbl = out / "labels" / f"{Path(name).stem}.txt"
-            lbl.parent.mkdir(parents=True, exist_ok=True)
-            lbl.write_text(
-                "".join(
-                    f"0 {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} "
-                    f"{(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}\n"
-                    for x1, y1, x2, y2 in ph.boxes
-                )
-            )
+        records.append(Record(source=target, boxes=ph.boxes))
     if fmt == "folders" and img_dir.exists() and not any(img_dir.iterdir()):
         img_dir.rmdir()
     if fmt == "coco":
-        (out / "annotations.json").write_text(json.dumps(coco))
+        save_coco(records, [FRACTURE_CLASS], out / "annotations.json", root=img_dir)
     if fmt == "yolo":
+        save_yolo(records, [FRACTURE_CLASS], out / "labels")
         (out / "data.yaml").write_text(f"names:\n  0: {FRACTURE_CLASS}\n")
     if fmt != "images":
         (out / "metadata.csv").write_text("\n".join(meta_rows) + "\n")

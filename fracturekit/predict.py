@@ -22,11 +22,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fracturekit import callable_stage
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.scoring import Scorer, default_batch, stream
-from fracturekit.ingest.base import JUNK_DIRS
+from fracturekit.ingest.files import junk_reason, walk_files
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
 from fracturekit.options import check_fraction, check_imgsz, inference_device
@@ -43,12 +44,12 @@ def list_sources(source: str | Path) -> list[Path]:
     """Image files named by `source`: a folder (recursive), one file, or a glob pattern; sorted."""
     src = Path(source)
     if src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.is_file() and not _junk(p.relative_to(src)))
+        files = sorted(Path(p) for p in walk_files(src))
     elif src.is_file():
         return [user_path(src)]
     elif glob.has_magic(str(source)):
         found = (user_path(p) for p in glob.glob(str(source), recursive=True))
-        files = sorted(p for p in found if p.is_file() and not _junk(Path(p.name)))  # its folders were chosen
+        files = sorted(p for p in found if p.is_file() and junk_reason([p.name]) is None)  # its folders were chosen
     else:
         raise UserError(f"{source}: no such file, folder or glob match; pass --source with a folder of X-rays.")
     images = [p for p in files if is_image_file(p)]
@@ -57,14 +58,6 @@ def list_sources(source: str | Path) -> list[Path]:
     if not images:
         raise UserError(f"{source}: no image files found (.jpg .png .tif .dcm ...); point --source at X-rays.")
     return images
-
-
-def _junk(path: Path) -> bool:
-    """Hidden files (`.DS_Store`, AppleDouble `._x.jpg`) and archiver folders (`__MACOSX/`): never films.
-
-    `path` is relative to the folder searched, so a hidden folder above it (`~/.cache/...`) does not count.
-    """
-    return any(part.startswith(".") or part in JUNK_DIRS for part in path.parts) or path.name == "Thumbs.db"
 
 
 def source_root(source: str | Path, paths: list[Path]) -> Path:
@@ -328,3 +321,6 @@ def predict(
     (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
     (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
     return records
+
+
+callable_stage(__name__)  # `fracturekit.predict(...)` runs predict() above: see fracturekit.Stage

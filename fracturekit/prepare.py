@@ -27,12 +27,25 @@ import cv2
 import numpy as np
 import yaml
 
+from fracturekit import callable_stage
 from fracturekit.audit import AuditItem, AuditResult, audit_items, duplicate_links, film_hashes, parallel_map
 from fracturekit.copies import Signature
 from fracturekit.errors import UserError
 from fracturekit.hashing import phash_hex
-from fracturekit.imageio import SUFFIX_KINDS, ImageReadError, apply_clahe, limit_side, read_image, sniff_file
-from fracturekit.ingest.base import JUNK_DIRS, HeaderError, Record, fold, image_header
+from fracturekit.imageio import (
+    SUFFIX_KINDS,
+    HeaderError,
+    ImageReadError,
+    apply_clahe,
+    image_header,
+    limit_side,
+    read_image,
+    sniff_file,
+)
+from fracturekit.ingest.files import junk_reason, walk
+from fracturekit.ingest.labels import fold
+from fracturekit.ingest.records import Box, Record
+from fracturekit.ingest.yolo import yolo_lines
 from fracturekit.layout import MANIFEST_COLUMNS, POSITIVE_CLASS, SPLITS, PreparedDataset
 from fracturekit.outputs import (
     RECORD,
@@ -53,7 +66,6 @@ _KEY_COLUMNS = ("filename", "file", "imageid", "image", "imagename", "filestem",
 _GROUP_COLUMNS = ("patientid", "patient", "subjectid", "subject", "studyid", "study", "studyinstanceuid")
 # Where a film's patient group came from, in the order they are tried (prepare.json `grouping.sources`).
 GROUP_SOURCES = ("annotations", "meta_csv", "dicom_tags", "regex", "duplicate_cluster", "none")
-_JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 # Files each reader consumes besides images: not reported as unused.
 _ANNOTATION_SUFFIXES = {
     "coco": {".json"},
@@ -96,7 +108,7 @@ class _Film:
     phashes: np.ndarray | None = None
     copy_sig: Signature | None = None
     cluster: str = ""  # the audit's duplicate-cluster id, "" when the film has no duplicate
-    boxes: list[list] | None = None
+    boxes: list[Box] | None = None  # in the pixels of the film written (after --max-side)
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
     split: str = ""
@@ -269,7 +281,7 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> Non
             if x2 - x1 < 1 or y2 - y1 < 1:
                 film.warnings.append(f"box {b.label} dropped: under 1 px inside the output image")
                 continue
-            film.boxes.append([b.label, round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)])
+            film.boxes.append(Box(b.label, round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)))
 
 
 def _process_safely(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> None:
@@ -324,19 +336,16 @@ def _other_files(root: Path, films: list[_Film], meta: Path | None, fmt: str) ->
     used = {f.source for f in films} | ({str(meta)} if meta else set())
     annotations = _ANNOTATION_SUFFIXES.get(fmt, set())
     found: list[dict[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    for dirpath, names in walk(root, junk=True):
         rel_dir = Path(dirpath).relative_to(root)
-        junk_dir = any(p in JUNK_DIRS or p.startswith(".") for p in rel_dir.parts)
-        for name in sorted(filenames):
+        for name in names:
             full = os.path.join(dirpath, name)
             suffix = Path(name).suffix.lower()
-            if full in used or (suffix in annotations and not junk_dir):
+            junk = junk_reason([*rel_dir.parts, name])
+            if full in used or (suffix in annotations and not junk):  # the readers skip junk too: report it
                 continue
-            if junk_dir or name.lower() in _JUNK_FILES or name.startswith("._"):
-                reason = "ignored: operating-system or archiver junk"
-            elif name.startswith("."):
-                reason = "ignored: hidden file"
+            if junk:
+                reason = f"ignored: {junk}"
             elif (kind := sniff_file(full)) is not None and suffix not in SUFFIX_KINDS:
                 reason = f"{kind.upper()} image content under the suffix {suffix or '(none)'}: rename it to include it"
             elif suffix == ".csv":
@@ -364,15 +373,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def prepare(
-    source: Path,
-    out: Path | None = None,
+    source: str | Path,
+    out: str | Path | None = None,
     *,
     fmt: str = "auto",
     split: tuple[float, float, float] | None = DEFAULT_RATIOS,
     keep_splits: bool = False,
     seed: int = 0,
     group_regex: str | None = None,
-    meta: Path | None = None,
+    meta: str | Path | None = None,
     mapping: dict[str, str] | None = None,
     clahe: bool = False,
     max_side: int | None = None,
@@ -384,6 +393,8 @@ def prepare(
     progress: bool = False,
 ) -> PrepareResult:
     """Turn the raw dataset at `source` into `out` (default `datasets/<source name>`); see the module doc.
+
+    Returns a PrepareResult: the prepared dataset, its summary (prepare.json) and its audit.
 
     A used `out` is refused unless `exist_ok`; then only what prepare wrote there before is replaced, and
     runs under `runs_dir` trained on the old dataset are named in a note when their data_hash no longer
@@ -617,8 +628,8 @@ def _assemble(
     det_names = list(class_names)
     for film in ok:
         for box in film.boxes or []:
-            if box[0] not in det_names:
-                det_names.append(box[0])
+            if box.label not in det_names:
+                det_names.append(box.label)
     if not det_names:
         det_names = [POSITIVE_CLASS]
     det_index = {name: k for k, name in enumerate(det_names)}
@@ -667,13 +678,13 @@ def _place(root: Path, film: _Film, det_index: dict[str, int]) -> None:
     det_rel = Path("det") / "images" / film.split / film.staged.name
     _link_or_copy(root / cls_rel, root / det_rel)
     lbl_rel = Path("det") / "labels" / film.split / f"{film.stem}.txt"
-    lines = [
-        f"{det_index[c]} {(x1 + x2) / 2 / film.width:.6f} {(y1 + y2) / 2 / film.height:.6f} "
-        f"{(x2 - x1) / film.width:.6f} {(y2 - y1) / film.height:.6f}\n"
-        for c, x1, y1, x2, y2 in film.boxes
-    ]
-    (root / lbl_rel).write_text("".join(lines))  # empty file for a background image
+    (root / lbl_rel).write_text(yolo_lines(film.boxes, det_index, film.width, film.height))  # "" for a background
     film.output_det, film.label_file = det_rel.as_posix(), lbl_rel.as_posix()
+
+
+def _boxes_json(boxes: list[Box] | None) -> str:
+    """The manifest's `boxes` value and the data hash's: `[[label, x1, y1, x2, y2], ...]`, "null" for None."""
+    return json.dumps(None if boxes is None else [b.as_row() for b in boxes])
 
 
 def _write_manifest(path: Path, films: list[_Film], meta_columns: list[str]) -> None:
@@ -696,7 +707,7 @@ def _write_manifest(path: Path, films: list[_Film], meta_columns: list[str]) -> 
                 "output_cls": film.output_cls,
                 "output_det": film.output_det,
                 "label_file": film.label_file,
-                "boxes": json.dumps(film.boxes) if film.boxes is not None else "",
+                "boxes": _boxes_json(film.boxes) if film.boxes is not None else "",
                 "width": film.width or "",
                 "height": film.height or "",
                 "sha256": film.sha256,
@@ -761,6 +772,9 @@ def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult
         "groups": len({f.group for f in ok if f.group}),
         "grouping": _grouping(ok, film_split),
         "audit": audit_result.to_dict() if audit_result else None,
-        "data_hash": data_hash((f.sha256, f.split, f.label, json.dumps(f.boxes)) for f in ok),
+        "data_hash": data_hash((f.sha256, f.split, f.label, _boxes_json(f.boxes)) for f in ok),
         "notes": notes,
     }
+
+
+callable_stage(__name__)  # `fracturekit.prepare(...)` runs prepare() above: see fracturekit.Stage

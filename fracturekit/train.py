@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fracturekit import __version__
+from fracturekit import __version__, callable_stage
 from fracturekit.augment import describe, xray_transforms
 from fracturekit.config import MODEL_SIZES, TASKS, TrainConfig, default_config_path, load_mapping, resolve_config
 from fracturekit.device import Device, resolve_device
@@ -431,3 +431,6 @@ def _record(
         "metrics": _final_metrics(task, result),
         "pipeline": pipeline,
     }
+
+
+callable_stage(__name__)  # `fracturekit.train(...)` runs train() above: see fracturekit.Stage

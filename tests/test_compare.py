@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -52,7 +54,11 @@ def test_compare_rows(tmp_path: Path, no_network: list[str]) -> None:
         {"split": "test", "classification": {"run": str(tmp_path / "elsewhere"), "auroc": 0.9}},
         None,
     )
-    df = compare([det, cls]).set_index("task")
+    # Classify run whose eval/ holds its own numbers: the test columns come from there.
+    own = tmp_path / "classify" / "c"
+    own = _run(own, "classify", CLS_CSV, {"split": "test", "classification": {"run": str(own), "auroc": 0.93}}, None)
+    df = compare([det, cls, own])
+    df.index = ["detect", "classify", "classify_own"]
     assert df.loc["detect", "best_epoch"] == 2  # epoch with the highest mAP50-95
     assert df.loc["detect", "val_map50_95"] == 0.25
     assert df.loc["detect", "train_time_s"] == 33.3  # run.json wins over results.csv
@@ -62,7 +68,8 @@ def test_compare_rows(tmp_path: Path, no_network: list[str]) -> None:
     assert df.loc["classify", "val_top1"] == 0.8
     assert df.loc["classify", "train_time_s"] == 9.5  # from results.csv when run.json is absent
     assert df.loc["classify", "imgsz"] == 320
-    assert "test_auroc" not in df.columns or str(df.loc["classify", "test_auroc"]) == "nan"
+    assert df.loc["classify_own", "test_auroc"] == 0.93
+    assert np.isnan(df.loc["classify", "test_auroc"])  # the other run's numbers are not this run's
     assert str(df.loc["detect", "params_M"]) in ("None", "nan")  # unreadable weights: empty, not a crash
 
 
@@ -72,7 +79,7 @@ def test_compare_cli(tmp_path: Path, no_network: list[str]) -> None:
     res = CliRunner().invoke(app, ["compare", str(det), "--csv", str(out)])
     assert res.exit_code == 0, res.output
     assert "val_map50_95" in res.output
-    assert out.is_file()
+    assert pd.read_csv(out)["val_map50_95"].tolist() == [0.25]  # the best epoch's value, not just the column
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ def test_threshold_taken_from_validation_not_test(method: str) -> None:
     assert (m2["threshold"], m2["temperature"]) == (m["threshold"], m["temperature"])
 
 
-def test_classification_report_keys_and_ece() -> None:
+def test_classification_report_keys() -> None:
     y_val, p_val, y_test, p_test = _val_and_test()
     m, cal = classification_report(NAMES, y_val, p_val, y_test, p_test, "youden", n_boot=50, seed=0)
     for key in ("auroc", "auroc_ci95", "average_precision", "threshold", "temperature", "ece_before", "ece_after"):
@@ -62,6 +62,31 @@ def test_classification_report_keys_and_ece() -> None:
     assert m["n"] == 60 and m["n_positive"] == 20
     assert set(m["sens_at_spec"]) == {"0.80", "0.90", "0.95"}
     assert cal.shape == p_test.shape
+
+
+def test_classification_report_ece_by_hand() -> None:
+    """Four test films, two confidence levels, 15 equal-width bins: ECE worked out on paper.
+
+    Before calibration every film's top label is fracture: three at 0.9 (two right: accuracy 2/3) and one
+    at 0.62 (right: accuracy 1), in different bins, so ECE = (3 * |2/3 - 0.9| + 1 * |1 - 0.62|) / 4 = 0.27
+    (an unweighted mean over bins would give 0.307). After calibration with the val temperature T,
+    p -> p^(1/T) / (p^(1/T) + (1-p)^(1/T)) moves the confidences and keeps their order.
+    """
+    y_val, p_val, _, _ = _val_and_test()
+    y_test = np.array([0, 0, 1, 0])  # 0 = fracture
+    p_test = _probs(np.array([0.9, 0.9, 0.9, 0.62]))
+    m, _ = classification_report(NAMES, y_val, p_val, y_test, p_test, "youden", n_boot=0, seed=0)
+    assert m["ece_before"] == pytest.approx(0.27)
+    t = m["temperature"]
+    assert t != pytest.approx(1.0)  # the val set is miscalibrated: calibration must move the scores
+    hi, lo = (p ** (1 / t) / (p ** (1 / t) + (1 - p) ** (1 / t)) for p in (0.9, 0.62))
+    conf_hi, conf_lo = max(hi, 1 - hi), max(lo, 1 - lo)  # the top label's confidence
+    assert int(conf_hi * 15) != int(conf_lo * 15)  # still two bins: the hand formula below holds
+    acc_hi = 2 / 3 if hi > 0.5 else 1 / 3  # two fractures and one no_fracture
+    acc_lo = 1.0 if lo > 0.5 else 0.0  # a fracture: right only while fracture stays the top label
+    expected = (3 * abs(acc_hi - conf_hi) + abs(acc_lo - conf_lo)) / 4
+    assert m["ece_after"] == pytest.approx(expected)
+    assert m["ece_after"] != pytest.approx(m["ece_before"])
 
 
 def test_multiclass_report() -> None:

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
@@ -70,10 +71,17 @@ def test_evaluate_cli_on_tiny_runs(
     assert m["provenance"]["runs"]["detector"]["data_hash"] == m["provenance"]["dataset"]["data_hash"]
     assert json.loads((out / "ground_truth_coco.json").read_text())["images"]  # the COCO pair is there
 
-    # compare the two real runs: parameter counts and eval numbers are read back
-    res = CliRunner().invoke(app, ["compare", str(tiny_runs["classify"]), str(tiny_runs["detect"])])
+    # compare the two real runs: parameter counts and val numbers are read back, not just their column names
+    table = tmp_path / "compare.csv"
+    res = CliRunner().invoke(
+        app, ["compare", str(tiny_runs["classify"]), str(tiny_runs["detect"]), "--csv", str(table)]
+    )
     assert res.exit_code == 0, res.output
     assert "params_M" in res.output and "val_top1" in res.output
+    rows = pd.read_csv(table).set_index("task")
+    assert (rows["params_M"] > 0).all()  # read from each best.pt
+    results = pd.read_csv(tiny_runs["classify"] / "results.csv").rename(columns=str.strip)
+    assert rows.loc["classify", "val_top1"] == pytest.approx(results["metrics/accuracy_top1"].max())
 
 
 def test_evaluate_cli_user_error_exit_code(prepared_phantoms: Path, tiny_runs: dict[str, Path]) -> None:

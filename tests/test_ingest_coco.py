@@ -74,7 +74,7 @@ def test_categories_by_name_not_id(tmp_path: Path, cats: list, cat_of_ann: int, 
     r = load_coco(tmp_path)
     assert r.class_names == names
     want = {c["id"]: c["name"] for c in cats}[cat_of_ann]
-    from fracturekit.ingest.base import canonical_label
+    from fracturekit.ingest.labels import canonical_label
 
     assert r.records[0].boxes[0].label == canonical_label(want)
 

@@ -186,6 +186,46 @@ _A, _B = [10.0, 10.0, 20.0, 20.0], [50.0, 50.0, 30.0, 30.0]
 _A_LOOSE = [10.0, 10.0, 20.0, 15.4]  # IoU with _A = 0.77: a hit at IoU 0.50 ... 0.75 (6 of 10 thresholds)
 
 
+def _ultralytics_map(
+    gt_boxes: list[np.ndarray],
+    gt_cls: list[np.ndarray],
+    pred_boxes: list[np.ndarray],
+    pred_conf: list[np.ndarray],
+    pred_cls: list[np.ndarray],
+    names: dict[int, str],
+) -> dict[str, float]:
+    """mAP@0.5:0.95 and mAP@0.5 computed by Ultralytics' own code (box_iou, match_predictions, ap_per_class).
+
+    The per-image lists hold xyxy pixel boxes. This reproduces what `val` does after NMS, so a fixed set of
+    boxes can be scored both ways and the gap between Ultralytics' numbers and pycocotools' is pinned down.
+    """
+    import torch
+    from ultralytics.engine.validator import BaseValidator
+    from ultralytics.utils.metrics import ap_per_class, box_iou
+
+    iouv = torch.linspace(0.5, 0.95, 10)
+    matcher = BaseValidator.__new__(BaseValidator)  # only match_predictions (needs .iouv) is used
+    matcher.iouv = iouv
+    tp, conf, pcls, tcls = [], [], [], []
+    for gb, gc, pb0, pc0, pk0 in zip(gt_boxes, gt_cls, pred_boxes, pred_conf, pred_cls, strict=True):
+        order = np.argsort(-np.asarray(pc0, float), kind="stable")  # match_predictions expects descending conf
+        pb, pc, pk = (np.asarray(a)[order] for a in (pb0, pc0, pk0))
+        if len(pb) and len(gb):
+            iou = box_iou(torch.as_tensor(gb, dtype=torch.float32), torch.as_tensor(pb, dtype=torch.float32))
+            hits = matcher.match_predictions(torch.as_tensor(pk), torch.as_tensor(gc), iou).numpy()
+        else:
+            hits = np.zeros((len(pb), len(iouv)), bool)
+        tp.append(hits)
+        conf.append(np.asarray(pc, float))
+        pcls.append(np.asarray(pk, float))
+        tcls.append(np.asarray(gc, float))
+    results = ap_per_class(
+        np.concatenate(tp), np.concatenate(conf), np.concatenate(pcls), np.concatenate(tcls), names=names
+    )
+    ap = results[5]  # (n_classes_with_labels, 10)
+    return {"map50_95": float(ap.mean()) if ap.size else 0.0, "map50": float(ap[:, 0].mean()) if ap.size else 0.0}
+
+
 @pytest.mark.parametrize(
     ("gt_boxes", "dets", "coco", "ultra"),
     [
@@ -212,7 +252,7 @@ def test_coco_and_ultralytics_map_known_answers(
     assert c["per_class_ap"]["fracture"] == pytest.approx(coco[0], abs=1e-6)
 
     per_image = [1, 2]
-    u = M.ultralytics_map(
+    u = _ultralytics_map(
         gt_boxes=[np.array([_xyxy(b) for i, b in gt_boxes if i == im]).reshape(-1, 4) for im in per_image],
         gt_cls=[np.array([0 for i, _ in gt_boxes if i == im]) for im in per_image],
         pred_boxes=[np.array([_xyxy(b) for i, b, _ in dets if i == im]).reshape(-1, 4) for im in per_image],

@@ -1,4 +1,4 @@
-"""The Typer app: a thin layer over the Python API; each stage's command lives in its own module."""
+"""The Typer app: a thin layer over the Python API; each command lives in the module named after it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True)  # notes, progress, warnings and errors
+out_console = Console()  # results: the tables and summaries a user may pipe or save
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -77,6 +78,6 @@ def main() -> None:
     app()
 
 
-# Each stage module registers its commands on `app` when imported (keep heavy imports inside them);
+# Each command's module registers it on `app` when imported (keep heavy imports inside the command);
 # the order here is the order of `fracturekit --help`, the order of the pipeline.
-from fracturekit.cli import prepare, train, evaluate, cv, predict, demo  # noqa: E402,F401,I001
+from fracturekit.cli import prepare, audit, train, evaluate, compare, cv, predict, export, demo  # noqa: E402,F401,I001

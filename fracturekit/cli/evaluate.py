@@ -1,4 +1,4 @@
-"""CLI: `fracturekit evaluate` and `fracturekit compare` (thin wrappers over fracturekit.evaluate/compare)."""
+"""`fracturekit evaluate`: a thin layer over `fracturekit.evaluate.evaluate`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from fracturekit.cli import options
-from fracturekit.cli.app import app, user_errors
+from fracturekit.cli.app import app, console, library_notes, out_console, user_errors
 
 
 @app.command()
@@ -51,47 +50,30 @@ def evaluate(
 ) -> None:
     """Metrics (mAP both ways, AUROC + CI, calibrated threshold, subgroups) into metrics.json and report.html."""
     from fracturekit.evaluate import evaluate as run_evaluate
+    from fracturekit.report import summary_table
 
-    m = run_evaluate(
-        data,
-        classifier=classifier,
-        detector=detector,
-        split=split,
-        out=out,
-        threshold=threshold,
-        by=[c.strip() for b in by or [] for c in b.split(",") if c.strip()],
-        imgsz=imgsz,
-        device=device,
-        bootstrap=bootstrap,
-        seed=seed,
-        exist_ok=exist_ok,
-        cases=cases,
-        allow_overlap=allow_overlap,
-        show_progress=True,
-    )
-    err = Console(stderr=True)
+    with library_notes():  # imgsz rounded, one GPU of several: yellow lines on stderr
+        m = run_evaluate(
+            data,
+            classifier=classifier,
+            detector=detector,
+            split=split,
+            out=out,
+            threshold=threshold,
+            by=[c.strip() for b in by or [] for c in b.split(",") if c.strip()],
+            imgsz=imgsz,
+            device=device,
+            bootstrap=bootstrap,
+            seed=seed,
+            exist_ok=exist_ok,
+            cases=cases,
+            allow_overlap=allow_overlap,
+            show_progress=True,
+        )
+    out_console.print(summary_table(m))
     overlap = m["provenance"]["train_overlap"]
     if overlap is None:
-        err.print("[yellow]warning:[/] a run has no record of its training films: seen films were not checked")
+        console.print("[yellow]warning:[/] a run has no record of its training films: seen films were not checked")
     elif overlap:
-        err.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
-    err.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)
-
-
-@app.command()
-@user_errors
-def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (or weights files) to compare.")],
-    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
-) -> None:
-    """Side-by-side table of training runs: model size, task, settings, time, val and test metrics."""
-    from fracturekit.compare import compare as run_compare
-    from fracturekit.compare import compare_table, data_warnings
-
-    df = run_compare(runs)
-    Console().print(compare_table(df))
-    for warning in data_warnings(df):
-        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(csv, index=False)
+        console.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
+    console.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)

@@ -1,4 +1,4 @@
-"""`fracturekit predict` and `fracturekit export`: thin wrappers over fracturekit.predict / fracturekit.export."""
+"""`fracturekit predict`: a thin layer over `fracturekit.predict.predict`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fracturekit.cli import options
-from fracturekit.cli.app import app, console, library_notes, user_errors
+from fracturekit.cli.app import app, console, user_errors
 from fracturekit.options import NMS_IOU
 
 
@@ -88,44 +88,3 @@ def predict(
         console.print(f"  [yellow]skipped[/] {r['path']}: {r['error']}", highlight=False)
     for note in sorted({n for r in records for n in r["note"].split("; ") if n}):
         console.print(f"  [yellow]note[/] {note}", highlight=False)
-
-
-@app.command()
-@user_errors
-def export(
-    weights: Annotated[Path, typer.Argument(help="A train run folder or a .pt weights file.")],
-    fmt: Annotated[
-        str,
-        typer.Option("--format", help="onnx, torchscript (and openvino when installed): formats that work offline."),
-    ] = "onnx",
-    imgsz: options.Imgsz = None,
-    device: options.Device = "auto",
-    int8: Annotated[
-        bool, typer.Option("--int8", help="int8, calibrated on the run's training films (onnx, openvino).")
-    ] = False,
-    check: Annotated[
-        bool, typer.Option(help="Check accuracy and speed against float32 on the val split (sidecar JSON).")
-    ] = True,
-    data: Annotated[
-        Path | None,
-        typer.Option(help="Prepared dataset for int8 calibration and the check; default: the run's own."),
-    ] = None,
-) -> None:
-    """Export a trained model; the file is written beside the weights, its accuracy check beside it."""
-    from fracturekit.export import export as run_export
-    from fracturekit.infer.model import check_path
-
-    with library_notes():
-        path = run_export(weights, fmt=fmt, imgsz=imgsz, device=device, int8=int8, check=check, data=data)
-    console.print(f"exported {path}", highlight=False)
-    sidecar = check_path(path)
-    if sidecar.is_file():
-        import json
-
-        c = json.loads(sidecar.read_text())
-        verdict = "passed: predict may use it" if c["passed"] else "FAILED: predict will not use it unless asked"
-        console.print(
-            f"accuracy check on {c['split']} ({c['n_images']} films, {c['backend']} {c['precision']}): {c['summary']}; "
-            f"{c['speed']['ratio']:.2f}x the speed of PyTorch float32 -> {verdict} ({sidecar.name})",
-            highlight=False,
-        )

@@ -1,4 +1,4 @@
-"""CLI commands `prepare` and `audit`: thin wrappers over `fracturekit.prepare` and `fracturekit.audit`."""
+"""`fracturekit prepare`: a thin layer over `fracturekit.prepare.prepare`."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from fracturekit.cli.app import app, user_errors
+from fracturekit.cli.app import app, out_console, user_errors
 from fracturekit.errors import UserError
 from fracturekit.layout import SPLITS
-
-out_console = Console()
 
 
 def parse_mapping(text: str | None) -> dict[str, str] | None:
@@ -146,29 +143,3 @@ def _print_files(title: str, reasons: dict[str, int], examples: list[dict[str, s
         out_console.print(f"  {n} x {reason}", highlight=False)
     for entry in examples:
         out_console.print(f"    {entry['source']}: {entry['reason']}", highlight=False)
-
-
-@app.command()
-@user_errors
-def audit(
-    path: Annotated[Path, typer.Argument(help="A raw dataset folder or a prepared one (with manifest.csv).")],
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            help="Folder for duplicates.csv + audit.json (default: PATH/audit if prepared, none if raw).",
-        ),
-    ] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a film or patient crosses splits.")] = False,
-) -> None:
-    """Find duplicate films (exact, near, augmented, by name), label conflicts and patients across splits."""
-    from fracturekit.audit import audit as run_audit
-
-    result = run_audit(path, out, progress=True)
-    out_console.print(result.table())
-    written = out if out is not None else (path / "audit" if (path / "manifest.csv").is_file() else None)
-    if written is not None:
-        out_console.print(f"wrote {written / 'duplicates.csv'} and {written / 'audit.json'}", highlight=False)
-    if strict and result.leaks:
-        out_console.print(f"[red]{result.leaks} leaks across splits[/]")
-        raise typer.Exit(1)

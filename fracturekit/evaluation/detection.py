@@ -31,11 +31,15 @@ from fracturekit.evaluation.common import (
     labelled_confusion,
     subgroup_values,
 )
-from fracturekit.imageio import is_image_file
+from fracturekit.imageio import HeaderError, image_header, is_image_file
 from fracturekit.infer import scoring
 from fracturekit.infer.model import Model, load_checkpoint
 from fracturekit.infer.postprocess import MAX_DET, coco_detections
 from fracturekit.infer.scoring import SCORE_FLOOR
+from fracturekit.ingest.coco import coco_dict
+from fracturekit.ingest.labels import canonical_label
+from fracturekit.ingest.records import Record
+from fracturekit.ingest.yolo import parse_yolo_rows
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, PreparedDataset
 from fracturekit.options import NMS_IOU
 from fracturekit.paths import rel_to
@@ -52,55 +56,28 @@ def coco_ground_truth(
 ) -> tuple[dict, dict[str, int]]:
     """COCO ground truth (pixel xywh boxes) from det/labels/<split>/*.txt; also file name -> image id.
 
+    Label files are read by the YOLO reader's row parser and written by the COCO builder (`fracturekit.ingest`).
     A missing or empty label file is a background image (it stays in the set: false positives count).
     Unreadable images and malformed label lines are added to `skipped`.
     """
-    from PIL import Image
-
-    gt: dict[str, list] = {
-        "images": [],
-        "annotations": [],
-        "categories": [{"id": i + 1, "name": n} for i, n in sorted(names.items())],
-    }
+    class_names = [canonical_label(names.get(i, f"class_{i}")) for i in range(max(names, default=-1) + 1)]
+    records: list[Record] = []
     ids: dict[str, int] = {}
     for img in split_images(ds, split):
         try:
-            with Image.open(img) as im:
-                w, h = im.size
-        except Exception as exc:
+            header = image_header(img)
+        except HeaderError as exc:
             skipped.append({"path": str(img), "model": "detector", "reason": f"unreadable image ({exc})"})
             continue
         if img.name in ids:
             skipped.append({"path": str(img), "model": "detector", "reason": "duplicate file name in split"})
             continue
-        image_id = len(ids) + 1
-        ids[img.name] = image_id
-        gt["images"].append({"id": image_id, "file_name": img.name, "width": w, "height": h})
+        ids[img.name] = len(ids) + 1
         label = ds.det_dir / "labels" / split / f"{img.stem}.txt"
-        lines = label.read_text().splitlines() if label.is_file() else []
-        for n, line in enumerate(lines, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                c, xc, yc, bw, bh = int(parts[0]), *map(float, parts[1:5])
-                if c not in names or len(parts) < 5:
-                    raise ValueError(f"class {c} not in data.yaml" if c not in names else "fewer than 5 values")
-            except ValueError as exc:
-                skipped.append({"path": f"{label}:{n}", "model": "detector", "reason": f"bad label line ({exc})"})
-                continue
-            box = [(xc - bw / 2) * w, (yc - bh / 2) * h, bw * w, bh * h]
-            gt["annotations"].append(
-                {
-                    "id": len(gt["annotations"]) + 1,
-                    "image_id": image_id,
-                    "category_id": c + 1,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                }
-            )
-    return gt, ids
+        boxes, problems, _ = parse_yolo_rows(label.read_text() if label.is_file() else "", names, header)
+        skipped += [{"path": str(label), "model": "detector", "reason": f"bad label line ({p})"} for p in problems]
+        records.append(Record(source=img, boxes=boxes))
+    return coco_dict(records, class_names, ds.det_dir / "images" / split), ids
 
 
 def ultralytics_val(model: Model, ds: PreparedDataset, split: str, device: str, save_dir: Path) -> Any:

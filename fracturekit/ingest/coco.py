@@ -11,7 +11,7 @@
   root (`../`, absolute path elsewhere) is Skipped.
 - bbox `[x, y, w, h]` is validated against the image size read from the file header (the declared
   `width`/`height` are checked against it; boxes drawn on the EXIF-rotated image are mapped back to
-  the stored pixels, see `base`). Invalid boxes go to the record's `problems`.
+  the stored pixels, see `geometry`). Invalid boxes go to the record's `problems`.
 - Split: from the JSON's folder (`train/_annotations.coco.json`) or its name (`instances_val2017.json`).
 - Segmentation polygons are ignored (boxes only).
 - An unreadable JSON among several is Skipped and reported; when no COCO file can be read at all,
@@ -26,22 +26,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fracturekit.errors import UserError
-from fracturekit.ingest.base import (
-    Box,
-    FileIndex,
-    HeaderError,
-    ImageHeader,
-    IngestResult,
-    Record,
-    Skipped,
-    assign_image_labels,
-    canonical_label,
-    fmt_nums,
-    frame_box,
-    image_header,
-    resolve_frame,
-    split_from_parts,
-)
+from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.geometry import fmt_nums, frame_box, resolve_frame
+from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts
+from fracturekit.ingest.records import Box, IngestResult, Record, Skipped
 
 # Files that are never COCO annotations even though they are JSON.
 _NOT_COCO_NAMES = frozenset({"package.json", "tsconfig.json"})
@@ -272,14 +261,13 @@ def load_coco(
     return result
 
 
-def save_coco(records: Iterable[Record], class_names: Sequence[str], path: Path, root: Path | None = None) -> Path:
-    """Write records with boxes as one COCO JSON (category ids 1..n in `class_names` order).
+def coco_dict(records: Iterable[Record], class_names: Sequence[str], root: Path) -> dict:
+    """Records with boxes as one COCO dict: image ids 1..n in order, category ids 1..n in `class_names` order.
 
-    Sizes come from file headers; `file_name` is relative to `root` (default: the JSON's folder).
-    Boxes are written in stored-pixel coordinates.
+    The one COCO builder (`save_coco`, evaluate's ground truth, the phantoms). Sizes come from file headers;
+    `file_name` is relative to `root`. Boxes are written in stored-pixel coordinates; a box label not in
+    `class_names` gets the next category id.
     """
-    path = Path(path)
-    root = Path(root) if root else path.parent
     ids = {name: i + 1 for i, name in enumerate(class_names)}
     out: dict = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for n, i in ids.items()]}
     for image_id, rec in enumerate(records, start=1):
@@ -307,6 +295,13 @@ def save_coco(records: Iterable[Record], class_names: Sequence[str], path: Path,
                     "iscrowd": 0,
                 }
             )
+    return out
+
+
+def save_coco(records: Iterable[Record], class_names: Sequence[str], path: Path, root: Path | None = None) -> Path:
+    """Write `coco_dict` as one JSON file; `file_name` relative to `root` (default: the JSON's folder)."""
+    path = Path(path)
+    out = coco_dict(records, class_names, Path(root) if root else path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
     return path

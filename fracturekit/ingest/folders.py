@@ -16,16 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 from fracturekit.errors import UserError
-from fracturekit.ingest.base import (
-    IngestResult,
-    Record,
-    Skipped,
-    canonical_label,
-    canonical_split,
-    fold,
-    iter_images,
-    split_from_parts,
-)
+from fracturekit.ingest.files import iter_images
+from fracturekit.ingest.labels import canonical_label, canonical_split, fold, split_from_parts
+from fracturekit.ingest.records import IngestResult, Record, Skipped
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 from fracturekit.paths import user_path
 

@@ -24,21 +24,24 @@ import os
 from pathlib import Path
 
 from fracturekit.errors import UserError
-from fracturekit.ingest.base import (
-    FileIndex,
-    HeaderError,
-    IngestResult,
-    Record,
-    Skipped,
-    canonical_label,
-    image_header,
-)
+from fracturekit.imageio import HeaderError, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.labels import canonical_label
+from fracturekit.ingest.records import IngestResult, Record, Skipped
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 ANNOTATION_FORMATS = ("coco", "voc", "yolo")
 REGIONS = ("hand", "leg", "hip", "shoulder")
 VIEWS = ("frontal", "lateral", "oblique")
 _SPLIT_FILES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
+
+
+def _missing(folder: Path, other: str) -> UserError:
+    """An annotation folder FracAtlas ships is absent: restore it, or (from Python) read another of its formats."""
+    return UserError(
+        f"{folder}: missing; restore it from the FracAtlas download, or from Python read another of its annotation "
+        f"formats with load_source(..., fracatlas_annotations={other!r})."
+    )
 
 
 def read_dataset_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -89,14 +92,14 @@ def _annotation_result(root: Path, annotations: str, image_dirs: list[Path], map
 
         folder = ann / "COCO JSON"
         if not folder.is_dir():
-            raise UserError(f"{folder}: missing; pick another --fracatlas-annotations (voc, yolo)")
+            raise _missing(folder, "voc")
         return load_coco(folder, mapping, root=root, image_dirs=image_dirs, report_unlisted=False, fmt="fracatlas")
     if annotations == "voc":
         from fracturekit.ingest.voc import load_voc
 
         folder = ann / "PASCAL VOC"
         if not folder.is_dir():
-            raise UserError(f"{folder}: missing; pick another --fracatlas-annotations (coco, yolo)")
+            raise _missing(folder, "coco")
         return load_voc(root, mapping, xml_dir=folder, image_dirs=image_dirs, report_unlisted=False, fmt="fracatlas")
     raise AssertionError(annotations)
 
@@ -217,7 +220,7 @@ def _yolo_boxes(
 
     folder = root / "Annotations" / "YOLO"
     if not folder.is_dir():
-        raise UserError(f"{folder}: missing; pick another --fracatlas-annotations (coco, voc)")
+        raise _missing(folder, "coco")
     names = {0: "fractured"}
     for fname in NAME_FILES:
         if (folder / fname).is_file():

@@ -1,7 +1,8 @@
 """Tell which annotation format a dataset folder uses, and read it with the matching reader.
 
-Detection looks at the folder (and one level of nesting) for signatures, cheapest first:
-- fracatlas: `images/Fractured` + `images/Non_fractured` + `Annotations/` (FracAtlas as published);
+Detection looks for signatures, cheapest first (FracAtlas in the folder or one below it, the others
+up to four folder levels deep, junk skipped as everywhere: `ingest.files`):
+- fracatlas: `images/Fractured` + `Annotations/` (FracAtlas as published; `images/Non_fractured` is not required);
 - coco: a JSON file with `images` and `categories` (Roboflow `_annotations.coco.json`, `instances_*.json`);
 - voc: `.xml` files whose root element is `<annotation>`;
 - yolo: a `labels/` folder of `.txt` files, or a `data.yaml`/`*.yaml` with `names`;
@@ -13,14 +14,14 @@ asking for `--format`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
-from fracturekit.ingest.base import IngestResult
 from fracturekit.ingest.coco import looks_like_coco
+from fracturekit.ingest.files import walk
+from fracturekit.ingest.records import IngestResult
 from fracturekit.paths import user_path
 
 FORMATS = ("folders", "coco", "voc", "yolo", "fracatlas")
@@ -28,16 +29,8 @@ _MAX_DEPTH = 4
 _MAX_JSON_BYTES = 512 * 1024 * 1024
 
 
-def _walk(root: Path, max_depth: int = _MAX_DEPTH):
-    base = len(root.resolve().parts)
-    for dirpath, dirnames, filenames in os.walk(root):
-        depth = len(Path(dirpath).resolve().parts) - base
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
-        yield Path(dirpath), dirnames, sorted(f for f in filenames if not f.startswith("."))
-
-
 def is_fracatlas(root: Path) -> bool:
-    """FracAtlas as published: images/Fractured, images/Non_fractured and an Annotations folder."""
+    """FracAtlas as published: an images/Fractured and an Annotations folder (images/Non_fractured may be absent)."""
     return (root / "images" / "Fractured").is_dir() and (root / "Annotations").is_dir()
 
 
@@ -82,7 +75,8 @@ def _evidence(root: Path) -> dict[str, list[str]]:
     """What each format's signature matched under `root` (relative paths, a few per format)."""
     found: dict[str, list[str]] = {f: [] for f in FORMATS}
     class_dirs = 0
-    for dirpath, _dirs, files in _walk(root):
+    for folder, files in walk(root, max_depth=_MAX_DEPTH):
+        dirpath = Path(folder)
         rel = dirpath.relative_to(root)
         n_images = 0
         n_txt = 0

@@ -7,7 +7,7 @@
 - XML without objects = background (`boxes=[]`); objects with a bad box go to `problems`; when all
   of an XML's objects are bad it is Skipped (it was meant to show something).
 - Coordinates are taken as given (0-based continuous, as LabelImg/Roboflow/FracAtlas write them), in
-  the `<size>` frame, checked against the file header (see `base.resolve_frame`).
+  the `<size>` frame, checked against the file header (see `geometry.resolve_frame`).
 - Unparsable XML, or XML whose root is not `<annotation>`: Skipped. Image files that no XML names:
   Skipped ("no VOC annotation") when `report_unlisted`.
 """
@@ -20,22 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fracturekit.errors import UserError
-from fracturekit.imageio import IMAGE_SUFFIXES
-from fracturekit.ingest.base import (
-    Box,
-    FileIndex,
-    HeaderError,
-    ImageHeader,
-    IngestResult,
-    Record,
-    Skipped,
-    assign_image_labels,
-    canonical_label,
-    frame_box,
-    image_header,
-    resolve_frame,
-    split_from_parts,
-)
+from fracturekit.imageio import IMAGE_SUFFIXES, HeaderError, ImageHeader, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.geometry import frame_box, resolve_frame
+from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts
+from fracturekit.ingest.records import Box, IngestResult, Record, Skipped
 
 
 def _text(el: ET.Element | None, tag: str) -> str:

@@ -11,7 +11,7 @@
   y2 ...` are reduced to their box), integer class id known to the names, coordinates in [0, 1],
   width/height > 0, no duplicate rows; bad rows go to `problems`. A label file whose rows are all bad
   is Skipped (it meant to show something). Boxes are converted to pixels with the image size read
-  from the header (EXIF orientation taken into account, see `base`).
+  from the header (EXIF orientation taken into account, see `geometry`).
 - Split: the data.yaml `train`/`val`/`test` folders when they exist (`path:` from another machine is
   ignored; `../x` is tried as `x`, like Ultralytics), else the folder names. Split entries that leave
   the root are refused (noted). Label files without an image are Skipped ("label file without image").
@@ -20,26 +20,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import yaml
 
 from fracturekit.errors import UserError
-from fracturekit.ingest.base import (
-    Box,
-    FileIndex,
-    HeaderError,
-    ImageHeader,
-    IngestResult,
-    Record,
-    Skipped,
-    assign_image_labels,
-    canonical_label,
-    frame_box,
-    image_header,
-    split_from_parts,
-)
+from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.geometry import frame_box
+from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts
+from fracturekit.ingest.records import Box, IngestResult, Record, Skipped
 
 NAME_FILES = ("classes.txt", "labels.txt", "obj.names", "classes.names")
 _EPS = 1e-3  # float noise tolerated on normalized coordinates
@@ -308,6 +299,18 @@ def load_yolo(
     return result
 
 
+def yolo_lines(boxes: Iterable[Box], class_ids: dict[str, int], width: float, height: float) -> str:
+    """The YOLO label file of one film: `class x_center y_center width height` rows, normalized to its size.
+
+    The one YOLO writer (prepare's det/labels, `save_yolo`, the phantoms); "" for a background film.
+    """
+    return "".join(
+        f"{class_ids[b.label]} {(b.x1 + b.x2) / 2 / width:.6f} {(b.y1 + b.y2) / 2 / height:.6f} "
+        f"{(b.x2 - b.x1) / width:.6f} {(b.y2 - b.y1) / height:.6f}\n"
+        for b in boxes
+    )
+
+
 def save_yolo(records: Sequence[Record], class_names: Sequence[str], labels_dir: Path) -> list[Path]:
     """Write one `<stem>.txt` per record into `labels_dir` (normalized to the stored image size)."""
     labels_dir = Path(labels_dir)
@@ -316,13 +319,7 @@ def save_yolo(records: Sequence[Record], class_names: Sequence[str], labels_dir:
     written = []
     for rec in records:
         header = image_header(Path(rec.source))
-        w, h = header.width, header.height
-        rows = [
-            f"{ids[b.label]} {(b.x1 + b.x2) / 2 / w:.6f} {(b.y1 + b.y2) / 2 / h:.6f} "
-            f"{(b.x2 - b.x1) / w:.6f} {(b.y2 - b.y1) / h:.6f}\n"
-            for b in rec.boxes or []
-        ]
         path = labels_dir / f"{Path(rec.source).stem}.txt"
-        path.write_text("".join(rows))
+        path.write_text(yolo_lines(rec.boxes or [], ids, header.width, header.height))
         written.append(path)
     return written

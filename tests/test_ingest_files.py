@@ -1,7 +1,8 @@
-"""Shared reader helpers: header sizes without decoding, EXIF orientation, splits, box validation."""
+"""Reader helpers: EXIF orientation, splits, box validation, the file index and the one folder walker."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -9,22 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fracturekit.ingest.base import (
-    FileIndex,
-    HeaderError,
-    ImageHeader,
-    clip_box,
-    display_to_stored,
-    image_header,
-    split_from_parts,
-)
-
-
-def _jpeg_with_orientation(path: Path, w: int, h: int, orientation: int) -> None:
-    im = Image.fromarray(np.zeros((h, w), np.uint8))
-    exif = im.getexif()
-    exif[0x0112] = orientation
-    im.save(path, exif=exif.tobytes())
+from fracturekit.imageio import ImageHeader
+from fracturekit.ingest.files import FileIndex
+from fracturekit.ingest.geometry import clip_box, display_to_stored
+from fracturekit.ingest.labels import split_from_parts
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -42,48 +31,6 @@ def test_display_to_stored_matches_pil_exif_transpose(orientation: int) -> None:
     ys, xs = np.nonzero(shown)
     x, y = int(xs[0]), int(ys[0])
     assert display_to_stored(x, y, x + 1, y + 1, header) == (4, 1, 5, 2)
-
-
-@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_image_header_reads_jpeg_size_and_orientation(tmp_path: Path, orientation: int) -> None:
-    p = tmp_path / "a.jpg"
-    _jpeg_with_orientation(p, 40, 24, orientation)
-    assert image_header(p) == ImageHeader(40, 24, orientation)
-
-
-@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
-def test_image_header_other_formats(tmp_path: Path, suffix: str) -> None:
-    p = tmp_path / f"a{suffix}"
-    cv2.imwrite(str(p), np.zeros((12, 30), np.uint16 if suffix != ".bmp" else np.uint8))
-    assert image_header(p) == ImageHeader(30, 12, 1)
-
-
-def test_image_header_dicom(tmp_path: Path) -> None:
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns = 10, 20
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.PixelData = np.zeros((10, 20), np.uint16).tobytes()
-    p = tmp_path / "film.dcm"
-    ds.save_as(p, enforce_file_format=True)
-    assert image_header(p) == ImageHeader(20, 10, 1)
-
-
-@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0\x00"])
-def test_image_header_refuses_garbage(tmp_path: Path, content: bytes) -> None:
-    p = tmp_path / "bad.jpg"
-    p.write_bytes(content)
-    with pytest.raises(HeaderError):
-        image_header(p)
 
 
 @pytest.mark.parametrize(
@@ -135,3 +82,36 @@ def test_file_index_locate_refuses_escapes(tmp_path: Path) -> None:
     found, why = index.locate(str(tmp_path / "outside.png"), [index.root])
     assert found is None and "escapes" in why
     assert index.locate("missing.png", [index.root])[1].startswith("image file not found")
+
+
+# Each case: a path under the walked folder, and whether it is data (True) or junk the walker skips.
+_TREE = [
+    ("a.png", True),  # a plain film
+    ("sub/deep/b.png", True),  # nested folders are walked
+    ("notes.txt", True),  # not an image, but not junk either: the caller decides
+    (".DS_Store", False),  # hidden file (macOS)
+    ("._a.png", False),  # AppleDouble copy: hidden, looks like an image
+    ("Thumbs.db", False),  # Windows thumbnail cache
+    ("sub/desktop.ini", False),  # Windows folder settings
+    ("__MACOSX/sub/c.png", False),  # archiver folder, even for a real-looking image
+    (".git/d.png", False),  # hidden folder
+    ("@eaDir/e.png", False),  # Synology index folder
+]
+
+
+def test_one_walker_skips_the_same_junk_for_readers_and_predict(tmp_path: Path) -> None:
+    from fracturekit.ingest.files import junk_reason, walk_files
+    from fracturekit.predict import list_sources
+
+    root = tmp_path / ".hidden-parent" / "films"  # a hidden folder ABOVE the walked one does not count
+    for rel, _ in _TREE:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".png"):
+            cv2.imwrite(str(root / rel), np.zeros((16, 16), np.uint8))
+        else:
+            (root / rel).touch()
+    data = sorted(str(root / rel) for rel, keep in _TREE if keep)
+    assert sorted(walk_files(root)) == data
+    assert sorted(FileIndex(root).files) == sorted(os.path.realpath(p) for p in data)
+    assert list_sources(root) == sorted(Path(p) for p in data if p.endswith(".png"))
+    assert [rel for rel, _ in _TREE if junk_reason(rel.split("/"))] == [rel for rel, keep in _TREE if not keep]

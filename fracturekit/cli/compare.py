@@ -1,0 +1,29 @@
+"""`fracturekit compare`: a thin layer over `fracturekit.compare.compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fracturekit.cli.app import app, console, out_console, user_errors
+
+
+@app.command()
+@user_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (or weights files) to compare.")],
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
+) -> None:
+    """Side-by-side table of training runs: model size, task, settings, time, val and test metrics."""
+    from fracturekit.compare import compare as run_compare
+    from fracturekit.compare import compare_table, data_warnings
+
+    df = run_compare(runs)
+    out_console.print(compare_table(df))
+    for warning in data_warnings(df):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(csv, index=False)
