@@ -219,7 +219,7 @@ def predict(
                 f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
             )
     batch = batch or default_batch([det, clf])
-    scorer = Scorer.build(det, clf, cam, iou)
+    scorer = Scorer.build(det, clf, cam, iou, box_floor=conf)  # boxes below --conf are never shown
     if clf is not None and scorer.pos_idx is None:
         raise UserError(
             f"{clf.weights}: classifier classes {sorted(clf.names.values())} have no "

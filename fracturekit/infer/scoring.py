@@ -4,6 +4,11 @@ One place for the per-film arithmetic, so that predict (which then writes images
 (which scores the same films for its metrics) and export's accuracy check give the same numbers.
 The detector's image score is its highest box confidence over all classes at SCORE_FLOOR, whatever
 confidence predict's `--conf` shows boxes at, so a threshold tuned by evaluate means the same in predict.
+It is read off the raw head output (the best anchor's best class): NMS never suppresses the top box, so this
+equals the best box after NMS at SCORE_FLOOR, without running NMS over the thousands of anchors above 0.001
+that an untrained or uncertain detector has (on a random-init YOLOv8n at 640, NMS at 0.001 cut predict from
+22 to 14 img/s in bench/predict_bench.py). Boxes themselves are kept from `box_floor` up: SCORE_FLOOR for
+evaluate (mAP counts every box), predict's `--conf` for predict.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ PREFETCH = 8  # films decoded ahead of inference: keeps both cores busy on a 2-c
 
 @dataclass
 class Prediction:
-    """One film's result. Scores are unrounded; `boxes` are film pixels (x1 y1 x2 y2 conf cls) at SCORE_FLOOR."""
+    """One film's result. Scores are unrounded; `boxes` are film pixels (x1 y1 x2 y2 conf cls)."""
 
     index: int  # position in the list of films scored
     path: Path
@@ -39,8 +44,8 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)  # reader notes such as a truncated JPEG
     width: int | None = None
     height: int | None = None
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))
-    detector_score: float | None = None  # max box confidence, 0 without a box; None without a detector
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.float32))  # at the Scorer's box_floor
+    detector_score: float | None = None  # max box confidence at SCORE_FLOOR, else 0; None without a detector
     probs_raw: np.ndarray | None = None  # classifier softmax (C,), ordered like its class ids
     probs: np.ndarray | None = None  # the same after the policy's temperature
     probability: float | None = None  # the score the decision is taken on
@@ -63,9 +68,10 @@ def default_batch(models: Sequence[Model | None]) -> int:
 
 
 def detect_batch(
-    model: Model, items: list[Item], cam: bool = False, iou: float = NMS_IOU
-) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """Boxes in film pixels at SCORE_FLOOR for a batch of decoded films (and EigenCAM maps when asked)."""
+    model: Model, items: list[Item], cam: bool = False, iou: float = NMS_IOU, box_floor: float = SCORE_FLOOR
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray | None]]:
+    """Boxes in film pixels from `box_floor` up, image scores (see the module docstring) and EigenCAM maps
+    when asked, for a batch of decoded films."""
     shape = (max(i.det_in.shape[0] for i in items), max(i.det_in.shape[1] for i in items))  # type: ignore[union-attr]
     ims, extra = [], []
     for it in items:
@@ -80,13 +86,16 @@ def detect_batch(
         raw, cams = eigencam(model.net, x, model.device)
     else:
         raw, cams = model.forward(x), None
+    nc = len(model.names)
+    best = raw[:, 4 : 4 + nc, :].max(axis=(1, 2)) if raw.shape[2] else np.zeros(len(items), raw.dtype)
+    scores = np.where(best > SCORE_FLOOR, best, 0.0)  # NMS keeps candidates strictly above its conf_thres
     boxes = []
-    for k, (it, d, off) in enumerate(zip(items, nms(raw, SCORE_FLOOR, len(model.names), iou), extra, strict=True)):
+    for k, (it, d, off) in enumerate(zip(items, nms(raw, box_floor, nc, iou), extra, strict=True)):
         left, top = it.det_pad[0] + off[0], it.det_pad[1] + off[1]
         boxes.append(boxes_to_film(d, it.det_scale, left, top, it.gray.shape))  # type: ignore[union-attr]
         if cams is not None:
             maps[k] = map_to_film(cams[k], it.det_scale, left, top, it.gray.shape)  # type: ignore[union-attr]
-    return boxes, maps
+    return boxes, scores, maps
 
 
 def classify_batch(model: Model, items: list[Item], cam: bool = False) -> tuple[np.ndarray, list[np.ndarray | None]]:
@@ -125,27 +134,36 @@ class Scorer:
     pos_idx: int | None  # the classifier's positive class; None: it has none, the detector decides
     cam: bool = False
     iou: float = NMS_IOU
+    box_floor: float = SCORE_FLOOR  # boxes kept from this confidence up (the image score is always at SCORE_FLOOR)
 
     @classmethod
-    def build(cls, det: Model | None, clf: Model | None, cam: bool = False, iou: float = NMS_IOU) -> Scorer:
+    def build(
+        cls,
+        det: Model | None,
+        clf: Model | None,
+        cam: bool = False,
+        iou: float = NMS_IOU,
+        box_floor: float = SCORE_FLOOR,
+    ) -> Scorer:
         loaded = [m.metrics for m in (det, clf) if m is not None]
         det_pol = policy(det, loaded) if det is not None else None
         clf_pol = policy(clf, loaded) if clf is not None else None
         pos_idx = None
         if clf is not None and clf_pol is not None:
             pos_idx = positive_index([clf.names[i] for i in sorted(clf.names)], clf_pol.positive)
-        return cls(det, clf, det_pol, clf_pol, pos_idx, cam, iou)
+        return cls(det, clf, det_pol, clf_pol, pos_idx, cam, iou, box_floor)
 
     def __call__(self, items: list[Item]) -> list[Prediction]:
         """One Prediction per item, in order; an unreadable item keeps its error and no scores."""
         det, clf, det_pol, clf_pol = self.det, self.clf, self.det_pol, self.clf_pol
         good = [it for it in items if it.gray is not None]
         boxes: list[np.ndarray] = []
+        scores = np.zeros(len(good), np.float32)
         det_maps: list[np.ndarray | None] = [None] * len(good)
         cls_maps: list[np.ndarray | None] = [None] * len(good)
         raw = cal = np.zeros((len(good), 0), np.float32)
         if good and det is not None:
-            boxes, det_maps = detect_batch(det, good, self.cam, self.iou)
+            boxes, scores, det_maps = detect_batch(det, good, self.cam, self.iou, self.box_floor)
         if good and clf is not None:
             raw, cls_maps = classify_batch(clf, good, self.cam)
             temperature = clf_pol.temperature if clf_pol is not None else 1.0
@@ -162,7 +180,7 @@ class Scorer:
             pred.height, pred.width = it.gray.shape  # type: ignore[union-attr]
             if det is not None:
                 pred.boxes = boxes[k]
-                pred.detector_score = float(boxes[k][:, 4].max()) if len(boxes[k]) else 0.0
+                pred.detector_score = float(scores[k])
             if clf is not None:
                 pred.probs_raw, pred.probs = raw[k], cal[k]
             if clf is not None and clf_pol is not None and self.pos_idx is not None:
