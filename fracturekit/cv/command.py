@@ -1,6 +1,7 @@
 """`cross_validate`, the cv command: checks its options, assigns the folds, runs the fold jobs, pools, reports.
 
-It writes folds.csv, cv.json (status running, then finished) and report.html; the other modules do the parts.
+It writes folds.csv, audit/ (when it recomputed the clusters), cv.json (status running, then finished) and
+report.html; the other modules of `fracturekit.cv` do the parts.
 """
 
 from __future__ import annotations
