@@ -1,0 +1,118 @@
+"""Where cv's fold jobs run: locally (in turn, or in worker processes, one per slot) or as Ray tasks.
+
+Both take the same jobs and call `on_done` with each fold's record as it finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from typing import Any
+
+from fracturekit.cv.fold import FoldJob, run_fold
+from fracturekit.errors import UserError
+
+EXECUTORS = ("local", "ray")
+
+
+def run_local(
+    jobs: list[FoldJob], parallel: int, on_done: Callable[[dict[str, Any]], None], gpus: Sequence[str] = ()
+) -> None:
+    """Run the jobs in this process one after another, or in `parallel` worker processes (one per slot).
+
+    gpus: CUDA device ids; slot s then trains on gpus[s % len(gpus)].
+    """
+    if parallel <= 1:
+        for job in jobs:
+            on_done(run_fold(job))
+        return
+    queue = deque(jobs)
+    lock = threading.Lock()
+    failed: list[BaseException] = []
+
+    def slot(s: int) -> None:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            while True:
+                with lock:
+                    if failed or not queue:
+                        return
+                    job = queue.popleft()
+                job = replace(job, slot=s, device=gpus[s % len(gpus)] if gpus else job.device)
+                try:
+                    result = pool.submit(run_fold, job).result()
+                except BaseException as exc:
+                    with lock:
+                        failed.append(exc)
+                    return
+                with lock:
+                    on_done(result)
+
+    with ThreadPoolExecutor(parallel) as threads:
+        list(threads.map(slot, range(parallel)))
+    if failed:
+        raise failed[0]
+
+
+def run_ray(
+    jobs: list[FoldJob], parallel: int, on_done: Callable[[dict[str, Any]], None], gpus: Sequence[str] = ()
+) -> None:
+    """Each job a Ray task (one GPU each when `gpus` is not empty), at most `parallel` at a time.
+
+    Connects to the cluster in RAY_ADDRESS, else starts a local Ray instance. Data and project paths
+    must be on storage that every Ray node sees under the same path.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'fracturekit[ray]'.") from None
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report
+    env = {k: v for k, v in os.environ.items() if k.startswith(("YOLO_", "FRACTUREKIT_", "MPLCONFIGDIR"))}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    try:
+        _check_ray_fits(ray, max((j.threads or 1) for j in jobs), bool(gpus))
+        remote = ray.remote(run_fold)
+        pending: dict[Any, None] = {}
+        queue = deque(jobs)
+        slots = deque(range(parallel))
+        slot_of: dict[Any, int] = {}
+        while queue or pending:
+            while queue and slots:
+                job = replace(queue.popleft(), slot=slots.popleft())
+                if gpus:  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU: inside the task it is device 0
+                    job = replace(job, device="0")
+                ref = remote.options(num_cpus=job.threads or 1, num_gpus=1 if gpus else 0).remote(job)
+                pending[ref] = None
+                slot_of[ref] = job.slot
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                del pending[ref]
+                slots.append(slot_of.pop(ref))
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, UserError):  # one sentence, not Ray's remote traceback
+                        raise exc.cause from None
+                    raise
+                on_done(result)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _check_ray_fits(ray: Any, cpus: int, gpu: bool) -> None:
+    """Refuse a fold that no Ray node can hold (Ray would leave it pending forever)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((int(r.get("CPU", 0)) for r in nodes), default=0)
+    if cpus > most_cpus:
+        raise UserError(
+            f"each fold asks Ray for {cpus} CPUs but its largest node has {most_cpus}; pass --threads {most_cpus}."
+        )
+    if gpu and not any(r.get("GPU", 0) >= 1 for r in nodes):
+        raise UserError("each fold asks Ray for a GPU but no Ray node has one; pass --device cpu.")
