@@ -355,7 +355,7 @@ def test_nothing_usable_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_unexpected_error_on_one_file_skips_only_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fracturekit.prepare as mod
+    import fracturekit.prepare.decode as mod
 
     src = _folders(tmp_path / "src", n=3)
     real = mod.read_image

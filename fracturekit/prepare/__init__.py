@@ -1,0 +1,264 @@
+"""`prepare`: a raw fracture dataset in, a leak-free YOLO classification + detection dataset out.
+
+Steps: read annotations (`load_source`), join metadata, decode every film once on a thread pool
+(hashes, optional CLAHE / downscale, write a staged output file), cluster duplicates, assign
+seeded stratified grouped splits, move the staged files into `cls/` and `det/`, write the manifest,
+the summary and the audit. Everything is built in `<out>.tmp-<pid>` and then renamed to `out`; over an
+earlier dataset (`exist_ok`) only the files that prepare recorded writing there are replaced, the
+manifest last, so an interrupted run never leaves a complete-looking dataset and a user's own files in
+`out` stay. A later prepare removes the `<out>.tmp-<pid>` of a killed run (see fracturekit.outputs).
+
+This package runs those steps; each of its modules owns one concern: `film` (the per-film record),
+`decode` (decode, hash, stage), `grouping` (patient groups and the split), `datasets` (cls/ and det/),
+`report` (manifest.csv, prepare.json, the data hash, other files) and `install` (the output folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from fracturekit import callable_stage
+from fracturekit.audit import AuditResult, audit_items, parallel_map
+from fracturekit.errors import UserError
+from fracturekit.layout import PreparedDataset
+from fracturekit.outputs import clean_stale_tmp, files_under, new_tmp
+from fracturekit.paths import maybe_path, rel_to, user_path
+from fracturekit.prepare.datasets import _link_or_copy as _link_or_copy  # re-exported: fracturekit.cv uses it
+from fracturekit.prepare.datasets import _write_datasets
+from fracturekit.prepare.decode import _process_safely, _unique_stems
+from fracturekit.prepare.film import _Film
+from fracturekit.prepare.grouping import GROUP_SOURCES, _find_preset_file, _join_meta, _split_films, grouping_line
+from fracturekit.prepare.install import _check_out, _data_hash, _install, _stale_runs_notes
+from fracturekit.prepare.report import _other_files, _reason_kind, _summary, _write_manifest, data_hash
+from fracturekit.split import DEFAULT_RATIOS, check_ratios
+
+__all__ = ["GROUP_SOURCES", "PrepareResult", "data_hash", "grouping_line", "prepare"]
+
+
+@dataclass
+class PrepareResult:
+    """What `prepare` made: the dataset on disk, its summary (prepare.json) and its audit."""
+
+    dataset: PreparedDataset
+    summary: dict
+    audit: AuditResult | None
+
+
+def _shown(source: str, root: Path) -> str:
+    """A reader's skipped entry as the manifest shows it: a file relative to the root, else its text."""
+    return rel_to(source, root) if os.path.isabs(source) else source
+
+
+def prepare(
+    source: str | Path,
+    out: str | Path | None = None,
+    *,
+    fmt: str = "auto",
+    split: tuple[float, float, float] | None = DEFAULT_RATIOS,
+    keep_splits: bool = False,
+    seed: int = 0,
+    group_regex: str | None = None,
+    meta: str | Path | None = None,
+    mapping: dict[str, str] | None = None,
+    clahe: bool = False,
+    max_side: int | None = None,
+    preset: str | None = None,
+    film_split: bool = False,
+    audit: bool = True,
+    exist_ok: bool = False,
+    runs_dir: Path | None = Path("runs"),
+    progress: bool = False,
+) -> PrepareResult:
+    """Turn the raw dataset at `source` into `out` (default `datasets/<source name>`); see the module doc.
+
+    Returns a PrepareResult: the prepared dataset, its summary (prepare.json) and its audit.
+
+    A used `out` is refused unless `exist_ok`; then only what prepare wrote there before is replaced, and
+    runs under `runs_dir` trained on the old dataset are named in a note when their data_hash no longer
+    matches (None: look nowhere).
+
+    split: train/val/test fractions for the re-split; None means keep the source's splits
+    (like keep_splits=True). With keep_splits, images the source puts in no split (FracAtlas lists
+    only fractured films) are re-split with these fractions, next to the kept ones.
+    Grouping never falls back in silence: a preset's metadata CSV that is not found (in SOURCE or one
+    folder below), a --meta CSV that joins no film, or a --group-regex that matches no film is a
+    UserError, unless `film_split` asks for a film-level split (patient keys then unused; exact and
+    near-duplicate films are still kept together).
+    """
+    t0 = time.perf_counter()
+    source, out, meta = user_path(source), maybe_path(out), maybe_path(meta)
+    if not source.exists():
+        raise UserError(f"{source}: no such folder; pass the folder of a raw dataset (or a COCO JSON file).")
+    root = source if source.is_dir() else source.parent  # a COCO JSON file names its images relative to its folder
+    group_column = key_column = None
+    if preset:
+        from fracturekit.presets import load_preset
+
+        p = load_preset(preset)
+        fmt = p.format if fmt == "auto" else fmt
+        mapping = mapping if mapping is not None else (p.mapping or None)
+        group_regex = group_regex or p.group_regex
+        group_column, key_column = p.group_column, p.meta_key
+        if meta is None and p.meta_csv and not film_split:
+            meta = _find_preset_file(root, p.meta_csv, preset, "patient ids" if p.group_column else "metadata")
+    if split is None:
+        keep_splits, ratios = True, DEFAULT_RATIOS
+    else:
+        ratios = check_ratios(split)
+    if max_side is not None and max_side < 32:
+        raise UserError(f"--max-side {max_side}: use at least 32 px.")
+    try:
+        regex = re.compile(group_regex) if group_regex else None
+    except re.error as exc:
+        raise UserError(f"--group-regex {group_regex!r}: not a valid regular expression ({exc}).") from None
+    if out is None:
+        out = user_path(Path("datasets") / (source.name if source.is_dir() else source.stem))
+    earlier = _check_out(root, out, exist_ok)
+    old_hash = _data_hash(out) if earlier else None
+    cleaned = clean_stale_tmp(out)
+
+    from fracturekit.ingest.source import load_source
+
+    ingest = load_source(source, fmt=fmt, mapping=mapping)
+    t_ingest = time.perf_counter()
+
+    films: list[_Film] = [
+        _Film(source=s.source, record=None, rel=_shown(s.source, root), status="skipped", reason=s.reason)
+        for s in ingest.skipped
+    ]
+    seen: set[Path] = set()
+    for rec in ingest.records:
+        film = _Film(
+            source=str(rec.source),
+            record=rec,
+            rel=rel_to(rec.source, root),
+            group=rec.group,
+            group_source="annotations" if rec.group else "none",
+            meta=dict(rec.meta),
+        )
+        film.warnings.extend(rec.problems)
+        key = Path(rec.source).resolve()
+        label = rec.image_label
+        if key in seen:
+            film.status, film.reason = "skipped", "listed twice in the annotations"
+        elif label is None:
+            film.status, film.reason = "skipped", "no label: not in a class folder and no annotation"
+        else:
+            film.label = label
+        seen.add(key)
+        films.append(film)
+    usable = [f for f in films if f.status == "ok"]
+    meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
+    if (
+        regex is not None
+        and usable
+        and not film_split
+        and not any(regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable)
+    ):
+        raise UserError(
+            f"--group-regex '{group_regex}' matches none of the {len(usable)} films "
+            f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
+        )
+    _unique_stems(usable)
+
+    tmp = new_tmp(out)
+    stage = tmp / ".stage"
+    stage.mkdir()
+    try:
+        parallel_map(lambda f: _process_safely(f, stage, clahe, max_side), usable, progress, "decoding films")
+        t_decode = time.perf_counter()
+        if not any(f.status == "ok" for f in films):
+            reasons = "; ".join(f"{n} x {r}" for r, n in Counter(f.reason for f in films).most_common(3))
+            raise UserError(f"{source}: none of the {len(films)} images is usable ({reasons or 'no images found'}).")
+        summary, audit_result = _assemble(
+            tmp, films, ingest.class_names, ratios, keep_splits, seed, None if film_split else regex, meta_columns,
+            audit, film_split,
+        )  # fmt: skip
+        summary["grouping"]["meta_csv"] = rel_to(meta, root) if meta else None
+        other = _other_files(root, films, meta, ingest.format)
+        summary.update(
+            other_files=other, other_files_reasons=dict(Counter(_reason_kind(o["reason"]) for o in other).most_common())
+        )
+        shutil.rmtree(stage)
+        notes = [*ingest.notes, *summary["notes"]]
+        notes += [f"removed {p}, left by a killed prepare" for p in cleaned]
+        foreign = [f for f in files_under(out) if f.split("/")[0] in ("cls", "det") and f not in earlier]
+        if foreign and out.is_dir():
+            notes.append(
+                f"kept {len(foreign)} file(s) in {out} that prepare did not write, inside its cls/ or det/ folders "
+                f"({', '.join(foreign[:2])}): Ultralytics would train on them; move them out"
+            )
+        if old_hash is not None and old_hash != summary["data_hash"] and runs_dir is not None:
+            notes += _stale_runs_notes(out, old_hash, runs_dir)
+        summary.update(
+            source=str(source),
+            format=ingest.format,
+            notes=notes,
+            options={
+                "split": list(ratios),
+                "keep_splits": keep_splits,
+                "seed": seed,
+                "group_regex": group_regex,
+                "meta": str(meta) if meta else None,
+                "mapping": mapping,
+                "clahe": clahe,
+                "max_side": max_side,
+                "preset": preset,
+                "film_split": film_split,
+            },
+        )
+        summary["timings_s"] = {
+            "read_annotations": round(t_ingest - t0, 3),
+            "decode_hash_write": round(t_decode - t_ingest, 3),
+            **summary["timings_s"],
+            "total": round(time.perf_counter() - t0, 3),
+        }
+        (tmp / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _install(tmp, out, earlier)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareResult(dataset=PreparedDataset(out), summary=summary, audit=audit_result)
+
+
+def _assemble(
+    root: Path,
+    films: list[_Film],
+    class_names: list[str],
+    ratios: tuple[float, float, float],
+    keep_splits: bool,
+    seed: int,
+    regex: re.Pattern[str] | None,
+    meta_columns: list[str],
+    run_audit: bool,
+    film_split: bool = False,
+) -> tuple[dict, AuditResult | None]:
+    """Split the decoded films, move them into cls/ and det/, write data.yaml, manifest, audit."""
+    ok = [f for f in films if f.status == "ok"]
+    items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split)
+    det_names = _write_datasets(root, ok, splits, class_names)
+
+    for item, s in zip(items, splits, strict=True):
+        item.split = s
+    audit_result = audit_items(items, duplicates=duplicates)
+    cluster_of = {m.path: str(c.id) for c in audit_result.clusters for m in c.members}
+    for film in ok:
+        film.cluster = cluster_of.get(film.rel, "")
+    _write_manifest(root / "manifest.csv", films, meta_columns)
+    summary = _summary(films, det_names, audit_result if run_audit else None, film_split)
+    summary["grouped_by_link"] = audit_result.files_by_link
+    summary["timings_s"] = {"link_duplicates": round(t_links, 3)}
+    if run_audit:
+        audit_result.write(root / "audit")
+        return summary, audit_result
+    return summary, None
+
+
+callable_stage(__name__)  # `fracturekit.prepare(...)` runs prepare() above: see fracturekit.Stage
