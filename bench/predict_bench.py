@@ -12,7 +12,8 @@ every backend alike):
 - yolo predict (all threads): the same call with torch using every allowed core, to separate that lever.
 - fracturekit predict (PyTorch / ONNX): `fracturekit.predict.predict(folder, detector=w or w.onnx, imgsz=640,
   conf=conf, batch=B, save_images=False)` for each --batch B (it still writes predictions.csv/.json).
-- fracturekit predict on the faster exports, batch 1: ONNX int8 (onnxruntime static QDQ), OpenVINO at its default
+- fracturekit predict on the faster exports, at predict's default batch (1 for ONNX, one film per OpenVINO
+  stream): ONNX int8 (onnxruntime static QDQ), OpenVINO at its default
   precision (bf16 on a CPU with BF16) and OpenVINO int8 (NNCF), each written by `fracturekit.export.export`;
   the int8 ones calibrated on 32 phantom films of a prepared dataset made here. OpenVINO rows need the
   `openvino` extra and are left out without it.
@@ -68,8 +69,8 @@ from fracturekit.yolo_env import load_ultralytics
 load_ultralytics()  # imports torch + Ultralytics before the clock starts, as the yolo snippet's import does
 w, folder, imgsz, conf, batch, out = sys.argv[1:7]
 t0 = time.perf_counter()
-recs = predict(folder, detector=w, out=out, imgsz=int(imgsz), conf=float(conf), batch=int(batch), save_images=False,
-               exist_ok=True)  # --work is reused across runs: replace our own earlier tables
+recs = predict(folder, detector=w, out=out, imgsz=int(imgsz), conf=float(conf), batch=int(batch) or None,
+               save_images=False, exist_ok=True)  # batch 0: predict's default; exist_ok: --work is reused
 dt = time.perf_counter() - t0
 import torch
 print(json.dumps({"n": len(recs), "seconds": dt, "threads": torch.get_num_threads(),
@@ -233,8 +234,8 @@ def main() -> None:
         if name == "onnx" and "1" in a.batch.split(","):
             continue  # already a row
         out = work / f"out_{name}"
-        result = run(_FK_SNIPPET, [str(w), str(folder), *common, "1", str(out)], base_env)
-        rows.append((f"fracturekit predict ({labels.get(name, 'ONNX')}, batch 1)", result))
+        result = run(_FK_SNIPPET, [str(w), str(folder), *common, "0", str(out)], base_env)  # predict's default batch
+        rows.append((f"fracturekit predict ({labels.get(name, 'ONNX')}, default batch)", result))
         if name == chosen:
             chosen_row = rows[-1][0]
 
@@ -252,11 +253,11 @@ def main() -> None:
     gf_rect = flops[f"{rect[0]}x{rect[1]}"]
     base = (rows[0][1]["n"] / rows[0][1]["seconds"] + rows[-1][1]["n"] / rows[-1][1]["seconds"]) / 2
     print("ratio base: the mean img/s of the two Ultralytics-defaults rows (first and last)")
-    print(f"{'backend':48s} {'threads':>7s} {'images':>6s} {'seconds':>8s} {'img/s':>7s} {'ratio':>6s} {'GFLOP/s':>8s}")
+    print(f"{'backend':56s} {'threads':>7s} {'images':>6s} {'seconds':>8s} {'img/s':>7s} {'ratio':>6s} {'GFLOP/s':>8s}")
     for label, r in rows:
         ips = r["n"] / r["seconds"]
         print(
-            f"{label:48s} {r['threads']:7d} {r['n']:6d} {r['seconds']:8.2f} {ips:7.2f} {ips / base:6.2f} "
+            f"{label:56s} {r['threads']:7d} {r['n']:6d} {r['seconds']:8.2f} {ips:7.2f} {ips / base:6.2f} "
             f"{ips * gf_rect:8.1f}"
         )
     where = "of the first film (FracAtlas sizes vary)" if a.fracatlas else "every backend uses here"

@@ -122,11 +122,14 @@ def test_openvino_export_predicts_like_pytorch(det_run: Path, tmp_path: Path) ->
     folder = export(det_run, "openvino", check=False)
     assert folder.name == "best_openvino_model" and (folder / "metadata.yaml").is_file()
     films = write_phantom_dataset(tmp_path / "films", n=3, seed=3, size=96, fmt="images")
-    kw = {"out": None, "conf": 0.001, "batch": 2}
-    pt = predict(films, detector=det_run, backend="torch", **kw)
-    ov = predict(films, detector=folder, **kw)
-    for a, b in zip(pt, ov, strict=True):  # bf16 on CPUs that have it: 3 significant digits
+    kw = {"conf": 0.001, "save_images": False}
+    pt = predict(films, detector=det_run, backend="torch", out=tmp_path / "pt", batch=2, **kw)
+    ov = predict(films, detector=folder, out=tmp_path / "ov", batch=2, **kw)  # films on parallel requests
+    ov1 = predict(films, detector=folder, out=tmp_path / "ov1", batch=1, **kw)  # one film per call
+    assert len(pt) == len(ov) == 3
+    for a, b, c in zip(pt, ov, ov1, strict=True):  # bf16 on CPUs that have it: 3 significant digits
         assert a["detector_score"] == pytest.approx(b["detector_score"], abs=0.02)
+        assert b["detector_score"] == c["detector_score"] and b["boxes"] == c["boxes"]  # batching changes nothing
 
 
 def _fake_export(weights: Path, name: str, passed: bool, ratio: float, cpu: dict | None = None) -> None:

@@ -59,12 +59,13 @@ class Prediction:
 
 
 def default_batch(models: Sequence[Model | None]) -> int:
-    """Films per forward call: 1 when every model is ONNX or OpenVINO, else 8.
+    """Films per forward call: 8 with a PyTorch model, else one per OpenVINO stream (1 with ONNX alone).
 
     onnxruntime's CPU kernels ran ~10% faster one film at a time than in batches of 8
-    (bench/predict_bench.py); PyTorch is faster batched.
+    (bench/predict_bench.py); PyTorch is faster batched; OpenVINO runs one film per stream at once.
     """
-    return 1 if all(m.backend != "torch" for m in models if m is not None) else 8
+    loaded = [m for m in models if m is not None]
+    return 8 if any(m.backend == "torch" for m in loaded) else max((m.parallel for m in loaded), default=1)
 
 
 def detect_batch(
