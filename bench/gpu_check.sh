@@ -93,7 +93,7 @@ def yolo(warm):
 def fk(weights, backend, batch):
     def go(warm):
         predict(films, detector=weights, out=work / f"pred-{backend}", imgsz=imgsz, device=device, batch=batch,
-                save_images=False, backend=backend)
+                save_images=False, backend=backend, exist_ok=True)  # warm-up and timed run share the folder
     return go
 
 rows = {"plain Ultralytics predict" + (" (fp16)" if gpu else ""): timed(yolo)}

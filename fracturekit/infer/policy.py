@@ -50,8 +50,9 @@ class Policy:
 
 
 def _section(model: Model, section: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
-    """This model's `section` of a metrics.json: from its own run, or from the other model's run when
-    `evaluate` was given both (it then writes one metrics.json, into the classifier's run)."""
+    """This model's `section` of a metrics.json: its own run's latest evaluation, else the other model's
+    (`sources`), where `evaluate` wrote both sections when it scored the two together; each section names
+    the run it belongs to, and only that run's model takes it."""
     own = model.run.root.resolve() if model.run is not None else None
     for metrics in [model.metrics, *sources]:
         m = metrics.get(section)
@@ -73,8 +74,8 @@ def policy(model: Model, sources: list[dict[str, Any]]) -> Policy:
     else:
         where = model.run.metrics if model.run is not None else f"{model.weights} (not inside a run folder)"
         pol.notes.append(
-            f"{model.task}: no evaluate threshold in {where}; decision at {DEFAULT_THRESHOLD}"
-            + ("" if section == "detection" else ", probability not calibrated")
+            f"{model.task}: no evaluate threshold in {where}, so the decision is at {DEFAULT_THRESHOLD}"
+            + ("" if section == "detection" else " and the probability is not calibrated")
         )
     if section == "classification" and m.get("temperature") is not None:
         pol.temperature = float(m["temperature"])
