@@ -133,12 +133,20 @@ def export(
         written = Path(model.export(**opts))
     except (ValueError, TypeError, KeyError, NotImplementedError, ModuleNotFoundError) as exc:
         raise UserError(f"{path}: export to '{fmt}' failed ({exc}); try --format onnx or torchscript.") from exc
+    _drop_check(written)
     if fmt == "onnx" and int8:
         assert ds is not None
         written = quantize_onnx(written, path.with_suffix(".int8.onnx"), model.task, ds, size)
+        _drop_check(written)
     if check and ds is not None and fmt in ("onnx", "openvino"):
         accuracy_check(written, path, model.task, ds, threads=threads, calibration=opts.get("fraction"))
     return written
+
+
+def _drop_check(export_path: Path) -> None:
+    """Remove the accuracy check an earlier export wrote for the file just replaced: it vouched for other
+    weights (or another imgsz), and predict's `auto` would trust it for these."""
+    check_path(export_path).unlink(missing_ok=True)
 
 
 def _count(folder: Path) -> int:

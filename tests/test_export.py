@@ -191,3 +191,14 @@ def test_choose_weights_elsewhere_measured_and_errors(tmp_path: Path) -> None:
         choose_weights(run, "openvino-int8")
     with pytest.raises(UserError, match="--backend nope"):
         choose_weights(run, "nope")
+
+
+def test_reexport_without_check_drops_the_old_check(det_run: Path) -> None:
+    from fracturekit.infer.model import check_path
+
+    target = det_run / "weights" / "best.onnx"
+    stale = check_path(target)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text('{"passed": true}')  # what an earlier, checked export of other weights left
+    assert export(det_run, "onnx", check=False) == target
+    assert not stale.exists()  # predict's auto must not trust it for the new file
