@@ -29,7 +29,6 @@ from fracturekit import annotate as A
 from fracturekit.imageio import ImageReadError, read_image
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
-KINDS = ("false_negative", "false_positive", "worst_localised", "true_positive")
 COLUMNS = ("path", "model", "label", "score", "threshold", "kind", "iou", "picture")
 DEFAULT_N = 8
 _MAX_SIDE = 640  # case pictures are embedded in report.html: 640 px keeps ~30 of them near 2 MB

@@ -88,7 +88,7 @@ def detect_batch(
     else:
         raw, cams = model.forward(x), None
     nc = len(model.names)
-    best = raw[:, 4 : 4 + nc, :].max(axis=(1, 2)) if raw.shape[2] else np.zeros(len(items), raw.dtype)
+    best = raw[:, 4 : 4 + nc, :].max(axis=(1, 2))
     scores = np.where(best > SCORE_FLOOR, best, 0.0)  # NMS keeps candidates strictly above its conf_thres
     boxes = []
     for k, (it, d, off) in enumerate(zip(items, nms(raw, box_floor, nc, iou), extra, strict=True)):
@@ -170,6 +170,7 @@ class Scorer:
             temperature = clf_pol.temperature if clf_pol is not None else 1.0
             cal = apply_temperature(raw, temperature) if temperature != 1.0 else raw
         done = {it.index: k for k, it in enumerate(good)}
+        names = [clf.names[i] for i in sorted(clf.names)] if clf is not None else None
         out = []
         for it in items:
             pred = Prediction(it.index, it.path, error=it.error, warnings=it.warnings)
@@ -192,7 +193,6 @@ class Scorer:
                 positive = POSITIVE_CLASS
             else:
                 continue  # a classifier without a positive class, alone: probabilities only (evaluate's multi-class)
-            names = [clf.names[i] for i in sorted(clf.names)] if clf is not None else None
             pred.threshold = pol.threshold
             pred.decision = positive if pred.probability >= pol.threshold else negative_label(names, positive)
             pred.notes = list(pol.notes)
@@ -254,14 +254,14 @@ def score(
     size = batch or default_batch([detector, classifier])
     out: list[Prediction] = []
     with ThreadPoolExecutor(max_workers=max(2, cpu_threads(threads))) as pool:
-        batches: Iterable[list[Prediction]] = stream(scorer, paths, pool, size, threads=threads)
+        scored: Iterable[list[Prediction]] = stream(scorer, paths, pool, size, threads=threads)
         if progress:
             from rich.console import Console
             from rich.progress import track
 
             total = -(-len(paths) // size)
-            batches = track(batches, total=total, description=progress, console=Console(stderr=True), transient=True)
-        for preds in batches:
+            scored = track(scored, total=total, description=progress, console=Console(stderr=True), transient=True)
+        for preds in scored:
             for p in preds:
                 p.gray = None
             out += preds
