@@ -206,29 +206,13 @@ def test_rerun_resumes_and_other_settings_refused(
     out = Path(result["out"])
     (out / "fold2-n" / "cv_fold.json").unlink()
     said: list[str] = []
-    again = cross_validate(
-        "classify",
-        prepared_phantoms,
-        folds=3,
-        models=MODELS,
-        project=out.parents[1],
-        name="local",
-        progress=said.append,
-        **TINY,
-    )
+    same = {"folds": 3, "models": MODELS, "project": out.parents[1], "name": "local"}
+    again = cross_validate("classify", prepared_phantoms, progress=said.append, **same, **TINY)
     assert sum("finished earlier, reused" in s for s in said) == 5
     assert sum("fold 2 model n" in s and "trained in" in s for s in said) == 1
     assert again["oof"] == result["oof"] and again["folds"] == result["folds"]  # seeded: the same numbers again
     with pytest.raises(UserError, match="other settings"):
-        cross_validate(
-            "classify",
-            prepared_phantoms,
-            folds=3,
-            models=MODELS,
-            project=out.parents[1],
-            name="local",
-            **{**TINY, "epochs": 2},
-        )
+        cross_validate("classify", prepared_phantoms, **same, **{**TINY, "epochs": 2})
 
 
 def test_cli_resumes_and_prints_table(local_cv: tuple[dict[str, Any], list[str]], prepared_phantoms: Path) -> None:

@@ -199,6 +199,18 @@ def _folder_score(names: list[str]):  # noqa: ANN202
     return score
 
 
+def _fake_classifier_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str]):  # noqa: ANN202
+    """An empty run folder that evaluate() loads as a classifier of `names` scored by `_folder_score`."""
+    from fracturekit import evaluate as E
+    from fracturekit.layout import RunDir
+
+    run = RunDir(tmp_path / "run")
+    (run.root / "weights").mkdir(parents=True)
+    monkeypatch.setattr(E, "_load_model", lambda *_: _fake_model(names, run))
+    monkeypatch.setattr(scoring, "score", _folder_score(names))
+    return run
+
+
 @pytest.mark.parametrize(
     "names",
     [
@@ -213,7 +225,6 @@ def test_evaluate_classifier_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     import pandas as pd
 
     from fracturekit import evaluate as E
-    from fracturekit.layout import RunDir
 
     root = tmp_path / "ds"
     rows = ["split,label,output_cls,region"]
@@ -225,10 +236,7 @@ def test_evaluate_classifier_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
                 f.write_bytes(b"x")
                 rows.append(f"{split},{name},cls/{split}/{name}/{f.name},{('hand', 'leg')[i % 2]}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    run = RunDir(tmp_path / "run")
-    (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda *_: _fake_model(names, run))
-    monkeypatch.setattr(scoring, "score", _folder_score(names))
+    run = _fake_classifier_run(tmp_path, monkeypatch, names)
 
     m = E.evaluate(root, classifier=run.root, by=["region"], bootstrap=20)
     assert json.loads(run.metrics.read_text()) == m  # default out: <run>/eval
@@ -265,7 +273,6 @@ def test_evaluate_resamples_units(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_cluster: bool, n_units: int
 ) -> None:
     from fracturekit import evaluate as E
-    from fracturekit.layout import RunDir
 
     root = tmp_path / "ds"
     rows = ["split,label,output_cls,group" + (",cluster" if with_cluster else "")]
@@ -280,10 +287,7 @@ def test_evaluate_resamples_units(
                 row = f"{split},{name},cls/{split}/{name}/{f.name},{split}{k}p{i // 2}"
                 rows.append(row + (cluster if with_cluster else ""))
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    run = RunDir(tmp_path / "run")
-    (run.root / "weights").mkdir(parents=True)
-    monkeypatch.setattr(E, "_load_model", lambda *_: _fake_model(NAMES, run))
-    monkeypatch.setattr(scoring, "score", _folder_score(NAMES))
+    run = _fake_classifier_run(tmp_path, monkeypatch, NAMES)
 
     m = E.evaluate(root, classifier=run.root, by=["label"], bootstrap=50)
     c = m["classification"]
