@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,38 +67,49 @@ class Model:
         fb = self.fixed_batch
         if fb is None or fb == len(x):
             return self._run(x)
-        outs = []
-        for i in range(0, len(x), fb):  # static batch: run full chunks, the last one zero-padded
-            chunk = x[i : i + fb]
-            pad = np.zeros((fb - len(chunk), *x.shape[1:]), x.dtype)
-            outs.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
-        return np.concatenate(outs)
+        # static batch: run full chunks, the last one zero-padded
+        return np.concatenate([self._run(_padded(c, fb))[: len(c)] for c in _chunks(x, fb)])
 
     @property
     def parallel(self) -> int:
-        """Films one forward call runs at once without slowing each: OpenVINO's streams, else 1."""
-        return len(self.net) if self.backend == "openvino" else 1
+        """Films one forward call runs at once without slowing each: one (static) batch per OpenVINO stream,
+        else 1."""
+        return len(self.net) * (self.fixed_batch or 1) if self.backend == "openvino" else 1
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.net.run(None, {self.net.get_inputs()[0].name: x})[0]
 
     def _run_openvino(self, x: np.ndarray) -> np.ndarray:
-        """Each film on its own infer request, `parallel` at a time (one per stream, each on its own cores).
+        """Each film (each static batch) on its own infer request, one request per stream running at once.
 
         Why not one request over the batch: with OpenVINO's THROUGHPUT hint two single-thread streams ran
         an int8 YOLOv8n-det at 640x512 at 63.4 img/s on 2 cores, one two-thread LATENCY request at 44.2
         (bench/predict_bench.py's model, same run). Films are independent, so the numbers do not depend on
         how they are batched. Outputs are copied: a request reuses its buffer.
         """
+        fb = self.fixed_batch or 1
+        chunks = list(_chunks(x, fb))
         outs: list[np.ndarray] = []
-        for i in range(0, len(x), self.parallel):
-            reqs = self.net[: len(x[i : i + self.parallel])]
-            for req, film in zip(reqs, x[i : i + self.parallel], strict=True):
-                req.start_async({0: film[None]})
-            for req in reqs:
+        for k in range(0, len(chunks), len(self.net)):
+            running = list(zip(self.net, chunks[k : k + len(self.net)], strict=False))  # the last group may be short
+            for req, chunk in running:
+                req.start_async({0: _padded(chunk, fb)})
+            for req, chunk in running:
                 req.wait()
-                outs.append(req.get_output_tensor(0).data.copy())
+                outs.append(req.get_output_tensor(0).data[: len(chunk)].copy())
         return np.concatenate(outs)
+
+
+def _chunks(x: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """`x` in consecutive slices of `size` along the batch axis (the last one may be shorter)."""
+    return (x[i : i + size] for i in range(0, len(x), size))
+
+
+def _padded(chunk: np.ndarray, size: int) -> np.ndarray:
+    """`chunk` zero-padded along the batch axis to the `size` a static-shape model requires."""
+    if len(chunk) == size:
+        return chunk
+    return np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
 
 
 def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
