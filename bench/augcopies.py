@@ -139,3 +139,67 @@ def copy_name(stem: str, k: int, rng: np.random.Generator) -> str:
         return f"img_{int(rng.integers(0, 2**40)):010x}.jpg"
     pattern = NAME_PATTERNS[int(rng.integers(len(NAME_PATTERNS)))]
     return pattern.format(stem=stem, k=k, j=int(rng.integers(1, 4)))
+
+
+# Copy families, the shape of a real augmented Kaggle upload ("Fracture Multi-Region X-ray Data", measured): one
+# film kept at full size plus 50-200 files made from it, 224 x 224 copies (the aspect ratio squashed) rotated in
+# chains of one to three successive rotations of 2-12 degrees (`1-rotated1.jpg`, `1-rotated3-rotated2.jpg`), each
+# saved again as byte twins named ` - Copy`, ` - Copy (1)`, ` (1)`; some as PNG; a few in another split folder.
+CHAIN_SIDE = 224
+CHAIN_ANGLE = (2.0, 12.0)
+CHAIN_CROP = 0.9  # each rotation also keeps >= 90% of each side (a zoom), then resizes back to 224 x 224
+TWIN_SUFFIXES = (" - Copy", " - Copy (1)", " (1)")
+FAMILY_SIZE = (50, 200)
+
+
+@dataclass(frozen=True)
+class FamilyFile:
+    """One file of a copy family: its name, its split folder, and its pixels or the file it is a byte twin of."""
+
+    name: str
+    split: str
+    pixels: np.ndarray | None  # None: a byte twin of `twin_of`
+    twin_of: str | None = None
+
+
+def _chain_step(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One link of a chain: rotate 2-12 degrees either way (black corners), zoom to >= 90%, back to 224 x 224."""
+    angle = float(rng.uniform(*CHAIN_ANGLE)) * (1 if rng.random() < 0.5 else -1)
+    out = _crop(_rotate(img, angle), rng, CHAIN_CROP)
+    return cv2.resize(out, (CHAIN_SIDE, CHAIN_SIDE), interpolation=cv2.INTER_AREA)
+
+
+def _saves(name: str, pixels: np.ndarray, rng: np.random.Generator, other_split: float) -> list[FamilyFile]:
+    """A member saved 1-3 times: itself plus byte twins with Windows copy suffixes, each in train or test."""
+    ext = ".png" if rng.random() < 0.15 else ".jpg"
+    split = lambda: "test" if rng.random() < other_split else "train"  # noqa: E731
+    first = FamilyFile(name + ext, split(), pixels)
+    twins = rng.choice(len(TWIN_SUFFIXES), int(rng.integers(0, 3)), replace=False)
+    return [first, *(FamilyFile(name + TWIN_SUFFIXES[t] + ext, split(), None, first.name) for t in sorted(twins))]
+
+
+def copy_family(full: np.ndarray, stem: str, rng: np.random.Generator, other_split: float = 0.15) -> list[FamilyFile]:
+    """A Kaggle-like family of 50-200 files made from the grayscale film `full`, named after `stem`.
+
+    The film itself (full size, with 0-2 byte twins) and chains of 224 px copies: 3-6 first rotations of the
+    squashed film, 2-5 rotations of each, 0-4 of each of those. Drawn again until the file count lies in
+    FAMILY_SIZE, so every draw comes from `rng` and one seed gives one family.
+    """
+    if full.ndim != 2 or full.dtype != np.uint8:
+        raise ValueError(f"copy_family wants a grayscale uint8 film, got {full.dtype} {full.shape}")
+    base = cv2.resize(full, (CHAIN_SIDE, CHAIN_SIDE), interpolation=cv2.INTER_AREA)
+    while True:
+        files = [FamilyFile(f"{stem}.jpg", "train", full)]
+        for t in sorted(rng.choice(2, int(rng.integers(0, 3)), replace=False)):  # `1 - Copy.jpg`, `1 (2).jpg`
+            files.append(FamilyFile(f"{stem}{(' - Copy', ' (2)')[t]}.jpg", "train", None, files[0].name))
+        level = [(stem, base)]
+        for fanout in ((3, 6), (2, 5), (0, 4)):
+            nxt = []
+            for name, img in level:
+                for k in range(1, int(rng.integers(fanout[0], fanout[1] + 1)) + 1):
+                    child = (f"{name}-rotated{k}", _chain_step(img, rng))
+                    files += _saves(*child, rng, other_split)
+                    nxt.append(child)
+            level = nxt
+        if FAMILY_SIZE[0] <= len(files) <= FAMILY_SIZE[1]:
+            return files

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from augcopies import STRENGTHS, augment_copy  # noqa: E402
+from augcopies import STRENGTHS, augment_copy, copy_family, copy_name  # noqa: E402
 from cpuinfo import cpu_line  # noqa: E402
 
 from fracturekit import copies  # noqa: E402
@@ -35,7 +37,9 @@ from fracturekit.hashing import dihedral_phashes, near_pairs  # noqa: E402
 from fracturekit.split import units  # noqa: E402
 from fracturekit.yolo_env import cpu_threads  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fracatlas" / "images"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED / "fracatlas" / "images"
+CLASS_DIRS = {"Fractured": "fractured", "Non_fractured": "not fractured"}  # FracAtlas folder -> Kaggle folder
 
 
 def montage(films: list[np.ndarray], pairs: list[tuple[int, int]], path: Path) -> None:
@@ -51,9 +55,7 @@ def montage(films: list[np.ndarray], pairs: list[tuple[int, int]], path: Path) -
         cv2.imwrite(str(path), np.vstack([np.hstack(tiles[k : k + 4]) for k in range(0, len(tiles), 4)]))
 
 
-def run(
-    files: list[Path], n_orig: int, n_copy: int, strength: str, seed: int, dump: Path | None, show: Path | None
-) -> dict:
+def run(files: list[Path], n_orig: int, n_copy: int, strength: str, seed: int, show: Path | None) -> dict:
     rng = np.random.default_rng(seed)
     picked = [files[i] for i in rng.choice(len(files), n_orig, replace=False)]
     films = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in picked]
@@ -69,18 +71,13 @@ def run(
     sigs = parallel_map(copies.signature, films)
     t_sig = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cands = copies.candidate_pairs(sigs)
-    rows = list(cands)
-    checks = parallel_map(lambda r: copies.verify(sigs[r[0]], sigs[r[1]], bool(r[2])), rows)
+    search = copies.copy_pairs(sigs, map_fn=parallel_map, together=old.tolist())
     t_pairs = time.perf_counter() - t0
-    found = {(int(r[0]), int(r[1])) for r, m in zip(rows, checks, strict=True) if m.is_copy}
+    found = {(i, j) for i, j, _ in search.pairs}
     new = [*found, *map(tuple, old.tolist())]
 
     truth = {(k, n_orig + k) for k in range(n_copy)}
     same_film = {tuple(p) for p in near_pairs(ph[:n_orig], threshold=4).tolist()}  # FracAtlas' own repeats
-    if dump is not None:
-        lab = [(int(r[0]), int(r[1])) in truth for r in rows]
-        np.savez(dump, rows=cands, inliers=[m.inliers for m in checks], corr=[m.correlation for m in checks], copy=lab)
 
     def score(pairs: list[tuple[int, int]]) -> tuple[float, float, list[tuple[int, int]]]:
         unit = units(n, [list(p) for p in pairs])
@@ -108,11 +105,231 @@ def run(
         "false_merged_films": n_fm,
         "recall_phash": r_old,
         "false_merge_phash": fm_old,
-        "candidates": len(rows),
+        "candidates": search.checked,
         "ms_sig": 1000 * t_sig / n,
         "ms_pairs": 1000 * t_pairs / n,
         "ms_phash": 1000 * t_phash / n,
     }
+
+
+def distinct_films(files: list[Path], n: int, rng: np.random.Generator) -> list[Path]:
+    """`n` FracAtlas films in a seeded order, balanced between the two classes, none within the audit's
+    near-duplicate distance of another (FracAtlas holds repeat films), so the built lineage is the only link."""
+    from fracturekit.hashing import NEAR_THRESHOLD
+
+    by_class = {c: [p for p in files if p.parent.name == c] for c in CLASS_DIRS}
+    order = {c: [f[i] for i in rng.permutation(len(f))] for c, f in by_class.items()}
+    pool = [p for pair in zip(*order.values(), strict=False) for p in pair][: int(1.3 * n) + 20]
+    hashes = np.stack(parallel_map(lambda p: dihedral_phashes(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)), pool))
+    kept: list[int] = []
+    for i in range(len(pool)):
+        ident = hashes[i, 0]
+        if all(np.bitwise_count(ident ^ hashes[j]).min() > NEAR_THRESHOLD for j in kept):
+            kept.append(i)
+    if len(kept) < n:
+        raise SystemExit(f"only {len(kept)} distinct FracAtlas films drawn, {n} needed")
+    return [pool[i] for i in kept[:n]]
+
+
+def build_families(
+    files: list[Path], n_large: int, n_small: int, n_single: int, seed: int, root: Path
+) -> tuple[dict[str, str], set[str]]:
+    """A Kaggle-like augmented set under `root/{train,test}/<class>/`, from distinct FracAtlas films.
+
+    `n_large` copy families of 50-200 files (augcopies.copy_family), `n_small` families of the film plus 1-12
+    augmented copies under Kaggle-like or fresh names (augcopies.augment_copy/copy_name), `n_single` single films.
+    Films are named 1, 2, ... in each class folder (so `fractured/3.jpg` and `not fractured/3.jpg` are distinct
+    films), and every second large family meets a distinct film named `<stem> (1).jpg` in its folder, as when
+    Windows renames a second file of one name. Returns {path under root: original film} and the colliding files.
+    """
+    from fracturekit.audit import parallel_map
+
+    rng = np.random.default_rng(seed)
+    n_coll = n_large // 2
+    films = distinct_films(files, n_large + n_small + n_single + 2 * n_coll, rng)
+    counters = dict.fromkeys(CLASS_DIRS, 0)
+
+    def stem_of(path: Path) -> str:
+        counters[path.parent.name] += 1
+        return str(counters[path.parent.name])
+
+    large, small, single = films[:n_large], films[n_large : n_large + n_small], films[n_large + n_small :]
+    jobs = [("large", p, stem_of(p)) for p in large] + [("small", p, stem_of(p)) for p in small]
+    jobs += [("single", p, stem_of(p)) for p in single[:n_single]]
+    spare = single[n_single:]  # films for the root-name collisions, matched to a family's class
+    collisions: list[tuple[Path, str]] = []
+    for _kind, path, stem in jobs[:n_large:2]:
+        partner = next(p for p in spare if p.parent.name == path.parent.name)
+        spare.remove(partner)
+        collisions.append((partner, stem))
+
+    def one(job: tuple[int, tuple[str, Path, str]]) -> list[tuple[str, str]]:
+        k, (kind, path, stem) = job
+        r = np.random.default_rng([seed, k])
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cls = CLASS_DIRS[path.parent.name]
+        if kind == "large":
+            made = [(f.name, f.split, f.pixels, f.twin_of) for f in copy_family(gray, stem, r)]
+        else:
+            made = [(f"{stem}.jpg", "train", gray, None)]
+            names = {made[0][0]}
+            for c in range(1, (int(r.integers(1, 13)) if kind == "small" else 0) + 1):
+                name = copy_name(stem, c, r)
+                if name not in names and not name.startswith(f"{stem} (1)"):  # ` (1)` is the collisions' name
+                    names.add(name)
+                    made.append((name, "test" if r.random() < 0.15 else "train", augment_copy(gray, r), None))
+        written: dict[str, Path] = {}
+        out = []
+        for name, split, pixels, twin in made:
+            dest = root / split / cls / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if pixels is None:
+                dest.write_bytes(written[twin].read_bytes())  # a byte twin, as Windows' copy makes it
+            else:
+                cv2.imwrite(str(dest), pixels, [cv2.IMWRITE_JPEG_QUALITY, 95] if dest.suffix == ".jpg" else [])
+            written[name] = dest
+            out.append((dest.relative_to(root).as_posix(), path.name))
+        return out
+
+    lineage: dict[str, str] = {}
+    for part in parallel_map(one, list(enumerate(jobs))):
+        lineage.update(part)
+    clashing: set[str] = set()
+    for partner, stem in collisions:
+        rel = f"train/{CLASS_DIRS[partner.parent.name]}/{stem} (1).jpg"
+        cv2.imwrite(str(root / rel), cv2.imread(str(partner), cv2.IMREAD_GRAYSCALE), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        lineage[rel] = partner.name
+        clashing.add(rel)
+    return lineage, clashing
+
+
+def run_families(files: list[Path], args: argparse.Namespace, seed: int, work: Path) -> dict:
+    """Build the family replica for `seed`, run a default `prepare` on it, and score what the audit kept together."""
+    from fracturekit.prepare import prepare
+
+    t0 = time.perf_counter()
+    src = work / f"kaggle-{seed}"
+    lineage, clashing = build_families(files, args.families, args.small, args.singles, seed, src)
+    t_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prepared = prepare(src, work / f"prepared-{seed}", seed=seed, runs_dir=None)
+    t_prep = time.perf_counter() - t0
+    cluster_of = {m.path: c.id for c in prepared.audit.clusters for m in c.members}
+    unit = {rel: cluster_of.get(rel, f"alone:{rel}") for rel in lineage}
+    size = Counter(lineage.values())
+    large = [o for o, n in size.items() if n >= 50]
+    parts = {o: {unit[r] for r, oo in lineage.items() if oo == o} for o in large}
+    root_of = {f"{Path(r).parent}/{Path(r).stem}": r for r in lineage}
+    merged = sum(unit[c] == unit.get(root_of.get(f"{Path(c).parent}/{Path(c).stem[:-4]}"), "") for c in clashing)
+
+    import pandas as pd
+
+    m = pd.read_csv(prepared.dataset.manifest, dtype=str).fillna("")
+    m = m[m["status"] == "ok"]
+    orig = m["source"].map(lineage)
+    in_train = set(orig[m["split"] == "train"])
+    test = orig[m["split"] == "test"]
+    fam_of_cluster: dict[int, set[str]] = {}
+    for c in prepared.audit.clusters:
+        fam_of_cluster[c.id] = {lineage[mm.path] for mm in c.members}
+    return {
+        "seed": seed,
+        "files": len(lineage),
+        "large": len(large),
+        "large_files": sum(size[o] for o in large),
+        "whole": sum(len(p) == 1 for p in parts.values()) / max(1, len(large)),
+        "max_parts": max((len(p) for p in parts.values()), default=0),
+        "test_leak": float(test.isin(in_train).mean()),
+        "n_test": len(test),
+        "collisions": len(clashing),
+        "collisions_merged": merged,
+        "mixed_clusters": sum(len(f) > 1 for f in fam_of_cluster.values()),
+        "clusters": len(prepared.audit.clusters),
+        "leaks": prepared.audit.leaks,
+        "s_build": t_build,
+        "s_prepare": t_prep,
+    }
+
+
+def run_distinct(name: str, n_copy: int, seed: int) -> dict:
+    """False merges on films of known, distinct patients (`../shared/data/<name>/images/*/<patient><L|R>.png`,
+    patient = the first 7 characters), beside recall on `n_copy` seeded default-strength copies of them, with the
+    audit's own content test (duplicate_links: exact, near and augmented; no names)."""
+    from fracturekit.audit import AuditItem, duplicate_links
+    from fracturekit.hashing import pixel_sha256
+
+    files = sorted((SHARED / name / "images").glob("*/*.png"))
+    if not files:
+        raise SystemExit(f"{SHARED / name}: no images/*/*.png (see ../shared/data/README.md)")
+    rng = np.random.default_rng(seed)
+    films = parallel_map(lambda p: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), files)
+    picked = rng.choice(len(files), n_copy, replace=False)
+    films += [augment_copy(films[k], rng, "default") for k in picked]
+    t0 = time.perf_counter()
+    sigs = parallel_map(lambda f: (pixel_sha256(f), dihedral_phashes(f), copies.signature(f)), films)
+    items = [AuditItem(str(i), "", "", None, "", *sig) for i, sig in enumerate(sigs)]
+    unit = units(len(items), [lk.members for lk in duplicate_links(items, names=False)])
+    seconds = time.perf_counter() - t0
+    patient = [p.stem[:7] for p in files]
+    by_unit: dict[int, set[str]] = {}
+    for i, pt in enumerate(patient):
+        by_unit.setdefault(int(unit[i]), set()).add(pt)
+    merged = [i for i in range(len(files)) if len(by_unit[int(unit[i])]) > 1]
+    same_patient = sum(
+        unit[i] == unit[j]
+        for i in range(len(files))
+        for j in range(i + 1, min(i + 3, len(files)))
+        if patient[i] == patient[j]
+    )
+    return {
+        "films": len(files),
+        "patients": len(set(patient)),
+        "false_merge": len(merged) / len(files),
+        "false_merged_films": len(merged),
+        "same_patient_linked": same_patient,
+        "recall": float(np.mean([unit[k] == unit[len(files) + c] for c, k in enumerate(picked)])),
+        "copies": n_copy,
+        "seconds": seconds,
+    }
+
+
+def distinct_main(args: argparse.Namespace) -> None:
+    """Print the false-merge table on films of known distinct patients: one row per seed."""
+    print(
+        f"distinct: {args.distinct} (films of known patients; a link between two patients' films is a false merge), "
+        f"plus {args.copies} default-strength copies of random films for recall; the audit's content test"
+    )
+    print(
+        f"{'seed':>4} {'films':>6} {'patients':>8} {'films linked to another patient':>32} {'L/R pairs linked':>17} "
+        f"{'copy recall':>12} {'s':>6}"
+    )
+    for seed in args.seed:
+        r = run_distinct(args.distinct, args.copies, seed)
+        print(
+            f"{seed:>4} {r['films']:>6} {r['patients']:>8} {r['false_merge']:>24.2%} ({r['false_merged_films']:>3}) "
+            f"{r['same_patient_linked']:>17} {r['recall']:>11.1%} {r['seconds']:>6.1f}"
+        )
+
+
+def families_main(files: list[Path], args: argparse.Namespace) -> None:
+    """Print the copy-family table: one row per seed."""
+    work = (args.work or Path(tempfile.mkdtemp(prefix="fk-families-"))).resolve()
+    print(
+        f"families: {args.families} copy families of 50-200 files (full-size film + 224 px rotation chains + byte "
+        f"twins), {args.small} small families, {args.singles} single films, FracAtlas; a default prepare each; "
+        f"work folder {work}"
+    )
+    print(
+        f"{'seed':>4} {'files':>6} {'families whole':>15} {'max clusters/family':>20} {'test films leaking':>19} "
+        f"{'(N) films merged':>17} {'mixed clusters':>15} {'prepare s':>10}"
+    )
+    for seed in args.seed:
+        r = run_families(files, args, seed, work)
+        print(
+            f"{seed:>4} {r['files']:>6} {r['whole']:>14.1%} {r['max_parts']:>20} "
+            f"{r['test_leak']:>10.2%} of {r['n_test']:>4} {r['collisions_merged']:>10} of {r['collisions']:>3} "
+            f"{r['mixed_clusters']:>15} {r['s_prepare']:>10.1f}"
+        )
 
 
 def main() -> None:
@@ -121,14 +338,24 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=150)
     ap.add_argument("--strength", nargs="+", default=["mild", "default", "strong"], choices=sorted(STRENGTHS))
     ap.add_argument("--seed", type=int, nargs="+", default=[0])
-    ap.add_argument("--dump", type=Path, help="write every checked candidate pair (inliers, correlation) here")
     ap.add_argument("--show", type=Path, help="write the merged original pairs side by side here (PNG) and list them")
+    ap.add_argument("--families", type=int, help="copy-family mode: this many families of 50-200 files (see below)")
+    ap.add_argument("--small", type=int, default=60, help="with --families: small families (film + 1-12 copies)")
+    ap.add_argument("--singles", type=int, default=150, help="with --families: single films")
+    ap.add_argument("--work", type=Path, help="with --families: folder for the replica and its prepared dataset")
+    ap.add_argument("--distinct", help="false merges on ../shared/data/NAME, films of known distinct patients")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"FracAtlas not found at {DATA}: this bench needs ../shared/data/fracatlas")
     cv2.setNumThreads(1)  # the thread pool spreads films over the cores; OpenCV's own threads would oversubscribe
     files = sorted(DATA.glob("*/*.jpg"))
     print(cpu_line())
+    if args.families:
+        families_main(files, args)
+        return
+    if args.distinct:
+        distinct_main(args)
+        return
     print(
         f"near_duplicates: {args.originals} FracAtlas films + {args.copies} augmented copies, {cpu_threads()} workers; "
         f"tree {copies.BRANCH}^{copies.DEPTH} words, top {copies.CANDIDATES} candidates, "
@@ -140,9 +367,8 @@ def main() -> None:
     )
     for strength in args.strength:
         for seed in args.seed:
-            dump = args.dump.with_name(f"{args.dump.stem}-{strength}-{seed}.npz") if args.dump else None
             show = args.show.with_name(f"{args.show.stem}-{strength}-{seed}.png") if args.show else None
-            r = run(files, args.originals, args.copies, strength, seed, dump, show)
+            r = run(files, args.originals, args.copies, strength, seed, show)
             print(
                 f"{strength:8} {seed:>4} {r['recall']:>7.1%} {r['false_merge']:>7.2%} ({r['false_merged_films']:>2}) "
                 f"{r['recall_phash']:>13.1%} {r['false_merge_phash']:>9.2%} {r['candidates']:>6} "

@@ -39,6 +39,9 @@ R = TypeVar("R")
 DUPLICATE_COLUMNS = ("cluster", "path", "split", "label", "kind")
 # Link kinds, strongest first: the order in which duplicates.csv names a member's kinds.
 LINK_KINDS = ("exact", "near", "augmented", "name")
+# Links that join nothing: films that may be one film's copies, by names the content test did not confirm or by a
+# copy check just under its threshold. Reported when they end in different clusters in different splits.
+POSSIBLE_KINDS = {"name": "names point to one original", "copy": "a copy check just under its threshold"}
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], progress: bool = False, description: str = "") -> list[R]:
@@ -115,6 +118,18 @@ class DuplicateCluster:
         return min(self.kinds, key=LINK_KINDS.index)
 
 
+@dataclass(frozen=True)
+class PossibleSplit:
+    """Films that may be copies of one film (by `signal`: 'name' or 'copy') left in clusters of different splits."""
+
+    signal: str
+    films: list[str]  # 'path[split]'
+
+    def describe(self, most: int = 3) -> str:
+        more = f" +{len(self.films) - most}" if len(self.films) > most else ""
+        return f"{self.signal}: {', '.join(self.films[:most])}{more}"
+
+
 @dataclass
 class AuditResult:
     """Duplicate clusters, label conflicts, patient overlaps and the leak count of one dataset."""
@@ -125,6 +140,7 @@ class AuditResult:
     conflicts: list[int] = field(default_factory=list)
     patient_overlaps: dict[str, list[str]] = field(default_factory=dict)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    possible_splits: list[PossibleSplit] = field(default_factory=list)
 
     @property
     def cross_split_clusters(self) -> list[int]:
@@ -159,6 +175,7 @@ class AuditResult:
             "patient_overlaps": self.patient_overlaps,
             "leaks": self.leaks,
             "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
+            "possible_families_split": [{"signal": p.signal, "films": p.films} for p in self.possible_splits],
         }
 
     def write(self, out: Path) -> None:
@@ -197,13 +214,24 @@ class AuditResult:
                 [f"{g}: {'/'.join(s)}" for g, s in self.patient_overlaps.items()],
             ),
             ("unreadable files", len(self.unreadable), [f"{p}: {r}" for p, r in self.unreadable]),
+            (
+                "possible families split",
+                len(self.possible_splits),
+                [p.describe() for p in self.possible_splits],
+            ),
         ]
         for name, count, examples in rows:
             shown = "\n".join(examples[:max_rows]) + (
                 f"\n... {len(examples) - max_rows} more" if len(examples) > max_rows else ""
             )
             t.add_row(name, str(count), escape(shown))  # file names and [split:label] are not rich markup
-        t.add_row("LEAKS", str(self.leaks), "0 = no film or patient in two splits" if not self.leaks else "see above")
+        if self.leaks:
+            verdict = "see above"
+        elif self.possible_splits:
+            verdict = f"no certain leak; {len(self.possible_splits)} possible families split, see above"
+        else:
+            verdict = "0 = no film or patient in two splits"
+        t.add_row("LEAKS", str(self.leaks), verdict)
         return t
 
     @staticmethod
@@ -229,7 +257,8 @@ def audit_items(
 
     duplicates: `duplicate_links(items)` when the caller already has it (prepare), to skip a second search.
     """
-    links = duplicates if duplicates is not None else duplicate_links(items)
+    every = duplicates if duplicates is not None else duplicate_links(items)
+    links = joining(every)
     unit_of = units(len(items), [link.members for link in links])
     kinds_of: dict[int, set[str]] = defaultdict(set)
     for link in links:
@@ -254,6 +283,13 @@ def audit_items(
         if it.group and it.split:
             splits_of_group[it.group].add(it.split)
     overlaps = {g: sorted(s) for g, s in sorted(splits_of_group.items()) if len(s) > 1}
+    possible = [
+        PossibleSplit(lk.kind.split()[1], [f"{items[i].path}[{items[i].split or '-'}]" for i in lk.members])
+        for lk in every
+        if lk.kind.startswith("possible ")
+        and len({unit_of[i] for i in lk.members}) > 1
+        and len({items[i].split for i in lk.members}) > 1
+    ]
     return AuditResult(
         n_images=len(items) + len(unreadable),
         threshold=NEAR_THRESHOLD,
@@ -261,6 +297,7 @@ def audit_items(
         conflicts=[c.id for c in clusters if len(c.labels) > 1],
         patient_overlaps=overlaps,
         unreadable=list(unreadable),
+        possible_splits=possible,
     )
 
 
@@ -274,11 +311,15 @@ def exact_groups(items: Sequence[AuditItem]) -> list[list[int]]:
     return [idx for idx in keys.values() if len(idx) > 1]
 
 
-def duplicate_links(items: Sequence[AuditItem]) -> list[Link]:
-    """Every link among `items`: exact, near (phash), augmented (verified copy) and name lineage.
+def duplicate_links(items: Sequence[AuditItem], names: bool = True) -> list[Link]:
+    """Every link among `items`: exact, near (phash), augmented (verified copy) and name lineage, plus possible
+    links that join nothing (name groups the content test did not confirm, copy checks just under the
+    threshold) for the audit to report when they straddle splits; `joining(links)` drops those.
 
     A pair that a stronger content signal already links is not linked again by a weaker one (identical pixels
     also have equal phashes), so each member's kind names the strongest content signal plus any name link.
+    Exact and near copies are searched for augmented copies through one representative each.
+    names=False leaves name lineage out (a check that must rest on content alone).
     """
     links = [Link(tuple(idx), "exact") for idx in exact_groups(items)]
     if not items:
@@ -289,11 +330,21 @@ def duplicate_links(items: Sequence[AuditItem]) -> list[Link]:
         if i not in exact_of or exact_of.get(j) != exact_of[i]:
             links.append(Link((i, j), "near"))
             linked.add((i, j))
-    for i, j, _ in copy_pairs([it.copy_sig for it in items], map_fn=parallel_map):
+    found = copy_pairs([it.copy_sig for it in items], map_fn=parallel_map, together=[lk.members for lk in links])
+    for i, j, _ in found.pairs:
         if (i, j) not in linked and (i not in exact_of or exact_of.get(j) != exact_of[i]):
             links.append(Link((i, j), "augmented"))
-    links.extend(Link(tuple(idx), "name") for idx in name_links([Path(it.path).stem for it in items]))
+    links += [Link((i, j), "possible copy") for i, j, _ in found.near_misses]
+    if names:
+        content = units(len(items), [lk.members for lk in joining(links)])
+        joined, unconfirmed = name_links([Path(it.path).stem for it in items], content)
+        links += [Link(tuple(idx), "name") for idx in joined] + [Link(tuple(i), "possible name") for i in unconfirmed]
     return links
+
+
+def joining(links: Iterable[Link]) -> list[Link]:
+    """The links that put films in one cluster (the LINK_KINDS; not the possible ones)."""
+    return [lk for lk in links if lk.kind in LINK_KINDS]
 
 
 def film_hashes(pixels: np.ndarray) -> tuple[str, np.ndarray, Signature]:
@@ -302,14 +353,16 @@ def film_hashes(pixels: np.ndarray) -> tuple[str, np.ndarray, Signature]:
 
 
 def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditItem]) -> list[tuple[int, int]]:
-    """Pairs (i, j): eval film j duplicates train film i, by the same test as the audit (`duplicate_links`).
+    """Pairs (i, j): eval film j duplicates train film i, by the audit's content test (`duplicate_links`).
 
     Direct links only (no chaining through a third film): a scored film counts when it is itself a copy of
-    a film the model saw. Used by `evaluate` to refuse scoring a model on its own training films.
+    a film the model saw. File names are no evidence here: among a run's films and the scored ones a stem is
+    rarer than in a whole dataset, and `fractured/10.png` is not `not fractured/10-rotated1.jpg`.
+    Used by `evaluate` to refuse scoring a model on its own training films.
     """
     n = len(train_items)
     pairs: set[tuple[int, int]] = set()
-    for link in duplicate_links([*train_items, *eval_items]):
+    for link in joining(duplicate_links([*train_items, *eval_items], names=False)):
         train = [i for i in link.members if i < n]
         scored = [j - n for j in link.members if j >= n]
         pairs.update((i, j) for i in train for j in scored)

@@ -21,6 +21,7 @@ copies. This module finds them in three steps, each measured by bench/near_dupli
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ BRANCH = 16
 DEPTH = 3
 VOCAB_SAMPLE = 40_000
 CANDIDATES = 5
+EXPANSION_ROUNDS = 4
+MEMBERS_PER_CANDIDATE = 3  # candidate rounds: by film, then by cluster while a round links something new
 
 # Verification.
 RATIO = 0.85
@@ -54,7 +57,9 @@ BLOCK = 16  # thumbnail px
 TEXTURE = 0.5
 MIN_BLOCKS = 4
 MIN_INLIERS = 12
+MAX_STRETCH = 1.6  # of an affine fit's two axis scales: a 2010 x 1534 film squashed to 224 x 224 is 1.31
 COPY_CORRELATION = 0.7
+NEAR_MISS_CORRELATION = 0.5  # >= MIN_INLIERS but correlation in [0.5, 0.7): reported when it straddles splits
 
 
 @dataclass
@@ -160,39 +165,76 @@ def _bow(words: Sequence[np.ndarray], size: int, idf: np.ndarray | None) -> tupl
     return csr_matrix(m.multiply(1 / norms[:, None])), idf
 
 
-def candidate_pairs(sigs: Sequence[Signature], k: int = CANDIDATES, seed: int = 0, block: int = 512) -> np.ndarray:
-    """(i, j, mirrored) rows, i != j: each film's k most similar films, as is and mirrored. No duplicates."""
-    n = len(sigs)
-    if n < 2:
-        return np.zeros((0, 3), np.int64)
-    counts = np.array([len(s.descriptors) for s in sigs])
-    every = np.concatenate([s.descriptors for s in sigs] + [np.zeros((0, 128), np.uint8)])
-    if len(every) < 2 * BRANCH:
-        return np.zeros((0, 3), np.int64)
-    rng = np.random.default_rng(seed)
-    sample = every[rng.choice(len(every), min(len(every), VOCAB_SAMPLE), replace=False)]
-    tree = VocabularyTree(sample, seed)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    words = tree.words(every)
-    mirror_words = tree.words(every[:, MIRROR])
-    per_film = [words[offsets[i] : offsets[i + 1]] for i in range(n)]
-    bow, idf = _bow(per_film, tree.size, None)
-    mirror, _ = _bow([mirror_words[offsets[i] : offsets[i + 1]] for i in range(n)], tree.size, idf)
-    bow_t = bow.T.tocsr()
-    k = min(k, n - 1)
-    found: list[np.ndarray] = []
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        for flag, query in ((0, bow), (1, mirror)):
-            sim = (query[start:stop] @ bow_t).toarray()
-            sim[np.arange(stop - start), np.arange(start, stop)] = -1
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-            ii = np.repeat(np.arange(start, stop), k)
-            jj = top.ravel()
-            keep = sim[ii - start, jj] > 0
-            found.append(np.stack([ii[keep], jj[keep], np.full(keep.sum(), flag)], axis=1))
-    pairs = np.concatenate(found)
-    # one row per unordered pair and flag: mirror(a) ~ b is the same relation as mirror(b) ~ a
+class CandidateSearch:
+    """Bag-of-words similarity between films: a vocabulary tree trained on a sample of the films' own descriptors,
+    tf-idf vectors of each film as is and mirrored, and top-k queries by film or by cluster of films."""
+
+    def __init__(self, sigs: Sequence[Signature], seed: int = 0) -> None:
+        n = len(sigs)
+        counts = np.array([len(s.descriptors) for s in sigs], np.int64)
+        every = np.concatenate([s.descriptors for s in sigs] + [np.zeros((0, 128), np.uint8)])
+        self.usable = n >= 2 and len(every) >= 2 * BRANCH
+        if not self.usable:
+            return
+        rng = np.random.default_rng(seed)
+        tree = VocabularyTree(every[rng.choice(len(every), min(len(every), VOCAB_SAMPLE), replace=False)], seed)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        words, mirror_words = tree.words(every), tree.words(every[:, MIRROR])
+        self.bow, idf = _bow([words[offsets[i] : offsets[i + 1]] for i in range(n)], tree.size, None)
+        self.mirror, _ = _bow([mirror_words[offsets[i] : offsets[i + 1]] for i in range(n)], tree.size, idf)
+        self.bow_t = self.bow.T.tocsr()
+
+    def by_film(self, k: int, block: int = 512) -> np.ndarray:
+        """(i, j, mirrored) rows, i < j: each film's k most similar other films, as is and mirrored."""
+        n = self.bow.shape[0]
+        found = []
+        for start in range(0, n, block):
+            rows = np.arange(start, min(n, start + block))
+            for flag, query in ((0, self.bow), (1, self.mirror)):
+                sim = (query[rows] @ self.bow_t).toarray()
+                sim[np.arange(len(rows)), rows] = -1
+                found.append(_top(sim, rows, k, flag))
+        return _unique_pairs(found)
+
+    def by_cluster(self, label: np.ndarray, clusters: np.ndarray, k: int, block: int = 256) -> np.ndarray:
+        """(i, j, mirrored) rows: for each of `clusters` (ids in `label`, one per film), the k films of OTHER
+        clusters most similar to the cluster's summed tf-idf vector, each paired with the MEMBERS_PER_CANDIDATE
+        members of the cluster most similar to it. A family whose members fill each other's top-k slots is thereby
+        searched as one query."""
+        n = len(label)
+        sizes = np.bincount(label)
+        big = np.asarray(clusters, np.int64)
+        members_of = np.split(np.argsort(label, kind="stable"), np.cumsum(sizes)[:-1])
+        member = csr_matrix((np.ones(n, np.float32), (label, np.arange(n))), shape=(len(sizes), n))
+        found = []
+        for start in range(0, len(big), block):
+            part = big[start : start + block]
+            for flag, query in ((0, self.bow), (1, self.mirror)):
+                sim = (member[part] @ query @ self.bow_t).toarray()
+                sim[label[None, :] == part[:, None]] = -1  # never a film of the cluster itself
+                for c, row in zip(part, sim, strict=True):
+                    top = np.argpartition(-row, min(k, n - 1) - 1)[:k]
+                    top = top[row[top] > 0]
+                    members = members_of[c]
+                    sim_m = (query[members] @ self.bow_t[:, top]).toarray()  # (members, candidates)
+                    best = np.argsort(-sim_m, axis=0)[:MEMBERS_PER_CANDIDATE]
+                    for b in best:
+                        found.append(np.stack([members[b], top, np.full(len(top), flag)], axis=1))
+        return _unique_pairs(found)
+
+
+def _top(sim: np.ndarray, rows: np.ndarray, k: int, flag: int) -> np.ndarray:
+    """(row film, column film, flag) for each row's k highest positive similarities."""
+    k = min(k, sim.shape[1] - 1)
+    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    ii, jj = np.repeat(np.arange(len(rows)), k), top.ravel()
+    keep = sim[ii, jj] > 0
+    return np.stack([rows[ii[keep]], jj[keep], np.full(keep.sum(), flag)], axis=1)
+
+
+def _unique_pairs(found: list[np.ndarray]) -> np.ndarray:
+    """One row per unordered pair and flag: mirror(a) ~ b is the same relation as mirror(b) ~ a."""
+    pairs = np.concatenate([*found, np.zeros((0, 3), np.int64)]).astype(np.int64)
     pairs[:, :2] = np.sort(pairs[:, :2], axis=1)
     return np.unique(pairs, axis=0)
 
@@ -216,6 +258,10 @@ class Match:
     def is_copy(self) -> bool:
         return self.inliers >= MIN_INLIERS and self.correlation >= COPY_CORRELATION
 
+    @property
+    def is_near_miss(self) -> bool:
+        return self.inliers >= MIN_INLIERS and NEAR_MISS_CORRELATION <= self.correlation < COPY_CORRELATION
+
 
 def verify(a: Signature, b: Signature, mirrored: bool) -> Match:
     """Is `a` (mirrored left-right when asked) an augmented copy of `b`? Geometry first, then pixels."""
@@ -238,6 +284,21 @@ def verify(a: Signature, b: Signature, mirrored: bool) -> Match:
     n_in = int(inliers.sum())
     if n_in < MIN_INLIERS:
         return Match(n_in, 0.0)
+    corr = _aligned_correlation(a, b, affine, mirrored)
+    if corr < COPY_CORRELATION:
+        # A copy resized to a square (224 x 224) or zoomed by x and y apart is stretched, not only scaled: a
+        # similarity leaves it misaligned by pixels at the thumbnail's scale. A full affine fit, kept only when
+        # its stretch is one a resize can make, aligns it (bench/near_duplicates.py --families).
+        full, _ = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX)
+        if full is not None:
+            sv = np.linalg.svd(full[:, :2], compute_uv=False)
+            if sv[1] > 0 and sv[0] / sv[1] <= MAX_STRETCH:
+                corr = max(corr, _aligned_correlation(a, b, full, mirrored))
+    return Match(n_in, corr)
+
+
+def _aligned_correlation(a: Signature, b: Signature, affine: np.ndarray, mirrored: bool) -> float:
+    """block_correlation of b's band-passed thumbnail and a's warped onto it by `affine` (SIFT_SIDE points)."""
     # the transform maps SIFT_SIDE-scale points; the thumbnails are a further scale of each film
     sa = a.thumb.shape[1] / a.width
     sb = b.thumb.shape[1] / b.width
@@ -248,8 +309,8 @@ def verify(a: Signature, b: Signature, mirrored: bool) -> Match:
     mask = cv2.warpAffine(np.ones(thumb_a.shape, np.uint8), to_thumb[:2], (w, h), flags=cv2.INTER_NEAREST)
     mask = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
     if mask.mean() < MIN_OVERLAP:
-        return Match(n_in, 0.0)
-    return Match(n_in, block_correlation(warped, _bandpass(b.thumb), mask))
+        return 0.0
+    return block_correlation(warped, _bandpass(b.thumb), mask)
 
 
 def block_correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray, side: int = BLOCK) -> float:
@@ -278,76 +339,149 @@ def block_correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray, side: int 
     return float(np.median((bx[keep] * by[keep]).sum(axis=1) / (sx[keep] * sy[keep])))
 
 
+@dataclass
+class CopySearch:
+    """What the copy search verified: copies, and near misses (geometry held, pixels just under the threshold)."""
+
+    pairs: list[tuple[int, int, Match]]
+    near_misses: list[tuple[int, int, Match]]
+    checked: int = 0  # candidate pairs verified
+
+
 def copy_pairs(
     sigs: Sequence[Signature | None],
     map_fn: Callable[[Callable, list], list] | None = None,
     k: int = CANDIDATES,
-) -> list[tuple[int, int, Match]]:
+    together: Sequence[Sequence[int]] = (),
+) -> CopySearch:
     """Verified augmented-copy pairs (i, j, match), i < j, among `sigs` (None = no signature: skipped).
 
+    together: index sets already known to be one film (exact and near copies). Each set is searched through one
+    representative (the member with most keypoints): its byte twins and resized twins need no second look and
+    would only fill each other's candidate slots. Then rounds of candidates: first each film's top k; after each
+    round the verified links form clusters, and each cluster that grew is queried as one (its summed words)
+    against films outside it, with twice the candidates of the round before, until a round links nothing new
+    (at most EXPANSION_ROUNDS). Measured on
+    bench/near_duplicates.py --families: one query per film left a family of ~100 files in up to 12 clusters,
+    because its members' top-k slots held only their nearest relatives.
     map_fn: a parallel `map(fn, items) -> list` (the audit's thread pool); plain map when None.
     """
-    index = [i for i, s in enumerate(sigs) if s is not None]
-    present = [sigs[i] for i in index]
-    cands = candidate_pairs(present, k)  # type: ignore[arg-type]
+    from fracturekit.split import units
 
-    def check(row: np.ndarray) -> Match:
-        i, j, mirrored = (int(v) for v in row)
-        return verify(present[i], present[j], bool(mirrored))  # type: ignore[arg-type]
-
-    rows = list(cands)
-    matches = map_fn(check, rows) if map_fn is not None else [check(r) for r in rows]
+    group = units(len(sigs), together)
+    best_rep: dict[int, int] = {}
+    for i, s in enumerate(sigs):
+        if s is not None:
+            g = int(group[i])
+            if g not in best_rep or len(s.points) > len(sigs[best_rep[g]].points):  # type: ignore[union-attr]
+                best_rep[g] = i
+    index = sorted(best_rep.values())
+    present: list[Signature] = [sigs[i] for i in index]  # type: ignore[misc]
+    search = CandidateSearch(present)
+    if not search.usable:
+        return CopySearch([], [], 0)
+    checked: dict[tuple[int, int, int], Match] = {}
+    links: list[list[int]] = []
+    cands = search.by_film(k)
+    for r in range(EXPANSION_ROUNDS):
+        rows = [row for row in map(tuple, cands.tolist()) if row not in checked]
+        check = lambda row: verify(present[row[0]], present[row[1]], bool(row[2]))  # noqa: E731
+        matches = map_fn(check, rows) if map_fn is not None else [check(row) for row in rows]
+        checked.update(zip(rows, matches, strict=True))
+        new = [[row[0], row[1]] for row, m in zip(rows, matches, strict=True) if m.is_copy]
+        if not new:
+            break
+        links += new
+        label = units(len(present), links)
+        grown = np.unique(label[np.array(new).ravel()])  # only clusters that gained a film are queried again
+        cands = search.by_cluster(label, grown, k * 2 ** (r + 1))
     best: dict[tuple[int, int], Match] = {}
-    for row, m in zip(rows, matches, strict=True):
-        key = (index[int(row[0])], index[int(row[1])])
-        if m.is_copy and (key not in best or m.correlation > best[key].correlation):
+    for (i, j, _), m in checked.items():
+        key = (index[i], index[j])
+        if key not in best or (m.is_copy, m.correlation) > (best[key].is_copy, best[key].correlation):
             best[key] = m
-    return [(i, j, m) for (i, j), m in sorted(best.items())]
+    ordered = sorted(best.items())
+    return CopySearch(
+        [(i, j, m) for (i, j), m in ordered if m.is_copy],
+        [(i, j, m) for (i, j), m in ordered if m.is_near_miss],
+        len(checked),
+    )
 
 
-# Name lineage: suffixes that dataset authors add to a copy's name. Only a name that carries one is linked (to
-# films whose name is its stripped form, or carries another suffix on the same stem): equal plain names in two
-# folders are common in Kaggle sets (train/1.jpg, test/1.jpg) and say nothing about lineage.
+# Name lineage: suffixes that dataset authors add to a copy's name. Only a name that carries one points to an
+# original: equal plain names in two folders are common in Kaggle sets (train/1.jpg, test/1.jpg, and
+# fractured/10.png beside `not fractured/10.jpg`) and say nothing about lineage.
 _COPY_SUFFIX = re.compile(
     r"(\s*-\s*copy(\s*\(\d+\))?|\s*\(\d+\)|[-_ ]copy\d*"
     r"|[-_ ]?(rotated|rotate|rot|augmented|aug|flipped|flip|mirrored|mirror|cropped|crop|bright|dark|zoom|noise)"
     r"[-_ ]?\d*)$",
     re.IGNORECASE,
 )
+# ` (N)` alone is what Windows and browsers append when a second, different file of one name arrives: on the
+# Kaggle multi-region set 57 of 98 root-level `x (N)` files were other films than `x`. It is stripped only
+# under a suffix that does mean a copy (`x-rotated1 (1)` -> `x`).
+_COUNTER = re.compile(r"\s*\(\d+\)$")
 
 
 def lineage(stem: str) -> str | None:
     """The original's name that a copy's file stem points to ('x-rotated1 - Copy (2)' -> 'x'), or None."""
-    base = stem
+    base, copy_word = stem, False
     while True:
         stripped = _COPY_SUFFIX.sub("", base)
         if stripped == base or not stripped:
             break
+        copy_word |= not _COUNTER.fullmatch(base[len(stripped) :])
         base = stripped
-    return base.lower() if base != stem else None
+    return base.lower() if copy_word else None
 
 
-# Most copies one original may claim by name: Kaggle sets hold ~5-30 copies per film, while a numbered series of
-# distinct films ('fracture.jpg', 'fracture (1).jpg' ... 'fracture (400).jpg') would otherwise become one cluster.
-MAX_NAMED_COPIES = 40
+# Share of a name group that one content cluster must hold before the names may join the rest: names are never
+# the only evidence, so a group whose members content does not link (distinct films sharing a stem) stays apart.
+NAME_CONFIRM = 0.5
 
 
-def name_links(stems: Sequence[str]) -> list[list[int]]:
-    """Index sets of films tied by name lineage: a film and the suffixed names that point to its exact stem.
-
-    A suffixed name whose original is not in the dataset links to nothing (its siblings may be distinct films
-    numbered by a download tool), and an original claimed by more than MAX_NAMED_COPIES names is ignored.
-    """
+def name_groups(stems: Sequence[str]) -> dict[str, list[int]]:
+    """Films by the original their name points to: every suffixed name, plus the one plain film of that stem
+    (two plain films of one stem, in two folders, are ambiguous: neither is the original by name)."""
     plain: dict[str, list[int]] = {}
-    children: dict[str, list[int]] = {}
+    kids: dict[str, list[int]] = {}
     for i, stem in enumerate(stems):
         base = lineage(stem)
-        if base is None:
-            plain.setdefault(stem.lower(), []).append(i)
-        else:
-            children.setdefault(base, []).append(i)
-    return [
-        [*plain[base], *kids]
-        for base, kids in children.items()
-        if base in plain and len(plain[base]) == 1 and len(kids) <= MAX_NAMED_COPIES
-    ]
+        (plain.setdefault(stem.lower(), []) if base is None else kids.setdefault(base, [])).append(i)
+    return {b: [*(plain.get(b, []) if len(plain.get(b, [])) == 1 else []), *k] for b, k in kids.items()}
+
+
+def name_links(stems: Sequence[str], content: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+    """(links, unconfirmed): films that name lineage joins to their family, and name groups it could not join.
+
+    content: each film's cluster by content alone (exact, near, augmented). A group is confirmed when one
+    content cluster (its anchor) holds at least two of its films and NAME_CONFIRM of them; then its suffixed
+    films that content left alone, or in clusters of this group's names only, join the anchor. A plain film is
+    never joined by its name, and a cluster holding other names stays apart. The films a confirmed group could
+    not join, and every unconfirmed group of two or more, come back as `unconfirmed`, for the audit to report
+    when they straddle splits.
+    """
+    label = np.asarray(content)
+    cluster_size = Counter(label.tolist())
+    links: list[list[int]] = []
+    unconfirmed: list[list[int]] = []
+    for base, members in name_groups(stems).items():
+        if len(members) < 2:
+            continue
+        counts = Counter(int(label[i]) for i in members)
+        anchor, held = counts.most_common(1)[0]
+        if held < max(2, NAME_CONFIRM * len(members)):
+            if len(counts) > 1:
+                unconfirmed.append(members)
+            continue
+        join = [  # suffixed films whose whole content cluster carries this group's names
+            i
+            for i in members
+            if label[i] != anchor and lineage(stems[i]) == base and cluster_size[int(label[i])] == counts[int(label[i])]
+        ]
+        if join:
+            links.append([next(i for i in members if label[i] == anchor), *join])
+        left = [i for i in members if label[i] != anchor and i not in join]
+        if left:
+            unconfirmed.append([next(i for i in members if label[i] == anchor), *left])
+    return links, unconfirmed

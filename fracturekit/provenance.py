@@ -163,7 +163,7 @@ def overlap_sentence(overlaps: list[Overlap], n_scored: int, ds: PreparedDataset
     """The one-sentence refusal: count, two examples, and --allow-overlap."""
     films = set().union(*(o.films for o in overlaps))
     examples = list({p[0]: p for o in reversed(overlaps) for p in reversed(o.pairs)}.values())[::-1][:2]
-    shown = "; ".join(f"{Path(a).name} = {s} film {Path(b).name}" for a, s, b in examples)
+    shown = "; ".join(f"{a} = {s} film {b}" for a, s, b in examples)  # paths: one name is in several folders
     runs = ", ".join(str(o.run.root) for o in overlaps if o.pairs)
     return (
         f"{len(films)} of the {n_scored} {split} films of {ds.root} are films, or copies of films, that {runs} "

@@ -93,3 +93,30 @@ def test_unreadable_file_is_listed_not_fatal(tmp_path: Path) -> None:
     (src / "test" / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     res = audit(src)
     assert res.n_images == 9 and [Path(p).name for p, _ in res.unreadable] == ["broken.png"]
+
+
+def _write(root: Path, rel: str, img: np.ndarray) -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / rel), img)
+
+
+@pytest.mark.parametrize(
+    ("files", "clusters", "possible"),
+    [
+        # distinct films sharing a stem across class folders (the Kaggle multi-region case): no link by name
+        ({"train/fractured/10.png": 1, "train/not fractured/10-rotated1.jpg": 2}, 0, 0),
+        # the same names in two splits: still no link, but the audit says a family may be split
+        ({"train/fractured/10.png": 1, "test/not fractured/10-rotated1.jpg": 2}, 0, 1),
+        # a numbered series of distinct films in two splits: ` (N)` is no lineage, nothing to report
+        ({"train/fractured/fracture (1).png": 1, "test/fractured/fracture (2).png": 2}, 0, 0),
+        # a real copy under a rotation-chain name in the other split: one cluster, a leak, nothing 'possible'
+        ({"train/fractured/7.png": 3, "test/fractured/7-rotated1.png": 3}, 1, 0),
+    ],
+)
+def test_names_alone_never_link_films(tmp_path: Path, files: dict[str, int], clusters: int, possible: int) -> None:
+    for rel, film in files.items():
+        _write(tmp_path / "raw", rel, _film(film, 160))
+    res = audit(tmp_path / "raw")
+    assert (len(res.clusters), len(res.possible_splits)) == (clusters, possible)
+    if possible:  # reported as possible, never counted as a leak
+        assert res.leaks == 0 and res.to_dict()["possible_families_split"][0]["signal"] == "name"

@@ -78,13 +78,13 @@ def test_distinct_look_alike_phantoms_are_not_copies() -> None:
     # one generator, one anatomy: long bones on soft tissue, so many keypoints match between different films
     films = [_film(i) for i in range(10)]
     sigs = [signature(f) for f in films]
-    assert copy_pairs(sigs) == []
+    assert copy_pairs(sigs).pairs == []
 
 
 def test_a_seeded_augmented_copy_among_distinct_films_is_the_only_pair() -> None:
     films = [_film(i) for i in range(8)]
     films.append(augment_copy(films[2], np.random.default_rng(0), "default"))
-    pairs = copy_pairs([signature(f) for f in films])
+    pairs = copy_pairs([signature(f) for f in films]).pairs
     assert [(i, j) for i, j, _ in pairs] == [(2, 8)]
 
 
@@ -93,7 +93,7 @@ def test_films_without_signature_or_keypoints_are_skipped() -> None:
     films = [_film(0), flat, _film(0)]
     sigs: list[Signature | None] = [signature(f) for f in films]
     assert sigs[1] is not None and sigs[1].empty
-    assert [(i, j) for i, j, _ in copy_pairs([sigs[0], None, sigs[1], sigs[2]])] == [(0, 3)]
+    assert [(i, j) for i, j, _ in copy_pairs([sigs[0], None, sigs[1], sigs[2]]).pairs] == [(0, 3)]
 
 
 def test_mirror_permutation_matches_sift_on_the_mirrored_film() -> None:
@@ -116,7 +116,9 @@ def test_mirror_permutation_matches_sift_on_the_mirrored_film() -> None:
     [
         ("IMG0001-rotated1 - Copy (1)", "img0001"),  # the Kaggle multi-region pattern, two suffixes
         ("IMG0001 - Copy", "img0001"),  # Windows copy
-        ("IMG0001 (2)", "img0001"),  # browser download counter
+        ("IMG0001 (2)", None),  # a download counter alone: Windows' name for a second, different file
+        ("IMG0001-rotated1 (1)", "img0001"),  # ...but under a copy suffix it is a twin of that copy
+        ("1-rotated2-rotated2-rotated2 - Copy", "1"),  # a Kaggle rotation chain, three deep, copied again
         ("IMG0001_aug3", "img0001"),  # augmentation script
         ("IMG0001_flip", "img0001"),
         ("IMG0001-rotated2", "img0001"),
@@ -130,16 +132,42 @@ def test_lineage(stem: str, base: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("stems", "links"),
+    ("stems", "content", "links", "unconfirmed"),
     [
-        (["a", "a-rotated1", "a_aug2", "b"], [[0, 1, 2]]),  # an original and two named copies
-        (["fracture (1)", "fracture (2)", "fracture (3)"], []),  # a numbered series with no 'fracture': distinct
-        (["b", "b", "b (1)"], []),  # two originals called 'b' in two folders: ambiguous, no link
-        (["x (1)", "y"], []),  # the original is not in the dataset
+        # an original and two named copies, one of them linked by content: the names join the other
+        (["a", "a-rotated1", "a_aug2", "b"], [0, 0, 2, 3], [[0, 2]], []),
+        # the same names with no content link at all: names alone are no evidence
+        (["a", "a-rotated1", "a_aug2", "b"], [0, 1, 2, 3], [], [[0, 1, 2]]),
+        # a numbered series of distinct films: ` (N)` alone is no lineage, so no group at all
+        (["fracture", "fracture (1)", "fracture (2)", "fracture (3)"], [0, 1, 2, 3], [], []),
+        # two plain films called 'b' in two folders: neither is the original by name; the copies still group
+        (["b", "b", "b-rotated1", "b-rotated2"], [0, 1, 2, 2], [], []),
+        # a copy's cluster that also holds another film stays apart (reported), the lone copy joins
+        (["c", "c-rotated1", "c-rotated2", "c-rotated3", "d"], [0, 0, 2, 3, 3], [[0, 2]], [[0, 3]]),
+        # distinct films sharing a stem across class folders: fractured/10, not fractured/10-rotated1
+        (["10", "10-rotated1"], [0, 1], [], [[0, 1]]),
     ],
 )
-def test_name_links(stems: list[str], links: list[list[int]]) -> None:
-    assert name_links(stems) == links
+def test_name_links(stems: list[str], content: list[int], links: list[list[int]], unconfirmed: list[list[int]]) -> None:
+    assert name_links(stems, content) == (links, unconfirmed)
+
+
+def test_a_family_split_by_its_candidate_slots_is_searched_as_one() -> None:
+    # 3 films and 4 byte-identical twins of each: by film, every top-3 holds only a film's own twins; the twins
+    # are collapsed to one representative and the rest found by film, then by cluster
+    films = [_film(0), _rotate(_film(0), 6), _crop(_rotate(_film(0), -8), 0.9)]
+    sigs = [signature(f) for f in films for _ in range(5)]
+    twins = [list(range(5 * k, 5 * k + 5)) for k in range(3)]
+    found = copy_pairs(sigs, k=3, together=twins)
+    reps = {i for p in found.pairs for i in p[:2]}
+    assert len(found.pairs) >= 2 and len(reps) == 3 and all(i % 5 == 0 for i in reps)
+
+
+def test_a_square_resized_copy_of_a_wide_film_is_caught() -> None:
+    # Kaggle's 224 x 224 copies of a 3:2 film are stretched, not scaled: a similarity fit cannot align them
+    wide = cv2.resize(_film(2, 480), (480, 320), interpolation=cv2.INTER_AREA)
+    square = cv2.resize(_rotate(wide, 7), (224, 224), interpolation=cv2.INTER_AREA)
+    assert _is_copy(square, wide)
 
 
 @pytest.mark.slow
@@ -150,5 +178,5 @@ def test_augmented_copies_of_real_films_are_caught() -> None:
     films = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
     rng = np.random.default_rng(7)
     films += [augment_copy(films[k], rng, "default") for k in range(10)]
-    found = {(i, j) for i, j, _ in copy_pairs([signature(f) for f in films])}
+    found = {(i, j) for i, j, _ in copy_pairs([signature(f) for f in films]).pairs}
     assert sum((k, 40 + k) in found for k in range(10)) >= 9

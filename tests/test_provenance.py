@@ -44,3 +44,16 @@ def test_unknown_pixel_hashes_do_not_match_each_other() -> None:
     train = seen_items(Seen(None, "classify", rows, "seen.csv", None, None))  # type: ignore[arg-type]
     other = AuditItem("o", "", "", None, "s3", "", np.full(8, 2**63 - 1, dtype=np.uint64))
     assert seen_overlap(train, [other]) == []
+
+
+def test_a_film_is_not_seen_by_its_name_alone() -> None:
+    # evaluate's old false link: train/not fractured/10-rotated1-rotated1-rotated1.jpg (a forearm) was taken for
+    # the scored film fractured/10.png (a tibia) because the names point to one stem
+    seen_img, scored_img = (generate_phantom(seed=3, index=i, size=160).image for i in (1, 2))
+    train = [
+        AuditItem(
+            "not fractured/10-rotated1-rotated1-rotated1.jpg", "train", "", None, "s1", "", dihedral_phashes(seen_img)
+        )
+    ]
+    scored = AuditItem("fractured/10.png", "", "", None, "s2", pixel_sha256(scored_img), dihedral_phashes(scored_img))
+    assert seen_overlap(train, [scored]) == []

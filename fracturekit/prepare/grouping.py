@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fracturekit.audit import AuditItem, Link, duplicate_links
+from fracturekit.audit import AuditItem, Link, duplicate_links, joining
 from fracturekit.errors import UserError
 from fracturekit.ingest.labels import fold
 from fracturekit.paths import rel_to
@@ -130,7 +130,7 @@ def _split_films(
     t_links = time.perf_counter()
     duplicates = duplicate_links(items)
     t_links = time.perf_counter() - t_links
-    for link in duplicates:  # films with no patient key that the split still keeps with their copies
+    for link in joining(duplicates):  # films with no patient key that the split still keeps with their copies
         for i in link.members:
             if ok[i].group_source == "none":
                 ok[i].group_source = "duplicate_cluster"
@@ -141,7 +141,7 @@ def _split_films(
         if film.group:
             by_group.setdefault(film.group, []).append(i)
     fixed = [f.record.split if keep_splits and f.record else None for f in ok]
-    together = [*(link.members for link in duplicates), *by_group.values()]
+    together = [*(link.members for link in joining(duplicates)), *by_group.values()]
     splits = assign_splits([f.label for f in ok], together, fixed, ratios, seed)
     return items, duplicates, splits, t_links
 
