@@ -17,9 +17,12 @@ resampling and JPEG codec are deterministic for a given build).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+CLASS_DIRS = {"Fractured": "fractured", "Non_fractured": "not fractured"}  # FracAtlas folder -> Kaggle folder
 
 
 @dataclass(frozen=True)
@@ -203,3 +206,97 @@ def copy_family(full: np.ndarray, stem: str, rng: np.random.Generator, other_spl
             level = nxt
         if FAMILY_SIZE[0] <= len(files) <= FAMILY_SIZE[1]:
             return files
+
+
+def distinct_films(files: list[Path], n: int, rng: np.random.Generator) -> list[Path]:
+    """`n` FracAtlas films in a seeded order, balanced between the two classes, none within the audit's
+    near-duplicate distance of another (FracAtlas holds repeat films), so the built lineage is the only link."""
+    from fracturekit.audit import parallel_map
+    from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes
+
+    by_class = {c: [p for p in files if p.parent.name == c] for c in CLASS_DIRS}
+    order = {c: [f[i] for i in rng.permutation(len(f))] for c, f in by_class.items()}
+    pool = [p for pair in zip(*order.values(), strict=False) for p in pair][: int(1.3 * n) + 20]
+    hashes = np.stack(parallel_map(lambda p: dihedral_phashes(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)), pool))
+    kept: list[int] = []
+    for i in range(len(pool)):
+        ident = hashes[i, 0]
+        if all(np.bitwise_count(ident ^ hashes[j]).min() > NEAR_THRESHOLD for j in kept):
+            kept.append(i)
+    if len(kept) < n:
+        raise SystemExit(f"only {len(kept)} distinct FracAtlas films drawn, {n} needed")
+    return [pool[i] for i in kept[:n]]
+
+
+def build_families(
+    files: list[Path], n_large: int, n_small: int, n_single: int, seed: int, root: Path, n_heldout: int = 0
+) -> tuple[dict[str, str], set[str], list[Path]]:
+    """A Kaggle-like augmented set under `root/{train,test}/<class>/`, from distinct FracAtlas films.
+
+    `n_large` copy families of 50-200 files (augcopies.copy_family), `n_small` families of the film plus 1-12
+    augmented copies under Kaggle-like or fresh names (augcopies.augment_copy/copy_name), `n_single` single films.
+    Films are named 1, 2, ... in each class folder (so `fractured/3.jpg` and `not fractured/3.jpg` are distinct
+    films), and every second large family meets a distinct film named `<stem> (1).jpg` in its folder, as when
+    Windows renames a second file of one name. Returns {path under root: original film}, the colliding files, and
+    `n_heldout` further distinct films that are in none of them (for a held-out test).
+    """
+    from fracturekit.audit import parallel_map
+
+    rng = np.random.default_rng(seed)
+    n_coll = n_large // 2
+    films = distinct_films(files, n_large + n_small + n_single + 2 * n_coll + n_heldout, rng)
+    films, heldout = films[: len(films) - n_heldout], films[len(films) - n_heldout :]
+    counters = dict.fromkeys(CLASS_DIRS, 0)
+
+    def stem_of(path: Path) -> str:
+        counters[path.parent.name] += 1
+        return str(counters[path.parent.name])
+
+    large, small, single = films[:n_large], films[n_large : n_large + n_small], films[n_large + n_small :]
+    jobs = [("large", p, stem_of(p)) for p in large] + [("small", p, stem_of(p)) for p in small]
+    jobs += [("single", p, stem_of(p)) for p in single[:n_single]]
+    spare = single[n_single:]  # films for the root-name collisions, matched to a family's class
+    collisions: list[tuple[Path, str]] = []
+    for _kind, path, stem in jobs[:n_large:2]:
+        partner = next(p for p in spare if p.parent.name == path.parent.name)
+        spare.remove(partner)
+        collisions.append((partner, stem))
+
+    def one(job: tuple[int, tuple[str, Path, str]]) -> list[tuple[str, str]]:
+        k, (kind, path, stem) = job
+        r = np.random.default_rng([seed, k])
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cls = CLASS_DIRS[path.parent.name]
+        if kind == "large":
+            made = [(f.name, f.split, f.pixels, f.twin_of) for f in copy_family(gray, stem, r)]
+        else:
+            made = [(f"{stem}.jpg", "train", gray, None)]
+            names = {made[0][0]}
+            for c in range(1, (int(r.integers(1, 13)) if kind == "small" else 0) + 1):
+                name = copy_name(stem, c, r)
+                if name not in names and not name.startswith(f"{stem} (1)"):  # ` (1)` is the collisions' name
+                    names.add(name)
+                    made.append((name, "test" if r.random() < 0.15 else "train", augment_copy(gray, r), None))
+        written: dict[str, Path] = {}
+        out = []
+        for name, split, pixels, twin in made:
+            dest = root / split / cls / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if pixels is None:
+                dest.write_bytes(written[twin].read_bytes())  # a byte twin, as Windows' copy makes it
+            else:
+                cv2.imwrite(str(dest), pixels, [cv2.IMWRITE_JPEG_QUALITY, 95] if dest.suffix == ".jpg" else [])
+            written[name] = dest
+            out.append((dest.relative_to(root).as_posix(), path.name))
+        return out
+
+    lineage: dict[str, str] = {}
+    for part in parallel_map(one, list(enumerate(jobs))):
+        lineage.update(part)
+    clashing: set[str] = set()
+    for partner, stem in collisions:
+        rel = f"train/{CLASS_DIRS[partner.parent.name]}/{stem} (1).jpg"
+        cv2.imwrite(str(root / rel), cv2.imread(str(partner), cv2.IMREAD_GRAYSCALE), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        lineage[rel] = partner.name
+        clashing.add(rel)
+    return lineage, clashing, heldout

@@ -48,7 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from augcopies import STRENGTHS, augment_copy, copy_name  # noqa: E402  (bench/ is sys.path[0])
+from augcopies import STRENGTHS, augment_copy, build_families, copy_name  # noqa: E402  (bench/ is sys.path[0])
 
 if TYPE_CHECKING:
     from fracturekit.audit import AuditResult
@@ -102,6 +102,27 @@ def draw_films(data: Path, n_train: int, n_heldout: int, seed: int) -> tuple[lis
     return chosen
 
 
+def _save(path: Path, gray: np.ndarray, max_side: int) -> None:
+    from fracturekit.imageio import limit_side
+
+    cv2.imwrite(str(path), limit_side(gray, max_side)[0], [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+
+def write_heldout(heldout: list[Path], max_side: int, work: Path) -> None:
+    """work/heldout/cls/test/<class>/: the held-out originals under the models' class names."""
+    from fracturekit.audit import parallel_map
+    from fracturekit.imageio import read_image
+    from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+
+    def held(path: Path) -> None:
+        label = POSITIVE_CLASS if path.parent.name == "Fractured" else NEGATIVE_CLASS
+        _save(work / "heldout" / "cls" / "test" / label / path.name, read_image(path).pixels, max_side)
+
+    for name in (POSITIVE_CLASS, NEGATIVE_CLASS):
+        (work / "heldout" / "cls" / "test" / name).mkdir(parents=True, exist_ok=True)
+    parallel_map(held, heldout)
+
+
 def build_sets(
     originals: list[Path], heldout: list[Path], copies: int, strength: str, max_side: int, work: Path, seed: int
 ) -> dict[str, str]:
@@ -109,17 +130,12 @@ def build_sets(
 
     Every film, held-out ones included, is saved with its long side <= max_side at JPEG quality 95, so that
     both models see the same kind of file everywhere (copies are made from the full-size film first).
+    Returns {file path under work/augmented: its original}.
     """
     from fracturekit.audit import parallel_map
-    from fracturekit.imageio import limit_side, read_image
-    from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+    from fracturekit.imageio import read_image
 
-    def save(path: Path, gray: np.ndarray) -> None:
-        cv2.imwrite(str(path), limit_side(gray, max_side)[0], [cv2.IMWRITE_JPEG_QUALITY, 95])
-
-    def held(path: Path) -> None:
-        label = POSITIVE_CLASS if path.parent.name == "Fractured" else NEGATIVE_CLASS  # the models' class names
-        save(work / "heldout" / "cls" / "test" / label / path.name, read_image(path).pixels)
+    save = lambda path, gray: _save(path, gray, max_side)  # noqa: E731
 
     def one(args: tuple[int, Path]) -> list[dict[str, str]]:
         k, path = args
@@ -127,16 +143,14 @@ def build_sets(
         folder = work / "augmented" / CLASS_DIRS[path.parent.name]
         gray = read_image(path).pixels
         save(folder / path.name, gray)  # the original itself stays in the set, as on Kaggle
-        out = [{"file": path.name, "original": path.name, "label": folder.name, "copy": "0"}]
+        out = [{"file": f"{folder.name}/{path.name}", "original": path.name, "label": folder.name, "copy": "0"}]
         for c in range(1, copies + 1):
             name = copy_name(path.stem, c, rng)
             save(folder / name, augment_copy(gray, rng, strength))
-            out.append({"file": name, "original": path.name, "label": folder.name, "copy": str(c)})
+            out.append({"file": f"{folder.name}/{name}", "original": path.name, "label": folder.name, "copy": str(c)})
         return out
 
-    for name in (POSITIVE_CLASS, NEGATIVE_CLASS):
-        (work / "heldout" / "cls" / "test" / name).mkdir(parents=True, exist_ok=True)
-    parallel_map(held, heldout)
+    write_heldout(heldout, max_side, work)
     rows: list[dict[str, str]] = []
     for name in CLASS_DIRS.values():
         (work / "augmented" / name).mkdir(parents=True, exist_ok=True)
@@ -152,11 +166,12 @@ def build_sets(
     return {r["file"]: r["original"] for r in rows}
 
 
-def naive_split(work: Path, seed: int) -> Path:
-    """work/naive/{train,val,test}/<class>/: a random, label-stratified split of the files (hard links)."""
+def naive_split(source: Path, lineage: dict[str, str], work: Path, seed: int) -> tuple[Path, dict[str, str]]:
+    """work/naive/{train,val,test}/<class>/: a random, label-stratified split of the files of `source` (hard
+    links), and the lineage of the linked files (keyed by their path under work/naive)."""
     from sklearn.model_selection import train_test_split
 
-    files = sorted((work / "augmented").glob("*/*.jpg"))
+    files = sorted(source / rel for rel in lineage)
     labels = [p.parent.name for p in files]
     train, rest = train_test_split(files, train_size=SPLIT_RATIOS[0], stratify=labels, random_state=seed)
     val, test = train_test_split(
@@ -165,12 +180,14 @@ def naive_split(work: Path, seed: int) -> Path:
         stratify=[p.parent.name for p in rest],
         random_state=seed,
     )
+    naive: dict[str, str] = {}
     for split, part in (("train", train), ("val", val), ("test", test)):
         for p in part:
-            dest = work / "naive" / split / p.parent.name / p.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, dest)
-    return work / "naive"
+            rel = f"{split}/{p.parent.name}/{p.name}"
+            (work / "naive" / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(p, work / "naive" / rel)
+            naive[rel] = lineage[p.relative_to(source).as_posix()]
+    return work / "naive", naive
 
 
 def lineage_leak(manifest: Path, lineage: dict[str, str]) -> tuple[float, int]:
@@ -179,7 +196,7 @@ def lineage_leak(manifest: Path, lineage: dict[str, str]) -> tuple[float, int]:
 
     m = pd.read_csv(manifest, dtype=str).fillna("")
     m = m[m["status"] == "ok"]
-    orig = m["source"].map(lambda s: lineage[Path(s).name])
+    orig = m["source"].map(lineage)
     in_train = set(orig[m["split"] == "train"])
     test = orig[m["split"] == "test"]
     return float(test.isin(in_train).mean()), len(test)
@@ -191,7 +208,7 @@ def audit_found(audit: AuditResult, lineage: dict[str, str]) -> dict[str, int]:
     total = sum(n * (n - 1) // 2 for n in per_original.values())
     linked = false = 0
     for c in audit.clusters:
-        origs = [lineage[Path(m.path).name] for m in c.members]
+        origs = [lineage[m.path] for m in c.members]
         same = sum(n * (n - 1) // 2 for n in Counter(origs).values())
         linked += same
         false += len(origs) * (len(origs) - 1) // 2 - same
@@ -229,6 +246,14 @@ def main() -> None:
         "--max-side", type=int, default=512, help="Long side of every written film (px): decoding stays cheap."
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--families",
+        type=int,
+        help="families arm: instead of --originals x --copies, a Kaggle-like set of this many copy families of "
+        "50-200 files (bench/augcopies.py build_families) plus --small small families and --singles single films",
+    )
+    parser.add_argument("--small", type=int, default=60, help="with --families: small families (film + 1-12 copies)")
+    parser.add_argument("--singles", type=int, default=150, help="with --families: single films")
     args = parser.parse_args()
     if not (args.data / "images" / "Fractured").is_dir():
         sys.exit(f"{args.data}: FracAtlas not found (no images/Fractured); pass --data PATH (see ../shared/data).")
@@ -250,19 +275,27 @@ def main() -> None:
     t_all = time.perf_counter()
     times: dict[str, float] = {}
     t = time.perf_counter()
-    originals, heldout = draw_films(args.data, args.originals, args.heldout, args.seed)
-    lineage = build_sets(originals, heldout, args.copies, args.strength, args.max_side, work, args.seed)
+    if args.families:
+        files = sorted((args.data / "images").glob("*/*.jpg"))
+        lineage, _, heldout = build_families(
+            files, args.families, args.small, args.singles, args.seed, work / "augmented", args.heldout
+        )
+        write_heldout(heldout, args.max_side, work)
+    else:
+        originals, heldout = draw_films(args.data, args.originals, args.heldout, args.seed)
+        lineage = build_sets(originals, heldout, args.copies, args.strength, args.max_side, work, args.seed)
     times["build"] = time.perf_counter() - t
-    sources = {"naive": (naive_split(work, args.seed), True), "fracturekit": (work / "augmented", False)}
+    naive, naive_lineage = naive_split(work / "augmented", lineage, work, args.seed)
+    sources = {"naive": (naive, True, naive_lineage), "fracturekit": (work / "augmented", False, lineage)}
 
     rows: dict[str, dict] = {}
-    for arm, (source, keep) in sources.items():
+    for arm, (source, keep, arm_lineage) in sources.items():
         r: dict = {}
         t = time.perf_counter()
         prepared = prepare(source, work / "datasets" / arm, fmt="folders", keep_splits=keep, seed=args.seed)
         r["prepare_s"] = time.perf_counter() - t
-        r["leak_share"], r["n_test"] = lineage_leak(prepared.dataset.manifest, lineage)
-        r["audit"] = audit_found(prepared.audit, lineage)
+        r["leak_share"], r["n_test"] = lineage_leak(prepared.dataset.manifest, arm_lineage)
+        r["audit"] = audit_found(prepared.audit, arm_lineage)
         t = time.perf_counter()
         run = train(
             task="classify",
@@ -292,9 +325,15 @@ def main() -> None:
 
     n_files = len(lineage)
     print(cpu_line())
+    made = (
+        f"{args.families} copy families of 50-200 files + {args.small} small families + {args.singles} single films "
+        f"from {len(set(lineage.values()))} FracAtlas films"
+        if args.families
+        else f"{args.originals} FracAtlas originals (balanced) x (1 + {args.copies} '{args.strength}' copies)"
+    )
     print(
-        f"data: {args.originals} FracAtlas originals (balanced) x (1 + {args.copies} '{args.strength}' copies) = "
-        f"{n_files} files; held-out: {rows['naive']['n_heldout']} other originals (balanced), never trained on"
+        f"data: {made} = {n_files} files; held-out: {rows['naive']['n_heldout']} other originals (balanced), "
+        "never trained on"
     )
     print(f"recipe: YOLOv8n-cls from scratch, {args.epochs} epochs, imgsz {args.imgsz}, seed {args.seed}, CPU")
     ci = lambda c: "" if not c or c[0] is None else f" [{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731

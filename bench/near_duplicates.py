@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from augcopies import STRENGTHS, augment_copy, copy_family, copy_name  # noqa: E402
+from augcopies import STRENGTHS, augment_copy, build_families  # noqa: E402
 from cpuinfo import cpu_line  # noqa: E402
 
 from fracturekit import copies  # noqa: E402
@@ -39,7 +39,6 @@ from fracturekit.yolo_env import cpu_threads  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA = SHARED / "fracatlas" / "images"
-CLASS_DIRS = {"Fractured": "fractured", "Non_fractured": "not fractured"}  # FracAtlas folder -> Kaggle folder
 
 
 def montage(films: list[np.ndarray], pairs: list[tuple[int, int]], path: Path) -> None:
@@ -112,104 +111,13 @@ def run(files: list[Path], n_orig: int, n_copy: int, strength: str, seed: int, s
     }
 
 
-def distinct_films(files: list[Path], n: int, rng: np.random.Generator) -> list[Path]:
-    """`n` FracAtlas films in a seeded order, balanced between the two classes, none within the audit's
-    near-duplicate distance of another (FracAtlas holds repeat films), so the built lineage is the only link."""
-    from fracturekit.hashing import NEAR_THRESHOLD
-
-    by_class = {c: [p for p in files if p.parent.name == c] for c in CLASS_DIRS}
-    order = {c: [f[i] for i in rng.permutation(len(f))] for c, f in by_class.items()}
-    pool = [p for pair in zip(*order.values(), strict=False) for p in pair][: int(1.3 * n) + 20]
-    hashes = np.stack(parallel_map(lambda p: dihedral_phashes(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)), pool))
-    kept: list[int] = []
-    for i in range(len(pool)):
-        ident = hashes[i, 0]
-        if all(np.bitwise_count(ident ^ hashes[j]).min() > NEAR_THRESHOLD for j in kept):
-            kept.append(i)
-    if len(kept) < n:
-        raise SystemExit(f"only {len(kept)} distinct FracAtlas films drawn, {n} needed")
-    return [pool[i] for i in kept[:n]]
-
-
-def build_families(
-    files: list[Path], n_large: int, n_small: int, n_single: int, seed: int, root: Path
-) -> tuple[dict[str, str], set[str]]:
-    """A Kaggle-like augmented set under `root/{train,test}/<class>/`, from distinct FracAtlas films.
-
-    `n_large` copy families of 50-200 files (augcopies.copy_family), `n_small` families of the film plus 1-12
-    augmented copies under Kaggle-like or fresh names (augcopies.augment_copy/copy_name), `n_single` single films.
-    Films are named 1, 2, ... in each class folder (so `fractured/3.jpg` and `not fractured/3.jpg` are distinct
-    films), and every second large family meets a distinct film named `<stem> (1).jpg` in its folder, as when
-    Windows renames a second file of one name. Returns {path under root: original film} and the colliding files.
-    """
-    from fracturekit.audit import parallel_map
-
-    rng = np.random.default_rng(seed)
-    n_coll = n_large // 2
-    films = distinct_films(files, n_large + n_small + n_single + 2 * n_coll, rng)
-    counters = dict.fromkeys(CLASS_DIRS, 0)
-
-    def stem_of(path: Path) -> str:
-        counters[path.parent.name] += 1
-        return str(counters[path.parent.name])
-
-    large, small, single = films[:n_large], films[n_large : n_large + n_small], films[n_large + n_small :]
-    jobs = [("large", p, stem_of(p)) for p in large] + [("small", p, stem_of(p)) for p in small]
-    jobs += [("single", p, stem_of(p)) for p in single[:n_single]]
-    spare = single[n_single:]  # films for the root-name collisions, matched to a family's class
-    collisions: list[tuple[Path, str]] = []
-    for _kind, path, stem in jobs[:n_large:2]:
-        partner = next(p for p in spare if p.parent.name == path.parent.name)
-        spare.remove(partner)
-        collisions.append((partner, stem))
-
-    def one(job: tuple[int, tuple[str, Path, str]]) -> list[tuple[str, str]]:
-        k, (kind, path, stem) = job
-        r = np.random.default_rng([seed, k])
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        cls = CLASS_DIRS[path.parent.name]
-        if kind == "large":
-            made = [(f.name, f.split, f.pixels, f.twin_of) for f in copy_family(gray, stem, r)]
-        else:
-            made = [(f"{stem}.jpg", "train", gray, None)]
-            names = {made[0][0]}
-            for c in range(1, (int(r.integers(1, 13)) if kind == "small" else 0) + 1):
-                name = copy_name(stem, c, r)
-                if name not in names and not name.startswith(f"{stem} (1)"):  # ` (1)` is the collisions' name
-                    names.add(name)
-                    made.append((name, "test" if r.random() < 0.15 else "train", augment_copy(gray, r), None))
-        written: dict[str, Path] = {}
-        out = []
-        for name, split, pixels, twin in made:
-            dest = root / split / cls / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if pixels is None:
-                dest.write_bytes(written[twin].read_bytes())  # a byte twin, as Windows' copy makes it
-            else:
-                cv2.imwrite(str(dest), pixels, [cv2.IMWRITE_JPEG_QUALITY, 95] if dest.suffix == ".jpg" else [])
-            written[name] = dest
-            out.append((dest.relative_to(root).as_posix(), path.name))
-        return out
-
-    lineage: dict[str, str] = {}
-    for part in parallel_map(one, list(enumerate(jobs))):
-        lineage.update(part)
-    clashing: set[str] = set()
-    for partner, stem in collisions:
-        rel = f"train/{CLASS_DIRS[partner.parent.name]}/{stem} (1).jpg"
-        cv2.imwrite(str(root / rel), cv2.imread(str(partner), cv2.IMREAD_GRAYSCALE), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        lineage[rel] = partner.name
-        clashing.add(rel)
-    return lineage, clashing
-
-
 def run_families(files: list[Path], args: argparse.Namespace, seed: int, work: Path) -> dict:
     """Build the family replica for `seed`, run a default `prepare` on it, and score what the audit kept together."""
     from fracturekit.prepare import prepare
 
     t0 = time.perf_counter()
     src = work / f"kaggle-{seed}"
-    lineage, clashing = build_families(files, args.families, args.small, args.singles, seed, src)
+    lineage, clashing = build_families(files, args.families, args.small, args.singles, seed, src)[:2]
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
     prepared = prepare(src, work / f"prepared-{seed}", seed=seed, runs_dir=None)
@@ -244,6 +152,7 @@ def run_families(files: list[Path], args: argparse.Namespace, seed: int, work: P
         "collisions": len(clashing),
         "collisions_merged": merged,
         "mixed_clusters": sum(len(f) > 1 for f in fam_of_cluster.values()),
+        "mixed": sorted(" ~ ".join(sorted(f)) for f in fam_of_cluster.values() if len(f) > 1),
         "clusters": len(prepared.audit.clusters),
         "leaks": prepared.audit.leaks,
         "s_build": t_build,
@@ -330,6 +239,8 @@ def families_main(files: list[Path], args: argparse.Namespace) -> None:
             f"{r['test_leak']:>10.2%} of {r['n_test']:>4} {r['collisions_merged']:>10} of {r['collisions']:>3} "
             f"{r['mixed_clusters']:>15} {r['s_prepare']:>10.1f}"
         )
+        for names in r["mixed"]:  # distinct originals in one cluster: FracAtlas' own repeats, or false merges
+            print(f"     mixed cluster, FracAtlas originals: {names}")
 
 
 def main() -> None:

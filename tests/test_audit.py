@@ -120,3 +120,38 @@ def test_names_alone_never_link_films(tmp_path: Path, files: dict[str, int], clu
     assert (len(res.clusters), len(res.possible_splits)) == (clusters, possible)
     if possible:  # reported as possible, never counted as a leak
         assert res.leaks == 0 and res.to_dict()["possible_families_split"][0]["signal"] == "name"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_copy_family_of_a_real_film_is_one_cluster(tmp_path: Path) -> None:
+    # a Kaggle-like family of a real wrist film: the film at full size, 224 px rotation chains three deep (the
+    # aspect ratio squashed), byte twins, PNGs, files in both split folders; beside it distinct real films, one
+    # called `<stem> (1)` as Windows names a second file. Phantoms are too crisp to fail the old search.
+    import sys
+
+    from conftest import shared_data
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from augcopies import copy_family
+
+    films = sorted((shared_data("fracatlas") / "images" / "Non_fractured").glob("*.jpg"))[:8]
+    gray = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in films]
+    raw = tmp_path / "raw"
+    family = copy_family(gray[0], "5", np.random.default_rng(1))
+    for f in family:
+        dest = raw / f.split / "not fractured" / f.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if f.pixels is None:
+            dest.write_bytes(next(raw.rglob(f.twin_of)).read_bytes())
+        else:
+            cv2.imwrite(str(dest), f.pixels)
+    _write(raw, "train/not fractured/5 (1).jpg", gray[1])
+    for i, g in enumerate(gray[2:]):
+        _write(raw, f"{('train', 'test')[i % 2]}/not fractured/{20 + i}.png", g)
+    res = audit(raw)
+    names = {f.name for f in family}
+    holding = [c for c in res.clusters if names & {Path(m.path).name for m in c.members}]
+    assert len(holding) == 1 and {Path(m.path).name for m in holding[0].members} == names
+    # FracAtlas itself holds IMG0000003 = IMG0000005 (21.png, 23.png, both in test): a cluster, no leak
+    assert res.leaks == 1  # the family sits in train and test: one leak, the whole family, found as one

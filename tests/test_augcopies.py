@@ -51,3 +51,25 @@ def test_names_keep_the_stem_or_are_fresh() -> None:
     assert 0.15 < len(fresh) / len(names) < 0.35  # RENAMED_SHARE is 0.25
     kinds = {p.split("}", 1)[1].split("{")[0] for p in NAME_PATTERNS}  # '-rotated', '_aug', ' - Copy (', ...
     assert all(any(k in n for n in names) for k in kinds)  # every pattern occurs in 200 draws
+
+
+def test_a_copy_family_has_the_shape_of_a_kaggle_upload() -> None:
+    from augcopies import CHAIN_SIDE, FAMILY_SIZE, TWIN_SUFFIXES, copy_family
+
+    full = generate_phantom(0, 1, size=400).image
+    files = copy_family(full, "7", np.random.default_rng(3))
+    again = copy_family(full, "7", np.random.default_rng(3))
+    assert [f.name for f in files] == [f.name for f in again]  # seeded
+    assert FAMILY_SIZE[0] <= len(files) <= FAMILY_SIZE[1]
+    assert files[0].name == "7.jpg" and files[0].pixels is full  # the film itself, full size
+    made = {f.name: f for f in files}
+    assert len(made) == len(files)  # no name twice
+    for f in files[1:]:
+        if f.pixels is None:  # a byte twin: its name is its original's plus a Windows copy suffix
+            stem = Path(f.twin_of).stem
+            assert Path(f.name).stem[len(stem) :] in (*TWIN_SUFFIXES, " (2)") and made[f.twin_of].pixels is not None
+        else:  # a chain member: 224 x 224, named by its rotations
+            assert f.pixels.shape == (CHAIN_SIDE, CHAIN_SIDE)
+            assert re.fullmatch(r"7(-rotated\d+){1,3}\.(jpg|png)", f.name)
+    depth = max(f.name.count("-rotated") for f in files)
+    assert depth >= 2 and {f.split for f in files} <= {"train", "test"}
