@@ -337,7 +337,7 @@ def duplicate_links(items: Sequence[AuditItem], names: bool = True) -> list[Link
     links += [Link((i, j), "possible copy") for i, j, _ in found.near_misses]
     if names:
         content = units(len(items), [lk.members for lk in joining(links)])
-        joined, unconfirmed = name_links([Path(it.path).stem for it in items], content)
+        joined, unconfirmed = name_links([it.path for it in items], content)
         links += [Link(tuple(idx), "name") for idx in joined] + [Link(tuple(i), "possible name") for i in unconfirmed]
     return links
 

@@ -24,10 +24,13 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
 from scipy.sparse import csr_matrix
+
+from fracturekit.ingest.labels import canonical_split
 
 # Signature. Measured on FracAtlas films (bench/near_duplicates.py): SIFT on the film shrunk to 256 px costs
 # ~13 ms per film on one core and gives a median of ~100 keypoints at contrast threshold 0.02 (0.04, OpenCV's
@@ -440,44 +443,58 @@ def lineage(stem: str) -> str | None:
 NAME_CONFIRM = 0.5
 
 
-def name_groups(stems: Sequence[str]) -> dict[str, list[int]]:
-    """Films by the original their name points to: every suffixed name, plus the one plain film of that stem
-    (two plain films of one stem, in two folders, are ambiguous: neither is the original by name)."""
-    plain: dict[str, list[int]] = {}
-    kids: dict[str, list[int]] = {}
-    for i, stem in enumerate(stems):
+def _folder(path: str) -> str:
+    """The folder a name is unique in, split folders aside: 'train/fractured/1.jpg' and 'test/fractured/1-rotated1.jpg'
+    share 'fractured'; 'not fractured/1-rotated1.jpg' does not (Kaggle sets number each class folder from 1)."""
+    parts = PurePosixPath(path.replace("\\", "/")).parts[:-1]
+    kept = [x for x in parts if canonical_split(x) is None]
+    return kept[-1].lower() if kept else ""
+
+
+def name_groups(paths: Sequence[str]) -> dict[tuple[str, str], list[int]]:
+    """Films by the original their name points to, within one class folder: every suffixed name, plus the one plain
+    film of that stem there (two plain films of one stem, in two split folders, are ambiguous)."""
+    plain: dict[tuple[str, str], list[int]] = {}
+    kids: dict[tuple[str, str], list[int]] = {}
+    for i, path in enumerate(paths):
+        stem, folder = PurePosixPath(path.replace("\\", "/")).stem, _folder(path)
         base = lineage(stem)
-        (plain.setdefault(stem.lower(), []) if base is None else kids.setdefault(base, [])).append(i)
-    return {b: [*(plain.get(b, []) if len(plain.get(b, [])) == 1 else []), *k] for b, k in kids.items()}
+        if base is None:
+            plain.setdefault((folder, stem.lower()), []).append(i)
+        else:
+            kids.setdefault((folder, base), []).append(i)
+    return {key: [*(plain.get(key, []) if len(plain.get(key, [])) == 1 else []), *k] for key, k in kids.items()}
 
 
-def name_links(stems: Sequence[str], content: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+def name_links(paths: Sequence[str], content: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
     """(links, unconfirmed): films that name lineage joins to their family, and name groups it could not join.
 
-    content: each film's cluster by content alone (exact, near, augmented). A group is confirmed when one
-    content cluster (its anchor) holds at least two of its films and NAME_CONFIRM of them; then its suffixed
-    films that content left alone, or in clusters of this group's names only, join the anchor. A plain film is
-    never joined by its name, and a cluster holding other names stays apart. The films a confirmed group could
-    not join, and every unconfirmed group of two or more, come back as `unconfirmed`, for the audit to report
-    when they straddle splits.
+    content: each film's cluster by content alone (exact, near, augmented). A group (`name_groups`) is confirmed
+    when one content cluster (its anchor) holds at least two of its films and NAME_CONFIRM of them, and no other
+    cluster holds two (two families sharing a stem, in two split folders); then its suffixed films that content
+    left alone, or in clusters of this group's names only, join the anchor. A plain film is never joined by its
+    name, and a cluster holding other names stays apart. The films a confirmed group could not join, and every
+    unconfirmed group in two or more clusters, come back as `unconfirmed`, for the audit to report when they
+    straddle splits.
     """
     label = np.asarray(content)
     cluster_size = Counter(label.tolist())
     links: list[list[int]] = []
     unconfirmed: list[list[int]] = []
-    for base, members in name_groups(stems).items():
+    for (_, base), members in name_groups(paths).items():
         if len(members) < 2:
             continue
         counts = Counter(int(label[i]) for i in members)
-        anchor, held = counts.most_common(1)[0]
-        if held < max(2, NAME_CONFIRM * len(members)):
+        (anchor, held), *rest = counts.most_common(2)
+        if held < max(2, NAME_CONFIRM * len(members)) or (rest and rest[0][1] >= 2):
             if len(counts) > 1:
                 unconfirmed.append(members)
             continue
+        stem = lambda i: PurePosixPath(paths[i].replace("\\", "/")).stem  # noqa: E731
         join = [  # suffixed films whose whole content cluster carries this group's names
             i
             for i in members
-            if label[i] != anchor and lineage(stems[i]) == base and cluster_size[int(label[i])] == counts[int(label[i])]
+            if label[i] != anchor and lineage(stem(i)) == base and cluster_size[int(label[i])] == counts[int(label[i])]
         ]
         if join:
             links.append([next(i for i in members if label[i] == anchor), *join])

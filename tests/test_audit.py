@@ -105,8 +105,11 @@ def _write(root: Path, rel: str, img: np.ndarray) -> None:
     [
         # distinct films sharing a stem across class folders (the Kaggle multi-region case): no link by name
         ({"train/fractured/10.png": 1, "train/not fractured/10-rotated1.jpg": 2}, 0, 0),
-        # the same names in two splits: still no link, but the audit says a family may be split
-        ({"train/fractured/10.png": 1, "test/not fractured/10-rotated1.jpg": 2}, 0, 1),
+        # ...nor in two splits: their class folders make them two name groups
+        ({"train/fractured/10.png": 1, "test/not fractured/10-rotated1.jpg": 2}, 0, 0),
+        # a copy's name in one class folder and the other split, content unlinked: no link, but the audit says a
+        # family may be split
+        ({"train/fractured/10.png": 1, "test/fractured/10-rotated1.jpg": 2}, 0, 1),
         # a numbered series of distinct films in two splits: ` (N)` is no lineage, nothing to report
         ({"train/fractured/fracture (1).png": 1, "test/fractured/fracture (2).png": 2}, 0, 0),
         # a real copy under a rotation-chain name in the other split: one cluster, a leak, nothing 'possible'

@@ -132,24 +132,45 @@ def test_lineage(stem: str, base: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("stems", "content", "links", "unconfirmed"),
+    ("paths", "content", "links", "unconfirmed"),
     [
         # an original and two named copies, one of them linked by content: the names join the other
-        (["a", "a-rotated1", "a_aug2", "b"], [0, 0, 2, 3], [[0, 2]], []),
+        (["c/a.jpg", "c/a-rotated1.jpg", "c/a_aug2.jpg", "c/b.jpg"], [0, 0, 2, 3], [[0, 2]], []),
         # the same names with no content link at all: names alone are no evidence
-        (["a", "a-rotated1", "a_aug2", "b"], [0, 1, 2, 3], [], [[0, 1, 2]]),
+        (["c/a.jpg", "c/a-rotated1.jpg", "c/a_aug2.jpg", "c/b.jpg"], [0, 1, 2, 3], [], [[0, 1, 2]]),
+        # a family across split folders is one group: train/ and test/ are not class folders
+        (["train/c/a.jpg", "train/c/a-rotated1.jpg", "test/c/a-rotated2.jpg"], [0, 0, 2], [[0, 2]], []),
         # a numbered series of distinct films: ` (N)` alone is no lineage, so no group at all
-        (["fracture", "fracture (1)", "fracture (2)", "fracture (3)"], [0, 1, 2, 3], [], []),
-        # two plain films called 'b' in two folders: neither is the original by name; the copies still group
-        (["b", "b", "b-rotated1", "b-rotated2"], [0, 1, 2, 2], [], []),
+        (["c/fracture.jpg", "c/fracture (1).jpg", "c/fracture (2).jpg"], [0, 1, 2], [], []),
+        # two plain films called 'b' in two split folders: neither is the original by name
+        (["train/c/b.jpg", "test/c/b.jpg", "train/c/b-rotated1.jpg", "c/b-rotated2.jpg"], [0, 1, 2, 2], [], []),
         # a copy's cluster that also holds another film stays apart (reported), the lone copy joins
-        (["c", "c-rotated1", "c-rotated2", "c-rotated3", "d"], [0, 0, 2, 3, 3], [[0, 2]], [[0, 3]]),
-        # distinct films sharing a stem across class folders: fractured/10, not fractured/10-rotated1
-        (["10", "10-rotated1"], [0, 1], [], [[0, 1]]),
+        (
+            ["x/c.jpg", "x/c-rotated1.jpg", "x/c-rotated2.jpg", "x/c-rotated3.jpg", "x/d.jpg"],
+            [0, 0, 2, 3, 3],
+            [[0, 2]],
+            [[0, 3]],
+        ),
+        # two families that share a stem in two split folders (numbered per split): neither joins the other
+        (
+            ["train/c/1-rotated1.jpg", "train/c/1-rotated2.jpg", "test/c/1-rotated1.jpg", "test/c/1-rotated2.jpg"],
+            [0, 0, 1, 1],
+            [],
+            [[0, 1, 2, 3]],
+        ),
+        # families that share a stem in two class folders are two groups: a lone copy joins its own folder's
+        (
+            ["f/1-rotated1.jpg", "f/1-rotated2.jpg", "n/1-rotated1.jpg", "n/1-rotated2.jpg", "n/1-rotated3.jpg"],
+            [0, 0, 2, 2, 4],
+            [[2, 4]],
+            [],
+        ),
+        # distinct films sharing a stem across class folders: fractured/10.png, not fractured/10-rotated1.jpg
+        (["fractured/10.png", "not fractured/10-rotated1.jpg"], [0, 1], [], []),
     ],
 )
-def test_name_links(stems: list[str], content: list[int], links: list[list[int]], unconfirmed: list[list[int]]) -> None:
-    assert name_links(stems, content) == (links, unconfirmed)
+def test_name_links(paths: list[str], content: list[int], links: list[list[int]], unconfirmed: list[list[int]]) -> None:
+    assert name_links(paths, content) == (links, unconfirmed)
 
 
 def test_a_family_split_by_its_candidate_slots_is_searched_as_one() -> None:
