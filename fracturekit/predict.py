@@ -25,6 +25,7 @@ import numpy as np
 from fracturekit import callable_stage
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
+from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.scoring import Scorer, default_batch, stream
 from fracturekit.ingest.files import junk_reason, walk_files
@@ -208,13 +209,13 @@ def predict(
         raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
     names = _output_names(paths, source)
     root = source_root(source, paths)
-    backend = "torch" if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
+    backend = CAM_NAME if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
     det, clf = (
         m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
         for m, task in ((detector, "detect"), (classifier, "classify"))
     )
     for m in (det, clf):
-        if cam and m is not None and m.backend != "torch":
+        if cam and m is not None and not m.cam:
             raise UserError(
                 f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
             )
