@@ -141,7 +141,7 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[st
     if "predictions.csv" not in ours or not (out / "predictions.csv").is_file():
         raise UserError(f"--resume: {out} holds no predictions.csv written by predict; run without --resume.")
     before = record_settings(out, "predict")
-    changed = [k for k in ("detector", "classifier", "conf", "imgsz") if before.get(k) != settings[k]]
+    changed = [k for k in ("detector", "classifier", "conf", "iou", "imgsz") if before.get(k) != settings[k]]
     if changed:
         k = changed[0]
         raise UserError(
@@ -232,6 +232,7 @@ def predict(
         "detector": str(det.weights) if det else None,
         "classifier": str(clf.weights) if clf else None,
         "conf": conf,
+        "iou": iou,
         "imgsz": imgsz,
     }
     planned = {"predictions.csv", "predictions.json", "predictions_coco.json"}
@@ -276,7 +277,7 @@ def predict(
             writes: list[Future[None]] = []
             recs = []
             for pred in preds:
-                rec = record(pred, root, conf, det, run_notes)
+                rec = record(pred, root, det, run_notes)
                 recs.append(rec)
                 if pred.gray is None:
                     continue
