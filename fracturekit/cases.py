@@ -255,13 +255,14 @@ def _classifier_cams(
     cls: ModelScores, drawn: pd.DataFrame, ds_root: Path, imgsz: int | None, device: str
 ) -> dict[str, np.ndarray]:
     """EigenCAM maps (film pixels) of the classifier for the films it has pictures of."""
+    from fracturekit.infer.backends import CAM_NAME
     from fracturekit.infer.model import load_model
     from fracturekit.infer.scoring import classifier_heatmaps
 
     paths = sorted(set(drawn.loc[drawn["model"] == "classifier", "path"]))
     if not paths:
         return {}
-    model = load_model(cls.run, "classify", imgsz, device=device, backend="torch")  # EigenCAM needs PyTorch
+    model = load_model(cls.run, "classify", imgsz, device=device, backend=CAM_NAME)  # EigenCAM needs PyTorch
     films = {}
     for p in paths:
         with contextlib.suppress(ImageReadError):  # such a film gets no picture at all (see write)

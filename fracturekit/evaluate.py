@@ -37,6 +37,7 @@ from fracturekit.evaluation.classification import classification_report, classif
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, labelled_confusion
 from fracturekit.evaluation.detection import coco_ground_truth, evaluate_detector, split_images
 from fracturekit.imageio import is_image_file
+from fracturekit.infer.backends import REFERENCE_NAME
 from fracturekit.infer.model import Model, load_model
 from fracturekit.layout import SPLITS, PreparedDataset, RunDir
 from fracturekit.options import check_imgsz, check_threshold, inference_device
@@ -123,7 +124,7 @@ def warnings(metrics: dict[str, Any]) -> list[str]:
 
 def _load_model(run: str | Path, task: str, imgsz: int | None, device: str) -> Model:
     """The run's best.pt (PyTorch: what is evaluated is the trained model itself) through the inference core."""
-    return load_model(run, task, imgsz, device=device, backend="torch", with_metrics=False)
+    return load_model(run, task, imgsz, device=device, backend=REFERENCE_NAME, with_metrics=False)
 
 
 def _nan_to_none(obj: Any) -> Any:

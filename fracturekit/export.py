@@ -21,10 +21,12 @@ import numpy as np
 
 from fracturekit import callable_stage
 from fracturekit.errors import UserError
-from fracturekit.infer.model import check_path, load_model, resolve_weights, training_imgsz
+from fracturekit.infer import backends
+from fracturekit.infer.backends.base import imgsz_value
+from fracturekit.infer.model import check_path, default_imgsz, load_model, resolve_weights
 from fracturekit.infer.postprocess import coco_detections
 from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
-from fracturekit.options import check_export_format, check_imgsz, inference_device
+from fracturekit.options import check_imgsz, inference_device
 from fracturekit.yolo_env import load_ultralytics
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,20 @@ def onnx_friendly(model: Any) -> int:
     for m in found:
         m.forward = types.MethodType(_dfl_last_axis, m)
     return len(found)
+
+
+def check_export_format(fmt: str) -> str:
+    """`fmt` lower-cased when it exports offline here, else UserError listing those that do."""
+    name = fmt.strip().lower()
+    available = backends.export_formats()
+    if name not in available:
+        missing = [f"{f} once `pip install {m}`" for f, m in backends.export_modules().items() if f not in available]
+        raise UserError(
+            f"--format {fmt}: not available offline on this machine; use one of {', '.join(available)}"
+            + (f" ({', '.join(missing)})" if missing else "")
+            + "."
+        )
+    return name
 
 
 def export(
@@ -98,19 +114,19 @@ def export(
     path, run = resolve_weights(weights_or_run)
     if path.suffix.lower() != ".pt":
         raise UserError(f"{path}: only PyTorch .pt weights can be exported; pass the run folder or its best.pt.")
-    if int8 and fmt not in ("onnx", "openvino"):
-        raise UserError(f"--int8 with --format {fmt}: int8 is offered for onnx and openvino only.")
-    if fmt == "openvino" and importlib.util.find_spec("openvino") is None:
-        raise UserError("--format openvino: openvino is not installed; pip install 'fracturekit[openvino]'.")
+    if int8 and fmt not in backends.int8_formats():
+        raise UserError(
+            f"--int8 with --format {fmt}: int8 is offered for {' and '.join(backends.int8_formats())} only."
+        )
     threads = kw.pop("threads", None)
     load_ultralytics(threads)
     from ultralytics import YOLO
 
     model = YOLO(str(path))
     args = getattr(model.model, "args", {}) or {}
-    size = imgsz or training_imgsz(run) or (args.get("imgsz") if isinstance(args, dict) else None) or 640
+    size = default_imgsz(imgsz, run, imgsz_value(args.get("imgsz")) if isinstance(args, dict) else None)
     ds = PreparedDataset.open(data) if data is not None else _run_dataset(run)
-    ds = ds if (int8 or check) and fmt in ("onnx", "openvino") else None
+    ds = ds if (int8 or check) and fmt in backends.checked_formats() else None
     if int8 and ds is None:
         raise UserError(
             f"{path}: --int8 calibrates on the run's training films, but its dataset is unknown; "
@@ -138,7 +154,7 @@ def export(
         assert ds is not None
         written = quantize_onnx(written, path.with_suffix(".int8.onnx"), model.task, ds, size)
         _drop_check(written)
-    if check and ds is not None and fmt in ("onnx", "openvino"):
+    if check and ds is not None and fmt in backends.checked_formats():
         accuracy_check(written, path, model.task, ds, threads=threads, calibration=opts.get("fraction"))
     return written
 

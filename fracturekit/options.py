@@ -1,13 +1,13 @@
 """The options train, evaluate, predict, export and cam share, checked once with one sentence per mistake.
 
 `--device auto|cpu|mps|0|0,1` (auto everywhere), `--conf` / `--iou` in (0, 1], `--imgsz` positive and
-rounded up to the model stride, `--format` among the exports that work offline here, and the
-classify-vs-detect check. The CLI passes values through; the Python API calls these, so both agree.
+rounded up to the model stride, and the classify-vs-detect check (export's `--format` is checked by
+`fracturekit.export.check_export_format`, from the backends' map). The CLI passes values through; the
+Python API calls these, so both agree.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -16,9 +16,6 @@ from fracturekit.errors import UserError
 
 NMS_IOU = 0.7  # Ultralytics' predict default NMS IoU
 STRIDE = 32  # the largest YOLOv8 stride: Ultralytics' check_imgsz rounds up to a multiple of it
-# Export formats that need nothing from the network: the module each needs (None: torch alone). Ultralytics
-# pip-installs a missing exporter at export time (offline: a failure after a wait), so only installed ones count.
-_EXPORTS = {"onnx": "onnx", "torchscript": None, "openvino": "openvino"}
 
 
 def check_fraction(value: float | None, flag: str) -> float | None:
@@ -65,24 +62,6 @@ def inference_device(requested: str | int | None = "auto") -> tuple[Device, str,
     if len(dev.gpus) > 1:
         note = f"--device {dev.spec}: inference runs on one GPU, so GPU {first} is used (several GPUs help train only)"
     return dev, f"cuda:{first}", note
-
-
-def export_formats() -> list[str]:
-    """The export formats that work offline on this machine (their exporter package is installed)."""
-    return [f for f, module in _EXPORTS.items() if module is None or importlib.util.find_spec(module) is not None]
-
-
-def check_export_format(fmt: str) -> str:
-    """`fmt` lower-cased when it exports offline here, else UserError listing those that do."""
-    name = fmt.strip().lower()
-    available = export_formats()
-    if name not in available:
-        raise UserError(
-            f"--format {fmt}: not available offline on this machine; use one of {', '.join(available)}"
-            + (" (openvino once `pip install openvino`)" if "openvino" not in available else "")
-            + "."
-        )
-    return name
 
 
 def check_task(weights: str | Path, model_task: str | None, wanted: str) -> None:

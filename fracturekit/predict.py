@@ -25,6 +25,7 @@ import numpy as np
 from fracturekit import callable_stage
 from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
+from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.scoring import Scorer, default_batch, stream
 from fracturekit.ingest.files import junk_reason, walk_files
@@ -140,7 +141,7 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[st
     if "predictions.csv" not in ours or not (out / "predictions.csv").is_file():
         raise UserError(f"--resume: {out} holds no predictions.csv written by predict; run without --resume.")
     before = record_settings(out, "predict")
-    changed = [k for k in ("detector", "classifier", "conf", "imgsz") if before.get(k) != settings[k]]
+    changed = [k for k in ("detector", "classifier", "conf", "iou", "imgsz") if before.get(k) != settings[k]]
     if changed:
         k = changed[0]
         raise UserError(
@@ -208,13 +209,13 @@ def predict(
         raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
     names = _output_names(paths, source)
     root = source_root(source, paths)
-    backend = "torch" if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
+    backend = CAM_NAME if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
     det, clf = (
         m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
         for m, task in ((detector, "detect"), (classifier, "classify"))
     )
     for m in (det, clf):
-        if cam and m is not None and m.backend != "torch":
+        if cam and m is not None and not m.cam:
             raise UserError(
                 f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
             )
@@ -231,6 +232,7 @@ def predict(
         "detector": str(det.weights) if det else None,
         "classifier": str(clf.weights) if clf else None,
         "conf": conf,
+        "iou": iou,
         "imgsz": imgsz,
     }
     planned = {"predictions.csv", "predictions.json", "predictions_coco.json"}
@@ -275,7 +277,7 @@ def predict(
             writes: list[Future[None]] = []
             recs = []
             for pred in preds:
-                rec = record(pred, root, conf, det, run_notes)
+                rec = record(pred, root, det, run_notes)
                 recs.append(rec)
                 if pred.gray is None:
                     continue

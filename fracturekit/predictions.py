@@ -34,13 +34,13 @@ CSV_COLUMNS = (
 )
 
 
-def record(pred: Prediction, root: Path, conf: float, det: Model | None, run_notes: list[str]) -> dict[str, Any]:
-    """predict's record (a predictions.csv row) for one film: boxes at or above `conf`, scores to 6 decimals.
+def record(pred: Prediction, root: Path, det: Model | None, run_notes: list[str]) -> dict[str, Any]:
+    """predict's record (a predictions.csv row) for one film: its boxes, scores to 6 decimals.
 
+    The boxes are those the Scorer kept, from predict's `--conf` up (its `box_floor`): no second filter here.
     Scores are rounded to 6 decimals (at most 5e-7 off the core's float): fine for a table, and close enough
     for the evaluate == predict test's 1e-5.
     """
-    kept = pred.boxes[pred.boxes[:, 4] >= conf]
     boxes = [
         {
             "x1": round(float(b[0]), 1),
@@ -50,7 +50,7 @@ def record(pred: Prediction, root: Path, conf: float, det: Model | None, run_not
             "confidence": round(float(b[4]), 4),
             "class": det.names[int(b[5])] if det is not None else "",
         }
-        for b in kept
+        for b in pred.boxes
     ]
     scored = pred.probability is not None
     return {

@@ -9,6 +9,7 @@ import typer
 
 from fracturekit.cli import options
 from fracturekit.cli.app import app, console, library_notes, user_errors
+from fracturekit.infer import backends
 
 
 @app.command()
@@ -17,12 +18,15 @@ def export(
     weights: Annotated[Path, typer.Argument(help="A train run folder or a .pt weights file.")],
     fmt: Annotated[
         str,
-        typer.Option("--format", help="onnx, torchscript (and openvino when installed): formats that work offline."),
-    ] = "onnx",
+        typer.Option("--format", help=f"{backends.format_help()}: formats that work offline."),
+    ] = backends.DEFAULT_FORMAT,
     imgsz: options.Imgsz = None,
     device: options.Device = "auto",
     int8: Annotated[
-        bool, typer.Option("--int8", help="int8, calibrated on the run's training films (onnx, openvino).")
+        bool,
+        typer.Option(
+            "--int8", help=f"int8, calibrated on the run's training films ({', '.join(backends.int8_formats())})."
+        ),
     ] = False,
     check: Annotated[
         bool, typer.Option(help="Check accuracy and speed against float32 on the val split (sidecar JSON).")

@@ -10,19 +10,18 @@ import typer
 
 from fracturekit.cli import options
 from fracturekit.cli.app import app, console, user_errors
+from fracturekit.infer import backends
 from fracturekit.options import NMS_IOU
+
+_WEIGHTS = backends.weights_help()  # e.g. ".pt, .onnx, OpenVINO folder": what the backends read
 
 
 @app.command()
 @user_errors
 def predict(
     source: Annotated[str, typer.Option("--source", help="A folder (recursive), an image file, or a glob.")],
-    detector: Annotated[
-        Path | None, typer.Option(help="Detector run folder or weights (.pt, .onnx, OpenVINO folder).")
-    ] = None,
-    classifier: Annotated[
-        Path | None, typer.Option(help="Classifier run folder or weights (.pt, .onnx, OpenVINO folder).")
-    ] = None,
+    detector: Annotated[Path | None, typer.Option(help=f"Detector run folder or weights ({_WEIGHTS}).")] = None,
+    classifier: Annotated[Path | None, typer.Option(help=f"Classifier run folder or weights ({_WEIGHTS}).")] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Output folder for annotated images and predictions.csv/.json (default runs/predict, 2...)."),
@@ -38,7 +37,10 @@ def predict(
     iou: options.Iou = NMS_IOU,
     cam: Annotated[bool, typer.Option("--cam", help="Also write EigenCAM heatmap overlays to OUT/cam/.")] = False,
     batch: Annotated[
-        int | None, typer.Option(help="Images per inference batch; default: 1 when all models are ONNX, else 8.")
+        int | None,
+        typer.Option(
+            help=f"Images per inference batch; default: the largest of the models' own ({backends.batch_help()})."
+        ),
     ] = None,
     device: options.Device = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
@@ -46,7 +48,7 @@ def predict(
         str,
         typer.Option(
             help="Which weights of a run folder: auto (the fastest export that passed its accuracy check), "
-            "torch, onnx, onnx-int8, openvino, openvino-int8."
+            f"{', '.join(backends.VARIANTS)}."
         ),
     ] = "auto",
 ) -> None:

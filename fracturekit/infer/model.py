@@ -1,19 +1,16 @@
 """A model loaded for inference, one way for every command: a run folder or weights file -> `Model`.
 
-Backends: PyTorch (`.pt`), ONNX (`.onnx`, an onnxruntime CPU session with all allowed cores as
-intra-op threads; `.int8.onnx` is the static int8 export) and OpenVINO (an Ultralytics
-`*_openvino_model/` folder; bf16 on CPUs with BF16, int8 when exported with NNCF). Our own sessions
-are used rather than AutoBackend so that a dynamic-shape export gets rectangular batches and the
-thread count is ours; outputs then go through the same NMS, so the backends agree to their precision.
-Given a run folder, `load_model` uses the fastest export whose accuracy check passed (`choose_weights`).
-The device is resolved once, by `options.inference_device`.
+The backends (PyTorch `.pt`, ONNX Runtime `.onnx` and `.int8.onnx`, OpenVINO `*_openvino_model/` folders, and
+whichever others `fracturekit.infer.backends` holds) are plug-ins: this module asks their map which one reads
+a file here, and lets it load and run the model. Outputs then go through the same NMS, so the backends agree
+to their precision. Given a run folder, `load_model` uses the fastest export whose accuracy check passed
+(`choose_weights`). `load_model` resolves the device it is given with `options.inference_device`, the one
+device rule of every inference command.
 """
 
 from __future__ import annotations
 
-import ast
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,126 +18,80 @@ from typing import Any
 import numpy as np
 import yaml
 
+from fracturekit.device import Device
 from fracturekit.errors import UserError
+from fracturekit.infer.backends import BACKEND_MAP, BACKENDS, EXPORTS, REFERENCE_NAME, VARIANTS, backend_for, reads_any
+from fracturekit.infer.backends.base import Backend
 from fracturekit.layout import RunDir
 from fracturekit.options import check_task, inference_device
 from fracturekit.paths import user_path
 from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
+DEFAULT_IMGSZ = 640  # Ultralytics' default imgsz, for weights that record none
+
 
 @dataclass
 class Model:
-    """A loaded detector or classifier (PyTorch or ONNX) with what inference needs to know about it."""
+    """A loaded detector or classifier, on any backend of `BACKEND_MAP`, with what inference needs to know."""
 
     task: str  # "detect" | "classify"
-    backend: str  # "torch" | "onnx" | "openvino"
+    backend: str  # a key of BACKEND_MAP: "torch", "onnx", "openvino", ...
     weights: Path
     names: dict[int, str]
     imgsz: int
     stride: int
-    fixed_shape: tuple[int, int] | None  # (h, w) of a static-shape ONNX input
-    fixed_batch: int | None  # the batch size a static-shape ONNX input requires
+    fixed_shape: tuple[int, int] | None  # (h, w) of a static-shape input
+    fixed_batch: int | None  # the batch size a static-shape input requires
     run: RunDir | None
-    net: Any  # torch nn.Module, onnxruntime.InferenceSession or a list of OpenVINO InferRequests (one per stream)
+    net: Any  # what the backend runs: a torch nn.Module, an onnxruntime session, OpenVINO infer requests, ...
     metrics: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"  # torch device of a PyTorch model; ONNX and OpenVINO always run on CPU
+    device: str = "cpu"  # torch device string of where it runs
     precision: str = "float32"  # what the arithmetic runs in: float32, int8, bf16 (OpenVINO's choice), fp16
     chosen: str = ""  # why these weights were used when a run folder was given (choose_weights)
 
     @property
+    def runner(self) -> type[Backend]:
+        """The backend class that loaded and runs this model."""
+        return BACKEND_MAP[self.backend]
+
+    @property
     def label(self) -> str:
         """E.g. 'OpenVINO int8 (best_int8_openvino_model)': which model and path predict used."""
-        kind = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}[self.backend]
-        return f"{kind} {self.precision} ({self.weights.name})"
+        return self.runner.label(self)
+
+    @property
+    def cam(self) -> bool:
+        """Its backend gives EigenCAM heatmaps (the PyTorch graph)."""
+        return self.runner.cam
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run a float32 (B, 3, H, W) batch in 0..1; returns the raw head output as numpy."""
-        if self.backend == "torch":
-            import torch
-
-            with torch.inference_mode():
-                t = torch.from_numpy(x).to(self.device)
-                y = self.net(t.half() if self.precision == "fp16" else t)
-            return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
-        if self.backend == "openvino":
-            return self._run_openvino(x)
-        fb = self.fixed_batch
-        if fb is None or fb == len(x):
-            return self._run(x)
-        # static batch: run full chunks, the last one zero-padded
-        return np.concatenate([self._run(_padded(c, fb))[: len(c)] for c in _chunks(x, fb)])
+        return self.runner.forward(self, x)
 
     @property
     def parallel(self) -> int:
-        """Films one forward call runs at once without slowing each: one (static) batch per OpenVINO stream,
-        else 1."""
-        return len(self.net) * (self.fixed_batch or 1) if self.backend == "openvino" else 1
+        """Films one forward call runs at once without slowing each (one per OpenVINO stream, else 1)."""
+        return self.runner.parallel(self)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.net.run(None, {self.net.get_inputs()[0].name: x})[0]
-
-    def _run_openvino(self, x: np.ndarray) -> np.ndarray:
-        """Each film (each static batch) on its own infer request, one request per stream running at once.
-
-        Why not one request over the batch: with OpenVINO's THROUGHPUT hint two single-thread streams ran
-        an int8 YOLOv8n-det at 640x512 at 63.4 img/s on 2 cores, one two-thread LATENCY request at 44.2
-        (bench/predict_bench.py's model, same run). Films are independent, so the numbers do not depend on
-        how they are batched. Outputs are copied: a request reuses its buffer.
-        """
-        fb = self.fixed_batch or 1
-        chunks = list(_chunks(x, fb))
-        outs: list[np.ndarray] = []
-        for k in range(0, len(chunks), len(self.net)):
-            running = list(zip(self.net, chunks[k : k + len(self.net)], strict=False))  # the last group may be short
-            for req, chunk in running:
-                req.start_async({0: _padded(chunk, fb)})
-            for req, chunk in running:
-                req.wait()
-                outs.append(req.get_output_tensor(0).data[: len(chunk)].copy())
-        return np.concatenate(outs)
-
-
-def _chunks(x: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """`x` in consecutive slices of `size` along the batch axis (the last one may be shorter)."""
-    return (x[i : i + size] for i in range(0, len(x), size))
-
-
-def _padded(chunk: np.ndarray, size: int) -> np.ndarray:
-    """`chunk` zero-padded along the batch axis to the `size` a static-shape model requires."""
-    if len(chunk) == size:
-        return chunk
-    return np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+    @property
+    def default_batch(self) -> int:
+        """Films per forward call its backend runs fastest with when --batch is not given."""
+        return self.runner.default_batch(self)
 
 
 def resolve_weights(path: str | Path) -> tuple[Path, RunDir | None]:
-    """A weights file and the run it belongs to (None for a loose file); a run folder means its best.pt."""
+    """A weights file (or export folder) and the run it belongs to (None for a loose one); a run folder means
+    its best.pt."""
     p = user_path(path)
-    if _is_openvino(p):
-        return p, (RunDir(p.parent.parent) if p.parent.name == "weights" else None)
-    if p.is_dir():
+    if p.is_dir() and not reads_any(p):
         run = RunDir.find(p)
         if not run.best.is_file():
             raise UserError(f"{run.best}: missing; the run has no best weights, train it to completion first.")
         return run.best, run
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"{p}: no such weights file or run folder; pass a `fracturekit train` run or a .pt/.onnx.")
     run = RunDir(p.parent.parent) if p.parent.name == "weights" else None
     return p, run
-
-
-def _is_openvino(p: Path) -> bool:
-    """An Ultralytics OpenVINO export: a `*_openvino_model` folder holding the .xml and metadata.yaml."""
-    return p.is_dir() and (p / "metadata.yaml").is_file() and any(p.glob("*.xml"))
-
-
-# Exports of a run's best.pt, as `fracturekit export` names them: backend name -> path under weights/.
-EXPORTS = {
-    "openvino-int8": "best_int8_openvino_model",
-    "openvino": "best_openvino_model",
-    "onnx-int8": "best.int8.onnx",
-    "onnx": "best.onnx",
-}
-BACKENDS = ("auto", "torch", *EXPORTS)
 
 
 def check_path(export_path: Path) -> Path:
@@ -148,38 +99,37 @@ def check_path(export_path: Path) -> Path:
     return export_path.parent / f"{export_path.name}.check.json"
 
 
-def _fallback_rank(name: str) -> int:
-    """Order for exports measured on another kind of CPU (lower = preferred).
-
-    From bench/ figures: on a VNNI/BF16 CPU OpenVINO int8 ran 3x and bf16 2x onnxruntime float32 and
-    onnxruntime int8 1.2x; on AVX2 alone int8 ran 0.84x float32 (bench/int8_probe.py), so float32 first.
-    """
+def _fallback_rank(name: str) -> int | None:
+    """Where export `name` ranks on this kind of CPU when it was measured elsewhere (lower = preferred; None:
+    never chosen unmeasured): its backend's `rank`."""
     from fracturekit.device import cpu_info
 
-    cpu = cpu_info()
-    order = list(EXPORTS) if cpu.vnni and cpu.bf16 else ["onnx", "openvino", "onnx-int8", "openvino-int8"]
-    return order.index(name)
+    backend, variant = VARIANTS[name]
+    return backend.rank(variant, cpu_info())
 
 
-def choose_weights(run: RunDir, backend: str = "auto") -> tuple[Path, str]:
+def choose_weights(run: RunDir, backend: str = "auto", device: Device | None = None) -> tuple[Path, str]:
     """The weights of `run` to predict with, and a sentence saying why.
 
     `auto`: among the run's exports whose sidecar check passed (no metric lost more than the allowed
-    0.01 against float32), the one measured fastest on this kind of CPU (same model name and flags);
-    exports measured elsewhere are ranked by `_fallback_rank`; none passed: best.pt (PyTorch).
+    0.01 against float32), the one measured fastest here: on this kind of CPU (same model name and flags)
+    by the backend that would load it here (`backend_for` on `device`, None: `--device auto`); exports
+    measured elsewhere are ranked by their backend's `rank`; none passed: best.pt (PyTorch).
     A named backend takes that export, even one that failed its check (with a note saying so).
     """
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend}: unknown; use one of {', '.join(BACKENDS)}.")
-    if backend == "torch":
-        return run.best, "PyTorch float32, as asked (--backend torch)"
+    if backend == REFERENCE_NAME:
+        return run.best, f"PyTorch float32, as asked (--backend {backend})"
     weights = run.best.parent
     if backend != "auto":
         target = weights / EXPORTS[backend]
         if not target.exists():
-            fmt = "openvino" if backend.startswith("openvino") else "onnx"
-            flag = " --int8" if backend.endswith("int8") else ""
-            raise UserError(f"{target}: missing; run `fracturekit export {run.root} --format {fmt}{flag}` first.")
+            owner, variant = VARIANTS[backend]
+            flag = " --int8" if variant.int8 else ""
+            raise UserError(
+                f"{target}: missing; run `fracturekit export {run.root} --format {owner.export_format}{flag}` first."
+            )
         check = _read_check(check_path(target))
         why = f"{backend}, as asked (--backend {backend})"
         if check and not check.get("passed"):
@@ -187,21 +137,25 @@ def choose_weights(run: RunDir, backend: str = "auto") -> tuple[Path, str]:
         return target, why
     from fracturekit.device import cpu_info
 
-    here = cpu_info()
+    here, dev = cpu_info(), device or inference_device("auto")[0]
     candidates = []
     for name, rel in EXPORTS.items():
         check = _read_check(check_path(weights / rel))
         if not (weights / rel).exists() or not check or not check.get("passed"):
             continue
+        runner = backend_for(weights / rel, dev)
         cpu = check.get("cpu", {})
-        same_cpu = cpu.get("model") == here.model and tuple(cpu.get("flags", ())) == here.flags
+        same = cpu.get("model") == here.model and tuple(cpu.get("flags", ())) == here.flags
+        same = same and check.get("backend", runner.name) == runner.name  # measured by the backend that runs it
         speed = float(check.get("speed", {}).get("ratio") or 0.0)
-        rank = (0, -speed) if same_cpu else (1, _fallback_rank(name))
-        candidates.append((rank, name, check))
+        fallback = runner.rank(VARIANTS[name][1], here)
+        if not same and fallback is None:
+            continue  # a backend that is never chosen unmeasured
+        candidates.append(((0, -speed) if same else (1, fallback), name, check))
     if not candidates:
         return run.best, "PyTorch float32: the run has no export that passed an accuracy check (`fracturekit export`)"
-    (same, _), name, check = min(candidates)
-    how = f"{check['speed']['ratio']:.2f}x PyTorch float32 measured here" if same == 0 else "measured on another CPU"
+    (elsewhere, _), name, check = min(candidates, key=lambda c: c[:2])
+    how = "measured on another CPU" if elsewhere else f"{check['speed']['ratio']:.2f}x PyTorch float32 measured here"
     return weights / EXPORTS[name], f"{name}: fastest export that passed its accuracy check ({how}; {check['summary']})"
 
 
@@ -232,12 +186,10 @@ def training_imgsz(run: RunDir | None) -> int | None:
     return None
 
 
-def _imgsz_value(v: Any) -> int | None:
-    if isinstance(v, int):
-        return v
-    if isinstance(v, (list, tuple)) and v:
-        return int(max(v))
-    return None
+def default_imgsz(imgsz: int | None, run: RunDir | None, recorded: int | None) -> int:
+    """The imgsz to run (or export) at: the one asked, else the run's training imgsz, else the one the weights
+    record, else Ultralytics' default."""
+    return int(imgsz or training_imgsz(run) or recorded or DEFAULT_IMGSZ)
 
 
 def load_model(
@@ -249,82 +201,40 @@ def load_model(
     backend: str = "auto",
     with_metrics: bool = True,
 ) -> Model:
-    """Load a `.pt`, `.onnx` or OpenVINO detector/classifier; UserError when it is the wrong kind of model.
+    """Load weights with the backend that reads them here; UserError when it is the wrong kind of model.
 
-    A run folder loads the export `choose_weights(run, backend)` picks. `device` (auto, cpu, mps, 0,
-    cuda:0) places a PyTorch model; ONNX and OpenVINO models run on CPU whatever it says. `with_metrics`
-    False skips the run's evaluate metrics.json (evaluate writes new ones: an unreadable old one must not stop it).
+    A run folder loads the export `choose_weights(run, backend, device)` picks. `device` (auto, cpu, mps, 0,
+    cuda:0) is where a backend that can use it runs (PyTorch anywhere; ONNX Runtime on a CUDA GPU when
+    onnxruntime-gpu is installed); CPU backends run on CPU whatever it says. `with_metrics` False skips the
+    run's evaluate metrics.json (evaluate writes new ones: an unreadable old one must not stop it).
     """
     dev, torch_device, _ = inference_device(device)
     path, run = resolve_weights(weights)
     chosen = ""
-    if run is not None and Path(weights).is_dir() and not _is_openvino(Path(weights)):
-        path, chosen = choose_weights(run, backend)
+    given = user_path(weights)
+    if run is not None and given.is_dir() and not reads_any(given):
+        path, chosen = choose_weights(run, backend, dev)
     n = cpu_threads(threads)
     load_ultralytics(n)
-    precision = "float32"
-    if _is_openvino(path):
-        kind = "openvino"
-        net, meta, shape, precision = _load_openvino(path, n)
-        model_task, names = meta["task"], meta["names"]
-        stride, trained = int(meta.get("stride", 32)), _imgsz_value(meta.get("imgsz"))
-    elif path.suffix.lower() == ".onnx":
-        import onnxruntime as ort
-
-        kind = "onnx"
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = n
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
-            raise UserError(f"{path}: not a loadable ONNX model ({exc}); re-export with `fracturekit export`.") from exc
-        meta = {k: v for k, v in sess.get_modelmeta().custom_metadata_map.items()}
-        if "names" not in meta or "task" not in meta:
-            raise UserError(f"{path}: ONNX file has no Ultralytics metadata; export it with `fracturekit export`.")
-        shape = sess.get_inputs()[0].shape  # [batch, 3, h, w], str for dynamic axes
-        model_task = meta["task"]
-        names = ast.literal_eval(meta["names"])
-        stride = int(meta.get("stride", 32))
-        trained = _imgsz_value(ast.literal_eval(meta.get("imgsz", "None")))
-        net: Any = sess
-        if any(node.op_type == "QuantizeLinear" for node in _onnx_nodes(path)):
-            precision = "int8"
-    else:
-        kind = "torch"
-        yolo = load_checkpoint(path)
-        net = yolo.model.float().eval()
-        if hasattr(net, "fuse"):
-            net = net.fuse(verbose=False)
-        net = net.to(torch_device)
-        if dev.kind == "cuda":  # fp16 on CUDA, as Ultralytics' val does during training with AMP
-            net, precision = net.half(), "fp16"
-        model_task, names = yolo.task, dict(net.names)
-        stride = int(max(getattr(net, "stride", [32])))
-        args = getattr(net, "args", {}) or {}
-        trained = _imgsz_value(args.get("imgsz") if isinstance(args, dict) else None)
-        shape = [None, 3, None, None]
+    runner = backend_for(path, dev)
+    loaded = runner.load(path, n, dev, torch_device)
+    shape = loaded.shape
     fixed = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
-    fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
-    check_task(path, model_task, task)
-    size = imgsz or training_imgsz(run) or trained or 640
-    if fixed is not None:
-        size = max(fixed)
+    check_task(path, loaded.task, task)
     return Model(
         task=task,
-        backend=kind,
+        backend=runner.name,
         weights=path,
-        names={int(k): str(v) for k, v in names.items()},
-        imgsz=int(size),
-        stride=stride,
+        names={int(k): str(v) for k, v in loaded.names.items()},
+        imgsz=max(fixed) if fixed is not None else default_imgsz(imgsz, run, loaded.trained_imgsz),
+        stride=loaded.stride,
         fixed_shape=fixed,
-        fixed_batch=fixed_batch,
+        fixed_batch=int(shape[0]) if isinstance(shape[0], int) else None,
         run=run,
-        net=net,
+        net=loaded.net,
         metrics=read_metrics(run) if with_metrics else {},
-        device=torch_device if kind == "torch" else "cpu",
-        precision=precision,
+        device=loaded.device,
+        precision=loaded.precision,
         chosen=chosen,
     )
 
@@ -338,45 +248,3 @@ def load_checkpoint(path: Path) -> Any:
         return YOLO(str(path))
     except Exception as exc:  # Ultralytics raises many types for a bad checkpoint
         raise UserError(f"{path}: not a loadable YOLO checkpoint ({exc}); pass a run's weights/best.pt.") from exc
-
-
-def _onnx_nodes(path: Path) -> list[Any]:
-    import onnx
-
-    return list(onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def _load_openvino(folder: Path, threads: int) -> tuple[Any, dict[str, Any], list[Any], str]:
-    """Compile an Ultralytics OpenVINO export for this CPU: (infer requests, metadata, input shape, precision).
-
-    THROUGHPUT hint: OpenVINO splits `threads` into streams (2 single-thread streams on 2 cores) and we keep
-    one infer request per stream (`Model._run_openvino` says why).
-
-    OpenVINO's own default precision is kept: bf16 on CPUs with BF16/AMX (the export's accuracy check
-    measures it), float32 elsewhere; an NNCF export runs its int8 layers as int8.
-    """
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise UserError(
-            f"{folder}: an OpenVINO model, but openvino is not installed; pip install 'fracturekit[openvino]'."
-        ) from exc
-    meta = yaml.safe_load((folder / "metadata.yaml").read_text()) or {}
-    if "task" not in meta or "names" not in meta:
-        raise UserError(
-            f"{folder}/metadata.yaml: no task/names; re-export with `fracturekit export --format openvino`."
-        )
-    xml = next(folder.glob("*.xml"))
-    core = ov.Core()
-    try:
-        compiled = core.compile_model(
-            str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT"}
-        )
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
-        raise UserError(f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`.") from exc
-    ps = compiled.input(0).get_partial_shape()
-    shape = [d.get_length() if d.is_static else None for d in ps]
-    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16 or f16
-    precision = "int8" if "_int8_" in folder.name else {"bf16": "bf16", "f16": "fp16"}.get(hint, "float32")
-    n = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    return [compiled.create_infer_request() for _ in range(n)], meta, shape, precision

@@ -59,13 +59,9 @@ class Prediction:
 
 
 def default_batch(models: Sequence[Model | None]) -> int:
-    """Films per forward call: 8 with a PyTorch model, else one per OpenVINO stream (1 with ONNX alone).
-
-    onnxruntime's CPU kernels ran ~10% faster one film at a time than in batches of 8
-    (bench/predict_bench.py); PyTorch is faster batched; OpenVINO runs one film per stream at once.
-    """
-    loaded = [m for m in models if m is not None]
-    return 8 if any(m.backend == "torch" for m in loaded) else max((m.parallel for m in loaded), default=1)
+    """Films per forward call: the largest of the models' own (`Backend.default_batch`: 8 with PyTorch, 1 with
+    ONNX Runtime on CPU, one per OpenVINO stream), so that a batched backend is not fed film by film."""
+    return max((m.default_batch for m in models if m is not None), default=1)
 
 
 def detect_batch(
@@ -81,7 +77,7 @@ def detect_batch(
         extra.append(off)
     x = to_batch(ims)
     maps: list[np.ndarray | None] = [None] * len(items)
-    if cam and model.backend == "torch":
+    if cam and model.cam:
         from fracturekit.cam import eigencam
 
         raw, cams = eigencam(model.net, x, model.device)
@@ -103,7 +99,7 @@ def classify_batch(model: Model, items: list[Item], cam: bool = False) -> tuple[
     """Softmax probabilities (B, C) for a batch (and EigenCAM maps in film pixels when asked)."""
     x = to_batch([it.cls_in for it in items])  # type: ignore[misc]
     maps: list[np.ndarray | None] = [None] * len(items)
-    if cam and model.backend == "torch":
+    if cam and model.cam:
         from fracturekit.cam import eigencam
 
         probs, cams = eigencam(model.net, x, model.device)

@@ -1,0 +1,116 @@
+"""OpenVINO on CPU: a run's `best_openvino_model/` and its NNCF int8 `best_int8_openvino_model/`.
+
+bf16 on CPUs with BF16 (OpenVINO's own default, which export's accuracy check measures), float32 elsewhere;
+an NNCF export runs its int8 layers as int8. One infer request per CPU stream, each film (each static
+batch) on its own request, the requests running at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import yaml
+
+from fracturekit.errors import UserError
+from fracturekit.infer.backends.base import Backend, Loaded, Variant, chunks, imgsz_value, padded
+
+if TYPE_CHECKING:
+    from fracturekit.device import CpuInfo, Device
+    from fracturekit.infer.model import Model
+
+
+class OpenVino(Backend):
+    name = "openvino"
+    title = "OpenVINO"
+    order = 30
+    weights_help = "OpenVINO folder"
+    batch_help = "one per OpenVINO stream"
+    variants = (
+        Variant("openvino", "best_openvino_model"),
+        Variant("openvino-int8", "best_int8_openvino_model", int8=True),
+    )
+    export_format = "openvino"
+    export_module = "openvino"
+    optional = True
+
+    @classmethod
+    def reads(cls, path: Path) -> bool:
+        """An Ultralytics OpenVINO export: a `*_openvino_model` folder holding the .xml and metadata.yaml."""
+        return path.is_dir() and (path / "metadata.yaml").is_file() and any(path.glob("*.xml"))
+
+    @classmethod
+    def load(cls, path: Path, threads: int, device: Device, torch_device: str) -> Loaded:
+        """Compile the export for this CPU with `threads` threads.
+
+        THROUGHPUT hint: OpenVINO splits `threads` into streams (2 single-thread streams on 2 cores) and we
+        keep one infer request per stream (`forward` says why).
+        """
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise UserError(
+                f"{path}: an OpenVINO model, but openvino is not installed; pip install 'fracturekit[openvino]'."
+            ) from exc
+        meta = yaml.safe_load((path / "metadata.yaml").read_text()) or {}
+        if "task" not in meta or "names" not in meta:
+            raise UserError(
+                f"{path}/metadata.yaml: no task/names; re-export with `fracturekit export --format openvino`."
+            )
+        xml = next(path.glob("*.xml"))
+        try:
+            compiled = ov.Core().compile_model(
+                str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT"}
+            )
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
+            raise UserError(
+                f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`."
+            ) from exc
+        ps = compiled.input(0).get_partial_shape()
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16 or f16
+        n = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        return Loaded(
+            net=[compiled.create_infer_request() for _ in range(n)],
+            task=meta["task"],
+            names=meta["names"],
+            stride=int(meta.get("stride", 32)),
+            trained_imgsz=imgsz_value(meta.get("imgsz")),
+            shape=[d.get_length() if d.is_static else None for d in ps],
+            precision="int8" if "_int8_" in path.name else {"bf16": "bf16", "f16": "fp16"}.get(hint, "float32"),
+        )
+
+    @classmethod
+    def forward(cls, model: Model, x: np.ndarray) -> np.ndarray:
+        """Each film (each static batch) on its own infer request, one request per stream running at once.
+
+        Why not one request over the batch: with OpenVINO's THROUGHPUT hint two single-thread streams ran
+        an int8 YOLOv8n-det at 640x512 at 63.4 img/s on 2 cores, one two-thread LATENCY request at 44.2
+        (bench/predict_bench.py's model, same run). Films are independent, so the numbers do not depend on
+        how they are batched. Outputs are copied: a request reuses its buffer.
+        """
+        fb = model.fixed_batch or 1
+        parts = chunks(x, fb)
+        outs: list[np.ndarray] = []
+        for k in range(0, len(parts), len(model.net)):
+            running = list(zip(model.net, parts[k : k + len(model.net)], strict=False))  # the last group may be short
+            for req, chunk in running:
+                req.start_async({0: padded(chunk, fb)})
+            for req, chunk in running:
+                req.wait()
+                outs.append(req.get_output_tensor(0).data[: len(chunk)].copy())
+        return np.concatenate(outs)
+
+    @classmethod
+    def parallel(cls, model: Model) -> int:
+        """One (static) batch per stream."""
+        return len(model.net) * (model.fixed_batch or 1)
+
+    @classmethod
+    def rank(cls, variant: Variant, cpu: CpuInfo) -> int | None:
+        """From bench/ figures: on a VNNI/BF16 CPU OpenVINO int8 ran 3x and bf16 2x onnxruntime float32, so
+        first (0, 1); on AVX2 alone int8 does not pay (bench/int8_probe.py): float32 after ONNX float32 (1),
+        int8 last (3)."""
+        if cpu.vnni and cpu.bf16:
+            return 0 if variant.int8 else 1
+        return 3 if variant.int8 else 1
