@@ -123,11 +123,12 @@ class PossibleSplit:
     """Films that may be copies of one film (by `signal`: 'name' or 'copy') left in clusters of different splits."""
 
     signal: str
-    films: list[str]  # 'path[split]'
+    films: list[tuple[str, str]]  # (path, split)
 
     def describe(self, most: int = 3) -> str:
         more = f" +{len(self.films) - most}" if len(self.films) > most else ""
-        return f"{self.signal}: {', '.join(self.films[:most])}{more}"
+        shown = ", ".join(f"{path}[{split or '-'}]" for path, split in self.films[:most])
+        return f"{self.signal}: {shown}{more}"
 
 
 @dataclass
@@ -175,7 +176,10 @@ class AuditResult:
             "patient_overlaps": self.patient_overlaps,
             "leaks": self.leaks,
             "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
-            "possible_families_split": [{"signal": p.signal, "films": p.films} for p in self.possible_splits],
+            "possible_families_split": [
+                {"signal": ps.signal, "films": [{"path": f, "split": s} for f, s in ps.films]}
+                for ps in self.possible_splits
+            ],
         }
 
     def write(self, out: Path) -> None:
@@ -284,7 +288,7 @@ def audit_items(
             splits_of_group[it.group].add(it.split)
     overlaps = {g: sorted(s) for g, s in sorted(splits_of_group.items()) if len(s) > 1}
     possible = [
-        PossibleSplit(lk.kind.split()[1], [f"{items[i].path}[{items[i].split or '-'}]" for i in lk.members])
+        PossibleSplit(lk.kind.split()[1], [(items[i].path, items[i].split) for i in lk.members])
         for lk in every
         if lk.kind.startswith("possible ")
         and len({unit_of[i] for i in lk.members}) > 1
