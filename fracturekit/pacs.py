@@ -77,8 +77,13 @@ class Pacs:
 
     def __init__(self, source: str) -> None:
         import requests
-        from dicomweb_client.api import DICOMwebClient
 
+        try:
+            from dicomweb_client.api import DICOMwebClient
+        except ImportError:
+            raise UserError(
+                f"{source}: reading a PACS needs dicomweb-client; pip install 'fracturekit[dicom]'."
+            ) from None
         scheme = next(s for s in SCHEMES if source.startswith(s))
         self.address = source
         self.url = SCHEMES[scheme] + source[len(scheme) :].rstrip("/")

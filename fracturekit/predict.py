@@ -205,9 +205,15 @@ def _dicom_kinds(text: str | None) -> tuple[str, ...]:
     from fracturekit.dicom_out import parse_kinds
 
     try:
-        return parse_kinds(text)
+        kinds = parse_kinds(text)
     except ValueError as exc:
         raise UserError(f"{exc}; pass --dicom-out sr, sc or sr,sc.") from None
+    if kinds:
+        try:
+            import highdicom  # noqa: F401
+        except ImportError:
+            raise UserError(f"--dicom-out {text}: needs highdicom; pip install 'fracturekit[dicom]'.") from None
+    return kinds
 
 
 @contextlib.contextmanager
@@ -230,8 +236,16 @@ def _pacs_record(rec: dict[str, Any], film: Any) -> dict[str, Any]:
 
 
 def _dicom_out(writer: Any, pacs: Any, header: Any, name: str, rec: dict[str, Any], gray: np.ndarray) -> None:
-    """Write the film's SR/SC (and STOW them to the PACS with --push): runs in the pool like the image writes."""
-    written = writer.write(header, name, rec, _annotate(gray, rec) if "sc" in writer.kinds else None)
+    """Write the film's SR/SC (and STOW them to the PACS with --push): runs in the pool like the image writes.
+
+    A film whose header lacks what the objects need (a SOP Instance UID, a study) gets a warning in its row,
+    not a stopped run; its row is written after this returns, so the warning reaches predictions.csv.
+    """
+    try:
+        written = writer.write(header, name, rec, _annotate(gray, rec) if "sc" in writer.kinds else None)
+    except (AttributeError, TypeError, ValueError) as exc:  # what highdicom and pydicom raise for missing tags
+        rec["warnings"].append(f"no DICOM output ({type(exc).__name__}: {exc})")
+        return
     if pacs is not None:
         pacs.push(written)
 
@@ -395,7 +409,9 @@ def predict(
         if progress:
             from rich.progress import track
 
-            batches = track(batches, total=(len(todo) + batch - 1) // batch, description="predict")
+            chunks = [todo[k : k + FETCH_AHEAD] for k in range(0, len(todo), FETCH_AHEAD)] if pacs else [todo]
+            total = sum(-(-len(c) // batch) for c in chunks)  # a PACS run's batches stop at each fetched chunk
+            batches = track(batches, total=total, description="predict")
         try:
             for preds in batches:
                 writes: list[Future[None]] = []

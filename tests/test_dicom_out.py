@@ -170,3 +170,17 @@ def test_sr_box_round_trip(box: tuple[float, float, float, float], tmp_path: Pat
     (group,) = hd.sr.srread(tmp_path / "f.sr.dcm").content.get_planar_roi_measurement_groups()
     back = polyline_box(group.roi.value)
     assert np.allclose(back, box, atol=1e-4) and _pixels(back) == _pixels(box)
+
+
+def test_film_without_uids_gets_a_warning_not_a_stop(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
+    """A DICOM film that decodes but has no SOP Instance UID is scored; its row says why it has no SR."""
+    from fracturekit.phantoms import generate_phantom
+    from fracturekit.predict import predict
+
+    films = tmp_path / "films"
+    ds = make_film(generate_phantom(2, 0, size=64).image, films / "f.dcm", kind="cr", patient_id="P", study_uid="1.2")
+    del ds.SOPInstanceUID
+    ds.save_as(films / "f.dcm", enforce_file_format=False)
+    (rec,) = predict(films, detector=tiny_runs["detect"], out=tmp_path / "out", dicom_out="sr", device="cpu")
+    assert not rec["error"] and any("no DICOM output" in w for w in rec["warnings"]), rec["warnings"]
+    assert not (tmp_path / "out" / "dicom" / "f.sr.dcm").exists()
