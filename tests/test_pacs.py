@@ -335,3 +335,34 @@ def test_pacs_down_or_refused_is_one_sentence(
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 2 and words in res.output and res.output.count("\n") == 1, res.output
         assert not (tmp_path / "o").exists()
+
+
+def test_pacs_film_gone_before_fetch_is_a_row(
+    orthanc: Orthanc,
+    films: dict[str, Path],
+    tiny_runs: dict[str, Path],
+    tmp_path: Path,
+    logged_in: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A film deleted from the PACS between the search and its retrieve (WADO-RS 404) is a row with the reason."""
+    from fracturekit.pacs import Pacs
+
+    for name in ("cr", "phantom"):
+        orthanc.upload(films[name])
+    gone = pydicom.dcmread(films["cr"], stop_before_pixels=True).SOPInstanceUID
+    real_fetch = Pacs.fetch
+
+    def delete_then_fetch(self: Pacs, inst: object, path: Path) -> None:
+        if inst.sop == gone:  # type: ignore[attr-defined]
+            auth = (USER, PASSWORD)
+            (found,) = requests.post(f"{orthanc.rest}/tools/lookup", data=gone, auth=auth, timeout=10).json()
+            requests.delete(f"{orthanc.rest}/instances/{found['ID']}", auth=auth, timeout=10).raise_for_status()
+        real_fetch(self, inst, path)
+
+    monkeypatch.setattr(Pacs, "fetch", delete_then_fetch)
+    res = _predict(orthanc, tiny_runs["detect"], tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    rows = {r["sop_uid"]: r for r in _rows(tmp_path / "out" / "predictions.csv")}
+    assert len(rows) == 2 and "not retrieved" in rows[gone]["error"] and "404" in rows[gone]["error"], rows[gone]
+    assert sum(not r["error"] for r in rows.values()) == 1
