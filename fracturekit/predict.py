@@ -15,7 +15,6 @@ import glob
 import json
 import logging
 import os
-import shutil
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -48,7 +47,7 @@ from fracturekit.yolo_env import cpu_threads
 
 log = logging.getLogger(__name__)
 FETCH_AHEAD = 32  # PACS films fetched, scored and deleted at a time: bounds the disk a long study list takes
-FETCH_FOLDER = ".fetching"  # in the output folder: the PACS films being scored, removed when predict ends
+FETCH_FOLDER = ".fetching"  # in the output folder: the PACS films being scored, deleted once scored
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -217,8 +216,9 @@ def _dicom_kinds(text: str | None) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def _fetching(folder: Path | None) -> Any:
-    """The folder PACS films are fetched into while predict runs (none for files); removed however predict ends."""
+def _fetching(folder: Path | None, paths: list[Path]) -> Any:
+    """The folder PACS films are fetched into (none for files): the fetched `paths` are deleted however predict
+    ends, then the folder if that empties it (a film's data is not left behind; nor is anything else touched)."""
     if folder is None:
         yield
         return
@@ -226,7 +226,10 @@ def _fetching(folder: Path | None) -> Any:
     try:
         yield
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        for p in paths:
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something of the user's is in it
+            folder.rmdir()
 
 
 def _pacs_record(rec: dict[str, Any], film: Any) -> dict[str, Any]:
@@ -365,6 +368,8 @@ def predict(
         planned.update(f"{n}.jpg" for n in names)
     if cam:
         planned.update(f"cam/{n}{t}.png" for n in names for t in ("", ".det"))
+    if pacs is not None:  # recorded too, so that --exist-ok clears what a killed run left
+        planned.update(p.relative_to(out).as_posix() for p in paths)
     writer = None
     if kinds:
         from fracturekit.dicom_out import Writer
@@ -393,7 +398,7 @@ def predict(
     with (
         ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
         csv_path.open("a", newline="") as fh,
-        _fetching(root if pacs is not None else None),
+        _fetching(root if pacs is not None else None, paths),
     ):
         table = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
 
