@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,9 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from conftest import SHARED_DATA
+from dicom_films import dciodvfy, make_film
 from pydicom.uid import generate_uid
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import SHARED_DATA  # noqa: E402
-from dicom_films import dciodvfy, make_film  # noqa: E402
 
 hd = pytest.importorskip("highdicom", reason="highdicom is absent (pip install 'fracturekit[dicom]')")
 

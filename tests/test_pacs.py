@@ -14,7 +14,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,14 +24,12 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from conftest import SHARED_DATA
+from dicom_films import dciodvfy, make_film
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import SHARED_DATA  # noqa: E402
-from dicom_films import dciodvfy, make_film  # noqa: E402
 
 pytest.importorskip("dicomweb_client", reason="dicomweb-client is absent (pip install 'fracturekit[dicom]')")
 pytest.importorskip("highdicom", reason="highdicom is absent (pip install 'fracturekit[dicom]')")
