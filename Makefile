@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the builds on this machine's disk (pip takes them without a download).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench system-tools
 
 setup: $(VENV)/.installed
 
@@ -19,8 +19,18 @@ $(VENV)/.installed: pyproject.toml
 # experiment loggers (`train --logger tensorboard|mlflow`) and openvino (OpenVINO runtime, ~180 MB installed,
 # + NNCF, 8 MB; its tests skip without it). `make demo` goes without them.
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino]'
+	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino,dicom]'
 	touch $@
+
+# The Debian tools the DICOM tests use: Orthanc and its DICOMweb plugin (a real PACS, started by
+# tests/test_pacs.py on 127.0.0.1), dciodvfy (dicom3tools) and dcmtk. Installed where make runs as root;
+# elsewhere those tests skip with the reason.
+DICOM_TOOLS := orthanc orthanc-dicomweb dicom3tools dcmtk
+system-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg -s $(DICOM_TOOLS) >/dev/null 2>&1 || { apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DICOM_TOOLS); }; \
+	else echo "not root: $(DICOM_TOOLS) not installed; the DICOM tests skip where they are absent"; fi
 
 demo: setup
 	$(VENV)/bin/fracturekit demo --out runs/demo
@@ -30,11 +40,11 @@ lint: $(VENV)/.installed-extras
 	$(PY) -m ruff format --check fracturekit tests bench
 
 # Everything, real-data tests included (they skip when ../shared/data is absent): 654 tests in 8 min 7 s on 2 cores (10 min 10 s from a clean clone, venv included).
-test: lint $(VENV)/.installed-extras
+test: lint $(VENV)/.installed-extras system-tools
 	$(PY) -m pytest -q
 
 # Without the slow real-data tests, for quick iterations.
-test-fast: lint $(VENV)/.installed-extras
+test-fast: lint $(VENV)/.installed-extras system-tools
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup

@@ -9,6 +9,7 @@ predictions.json and predictions_coco.json, whose rows `fracturekit.predictions`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -27,17 +28,27 @@ from fracturekit.errors import UserError
 from fracturekit.imageio import is_image_file
 from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
-from fracturekit.infer.scoring import Scorer, default_batch, stream
+from fracturekit.infer.scoring import Prediction, Scorer, default_batch, stream
 from fracturekit.ingest.files import junk_reason, walk_files
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
 from fracturekit.options import check_fraction, check_imgsz, inference_device
 from fracturekit.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
 from fracturekit.paths import user_path
-from fracturekit.predictions import CSV_COLUMNS, coco_predictions, csv_row, read_rows, record
+from fracturekit.predictions import (
+    CSV_COLUMNS,
+    PACS_CSV_COLUMNS,
+    coco_predictions,
+    csv_row,
+    film_key,
+    read_rows,
+    record,
+)
 from fracturekit.yolo_env import cpu_threads
 
 log = logging.getLogger(__name__)
+FETCH_AHEAD = 32  # PACS films fetched, scored and deleted at a time: bounds the disk a long study list takes
+FETCH_FOLDER = ".fetching"  # in the output folder: the PACS films being scored, deleted once scored
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -135,7 +146,8 @@ def output_folder(out: str | Path | None, resume: bool) -> Path:
 def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[str]]:
     """(files predict recorded in `out`, film paths already in its predictions.csv) for --resume.
 
-    Paths as the CSV holds them: relative to the source root, so a resume from another folder matches too.
+    Paths as the CSV holds them: relative to the source root, so a resume from another folder matches too;
+    SOP Instance UIDs for films from a PACS.
     """
     ours = read_record(out, "predict")
     if "predictions.csv" not in ours or not (out / "predictions.csv").is_file():
@@ -148,8 +160,98 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[st
             f"--resume: {out} was predicted with {k} {before.get(k)}, not {settings[k]}; resume with the same "
             "models and options, or pass --exist-ok without --resume to start over."
         )
-    done = {r["path"] for r in read_rows(out / "predictions.csv")}
+    done = {film_key(r) for r in read_rows(out / "predictions.csv")}
     return ours, done
+
+
+def _scored(
+    scorer: Scorer,
+    paths: list[Path],
+    pool: ThreadPoolExecutor,
+    batch: int,
+    todo: list[int],
+    threads: int | None,
+    pacs: Any,
+    films: list[Any],
+) -> Any:
+    """`stream`'s batches; from a PACS, its films fetched FETCH_AHEAD at a time first and deleted once scored.
+
+    A film that cannot be fetched comes back as a Prediction with the reason as its error.
+    """
+    if pacs is None:
+        yield from stream(scorer, paths, pool, batch, todo, threads)
+        return
+    from fracturekit.pacs import FetchError
+
+    def fetch(i: int) -> str:
+        try:
+            pacs.fetch(films[i], paths[i])
+        except FetchError as exc:
+            return str(exc)
+        return ""
+
+    for k in range(0, len(todo), FETCH_AHEAD):
+        chunk = todo[k : k + FETCH_AHEAD]
+        reasons = dict(zip(chunk, pool.map(fetch, chunk), strict=True))
+        yield from stream(scorer, paths, pool, batch, [i for i in chunk if not reasons[i]], threads)
+        failed = [Prediction(i, paths[i], error=reasons[i]) for i in chunk if reasons[i]]
+        if failed:
+            yield failed
+        for i in chunk:
+            paths[i].unlink(missing_ok=True)
+
+
+def _dicom_kinds(text: str | None) -> tuple[str, ...]:
+    from fracturekit.dicom_out import parse_kinds
+
+    try:
+        kinds = parse_kinds(text)
+    except ValueError as exc:
+        raise UserError(f"{exc}; pass --dicom-out sr, sc or sr,sc.") from None
+    if kinds:
+        try:
+            import highdicom  # noqa: F401
+        except ImportError:
+            raise UserError(f"--dicom-out {text}: needs highdicom; pip install 'fracturekit[dicom]'.") from None
+    return kinds
+
+
+@contextlib.contextmanager
+def _fetching(folder: Path | None, paths: list[Path]) -> Any:
+    """The folder PACS films are fetched into (none for files): the fetched `paths` are deleted however predict
+    ends, then the folder if that empties it (a film's data is not left behind; nor is anything else touched)."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(exist_ok=True)
+    try:
+        yield
+    finally:
+        for p in paths:
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something of the user's is in it
+            folder.rmdir()
+
+
+def _pacs_record(rec: dict[str, Any], film: Any) -> dict[str, Any]:
+    """A PACS film's record: its study, series and SOP Instance UIDs in place of the path of its fetched copy."""
+    named = {"study_uid": film.study, "series_uid": film.series, "sop_uid": film.sop}
+    return {**named, **{k: v for k, v in rec.items() if k != "path"}}
+
+
+def _dicom_out(writer: Any, pacs: Any, header: Any, name: str, rec: dict[str, Any], gray: np.ndarray) -> None:
+    """Write the film's SR/SC (and STOW them to the PACS with --push): runs in the pool like the image writes.
+
+    A film whose header lacks what the objects need (a SOP Instance UID, a study) gets a warning in its row,
+    not a stopped run; its row is written after this returns, so the warning reaches predictions.csv.
+    """
+    try:
+        written = writer.write(header, name, rec, _annotate(gray, rec) if "sc" in writer.kinds else None)
+    except (AttributeError, TypeError, ValueError) as exc:  # what highdicom and pydicom raise for missing tags
+        rec["warnings"].append(f"no DICOM output ({type(exc).__name__}: {exc})")
+        return
+    if pacs is not None:
+        pacs.push(written)
 
 
 # ------------------------------------------------------------------------------------------ main API
@@ -171,6 +273,11 @@ def predict(
     resume: bool = False,
     progress: bool = False,
     backend: str = "auto",
+    dicom_out: str | None = None,
+    studies: list[str] | None = None,
+    modality: str | None = None,
+    since: str | None = None,
+    push: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
 
@@ -191,7 +298,21 @@ def predict(
 
     `conf` only chooses the boxes shown and listed: detector_score is the best box at the core's
     SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`.
+
+    `source` "dicomweb://HOST:PORT/PATH" (`fracturekit.pacs`): the films of series of `modality` (default
+    CR,DX) in `studies` (all when None) from `since` (YYYY-MM-DD) on, fetched and scored; their records name
+    study_uid, series_uid and sop_uid instead of a path. `dicom_out` "sr", "sc" or "sr,sc": a DICOM SR and/or
+    Secondary Capture per DICOM film in OUT/dicom/ (`fracturekit.dicom_out`); `push` stores them back on
+    the PACS (STOW-RS).
     """
+    from fracturekit.pacs import Pacs, is_dicomweb, parse_modalities, parse_since
+
+    pacs = Pacs(source) if is_dicomweb(source) else None  # type: ignore[arg-type]
+    if pacs is None and (studies or modality or since or push):
+        raise UserError("--study, --modality, --since and --push need --source dicomweb://HOST:PORT/PATH.")
+    if push and not dicom_out:
+        raise UserError("--push stores the DICOM findings: pass --dicom-out sr,sc (or one of them) with it.")
+    kinds = _dicom_kinds(dicom_out)
     if detector is None and classifier is None:
         raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
     if batch is not None and batch < 1:
@@ -203,12 +324,21 @@ def predict(
     device_spec = dev.spec
     run_notes = [n for n in (size_note, device_note) if n]
     out = user_path(output_folder(out, resume))
-    source = source_path(source)
-    paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
-    if not paths:
-        raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
-    names = _output_names(paths, source)
-    root = source_root(source, paths)
+    films: list[Any] = []
+    if pacs is not None:
+        films = pacs.find(list(studies or []), parse_modalities(modality), parse_since(since))
+        if not films:
+            raise UserError(f"{source}: no {modality or 'CR,DX'} films match; check --study, --modality and --since.")
+        root = out / FETCH_FOLDER
+        paths = [root / f"{f.sop}.dcm" for f in films]
+        names = [f.sop for f in films]
+    else:
+        source = source_path(source)
+        paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
+        if not paths:
+            raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
+        names = _output_names(paths, source)
+        root = source_root(source, paths)
     backend = CAM_NAME if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
     det, clf = (
         m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
@@ -240,6 +370,14 @@ def predict(
         planned.update(f"{n}.jpg" for n in names)
     if cam:
         planned.update(f"cam/{n}{t}.png" for n in names for t in ("", ".det"))
+    if pacs is not None:  # recorded too, so that --exist-ok clears what a killed run left
+        planned.update(p.relative_to(out).as_posix() for p in paths)
+    writer = None
+    if kinds:
+        from fracturekit.dicom_out import Writer
+
+        writer = Writer(kinds, out, det, clf)
+        planned.update(writer.planned(names))
     if resume:
         ours, done = _resume_state(out, settings)
     else:
@@ -247,18 +385,24 @@ def predict(
     check_free(out, planned, ours, "predict")
     write_record(out, "predict", ours | planned if resume else planned, settings)  # before writing anything
     csv_path = out / "predictions.csv"
+    columns = PACS_CSV_COLUMNS if pacs is not None else CSV_COLUMNS
     if not resume:
         with csv_path.open("w", newline="") as f:
-            csv.DictWriter(f, fieldnames=CSV_COLUMNS).writeheader()
-    todo = [i for i, p in enumerate(paths) if p.relative_to(root).as_posix() not in done]
+            csv.DictWriter(f, fieldnames=columns).writeheader()
+    keys = [f.sop for f in films] if pacs is not None else [p.relative_to(root).as_posix() for p in paths]
+    todo = [i for i, k in enumerate(keys) if k not in done]
     if cam:
         (out / "cam").mkdir(exist_ok=True)
     n_threads = cpu_threads(threads)
     # Batches whose rows wait for their image writes: a row is in the CSV only once its film is finished.
     pending: deque[tuple[list[dict[str, Any]], list[Future[None]]]] = deque()
 
-    with ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool, csv_path.open("a", newline="") as fh:
-        table = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    with (
+        ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
+        csv_path.open("a", newline="") as fh,
+        _fetching(root if pacs is not None else None, paths),
+    ):
+        table = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
 
         def append_finished(wait: bool) -> None:
             while pending and (wait or all(f.done() for f in pending[0][1])):
@@ -268,41 +412,51 @@ def predict(
                 table.writerows(csv_row(r) for r in recs)
                 fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
-        batches = stream(scorer, paths, pool, batch, todo, threads)
+        batches = _scored(scorer, paths, pool, batch, todo, threads, pacs, films)
         if progress:
             from rich.progress import track
 
-            batches = track(batches, total=(len(todo) + batch - 1) // batch, description="predict")
-        for preds in batches:
-            writes: list[Future[None]] = []
-            recs = []
-            for pred in preds:
-                rec = record(pred, root, det, run_notes)
-                recs.append(rec)
-                if pred.gray is None:
-                    continue
-                name = names[pred.index]
-                if save_images:
-                    rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
-                    writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
-                maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
-                for tag, m, is_cls in maps:
-                    if m is not None:
-                        target = out / "cam" / f"{name}{tag}.png"
-                        rec["cam"].append(target.relative_to(out).as_posix())
-                        writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
-                pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
-            pending.append((recs, writes))
-            append_finished(wait=False)
-        append_finished(wait=True)
+            chunks = [todo[k : k + FETCH_AHEAD] for k in range(0, len(todo), FETCH_AHEAD)] if pacs else [todo]
+            total = sum(-(-len(c) // batch) for c in chunks)  # a PACS run's batches stop at each fetched chunk
+            batches = track(batches, total=total, description="predict")
+        try:
+            for preds in batches:
+                writes: list[Future[None]] = []
+                recs = []
+                for pred in preds:
+                    rec = record(pred, root, det, run_notes)
+                    if pacs is not None:
+                        rec = _pacs_record(rec, films[pred.index])
+                    recs.append(rec)
+                    if pred.gray is None:
+                        continue
+                    name = names[pred.index]
+                    header = writer.header(paths[pred.index]) if writer is not None else None
+                    if header is not None:  # read now: a PACS film's file is deleted once its chunk is scored
+                        to = pacs if push else None
+                        writes.append(pool.submit(_dicom_out, writer, to, header, name, rec, pred.gray))
+                    if save_images:
+                        rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
+                        writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
+                    maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
+                    for tag, m, is_cls in maps:
+                        if m is not None:
+                            target = out / "cam" / f"{name}{tag}.png"
+                            rec["cam"].append(target.relative_to(out).as_posix())
+                            writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
+                    pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
+                pending.append((recs, writes))
+                append_finished(wait=False)
+        finally:  # also when a PACS stops answering: the films finished so far keep their rows
+            append_finished(wait=True)
 
-    order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths)}
-    records = sorted(read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
+    order = {k: i for i, k in enumerate(keys)}
+    records = sorted(read_rows(csv_path), key=lambda r: order.get(film_key(r), len(order)))
     det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
     notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
     meta = {
-        "source": str(source),
-        "source_root": str(root),
+        "source": pacs.address if pacs is not None else str(source),
+        "source_root": str(root) if pacs is None else None,
         "detector": str(det.weights) if det else None,
         "classifier": str(clf.weights) if clf else None,
         "detector_imgsz": det.imgsz if det else None,

@@ -32,6 +32,14 @@ CSV_COLUMNS = (
     "warnings",
     "note",
 )
+# A film from a PACS (predict --source dicomweb://...) is named by its UIDs instead of a path.
+UID_COLUMNS = ("study_uid", "series_uid", "sop_uid")
+PACS_CSV_COLUMNS = UID_COLUMNS + CSV_COLUMNS[1:]
+
+
+def film_key(rec: dict[str, Any]) -> str:
+    """What names a film in predictions.csv: its SOP Instance UID from a PACS, else its path."""
+    return rec.get("sop_uid") or rec["path"]
 
 
 def record(pred: Prediction, root: Path, det: Model | None, run_notes: list[str]) -> dict[str, Any]:
@@ -105,7 +113,7 @@ def read_rows(csv_path: Path) -> list[dict[str, Any]]:
             f.truncate(data.rfind(b"\n") + 1)
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (CSV_COLUMNS, PACS_CSV_COLUMNS):
             raise UserError(f"{csv_path}: not a predictions.csv of this fracturekit version; pass a new --out.")
         return [record_from_row(r) for r in reader]
 
@@ -114,7 +122,8 @@ def coco_predictions(records: list[dict[str, Any]], classes: list[str]) -> dict[
     """The readable films and their kept boxes as one COCO dataset (`score` on each annotation, xywh pixels).
 
     pycocotools' COCO(), FiftyOne's COCODetectionDataset and supervision's DetectionDataset.from_coco read it;
-    image ids are 1.. in predictions.csv order, `file_name` the film's path as given to --source.
+    image ids are 1.. in predictions.csv order, `file_name` the film's path as given to --source (its SOP
+    Instance UID for a film from a PACS).
     """
     cat = {n: i + 1 for i, n in enumerate(classes)}
     images, annotations = [], []
@@ -122,7 +131,8 @@ def coco_predictions(records: list[dict[str, Any]], classes: list[str]) -> dict[
         if r["error"]:
             continue
         image_id = len(images) + 1
-        images.append({"id": image_id, "file_name": r["path"], "width": r["width"], "height": r["height"]})
+        name = film_key(r)
+        images.append({"id": image_id, "file_name": name, "width": r["width"], "height": r["height"]})
         for b in r["boxes"]:
             w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
             annotations.append(

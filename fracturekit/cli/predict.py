@@ -19,7 +19,14 @@ _WEIGHTS = backends.weights_help()  # e.g. ".pt, .onnx, OpenVINO folder": what t
 @app.command()
 @user_errors
 def predict(
-    source: Annotated[str, typer.Option("--source", help="A folder (recursive), an image file, or a glob.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="A folder (recursive), an image file, a glob, or a DICOMweb server: dicomweb://HOST:PORT/PATH "
+            "(dicomwebs:// for HTTPS; credentials from FRACTUREKIT_DICOMWEB_USER/_PASSWORD or _TOKEN).",
+        ),
+    ],
     detector: Annotated[Path | None, typer.Option(help=f"Detector run folder or weights ({_WEIGHTS}).")] = None,
     classifier: Annotated[Path | None, typer.Option(help=f"Classifier run folder or weights ({_WEIGHTS}).")] = None,
     out: Annotated[
@@ -51,6 +58,24 @@ def predict(
             f"{', '.join(backends.VARIANTS)}."
         ),
     ] = "auto",
+    dicom_out: Annotated[
+        str | None,
+        typer.Option(
+            "--dicom-out",
+            help="For DICOM films: sr (a TID 1500 Structured Report of the boxes and decision), sc (a Secondary "
+            "Capture with the boxes drawn) or sr,sc; written to OUT/dicom/.",
+        ),
+    ] = None,
+    study: Annotated[
+        list[str] | None, typer.Option("--study", help="dicomweb source: a Study Instance UID (repeatable).")
+    ] = None,
+    modality: Annotated[
+        str | None, typer.Option(help="dicomweb source: the series modalities scored, comma-separated (default CR,DX).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="dicomweb source: studies from this date on (YYYY-MM-DD).")] = None,
+    push: Annotated[
+        bool, typer.Option("--push", help="dicomweb source: store the --dicom-out objects in their study (STOW-RS).")
+    ] = False,
 ) -> None:
     """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
     from fracturekit.predict import output_folder
@@ -73,6 +98,11 @@ def predict(
         resume=resume,
         progress=True,
         backend=backend,
+        dicom_out=dicom_out,
+        studies=study,
+        modality=modality,
+        since=since,
+        push=push,
     )
     import json
 
@@ -87,6 +117,6 @@ def predict(
         highlight=False,
     )
     for r in errors:
-        console.print(f"  [yellow]skipped[/] {r['path']}: {r['error']}", highlight=False)
+        console.print(f"  [yellow]skipped[/] {r.get('sop_uid') or r['path']}: {r['error']}", highlight=False)
     for note in sorted({n for r in records for n in r["note"].split("; ") if n}):
         console.print(f"  [yellow]note[/] {note}", highlight=False)
