@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 # The optional extras that have tests: ray (`cv --executor ray`, tested on a local Ray instance), the
 # experiment loggers (`train --logger tensorboard|mlflow`) and openvino (OpenVINO runtime, ~180 MB installed,
-# + NNCF, 8 MB; its tests skip without it). `make demo` goes without them.
+# + NNCF, 8 MB; its tests skip without it), cleanlab (`audit --label-issues`). `make demo` goes without them.
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino]'
+	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino,labels]'
 	touch $@
 
 demo: setup
