@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the builds on this machine's disk (pip takes them without a download).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench browser-deps
 
 setup: $(VENV)/.installed
 
@@ -17,24 +17,31 @@ $(VENV)/.installed: pyproject.toml
 
 # The optional extras that have tests: ray (`cv --executor ray`, tested on a local Ray instance), the
 # experiment loggers (`train --logger tensorboard|mlflow`) and openvino (OpenVINO runtime, ~180 MB installed,
-# + NNCF, 8 MB; its tests skip without it), cleanlab (`audit --label-issues`). `make demo` goes without them.
+# + NNCF, 8 MB; its tests skip without it), cleanlab (`audit --label-issues`), FastAPI + uvicorn (`review`) and
+# selenium (its browser tests). `make demo` goes without them.
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino,labels]'
+	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino,labels,review,browser]'
 	touch $@
 
 demo: setup
 	$(VENV)/bin/fracturekit demo --out runs/demo
+
+# The review page's browser tests drive Debian's chromium + chromium-driver: installed here where make runs as root
+# with apt-get; elsewhere those tests skip and say why.
+browser-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromedriver >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; fi
 
 lint: $(VENV)/.installed-extras
 	$(PY) -m ruff check fracturekit tests bench
 	$(PY) -m ruff format --check fracturekit tests bench
 
 # Everything, real-data tests included (they skip when ../shared/data is absent): 654 tests in 8 min 7 s on 2 cores (10 min 10 s from a clean clone, venv included).
-test: lint $(VENV)/.installed-extras
+test: lint $(VENV)/.installed-extras browser-deps
 	$(PY) -m pytest -q
 
 # Without the slow real-data tests, for quick iterations.
-test-fast: lint $(VENV)/.installed-extras
+test-fast: lint $(VENV)/.installed-extras browser-deps
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
