@@ -4,7 +4,8 @@ Two reasons a film's label is suspect:
 - `conflict`: the film sits in a duplicate cluster (the audit's copies of one film) whose films carry different
   labels. Copies of one film must share its label, so the films outside the cluster's majority are flagged
   with the majority label; a tie flags every film with the other label. `score` is the share of the cluster
-  carrying the suggested label; the cluster's strongest link kind (exact before near, augmented, name) breaks ties.
+  carrying the suggested label; `link` names the signals that tie the film to its cluster (duplicates.csv's
+  kind), and the strongest of them (exact before near, augmented, name) breaks ties.
 - `model`: out-of-sample scores (`cv`'s `oof_predictions.csv`, or any CSV of `path, score` the user brings)
   disagree with the label. cleanlab decides which films are flagged (`find_label_issues`, see `model_issues`)
   and how suspect each is (`score` = 1 - `get_label_quality_scores`, the self-confidence in the given label).
@@ -118,7 +119,7 @@ def conflict_issues(films: list[Film], audit: AuditResult) -> dict[str, LabelIss
             suggested = tied[0] if len(tied) == 1 else next(label for label in tied if label != m.label)
             film = by_path.get(m.path, Film(m.path, m.path, m.label))
             share = counts[suggested] / sum(counts.values())
-            found[m.path] = LabelIssue(film, suggested, share, ["conflict"], str(cid), cluster.kind)
+            found[m.path] = LabelIssue(film, suggested, share, ["conflict"], str(cid), m.kind)
     return found
 
 
@@ -234,7 +235,7 @@ def label_issues(path: str | Path, audit: AuditResult, scores: str | Path | None
     kind_rank = {k: n for n, k in enumerate(LINK_KINDS)}
     ranked = sorted(
         found.values(),
-        key=lambda i: (-len(i.reasons), -round(i.score, 4), kind_rank.get(i.link, len(LINK_KINDS)), i.film.path),
+        key=lambda i: (-len(i.reasons), -round(i.score, 4), kind_rank.get(i.link.split("+")[0], 9), i.film.path),
     )
     for note in notes:
         log.warning(note)
