@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +239,37 @@ def test_page_draws_films_and_keys_land_in_decisions_csv(browser: object, server
     regions = browser.execute_script("return state.shown.map(r => state.data.films[r.film].region)")
     assert regions and set(regions) == {"forearm"}
     assert len(_drawn(browser)) == 1
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_folders(
+    prepared_phantoms: Path, tiny_runs: dict[str, Path], phantom_coco: Path, tmp_path: Path
+) -> None:
+    """An evaluate folder shows every case with the detector's boxes; a predict folder its films by probability."""
+    from fracturekit.evaluate import evaluate
+    from fracturekit.predict import predict
+    from fracturekit.review.data import load
+
+    metrics = evaluate(
+        prepared_phantoms, classifier=tiny_runs["classify"], detector=tiny_runs["detect"], out=tmp_path / "ev",
+        bootstrap=20, device="cpu", imgsz=64,
+    )  # fmt: skip
+    ev = load(tmp_path / "ev")
+    cases = list(csv.DictReader((tmp_path / "ev" / "cases.csv").open()))
+    assert ev.kind == "evaluate" and len(ev.lists["cases"]["rows"]) == len(cases)
+    assert all(ev.key(r["path"]) for r in cases)  # classifier (cls/) and detector (det/) paths: one film each
+    detections = json.loads((tmp_path / "ev" / "detections_coco.json").read_text())
+    per_film = Counter(d["image_id"] for d in detections)
+    assert sum(len(f.pred) for f in ev.films.values()) == sum(min(n, 10) for n in per_film.values())
+    assert metrics["split"] == "test" and {f.split for f in ev.films.values() if f.pred} == {"test"}
+
+    predict(phantom_coco / "images", detector=tiny_runs["detect"], out=tmp_path / "pr", device="cpu", imgsz=64)
+    pr = load(tmp_path / "pr")
+    assert pr.kind == "predict" and len(pr.films) == len(list((phantom_coco / "images").glob("*.png")))
+    assert all(f.file.is_file() and f.source == k for k, f in pr.films.items())
+    srv = Server(tmp_path / "ev")
+    try:
+        assert srv.get("/api/image?path=" + cases[0]["path"]) == 200
+        assert srv.get("/api/image?path=" + urllib.request.quote(str(phantom_coco / "metadata.csv"))) == 403
+    finally:
+        srv.stop()

@@ -18,6 +18,7 @@ from fracturekit.errors import UserError
 from fracturekit.layout import MANIFEST_COLUMNS
 
 KINDS = ("dataset", "evaluate", "predict")
+_MAX_BOXES = 10  # predicted boxes drawn per film, the highest-scoring: fracturekit.cases draws as many
 _MAX_GROUPS = 30  # a metadata column with more distinct values (patient ids, dates) is no subgroup to filter by
 
 
@@ -138,6 +139,8 @@ def _evaluate(root: Path) -> ReviewData:
             if film is not None:
                 x, y, w, h = d["bbox"]
                 film.pred.append([names.get(d["category_id"], ""), x, y, x + w, y + h, round(d["score"], 4)])
+        for film in films.values():  # the detector keeps up to 300 boxes down to 0.001: draw its best, as cases do
+            film.pred = sorted(film.pred, key=lambda b: -b[5])[:_MAX_BOXES]
     cols = ["model", "kind", "label", "score", "threshold", "iou"]
     rows = [
         {"film": aliases.get(r["path"], r["path"]), **{c: r.get(c, "") for c in cols}} for r in _csv(root / "cases.csv")

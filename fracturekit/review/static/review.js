@@ -114,7 +114,9 @@ function show() {
   const details = state.data.lists[state.list].columns.filter((c) => row[c] !== "" && row[c] !== undefined)
     .map((c) => `${c} ${row[c]}`).join(" · ");
   $("info").innerHTML = `<b>${state.current + 1} / ${state.shown.length}</b> ${esc(row.film)}<br>${esc(details)}`;
-  for (const film of clusterOf(row)) addView(film, film === row.film);
+  const films = clusterOf(row);
+  $("films").style.gridTemplateColumns = `repeat(${Math.min(films.length, 2)}, 1fr)`;  // 3-4 films: a 2 x 2 grid
+  for (const film of films) addView(film, film === row.film);
 }
 
 function addView(film, current) {
