@@ -9,13 +9,17 @@ Two reasons a film's label is suspect:
 - `model`: out-of-sample scores (`cv`'s `oof_predictions.csv`, or any CSV of `path, score` the user brings)
   disagree with the label. cleanlab decides which films are flagged (`find_label_issues`, see `model_issues`)
   and how suspect each is (`score` = 1 - `get_label_quality_scores`, the self-confidence in the given label).
-A film flagged for both reasons gets one row, `conflict+model`. Rows are ranked by the number of reasons,
+- `box`: a detector's out-of-sample boxes (rows of the scores CSV with `boxes` and `gt_boxes`, as evaluate's
+  predictions.csv writes them) miss every ground-truth box of a fractured film while it is confident elsewhere,
+  or mark a film labelled without fracture (`box_issues`).
+A film flagged for several reasons gets one row, e.g. `conflict+model`. Rows are ranked by the number of reasons,
 then by score, then by link kind.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ from fracturekit.paths import rel_to, user_path
 log = logging.getLogger("fracturekit")
 
 COLUMNS = ("path", "given_label", "suggested_label", "reason", "score", "rank", "source", "cluster", "link")
-REASONS = ("conflict", "model")
+REASONS = ("conflict", "model", "box")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Film:
     path: str
     source: str
     label: str
+    det: str = ""  # the film's path under det/ (manifest output_det): how a detector's rows name it
 
 
 @dataclass
@@ -92,7 +97,12 @@ def dataset_films(path: Path) -> list[Film]:
     if manifest.is_file():
         with manifest.open(newline="") as f:
             return [
-                Film(row.get("output_cls") or row.get("output_det") or "", row["source"], row.get("label", ""))
+                Film(
+                    row.get("output_cls") or row.get("output_det") or "",
+                    row["source"],
+                    row.get("label", ""),
+                    row.get("output_det") or "",
+                )
                 for row in csv.DictReader(f)
                 if row.get("status") == "ok" and (row.get("output_cls") or row.get("output_det"))
             ]
@@ -147,10 +157,7 @@ def read_scores(scores: Path, films: list[Film], classes: list[str]) -> tuple[np
     if not per_class and not (len(classes) == 2 and POSITIVE_CLASS in classes and "score" in columns):
         need = "a `score` column (the probability of fracture)" if len(classes) == 2 else "one column per class"
         raise UserError(f"--scores {scores}: needs {need} for the classes {', '.join(classes)}.")
-    index = {}
-    for k, film in enumerate(films):
-        index.setdefault(film.source, k)
-        index.setdefault(film.path, k)
+    index = _film_index(films)
     found, probs, unknown = [], [], []
     for r in rows:
         k = index.get(r.get("source") or "", index.get(r.get("path") or ""))
@@ -179,6 +186,57 @@ def read_scores(scores: Path, films: list[Film], classes: list[str]) -> tuple[np
     if len(set(found)) < len(found):
         raise UserError(f"--scores {scores}: a film has two rows; keep one score per film (and per model).")
     return np.array(found), np.stack(probs), notes
+
+
+def _film_index(films: list[Film]) -> dict[str, int]:
+    """Every name a scores CSV may give a film (manifest source, dataset path, det/ path) -> its index."""
+    index: dict[str, int] = {}
+    for k, film in enumerate(films):
+        for name in (film.source, film.path, film.det):
+            if name:
+                index.setdefault(name, k)
+    return index
+
+
+def box_issues(scores: Path, films: list[Film]) -> dict[int, tuple[str, float]]:
+    """Film index -> (suggested label, score) where a detector's boxes and the ground truth disagree.
+
+    Read from the rows of `scores` that carry `boxes` and `gt_boxes` (evaluate's predictions.csv detector rows,
+    whose `boxes` are those at or above the threshold tuned on validation; cv folds' files concatenated): a
+    fractured film where none of the detector's boxes touches a ground-truth box although it found one elsewhere
+    (the box is likely wrong or missing; suggested: its label, to be reviewed with `b`), and a film without
+    fracture with a box (suggested: fracture). `score` is the highest confidence of those boxes.
+    """
+    with scores.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"boxes", "gt_boxes"} <= set(reader.fieldnames or []):
+            return {}
+        rows = [r for r in reader if r["boxes"] or r["gt_boxes"]]
+    index = _film_index(films)
+    found: dict[int, tuple[str, float]] = {}
+    for r in rows:
+        k = index.get(r.get("source") or "", index.get(r.get("path") or ""))
+        if k is None:
+            continue
+        try:
+            pred = [(b["x1"], b["y1"], b["x2"], b["y2"], b["confidence"]) for b in json.loads(r["boxes"] or "[]")]
+            gt = [(b["x1"], b["y1"], b["x2"], b["y2"]) for b in json.loads(r["gt_boxes"] or "[]")]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(
+                f"--scores {scores}: `boxes`/`gt_boxes` on the row of {r.get('path')} are not box JSON."
+            ) from None
+        if not pred:
+            continue
+        fractured = films[k].label == POSITIVE_CLASS
+        missed = fractured and gt and not any(_touch(p, g) for p in pred for g in gt)
+        if missed or (not fractured and not gt):
+            found[k] = (POSITIVE_CLASS, max(b[4] for b in pred))
+    return found
+
+
+def _touch(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """True when two x1, y1, x2, y2 boxes overlap by any area."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 def model_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -232,6 +290,14 @@ def label_issues(path: str | Path, audit: AuditResult, scores: str | Path | None
                 issue.score = max(issue.score, float(score))
         if scored < len(films):
             notes.append(f"{len(films) - scored} of {len(films)} films have no score: checked for conflicts only")
+        for k, (suggested, score) in box_issues(user_path(scores), films).items():
+            film = films[k]
+            issue = found.get(film.path)
+            if issue is None:
+                found[film.path] = LabelIssue(film, suggested, float(score), ["box"])
+            else:
+                issue.reasons.append("box")
+                issue.score = max(issue.score, float(score))
     kind_rank = {k: n for n, k in enumerate(LINK_KINDS)}
     ranked = sorted(
         found.values(),

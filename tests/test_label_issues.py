@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -118,9 +119,48 @@ def test_conflicts_flag_the_minority_and_both_films_of_a_tie(tmp_path: Path) -> 
     assert res.exit_code == 2 and "pass --out DIR" in res.output  # never written into the raw source
     res = runner.invoke(app, ["audit", str(raw), "--label-issues", "--out", str(tmp_path / "audit")])
     assert res.exit_code == 0, res.output
-    assert "label issues: 3 films (3 conflict, 0 model)" in res.output
+    assert "label issues: 3 films (3 conflict, 0 model, 0 box)" in res.output
     rows = {Path(r["path"]).name: r for r in _rows(tmp_path / "audit" / "label_issues.csv")}
     assert set(rows) == {a, b, "copy_b.png"}
     assert rows[a]["suggested_label"] == "no_fracture" and rows[a]["score"] == "0.6667" and rows[a]["rank"] == "1"
     assert rows[b]["suggested_label"] == "fracture" and rows[b]["score"] == "0.5000"
     assert rows["copy_b.png"]["suggested_label"] == "no_fracture" and rows[a]["link"] == "exact"
+
+
+def test_detector_boxes_against_ground_truth(prepared_phantoms: Path, tmp_path: Path) -> None:
+    """`box`: rows with `boxes` and `gt_boxes` (evaluate's predictions.csv detector rows) flag disagreeing films."""
+    manifest = _rows(prepared_phantoms / "manifest.csv")
+    fractured = [r for r in manifest if r["label"] == "fracture" and r["output_det"]]
+    normal = [r for r in manifest if r["label"] == "no_fracture" and r["output_det"]]
+
+    def gt(r: dict[str, str]) -> list[dict[str, float]]:
+        return [dict(zip(("x1", "y1", "x2", "y2"), b[1:5], strict=True)) for b in json.loads(r["boxes"])]
+
+    def box(x1: float, y1: float, x2: float, y2: float, conf: float) -> dict[str, float]:
+        return {"x1": x1, "y1": y1, "x2": x2, "y2": y2, "confidence": conf, "class": "fracture"}
+
+    far = gt(fractured[0])[0]
+    away = box(0, 0, 2, 2, 0.8) if far["x1"] > 3 and far["y1"] > 3 else box(60, 60, 63, 63, 0.8)
+    cases = [
+        (fractured[0], [away], "box"),  # confident, but nowhere near the fracture: flagged
+        (fractured[1], [box(*gt(fractured[1])[0].values(), 0.9)], None),  # on the fracture: fine
+        (fractured[2], [], None),  # nothing found: a miss is the model reason's business, not a box issue
+        (normal[0], [box(10, 10, 20, 20, 0.7)], "box"),  # a box on a film without fracture: flagged
+        (normal[1], [], None),
+    ]
+    scores = tmp_path / "predictions.csv"
+    with scores.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "model", "score", "boxes", "gt_boxes"])
+        for r, boxes, _ in cases:
+            top = max([b["confidence"] for b in boxes], default=0.01)
+            w.writerow([r["output_det"], "detector", top, json.dumps(boxes), json.dumps(gt(r))])
+    res = runner.invoke(app, ["audit", str(prepared_phantoms), "--out", str(tmp_path / "a"), "--label-issues"]
+                        + ["--scores", str(scores)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = {r["source"]: r for r in _rows(tmp_path / "a" / "label_issues.csv")}
+    for r, _, reason in cases:
+        got = rows.get(r["source"], {}).get("reason", "")
+        assert ("box" in got) == (reason == "box"), (r["source"], got)
+    assert rows[normal[0]["source"]]["suggested_label"] == "fracture"
+    assert rows[fractured[0]["source"]]["score"] == "0.8000"

@@ -53,7 +53,8 @@ def audit(
         issues.write(written / "label_issues.csv")
         counts = issues.counts
         out_console.print(
-            f"label issues: {counts['total']} films ({counts['conflict']} conflict, {counts['model']} model) of "
+            f"label issues: {counts['total']} films ({counts['conflict']} conflict, {counts['model']} model, "
+            f"{counts['box']} box) of "
             f"{issues.n_films}; {issues.scored} scored; wrote {written / 'label_issues.csv'}"
             + (f"; review them: fracturekit review {path}" if (path / "manifest.csv").is_file() else ""),
             highlight=False,
