@@ -56,7 +56,7 @@ function selectList(name) {
 }
 
 function columns() {
-  return ["film", ...state.data.lists[state.list].columns, ...state.data.subgroups, "decision"];
+  return ["film", "decision", ...state.data.lists[state.list].columns, ...state.data.subgroups];
 }
 
 function cell(row, col) {
