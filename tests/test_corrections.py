@@ -50,7 +50,7 @@ def test_decisions_applied_and_recorded(phantom_coco: Path, before: Path, tmp_pa
     expected = {
         fractured[0]: ("no_fracture", "fracture", "no_fracture", "ok", True, "[]"),
         normal[0]: ("fracture", "no_fracture", "fracture", "ok", False, ""),
-        normal[1]: ("no_fracture", "", "exclude", "skipped", False, ""),
+        normal[1]: ("no_fracture", "", "exclude", "skipped", False, "[]"),  # decoded and split, then left out
         fractured[1]: ("fracture", "", "box_wrong", "ok", False, ""),
         fractured[2]: ("fracture", "", "fracture", "ok", True, rows[fractured[2]]["boxes"]),
         fractured[3]: ("fracture", "", "", "ok", True, rows[fractured[3]]["boxes"]),
@@ -60,6 +60,8 @@ def test_decisions_applied_and_recorded(phantom_coco: Path, before: Path, tmp_pa
         got = (r["label"], r["corrected_from"], r["decision"], r["status"], bool(r["output_det"]), r["boxes"])
         assert got == (label, old, decision, status, in_det, boxes), source
     assert after[normal[1]]["reason"] == "excluded by review (--corrections)"
+    # the split is the one without corrections: every film not excluded keeps it
+    assert all(after[s]["split"] == rows[s]["split"] for s in rows if s != normal[1])
     untouched = set(rows) - set(expected)
     assert all(after[s]["label"] == rows[s]["label"] and not after[s]["decision"] for s in untouched)
 

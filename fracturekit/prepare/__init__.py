@@ -30,7 +30,7 @@ from fracturekit.errors import UserError
 from fracturekit.layout import PreparedDataset
 from fracturekit.outputs import clean_stale_tmp, files_under, new_tmp
 from fracturekit.paths import maybe_path, rel_to, user_path
-from fracturekit.prepare.corrections import apply_corrections
+from fracturekit.prepare.corrections import apply_corrections, drop_excluded, uncorrected_labels
 from fracturekit.prepare.datasets import _link_or_copy as _link_or_copy  # re-exported: fracturekit.cv uses it
 from fracturekit.prepare.datasets import _write_datasets
 from fracturekit.prepare.decode import _process_safely, _unique_stems
@@ -249,7 +249,9 @@ def _assemble(
 ) -> tuple[dict, AuditResult | None]:
     """Split the decoded films, move them into cls/ and det/, write data.yaml, manifest, audit."""
     ok = [f for f in films if f.status == "ok"]
-    items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split)
+    with uncorrected_labels(ok):  # --corrections change labels and films, not the split
+        items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split)
+    ok, items, splits, duplicates = drop_excluded(ok, items, splits, duplicates)
     det_names = _write_datasets(root, ok, splits, class_names)
 
     for item, s in zip(items, splits, strict=True):
