@@ -17,20 +17,22 @@ $(VENV)/.installed: pyproject.toml
 
 # The optional extras that have tests: ray (`cv --executor ray`, tested on a local Ray instance), the
 # experiment loggers (`train --logger tensorboard|mlflow`) and openvino (OpenVINO runtime, ~180 MB installed,
-# + NNCF, 8 MB; its tests skip without it). `make demo` goes without them.
+# + NNCF, 8 MB; its tests skip without it), highdicom + dicomweb-client (`predict --dicom-out`, DICOMweb
+# sources), cleanlab (`audit --label-issues`), FastAPI + uvicorn (`review`) and selenium (its browser tests).
+# `make demo` goes without them.
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino,dicom]'
+	$(PY) -m pip install -q -e '.[dev,ray,tensorboard,mlflow,openvino,dicom,labels,review,browser]'
 	touch $@
 
-# The Debian tools the DICOM tests use: Orthanc and its DICOMweb plugin (a real PACS, started by
-# tests/test_pacs.py on 127.0.0.1), dciodvfy (dicom3tools) and dcmtk. Installed where make runs as root;
-# elsewhere those tests skip with the reason.
-DICOM_TOOLS := orthanc orthanc-dicomweb dicom3tools dcmtk
+# The Debian tools the tests use: Orthanc and its DICOMweb plugin (a real PACS, started by tests/test_pacs.py on
+# 127.0.0.1), dciodvfy (dicom3tools) and dcmtk for the DICOM tests; chromium + chromium-driver for the review
+# page's browser tests. Installed where make runs as root; elsewhere those tests skip with the reason.
+SYSTEM_TOOLS := orthanc orthanc-dicomweb dicom3tools dcmtk chromium chromium-driver
 system-tools:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  dpkg -s $(DICOM_TOOLS) >/dev/null 2>&1 || { apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DICOM_TOOLS); }; \
-	else echo "not root: $(DICOM_TOOLS) not installed; the DICOM tests skip where they are absent"; fi
+	  dpkg -s $(SYSTEM_TOOLS) >/dev/null 2>&1 || { apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_TOOLS); }; \
+	else echo "not root: $(SYSTEM_TOOLS) not installed; the tests that need them skip"; fi
 
 demo: setup
 	$(VENV)/bin/fracturekit demo --out runs/demo

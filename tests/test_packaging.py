@@ -34,6 +34,7 @@ def test_wheel_carries_configs_and_presets(tmp_path: Path) -> None:
         assert f"fracturekit/configs/{task}.yaml" in names
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "fracturekit").rglob("*.py")}
     assert modules <= names, modules - names  # pyproject lists the subpackages by hand: none forgotten
+    assert {f"fracturekit/review/static/{n}" for n in ("index.html", "review.js", "review.css")} <= names
     presets = {p.name for p in (REPO / "datasets").glob("*.yaml")}
     assert presets and {f"fracturekit/preset_files/{n}" for n in presets} <= names
 

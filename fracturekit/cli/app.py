@@ -80,4 +80,4 @@ def main() -> None:
 
 # Each command's module registers it on `app` when imported (keep heavy imports inside the command);
 # the order here is the order of `fracturekit --help`, the order of the pipeline.
-from fracturekit.cli import prepare, audit, train, evaluate, compare, cv, predict, export, demo  # noqa: E402,F401,I001
+from fracturekit.cli import prepare, audit, train, evaluate, compare, cv, predict, export, review, demo  # noqa: E402,F401,I001

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli.app import app, out_console, user_errors
+from fracturekit.cli.app import app, library_notes, out_console, user_errors
+from fracturekit.errors import UserError
 
 
 @app.command()
@@ -22,15 +23,43 @@ def audit(
         ),
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a film or patient crosses splits.")] = False,
+    label_issues: Annotated[
+        bool, typer.Option("--label-issues", help="Rank likely label errors into label_issues.csv (see --scores).")
+    ] = False,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores", help="Out-of-sample scores (cv's oof_predictions.csv or path,score) for --label-issues."
+        ),
+    ] = None,
 ) -> None:
     """Find duplicate films (exact, near, augmented, by name), label conflicts and patients across splits."""
     from fracturekit.audit import audit as run_audit
 
+    if scores is not None and not label_issues:
+        raise UserError("--scores is read by --label-issues: add --label-issues.")
+    if label_issues and out is None and not (path / "manifest.csv").is_file():
+        raise UserError(f"{path}: a raw dataset; pass --out DIR for label_issues.csv (nothing is written into SOURCE).")
     result = run_audit(path, out, progress=True)
     out_console.print(result.table())
     written = out if out is not None else (path / "audit" if (path / "manifest.csv").is_file() else None)
     if written is not None:
         out_console.print(f"wrote {written / 'duplicates.csv'} and {written / 'audit.json'}", highlight=False)
+    if label_issues and written is not None:
+        from fracturekit.label_issues import label_issues as find_issues
+
+        with library_notes():
+            issues = find_issues(path, result, scores)
+        issues.write(written / "label_issues.csv")
+        counts = issues.counts
+        out_console.print(
+            f"label issues: {counts['total']} films ({counts['conflict']} conflict, {counts['model']} model, "
+            f"{counts['box']} box) of "
+            f"{issues.n_films}; {issues.scored} scored; wrote {written / 'label_issues.csv'}"
+            + (f"; review them: fracturekit review {path}" if (path / "manifest.csv").is_file() else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     if strict and result.leaks:
         out_console.print(f"[red]{result.leaks} leaks across splits[/]")
         raise typer.Exit(1)

@@ -90,6 +90,8 @@ def cv_command(
             highlight=False,
         )
     console.print(f"wrote folds.csv, oof_predictions.csv, cv.json, report.html to {result['out']}", highlight=False)
+    oof = Path(result["out"]) / "oof_predictions.csv"
+    console.print(f"next, likely label errors: fracturekit audit {data} --label-issues --scores {oof}", highlight=False)
 
 
 def _f(v: Any, digits: int = 3) -> str:

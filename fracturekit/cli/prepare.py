@@ -85,6 +85,12 @@ def prepare(
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", help="Replace what an earlier prepare wrote in --out; nothing else.")
     ] = False,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(
+            "--corrections", help="A review's decisions.csv: relabels and exclusions, applied before the split."
+        ),
+    ] = None,
 ) -> None:
     """Turn a raw fracture dataset into leak-free YOLO classification + detection datasets, then audit them."""
     from fracturekit.prepare import grouping_line
@@ -106,6 +112,7 @@ def prepare(
         preset=preset,
         film_split=film_split,
         exist_ok=exist_ok,
+        corrections=corrections,
         progress=True,
     )
     s = result.summary
@@ -127,6 +134,13 @@ def prepare(
     out_console.print(
         f"kept together in one split: {kept or 'no duplicate films'}; {s['groups']} patient groups", highlight=False
     )
+    if c := s.get("corrections"):
+        out_console.print(
+            f"corrections from {c['file']}: {c['relabelled']} relabelled, {c['excluded']} excluded, {c['box_wrong']} "
+            f"out of detection (box wrong), {c['confirmed']} confirmed, {c['notes']} notes; recorded in manifest.csv",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.audit is not None:
         out_console.print(result.audit.table())
     out_console.print(

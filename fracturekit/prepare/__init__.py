@@ -30,6 +30,7 @@ from fracturekit.errors import UserError
 from fracturekit.layout import PreparedDataset
 from fracturekit.outputs import clean_stale_tmp, files_under, new_tmp
 from fracturekit.paths import maybe_path, rel_to, user_path
+from fracturekit.prepare.corrections import apply_corrections, drop_excluded, uncorrected_labels
 from fracturekit.prepare.datasets import _link_or_copy as _link_or_copy  # re-exported: fracturekit.cv uses it
 from fracturekit.prepare.datasets import _write_datasets
 from fracturekit.prepare.decode import _process_safely, _unique_stems
@@ -73,6 +74,7 @@ def prepare(
     film_split: bool = False,
     audit: bool = True,
     exist_ok: bool = False,
+    corrections: str | Path | None = None,
     runs_dir: Path | None = Path("runs"),
     progress: bool = False,
 ) -> PrepareResult:
@@ -91,9 +93,10 @@ def prepare(
     folder below), a --meta CSV that joins no film, or a --group-regex that matches no film is a
     UserError, unless `film_split` asks for a film-level split (patient keys then unused; exact and
     near-duplicate films are still kept together).
+    corrections: a review's decisions.csv, applied before the split (`fracturekit.prepare.corrections`).
     """
     t0 = time.perf_counter()
-    source, out, meta = user_path(source), maybe_path(out), maybe_path(meta)
+    source, out, meta, corrections = user_path(source), maybe_path(out), maybe_path(meta), maybe_path(corrections)
     if not source.exists():
         raise UserError(f"{source}: no such folder; pass the folder of a raw dataset (or a COCO JSON file).")
     root = source if source.is_dir() else source.parent  # a COCO JSON file names its images relative to its folder
@@ -154,6 +157,7 @@ def prepare(
             film.label = label
         seen.add(key)
         films.append(film)
+    corrected = apply_corrections(films, corrections, root) if corrections is not None else None
     usable = [f for f in films if f.status == "ok"]
     meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
     if (
@@ -182,6 +186,8 @@ def prepare(
             audit, film_split,
         )  # fmt: skip
         summary["grouping"]["meta_csv"] = rel_to(meta, root) if meta else None
+        if corrected is not None:
+            summary["corrections"] = corrected
         other = _other_files(root, films, meta, ingest.format)
         summary.update(
             other_files=other, other_files_reasons=dict(Counter(_reason_kind(o["reason"]) for o in other).most_common())
@@ -212,6 +218,7 @@ def prepare(
                 "max_side": max_side,
                 "preset": preset,
                 "film_split": film_split,
+                "corrections": str(corrections) if corrections else None,
             },
         )
         summary["timings_s"] = {
@@ -242,7 +249,9 @@ def _assemble(
 ) -> tuple[dict, AuditResult | None]:
     """Split the decoded films, move them into cls/ and det/, write data.yaml, manifest, audit."""
     ok = [f for f in films if f.status == "ok"]
-    items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split)
+    with uncorrected_labels(ok):  # --corrections change labels and films, not the split
+        items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split)
+    ok, items, splits, duplicates = drop_excluded(ok, items, splits, duplicates)
     det_names = _write_datasets(root, ok, splits, class_names)
 
     for item, s in zip(items, splits, strict=True):
