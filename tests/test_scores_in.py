@@ -205,3 +205,22 @@ def test_seen_list_refuses_the_outside_models_training_films(classifier_scores, 
     res = CliRunner().invoke(app, [*args, "--seen", str(tmp / "seen-leak.txt"), "--out", str(tmp / "seen-bad")])
     assert res.exit_code == 2, res.output
     assert "the model whose training films" in " ".join(res.output.split())
+
+
+def test_compare_says_whether_the_films_are_the_same(
+    classifier_scores,
+    detector_results,
+    prepared_phantoms: Path,  # noqa: ANN001
+) -> None:
+    _, _, cls_tmp = classifier_scores
+    _, _, det_tmp = detector_results
+    evaluate(prepared_phantoms, scores=[cls_tmp / "scores.csv"], name="tiny", out=cls_tmp / "cmp", bootstrap=0)
+    # a run's evaluation beside the outside model's: the same test films
+    res = CliRunner().invoke(app, ["compare", str(cls_tmp / "direct"), str(cls_tmp / "cmp")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "classify: the 2 models were scored on the same" in text and "tiny" in text
+    # the detector's test evaluation beside its val one: different films, said as a warning
+    res = CliRunner().invoke(app, ["compare", str(det_tmp / "direct"), str(det_tmp / "val")])
+    assert res.exit_code == 0, res.output
+    assert "scored on different films" in " ".join(res.output.split())
