@@ -94,3 +94,9 @@ def test_example_scores_through_evaluate(prepared_phantoms: Path, tmp_path: Path
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert m["classification"]["outside"]["name"] == "resnet18" and 0 <= m["classification"]["auroc"] <= 1
+
+
+def test_training_flags_refused_with_scores(prepared_phantoms: Path) -> None:
+    args = ["cv", "--task", "classify", "--data", str(prepared_phantoms), "--scores", "oof/fold{k}.csv"]
+    res = CliRunner().invoke(app, [*args, "--model", "n", "--epochs", "3"])
+    assert res.exit_code == 2 and "--model, --epochs train models" in " ".join(res.output.split())

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from fracturekit.cli import options
 from fracturekit.cli.app import app, console, library_notes, user_errors
+from fracturekit.errors import UserError
 
 
 @app.command("cv")
@@ -56,6 +57,30 @@ def cv_command(
     from fracturekit.config import parse_set_options
     from fracturekit.cv import cross_validate, outside
 
+    flags = {
+        "weights": str(weights) if weights else None,
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "patience": patience,
+        "seed": seed,
+        "device": device,
+        "threads": threads,
+        "freeze": freeze,
+        "freeze_epochs": freeze_epochs,
+    }
+    if export_folds is not None or scores:
+        training = {
+            "--model": model,
+            "--executor": executor != "local",
+            "--parallel": parallel != 1,
+            "--config": config,
+        }
+        training |= {f"--{k.replace('_', '-')}": v for k, v in flags.items() if k != "seed"}
+        given = [k for k, v in training.items() if v not in (None, False)] + (["--set"] if set_ else [])
+        if given:
+            what = "--export-folds" if export_folds is not None else "--scores"
+            raise UserError(f"{', '.join(given)} train models; {what} trains none here: leave them out.")
     if export_folds is not None:
         done = outside.export_folds(task, data, export_folds, folds=folds, seed=seed)
         console.print(
@@ -81,18 +106,6 @@ def cv_command(
         _print_result(result)
         return
 
-    flags = {
-        "weights": str(weights) if weights else None,
-        "epochs": epochs,
-        "imgsz": imgsz,
-        "batch": batch,
-        "patience": patience,
-        "seed": seed,
-        "device": device,
-        "threads": threads,
-        "freeze": freeze,
-        "freeze_epochs": freeze_epochs,
-    }
     overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
     models = [m.strip() for m in model.split(",") if m.strip()] if model else None
     with library_notes():
