@@ -10,9 +10,14 @@ metrics.json, predictions.csv, report.html, cases.csv + cases/ (the films to rev
 and, for a detector, ground_truth_coco.json + detections_coco.json (the very boxes COCOeval scored, so anyone
 can re-score them) into `out`.
 
-Before any inference, every film to be scored is compared with the films each run trained and validated
-on (fracturekit.provenance, by the audit's duplicate test): a copy refuses the evaluation unless
-`allow_overlap`, and metrics.json's `provenance` (build_provenance) records the count either way.
+A model fracturekit did not train enters as its scores (`--scores`: a CSV of probabilities, or COCO results
+boxes; `evaluation.outside` reads and checks them) and goes through the same halves from the arrays on, so its
+outputs are those of a run; provenance names the scores files and their sha256 instead of a run.
+
+Before any inference, every film to be scored is compared with the films each model trained and validated
+on (a run's seen.csv, an outside model's --seen list; fracturekit.provenance, by the audit's duplicate test):
+a copy refuses the evaluation unless `allow_overlap`, and metrics.json's `provenance` (build_provenance)
+records the count either way.
 """
 
 from __future__ import annotations

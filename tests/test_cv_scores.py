@@ -63,6 +63,7 @@ def test_exported_folds_match_the_roles(exported: Path, prepared_phantoms: Path)
     assert sorted(tests) == sorted(every["path"])  # every film tested exactly once
 
 
+@pytest.mark.slow  # 3 ResNet-18 trainings in subprocesses: about a minute on a shared 2-core machine
 def test_example_scores_through_cv(exported: Path, prepared_phantoms: Path, tmp_path: Path) -> None:
     for k in range(K):
         _example("--fold", str(exported / f"fold{k}"), "--out", str(tmp_path / "oof" / f"fold{k}.csv"))
@@ -87,6 +88,7 @@ def test_example_scores_through_cv(exported: Path, prepared_phantoms: Path, tmp_
     assert res.exit_code == 2 and "fold files are missing" in " ".join(res.output.split())
 
 
+@pytest.mark.slow  # one ResNet-18 training in a subprocess (torch import included): ~25 s
 def test_example_scores_through_evaluate(prepared_phantoms: Path, tmp_path: Path) -> None:
     assert "wrote" in _example("--data", str(prepared_phantoms), "--out", str(tmp_path / "resnet18.csv"))
     args = ["evaluate", "--data", str(prepared_phantoms), "--scores", str(tmp_path / "resnet18.csv")]
