@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fracturekit.errors import UserError
 from fracturekit.layout import RunDir
+from fracturekit.paths import user_path
 
 # results.csv column that ranks epochs per task (Ultralytics keeps best.pt by a fitness close to these).
 _BEST_BY = {"detect": "metrics/mAP50-95(B)", "classify": "metrics/accuracy_top1"}
@@ -115,21 +116,47 @@ def run_summary(run: str | Path) -> dict[str, Any]:
     row["train_time_s"] = _first(timings.get("total_s"), row["train_time_s"])
     evaluation = _read_mapping(rd.metrics)
     if evaluation:
-        row["eval_split"] = evaluation.get("split")
-        provenance = evaluation.get("provenance") or {}
-        row["eval_data"] = (provenance.get("dataset") or {}).get("path") or evaluation.get("data")
-        row["eval_data_hash"] = _short((provenance.get("dataset") or {}).get("data_hash"))
-        row["eval_train_overlap"] = provenance.get("train_overlap")
         section = evaluation.get("classification" if task == "classify" else "detection") or {}
         if section.get("run") and Path(section["run"]).resolve() != rd.root.resolve():
             section = {}  # eval/ of this run holds the OTHER model's numbers only
-        keys = ("auroc", "average_precision", "sensitivity", "specificity", "ece_after", "map50_95", "map50")
-        for key in (*keys, "image_auroc"):
-            if key in section:
-                row[f"test_{key}"] = section[key]
-        if "pycocotools" in section:
-            row["test_coco_map50_95"] = section["pycocotools"].get("map50_95")
+        row |= _evaluated(evaluation, section)
     return row
+
+
+def _evaluated(evaluation: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """The held-out columns of one model's metrics.json section: where it was evaluated, on which films, numbers."""
+    provenance = evaluation.get("provenance") or {}
+    row: dict[str, Any] = {
+        "eval_split": evaluation.get("split"),
+        "eval_data": (provenance.get("dataset") or {}).get("path") or evaluation.get("data"),
+        "eval_data_hash": _short((provenance.get("dataset") or {}).get("data_hash")),
+        "eval_train_overlap": provenance.get("train_overlap"),
+        "eval_films": section.get("n", section.get("n_images")),
+        "eval_films_sha256": _short(section.get("films_sha256")),
+    }
+    keys = ("auroc", "average_precision", "sensitivity", "specificity", "ece_after", "map50_95", "map50")
+    for key in (*keys, "image_auroc"):
+        if key in section:
+            row[f"test_{key}"] = section[key]
+    if "pycocotools" in section:
+        row["test_coco_map50_95"] = section["pycocotools"].get("map50_95")
+    return row
+
+
+def evaluation_summary(folder: Path) -> list[dict[str, Any]]:
+    """Rows for an `evaluate` output folder (e.g. an outside model's `evaluate --scores`): one per model in it."""
+    evaluation = _read_mapping(folder / "metrics.json")
+    rows = []
+    for task, key in (("classify", "classification"), ("detect", "detection")):
+        section = evaluation.get(key)
+        if not section:
+            continue
+        outside = section.get("outside") or {}
+        model = outside.get("name") or (Path(section["run"]).name if section.get("run") else None)
+        rows.append({"run": str(folder), "task": task, "model": model, **_evaluated(evaluation, section)})
+    if not rows:
+        raise UserError(f"{folder / 'metrics.json'}: no classification or detection section; run `evaluate` again.")
+    return rows
 
 
 def _short(data_hash: Any) -> str | None:
@@ -155,11 +182,37 @@ def data_warnings(df: pd.DataFrame) -> list[str]:
     ]
 
 
+def films_note(df: pd.DataFrame) -> list[tuple[bool, str]]:
+    """Per task, (same films?, a sentence): whether the evaluated models were scored on the same films."""
+    if "eval_films_sha256" not in df.columns:
+        return []
+    notes = []
+    for task, rows in df.dropna(subset=["eval_films_sha256"]).groupby("task"):
+        if len(rows) < 2:
+            continue
+        if rows["eval_films_sha256"].nunique() == 1:
+            n = int(rows["eval_films"].iloc[0])
+            notes.append((True, f"{task}: the {len(rows)} models were scored on the same {n} films."))
+        else:
+            where = "; ".join(
+                f"{Path(r['run']).name}: {int(r['eval_films'])} films ({r['eval_films_sha256']})"
+                for _, r in rows.iterrows()
+            )
+            notes.append((False, f"{task}: the models were scored on different films, not paired: {where}."))
+    return notes
+
+
 def compare(runs: list[Path]) -> pd.DataFrame:
-    """Side-by-side table of runs: one row per run, columns as in `run_summary` (missing = NaN)."""
+    """Side-by-side table: one row per run (`run_summary`), or per model of an `evaluate` output folder
+    (`evaluation_summary`: an outside model's `evaluate --scores`); missing = NaN."""
     if not runs:
         raise UserError("no runs given; pass two or more `fracturekit train` run folders.")
-    return pd.DataFrame([run_summary(r) for r in runs])
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        folder = user_path(r)
+        is_eval = folder.is_dir() and (folder / "metrics.json").is_file() and not (folder / "weights").is_dir()
+        rows += evaluation_summary(folder) if is_eval else [run_summary(r)]
+    return pd.DataFrame(rows)
 
 
 def compare_table(df: pd.DataFrame) -> Table:

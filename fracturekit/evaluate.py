@@ -10,9 +10,14 @@ metrics.json, predictions.csv, report.html, cases.csv + cases/ (the films to rev
 and, for a detector, ground_truth_coco.json + detections_coco.json (the very boxes COCOeval scored, so anyone
 can re-score them) into `out`.
 
-Before any inference, every film to be scored is compared with the films each run trained and validated
-on (fracturekit.provenance, by the audit's duplicate test): a copy refuses the evaluation unless
-`allow_overlap`, and metrics.json's `provenance` (build_provenance) records the count either way.
+A model fracturekit did not train enters as its scores (`--scores`: a CSV of probabilities, or COCO results
+boxes; `evaluation.outside` reads and checks them) and goes through the same halves from the arrays on, so its
+outputs are those of a run; provenance names the scores files and their sha256 instead of a run.
+
+Before any inference, every film to be scored is compared with the films each model trained and validated
+on (a run's seen.csv, an outside model's --seen list; fracturekit.provenance, by the audit's duplicate test):
+a copy refuses the evaluation unless `allow_overlap`, and metrics.json's `provenance` (build_provenance)
+records the count either way.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ from fracturekit.errors import UserError
 from fracturekit.evaluation.classification import classification_report, classify_images, evaluate_classifier
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, labelled_confusion
 from fracturekit.evaluation.detection import coco_ground_truth, evaluate_detector, split_images
+from fracturekit.evaluation.outside import (
+    OutsideModel,
+    evaluate_scores_classifier,
+    evaluate_scores_detector,
+    outside_models,
+    read_scores,
+)
 from fracturekit.imageio import is_image_file
 from fracturekit.infer.backends import REFERENCE_NAME
 from fracturekit.infer.model import Model, load_model
@@ -145,6 +157,9 @@ def evaluate(
     *,
     classifier: str | Path | None = None,
     detector: str | Path | None = None,
+    scores: list[str | Path] | None = None,
+    name: str | None = None,
+    seen: str | Path | None = None,
     split: str = "test",
     out: str | Path | None = None,
     threshold: str = "youden",
@@ -167,12 +182,25 @@ def evaluate(
     evaluate's own earlier files there are replaced). Films the runs trained or validated on refuse the
     evaluation unless `allow_overlap`. Prints nothing: notes (imgsz rounded, one GPU of several) go to the
     `fracturekit.evaluate` logger, and `report.summary_table` renders the returned dict as a table.
+
+    scores: an outside model's scores instead of a run (`evaluation.outside`): a CSV of class probabilities
+    (classifier) and/or a COCO results JSON (detector), each role one or more files covering the val and
+    evaluated splits; `name` names that model (default: the first file's stem; default out
+    `runs/eval-<name>`), `seen` lists the films it trained on for the seen-film check (else not checked).
     """
     from fracturekit.report import write_report
 
     ds = PreparedDataset.open(data)
-    if classifier is None and detector is None:
-        raise UserError("nothing to evaluate: pass --classifier RUN and/or --detector RUN.")
+    outside = outside_models(scores or [], name, seen)
+    if classifier is None and detector is None and not outside:
+        raise UserError("nothing to evaluate: pass --classifier RUN and/or --detector RUN, or --scores FILE.")
+    for m in outside:
+        if (classifier if m.role == "classifier" else detector) is not None:
+            raise UserError(
+                f"--scores {m.files[0]} and --{m.role} both give the {m.role}; evaluate one of them, then `compare`."
+            )
+    if seen is not None and not outside:
+        raise UserError(f"--seen {seen} lists an outside model's training films: pass it with --scores FILE.")
     imgsz, size_note = check_imgsz(imgsz)
     _, device, device_note = inference_device(device)  # resolved here: Ultralytics never sees `auto`
     for note in (size_note, device_note):
@@ -194,8 +222,14 @@ def evaluate(
     # Both models are loaded and their tasks checked before anything is written: a wrong run leaves no folder.
     clf = _load_model(classifier, "classify", imgsz, device) if classifier is not None else None
     det = _load_model(detector, "detect", imgsz, device) if detector is not None else None
-    overlaps = _seen_check(ds, split, roles, allow_overlap, show_progress)
-    out_dir = user_path(out) if out else increment(roles[0][1].eval_dir)
+    for m in outside:
+        read_scores(m, ds, manifest, split)  # every check of the scores files before anything is written
+    overlaps = _seen_check(ds, split, roles, outside, allow_overlap, show_progress)
+    out_dir = (
+        user_path(out)
+        if out
+        else increment(roles[0][1].eval_dir if roles else Path("runs") / f"eval-{outside[0].name}")
+    )
     planned = ["metrics.json", "predictions.csv", "report.html"]
     ours = claim(out_dir, "evaluate", exist_ok)
     check_free(out_dir, planned, ours, "evaluate")
@@ -203,7 +237,7 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     result: dict[str, Any] = {
-        "provenance": build_provenance(ds, split, roles, overlaps),
+        "provenance": build_provenance(ds, split, roles, overlaps, outside),
         "data": str(ds.root),
         "out": str(out_dir),
         "split": split,
@@ -219,14 +253,23 @@ def evaluate(
     scored: list[ModelScores] = []
 
     ctx = EvalContext(ds, split, out_dir, threshold, device, bootstrap, seed, manifest, by, skipped, show_progress)
-    for section, model, run_half in (
+    halves: list[tuple[str, Any, Any]] = [
         ("classification", clf, evaluate_classifier),
         ("detection", det, evaluate_detector),
-    ):
+    ]
+    halves += [
+        ("classification", m, evaluate_scores_classifier)
+        if m.role == "classifier"
+        else ("detection", m, evaluate_scores_detector)
+        for m in outside
+    ]
+    for section, model, run_half in halves:
         if model is None:
             continue
         half = run_half(model, ctx)
         result[section] = half.metrics
+        if model in outside:
+            result[section]["outside"] = model.provenance()  # the scores behind the numbers, instead of a run
         rows.append(half.rows)
         if half.scores is not None:
             scored.append(half.scores)
@@ -268,29 +311,51 @@ def _scored_paths(ds: PreparedDataset, split: str, role: str) -> list[str]:
 
 
 def _seen_check(
-    ds: PreparedDataset, split: str, roles: list[tuple[str, RunDir]], allow: bool, show_progress: bool
+    ds: PreparedDataset,
+    split: str,
+    roles: list[tuple[str, RunDir]],
+    outside: list[OutsideModel],
+    allow: bool,
+    show_progress: bool,
 ) -> list[Any]:
-    """Compare the films each run will score with the films it trained/validated on; refuse on overlap."""
-    from fracturekit.provenance import load_seen, overlap, require_no_overlap, scored_items
+    """Compare the films each model will score with the films it trained/validated on; refuse on overlap.
 
-    paths = {role: _scored_paths(ds, split, role) for role, _ in roles}
+    A run's films come from its seen.csv; an outside model's from its --seen list (not checked without one).
+    """
+    from fracturekit.evaluation.outside import seen_items
+    from fracturekit.provenance import Overlap, load_seen, overlap, overlap_items, require_no_overlap, scored_items
+
+    models = [(role, rd) for role, rd in roles] + [(m.role, m) for m in outside]
+    paths = {role: _scored_paths(ds, split, role) for role, _ in models}
     items, key_of = scored_items(ds, sorted(set().union(*paths.values())), show_progress)
     overlaps = []
-    for role, rd in roles:
-        task = "classify" if role == "classifier" else "detect"
+    for role, who in models:
         films = [items[k] for k in sorted({key_of[p] for p in paths[role]})]
-        overlaps.append(overlap(load_seen(rd, task), rd, films))
+        if isinstance(who, RunDir):
+            overlaps.append(overlap(load_seen(who, "classify" if role == "classifier" else "detect"), who, films))
+        elif who.seen is None:
+            overlaps.append(Overlap(who.files[0], [], checked=False))
+        else:
+            phrase = f"the model whose training films {who.seen} lists"
+            overlaps.append(overlap_items(seen_items(who.seen, ds), who.seen, films, who=phrase))
     require_no_overlap(overlaps, len(items), ds, split, allow)
     return overlaps
 
 
-def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, RunDir]], overlaps: list[Any]) -> dict:
+def build_provenance(
+    ds: PreparedDataset,
+    split: str,
+    roles: list[tuple[str, RunDir]],
+    overlaps: list[Any],
+    outside: list[OutsideModel] = (),  # type: ignore[assignment]
+) -> dict:
     """metrics.json `provenance`: what these numbers were computed from, so a reader can check it.
 
     versions (fracturekit, ultralytics, torch), date, the scored dataset and its data_hash, the split, and per
     run (classifier/detector) its path, training data and data_hash (from run.json) and the films of this
-    evaluation it trained or validated on. train_overlap: scored films that are copies of a film some run
-    trained or validated on (0 = clean; None when a run has no record of its films, so no check was made).
+    evaluation it trained or validated on; for an outside model, its name and scores files with their sha256
+    instead of a run. train_overlap: scored films that are copies of a film some model trained or validated on
+    (0 = clean; None when a model has no record of its films, so no check was made).
     """
 
     def _version(package: str) -> str | None:
@@ -304,7 +369,7 @@ def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, Run
     except (OSError, ValueError):
         data_hash = None
     runs = {}
-    for (role, rd), ov in zip(roles, overlaps, strict=True):
+    for (role, rd), ov in zip(roles, overlaps[: len(roles)], strict=True):
         try:
             record = json.loads(rd.record.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -317,6 +382,12 @@ def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, Run
             "seen_checked": ov.checked,
             "train_overlap": len(ov.films) if ov.checked else None,
         }
+    for m, ov in zip(outside, overlaps[len(roles) :], strict=True):
+        runs[m.role] = {
+            **m.provenance(),
+            "seen_checked": ov.checked,
+            "train_overlap": len(ov.films) if ov.checked else None,
+        }
     films = set().union(*(o.films for o in overlaps))
     return {
         "versions": {k: _version(k) for k in ("fracturekit", "ultralytics", "torch")},
@@ -326,7 +397,7 @@ def build_provenance(ds: PreparedDataset, split: str, roles: list[tuple[str, Run
         "runs": runs,
         "train_overlap": len(films) if all(o.checked for o in overlaps) else None,
         "train_overlap_examples": [
-            {"scored": a, "seen_split": s, "seen": b, "run": str(o.run.root)} for o in overlaps for a, s, b in o.pairs
+            {"scored": a, "seen_split": s, "seen": b, "run": str(o.source)} for o in overlaps for a, s, b in o.pairs
         ][:10],
     }
 

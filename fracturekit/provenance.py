@@ -137,11 +137,12 @@ def scored_items(
 
 @dataclass
 class Overlap:
-    """Scored films that are copies of films a run saw: (scored path, seen split, seen path) each."""
+    """Scored films that are copies of films a model saw: (scored path, seen split, seen path) each."""
 
-    run: RunDir
+    source: Path  # the run folder, or the --seen list of an outside model
     pairs: list[tuple[str, str, str]]
-    checked: bool  # False when the run has no record of its films (trained before seen.csv, dataset gone)
+    checked: bool  # False when there is no record of the model's films (run trained before seen.csv, no --seen)
+    who: str = ""  # the model in the refusal sentence (default: the run folder)
 
     @property
     def films(self) -> set[str]:
@@ -151,12 +152,16 @@ class Overlap:
 def overlap(seen: Seen | None, run: RunDir, scored: list[AuditItem | None]) -> Overlap:
     """Which scored films duplicate a film of `seen`, by the audit's duplicate test."""
     if seen is None:
-        return Overlap(run, [], checked=False)
-    train = seen_items(seen)
+        return Overlap(run.root, [], checked=False)
+    return overlap_items(seen_items(seen), run.root, scored)
+
+
+def overlap_items(train: list[AuditItem], source: Path, scored: list[AuditItem | None], who: str = "") -> Overlap:
+    """Which scored films duplicate one of `train` (the films a model saw), by the audit's duplicate test."""
     kept = [it for it in scored if it is not None]
     pairs = seen_overlap(train, kept)
     found = sorted({(kept[j].path, train[i].split, train[i].path) for i, j in pairs})
-    return Overlap(run, found, checked=True)
+    return Overlap(source, found, checked=True, who=who)
 
 
 def overlap_sentence(overlaps: list[Overlap], n_scored: int, ds: PreparedDataset, split: str) -> str:
@@ -164,7 +169,7 @@ def overlap_sentence(overlaps: list[Overlap], n_scored: int, ds: PreparedDataset
     films = set().union(*(o.films for o in overlaps))
     examples = list({p[0]: p for o in reversed(overlaps) for p in reversed(o.pairs)}.values())[::-1][:2]
     shown = "; ".join(f"{a} = {s} film {b}" for a, s, b in examples)  # paths: one name is in several folders
-    runs = ", ".join(str(o.run.root) for o in overlaps if o.pairs)
+    runs = ", ".join(o.who or str(o.source) for o in overlaps if o.pairs)
     return (
         f"{len(films)} of the {n_scored} {split} films of {ds.root} are films, or copies of films, that {runs} "
         f"trained or validated on (e.g. {shown}); evaluate on films the model never saw, or pass --allow-overlap "

@@ -219,6 +219,15 @@ def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
 
 
+def _source(section: dict[str, Any]) -> str:
+    """Where a model's numbers come from: its run folder, or an outside model's name and scores files."""
+    outside = section.get("outside")
+    if outside:
+        files = ", ".join(f"<code>{html.escape(f['path'])}</code>" for f in outside["scores"])
+        return f"Outside model <b>{html.escape(outside['name'])}</b>, scores {files}"
+    return f"Run <code>{html.escape(str(section['run']))}</code>"
+
+
 def provenance_table(prov: dict[str, Any]) -> str:
     """The report header's provenance: versions, date, dataset + data_hash, split, runs + their data_hash."""
     rows = [
@@ -230,9 +239,12 @@ def provenance_table(prov: dict[str, Any]) -> str:
         ),
         ("split", prov.get("split")),
     ]
-    rows += [
-        (f"{k} run", f"{r.get('path')}  data_hash {r.get('data_hash')}") for k, r in (prov.get("runs") or {}).items()
-    ]
+    for k, r in (prov.get("runs") or {}).items():
+        if "scores" in r:  # an outside model: its scores files stand where a run would
+            files = ", ".join(f"{f['path']} sha256 {f['sha256']}" for f in r["scores"])
+            rows.append((f"{k} scores ({r.get('name')})", f"{files}; training films: {r.get('seen') or 'not given'}"))
+        else:
+            rows.append((f"{k} run", f"{r.get('path')}  data_hash {r.get('data_hash')}"))
     skip = ("date", "versions", "dataset", "split", "runs", "train_overlap_examples")
     extra = [(k, v) for k, v in prov.items() if k not in skip]
     rows += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in extra]  # keys other stages add
@@ -294,7 +306,8 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path, pic
             f"{overlap} scored films are copies of films the model(s) trained or validated on (--allow-overlap): "
             "these numbers are optimistic."
             if overlap
-            else "a run has no record of the films it trained on: whether scored films were seen was not checked.",
+            else "a model has no record of the films it trained on (a run without seen.csv, or --scores without "
+            "--seen): whether scored films were seen in training was not checked.",
         )
     if warns:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warns)
@@ -317,7 +330,7 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path, pic
         parts.append("<h2>ROC and precision-recall (image level)</h2>" + _img(figure, "ROC and PR"))
     c = metrics.get("classification")
     if c:
-        parts.append(f"<h2>Classifier</h2><p>Run <code>{html.escape(c['run'])}</code>, classes {c['classes']}.</p>")
+        parts.append(f"<h2>Classifier</h2><p>{_source(c)}, classes {c['classes']}.</p>")
         rows: list[tuple[str, Any]] = [("images", c.get("n")), ("AUROC", c["auroc"])]
         if c.get("positive_class"):
             rows += [
@@ -350,7 +363,7 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path, pic
             parts.append("<h2>Classifier by subgroup</h2>" + _subgroup_table(c["subgroups"], keys))
     d = metrics.get("detection")
     if d:
-        parts.append(f"<h2>Detector</h2><p>Run <code>{html.escape(d['run'])}</code>, classes {d['classes']}.</p>")
+        parts.append(f"<h2>Detector</h2><p>{_source(d)}, classes {d['classes']}.</p>")
         parts.append(
             "<table><tr><th></th><th>Ultralytics val</th><th>pycocotools COCOeval</th><th>difference</th></tr>"
             + "".join(

@@ -13,17 +13,22 @@ from fracturekit.cli.app import app, console, out_console, user_errors
 @app.command()
 @user_errors
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (or weights files) to compare.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders (or weights files), or `evaluate` output folders (e.g. of --scores)."),
+    ],
     csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
 ) -> None:
     """Side-by-side table of training runs: model size, task, settings, time, val and test metrics."""
     from fracturekit.compare import compare as run_compare
-    from fracturekit.compare import compare_table, data_warnings
+    from fracturekit.compare import compare_table, data_warnings, films_note
 
     df = run_compare(runs)
     out_console.print(compare_table(df))
     for warning in data_warnings(df):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for same, note in films_note(df):
+        console.print(note if same else f"[yellow]warning:[/] {note}", highlight=False)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(csv, index=False)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from fracturekit.cli import options
 from fracturekit.cli.app import app, console, library_notes, user_errors
+from fracturekit.errors import UserError
 
 
 @app.command("cv")
@@ -43,10 +44,18 @@ def cv_command(
     freeze_epochs: options.FreezeEpochs = None,
     config: options.ConfigFile = None,
     set_: options.SetOptions = None,
+    export_folds: Annotated[
+        Path | None,
+        typer.Option(help="Write each fold's train/val/test file lists here for an outside model, and stop."),
+    ] = None,
+    scores: Annotated[
+        list[str] | None,
+        typer.Option(help="An outside model's out-of-fold scores per fold, e.g. 'oof/fold{k}.csv'; several compare."),
+    ] = None,
 ) -> None:
     """K-fold cross-validation on patient- and duplicate-grouped folds, locally or on a Ray cluster."""
     from fracturekit.config import parse_set_options
-    from fracturekit.cv import cross_validate
+    from fracturekit.cv import cross_validate, outside
 
     flags = {
         "weights": str(weights) if weights else None,
@@ -60,6 +69,43 @@ def cv_command(
         "freeze": freeze,
         "freeze_epochs": freeze_epochs,
     }
+    if export_folds is not None or scores:
+        training = {
+            "--model": model,
+            "--executor": executor != "local",
+            "--parallel": parallel != 1,
+            "--config": config,
+        }
+        training |= {f"--{k.replace('_', '-')}": v for k, v in flags.items() if k != "seed"}
+        given = [k for k, v in training.items() if v not in (None, False)] + (["--set"] if set_ else [])
+        if given:
+            what = "--export-folds" if export_folds is not None else "--scores"
+            raise UserError(f"{', '.join(given)} train models; {what} trains none here: leave them out.")
+    if export_folds is not None:
+        done = outside.export_folds(task, data, export_folds, folds=folds, seed=seed)
+        console.print(
+            f"wrote folds.csv and fold0..fold{folds - 1}/{{train,val,test}}.csv ({done['films']} films, seed "
+            f"{done['seed']}) to {done['out']}",
+            highlight=False,
+        )
+        return
+    if scores:
+        with library_notes():
+            result = outside.cv_scores(
+                task,
+                data,
+                scores,
+                folds=folds,
+                seed=seed,
+                project=project,
+                name=name,
+                threshold=threshold,
+                bootstrap=bootstrap,
+                progress=lambda msg: console.print(msg, highlight=False),
+            )
+        _print_result(result)
+        return
+
     overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
     models = [m.strip() for m in model.split(",") if m.strip()] if model else None
     with library_notes():
@@ -78,6 +124,11 @@ def cv_command(
             progress=lambda msg: console.print(msg, highlight=False),
             **overrides,
         )
+    _print_result(result)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    """The per-fold table, each paired comparison, and where the files are."""
     console.print(summary_table(result))
     for c in result.get("comparison", []):
         verdict = "significant" if c["significant"] else "not significant"

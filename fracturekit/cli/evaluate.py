@@ -21,10 +21,27 @@ def evaluate(
     detector: Annotated[
         Path | None, typer.Option("--detector", help="Detection run folder or its weights/best.pt.")
     ] = None,
+    scores: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--scores",
+            help="An outside model's scores instead of a run: CSV path,score (or one column per class) for a "
+            "classifier, COCO results JSON for a detector; rows for val and the evaluated split.",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name of the --scores model (default: the file's stem).")
+    ] = None,
+    seen: Annotated[
+        Path | None,
+        typer.Option("--seen", help="Films the --scores model trained on (one path a line): the seen-film check."),
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")] = "test",
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Output folder (default: <classifier or detector run>/eval, eval2, ...)."),
+        typer.Option(
+            "--out", help="Output folder (default: <classifier or detector run>/eval, eval2, ...; runs/eval-<name>)."
+        ),
     ] = None,
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", help="Replace what an earlier evaluate wrote in --out; nothing else.")
@@ -57,6 +74,9 @@ def evaluate(
             data,
             classifier=classifier,
             detector=detector,
+            scores=scores,
+            name=name,
+            seen=seen,
             split=split,
             out=out,
             threshold=threshold,
@@ -73,7 +93,10 @@ def evaluate(
     out_console.print(summary_table(m))
     overlap = m["provenance"]["train_overlap"]
     if overlap is None:
-        console.print("[yellow]warning:[/] a run has no record of its training films: seen films were not checked")
+        console.print(
+            "[yellow]warning:[/] a model has no record of its training films (no seen.csv, or --scores without "
+            "--seen): seen films were not checked"
+        )
     elif overlap:
         console.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
     console.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)

@@ -19,7 +19,7 @@ from fracturekit.cv.datasets import build_fold_dataset
 from fracturekit.cv.executors import EXECUTORS, run_local, run_ray
 from fracturekit.cv.fold import FoldJob
 from fracturekit.cv.folder import check_ours, check_same_settings, cv_folder, cv_settings, json_safe, sha
-from fracturekit.cv.folds import FOLD_COLUMNS, assign_folds, fold_units, load_films
+from fracturekit.cv.folds import FOLD_COLUMNS, plan_folds
 from fracturekit.cv.pooling import summarize
 from fracturekit.errors import UserError
 from fracturekit.layout import PreparedDataset
@@ -80,14 +80,7 @@ def cross_validate(
     cv_dir = cv_folder(Path(project or base_cfg["project"]).expanduser(), name)
     check_ours(cv_dir)
 
-    films, audit_result = load_films(ds, task)
-    if task == "classify" and films["label"].nunique() != 2:
-        raise UserError(
-            f"{ds.manifest}: cv scores a binary fracture/no-fracture classifier, but the films have "
-            f"{films['label'].nunique()} labels ({', '.join(sorted(films['label'].unique()))}); prepare with --map."
-        )
-    unit_ids = fold_units(films["group"].tolist(), films["cluster"].tolist())
-    films["fold"] = assign_folds(films["label"].tolist(), unit_ids, folds, seed)
+    films, unit_ids, audit_result = plan_folds(ds, task, folds, seed)
     folds_csv = films[list(FOLD_COLUMNS)].to_csv(index=False)
     settings = cv_settings(task, ds, folds, seed, dict(zip(labels, specs, strict=True)), config, overrides)
     settings |= {"threshold": threshold, "bootstrap": bootstrap, "folds_sha256": sha(folds_csv)}

@@ -95,6 +95,24 @@ def assign_folds(labels: Sequence[str], unit_ids: np.ndarray, k: int, seed: int)
     return fold
 
 
+def plan_folds(
+    ds: PreparedDataset, task: str, k: int, seed: int
+) -> tuple[pd.DataFrame, np.ndarray, AuditResult | None]:
+    """The films a `task` cv folds with their `fold` assigned, their unit ids, and the audit when it was run.
+
+    One plan for `cross_validate`, `--export-folds` and `--scores`: the same dataset, K and seed give the same folds.
+    """
+    films, audit_result = load_films(ds, task)
+    if task == "classify" and films["label"].nunique() != 2:
+        raise UserError(
+            f"{ds.manifest}: cv scores a binary fracture/no-fracture classifier, but the films have "
+            f"{films['label'].nunique()} labels ({', '.join(sorted(films['label'].unique()))}); prepare with --map."
+        )
+    unit_ids = fold_units(films["group"].tolist(), films["cluster"].tolist())
+    films["fold"] = assign_folds(films["label"].tolist(), unit_ids, k, seed)
+    return films, unit_ids, audit_result
+
+
 def roles(k: int, n_folds: int) -> dict[str, Any]:
     """Fold k tests, fold k+1 (mod K) validates, the rest train."""
     val = (k + 1) % n_folds

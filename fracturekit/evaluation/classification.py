@@ -22,6 +22,7 @@ from fracturekit.evaluation.common import (
     THRESHOLD_SPLIT,
     EvalContext,
     ModelResult,
+    films_sha256,
     labelled_confusion,
     skip_errors,
     subgroup_values,
@@ -40,18 +41,15 @@ def binary_positive(names: list[str]) -> int | None:
     return positive_index(names) if len(names) == 2 else None
 
 
-def classify_images(
-    model: Model, ds: PreparedDataset, split: str, skipped: list[dict], show_progress: bool = False
-) -> tuple[list[Path], np.ndarray, np.ndarray]:
-    """Uncalibrated probabilities (N, C) ordered like the model's class ids for every image under cls/<split>/<class>/.
+def split_films(ds: PreparedDataset, split: str, names: list[str]) -> list[tuple[Path, int]]:
+    """(film, class index) for every image under cls/<split>/<class>/, in the one order every classifier is scored in.
 
-    Scored by the inference core, as predict scores them. A film that cannot be read is appended to
-    `skipped` (path, reason) and left out. Returns (paths, label indices, probabilities).
+    The order (class folder, then file name) is shared by a fracturekit run and outside scores, so the same
+    scores give the same bootstrap resamples and the same numbers.
     """
-    names = [model.names[i] for i in sorted(model.names)]
     split_dir = ds.cls_dir / split
     if not split_dir.is_dir():
-        return [], np.zeros(0, int), np.zeros((0, len(names)))
+        return []
     items: list[tuple[Path, int]] = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         if class_dir.name not in names:
@@ -61,6 +59,21 @@ def classify_images(
             )
         idx = names.index(class_dir.name)
         items += [(p, idx) for p in sorted(class_dir.iterdir()) if p.is_file() and is_image_file(p)]
+    return items
+
+
+def classify_images(
+    model: Model, ds: PreparedDataset, split: str, skipped: list[dict], show_progress: bool = False
+) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Uncalibrated probabilities (N, C) ordered like the model's class ids for every image under cls/<split>/<class>/.
+
+    Scored by the inference core, as predict scores them. A film that cannot be read is appended to
+    `skipped` (path, reason) and left out. Returns (paths, label indices, probabilities).
+    """
+    names = [model.names[i] for i in sorted(model.names)]
+    items = split_films(ds, split, names)
+    if not items:
+        return [], np.zeros(0, int), np.zeros((0, len(names)))
     label = {p: idx for p, idx in items}
     progress = f"classify {split}" if show_progress else None
     preds = skip_errors(
@@ -184,13 +197,33 @@ def evaluate_classifier(model: Model, ctx: EvalContext) -> ModelResult:
         paths, y, p = classify_images(model, ds, split, skipped, ctx.show_progress)
     if len(y) == 0 and skipped:  # every film failed the same way: say why instead of "no images"
         raise UserError(f"{skipped[0]['path']}: the classifier failed on every film ({skipped[0]['reason']}).")
+    run = model.run
+    cam_run = str(run.root) if run is not None and run.best.is_file() else None  # EigenCAM needs PyTorch weights
+    rel = [rel_to(q, ds.root) for q in paths]
+    return classifier_result(names, (y_val, p_val), (rel, y, p), ctx, str(run.root) if run else None, cam_run)
+
+
+def classifier_result(
+    names: list[str],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[list[str], np.ndarray, np.ndarray],
+    ctx: EvalContext,
+    run: str | None,
+    cam_run: str | None = None,
+) -> ModelResult:
+    """Every classification output from (labels, uncalibrated probabilities) of val and of ctx.split.
+
+    Shared by a fracturekit run (`evaluate_classifier`) and outside scores (`evaluation.scores`): `test` holds
+    the dataset-relative paths, class indices into `names` and probabilities (N, len(names)) of ctx.split.
+    """
+    ds, split = ctx.ds, ctx.split
+    y_val, p_val = val
+    rel, y, p = test
     if len(y) == 0:
         raise UserError(f"{ds.cls_dir / split}: no images to classify; check --split or re-run prepare.")
-    rel = [rel_to(q, ds.root) for q in paths]
     units = film_units(ctx.manifest, "output_cls", rel)
     metrics, cal = classification_report(names, y_val, p_val, y, p, ctx.threshold, ctx.bootstrap, ctx.seed, units)
-    run = model.run
-    metrics = {"run": str(run.root) if run is not None else None, **metrics}
+    metrics = {"run": run, **metrics, "films_sha256": films_sha256(rel)}
     pos = binary_positive(names)
     if ctx.by:
         metrics["subgroups"] = {
@@ -205,7 +238,6 @@ def evaluate_classifier(model: Model, ctx: EvalContext) -> ModelResult:
     frame: dict[str, Any] = {"path": rel, "split": split, "label": [names[i] for i in y], "model": "classifier"}
     if pos is not None:
         yb = (y == pos).astype(int)
-        cam_run = str(run.root) if run is not None and run.best.is_file() else None  # EigenCAM needs PyTorch weights
         scores = ModelScores("classifier", rel, yb, cal[:, pos], metrics["threshold"], run=cam_run)
         frame |= {"score": p[:, pos], "score_calibrated": cal[:, pos]}
         plots["curves"] = {"classifier": {"y": yb, "score": cal[:, pos]}}

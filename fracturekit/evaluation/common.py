@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,11 @@ class ModelResult:
     rows: pd.DataFrame  # its predictions.csv rows
     plots: dict[str, Any]  # report plots: "curves" (merged across models) and model-specific ones
     scores: ModelScores | None  # image-level scores for the cases to review (None: multi-class classifier)
+
+
+def films_sha256(rel_paths: Sequence[str]) -> str:
+    """One digest of the scored films (dataset-relative paths, order ignored): equal digests, same films."""
+    return hashlib.sha256("\n".join(sorted(rel_paths)).encode()).hexdigest()
 
 
 def skip_errors(preds: Sequence[Prediction], model: str, skipped: list[dict]) -> list[Prediction]:

@@ -28,6 +28,7 @@ from fracturekit.evaluation.common import (
     THRESHOLD_SPLIT,
     EvalContext,
     ModelResult,
+    films_sha256,
     labelled_confusion,
     subgroup_values,
 )
@@ -122,12 +123,20 @@ def score_split(
     return scores, dets
 
 
-def _image_labels(gt: dict) -> np.ndarray:
+def image_labels(gt: dict) -> np.ndarray:
     """1 for images with at least one ground-truth box, else 0, indexed by image id - 1."""
     y = np.zeros(len(gt["images"]), int)
     for a in gt["annotations"]:
         y[a["image_id"] - 1] = 1
     return y
+
+
+def check_detection_data(ds: PreparedDataset, split: str) -> None:
+    """UserError unless the dataset has a detection half with images in `split`."""
+    if not ds.data_yaml.is_file():
+        raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
+    if not split_images(ds, split):
+        raise UserError(f"{ds.det_dir / 'images' / split}: no images; check --split or re-run prepare.")
 
 
 def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
@@ -136,33 +145,58 @@ def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
     Also writes ground_truth_coco.json and detections_coco.json (COCO results format, same image ids)
     into `out_dir`: COCOeval on these two files with maxDets [1, 10, 300] gives `pycocotools.map50_95`.
     """
-    ds, split, out_dir, skipped, manifest = ctx.ds, ctx.split, ctx.out_dir, ctx.skipped, ctx.manifest
-    threshold, n_boot, seed = ctx.threshold, ctx.bootstrap, ctx.seed
-    if not ds.data_yaml.is_file():
-        raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
+    ds, split, out_dir, skipped = ctx.ds, ctx.split, ctx.out_dir, ctx.skipped
+    check_detection_data(ds, split)
     names = model.names
-    if not split_images(ds, split):
-        raise UserError(f"{ds.det_dir / 'images' / split}: no images; check --split or re-run prepare.")
-
     m = ultralytics_val(model, ds, split, ctx.device, out_dir / f"ultralytics_val_{split}")
     gt, ids = coco_ground_truth(ds, split, names, skipped)
     s_img, coco_dets = score_split(model, ds, split, ids, skipped, ctx.show_progress)  # COCO-scored again per subgroup
+
+    # Image-level threshold: chosen on the val split's detector scores, like the classifier's.
+    if split == THRESHOLD_SPLIT:
+        y_val, s_val = image_labels(gt), s_img
+    elif split_images(ds, THRESHOLD_SPLIT):
+        val_gt, val_ids = coco_ground_truth(ds, THRESHOLD_SPLIT, names, [])
+        y_val = image_labels(val_gt)
+        s_val = score_split(model, ds, THRESHOLD_SPLIT, val_ids, [], ctx.show_progress)[0]
+    else:
+        y_val, s_val = np.zeros(0, int), np.zeros(0)
+    ultralytics = {
+        "map50_95": float(m.box.map),
+        "map50": float(m.box.map50),
+        "precision": float(m.box.mp),
+        "recall": float(m.box.mr),
+        "per_class_ap": {names[int(c)]: float(m.box.maps[int(c)]) for c in names},
+        "val_settings": {"conf": SCORE_FLOOR, "iou": NMS_IOU, "max_det": MAX_DET, "imgsz": model.imgsz},
+    }
+    run = str(model.run.root) if model.run is not None else None
+    return detector_result(names, (gt, ids, s_img, coco_dets), (y_val, s_val), ctx, run, ultralytics)
+
+
+def detector_result(
+    names: dict[int, str],
+    test: tuple[dict, dict[str, int], np.ndarray, list[dict]],
+    val: tuple[np.ndarray, np.ndarray],
+    ctx: EvalContext,
+    run: str | None,
+    ultralytics: dict[str, Any] | None,
+) -> ModelResult:
+    """Every detection output from the ground truth, image scores and COCO results of ctx.split and val's
+    (image labels, image scores). Shared by a fracturekit run and outside detections (`evaluation.scores`).
+
+    `test`: (COCO ground truth, file name -> image id, image score per id - 1, COCO results on those ids);
+    `ultralytics`: Ultralytics val's numbers on the same weights, None for outside detections (no weights).
+    """
+    ds, split, out_dir, manifest = ctx.ds, ctx.split, ctx.out_dir, ctx.manifest
+    threshold, n_boot, seed = ctx.threshold, ctx.bootstrap, ctx.seed
+    gt, ids, s_img, coco_dets = test
+    y_val, s_val = val
     coco = M.coco_eval(gt, coco_dets, max_det=MAX_DET)
     images_dir = (ds.det_dir / "images" / split).resolve()
     gt_file = {"info": {"description": f"fracturekit {split} split ground truth", "images_dir": str(images_dir)}, **gt}
     (out_dir / "ground_truth_coco.json").write_text(json.dumps(gt_file))
     (out_dir / "detections_coco.json").write_text(json.dumps(coco_dets))
-    y_img = _image_labels(gt)
-
-    # Image-level threshold: chosen on the val split's detector scores, like the classifier's.
-    if split == THRESHOLD_SPLIT:
-        y_val, s_val = y_img, s_img
-    elif split_images(ds, THRESHOLD_SPLIT):
-        val_gt, val_ids = coco_ground_truth(ds, THRESHOLD_SPLIT, names, [])
-        y_val = _image_labels(val_gt)
-        s_val = score_split(model, ds, THRESHOLD_SPLIT, val_ids, [], ctx.show_progress)[0]
-    else:
-        y_val, s_val = np.zeros(0, int), np.zeros(0)
+    y_img = image_labels(gt)
     try:
         thr = M.choose_threshold(y_val, s_val, threshold)
     except ValueError as exc:
@@ -175,25 +209,22 @@ def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
     rel = [rel_to(ds.det_dir / "images" / split / id_to_name[i + 1], ds.root) for i in range(len(ids))]
     units = film_units(manifest, "output_det", rel)
     image_level = M.binary_summary(y_img, s_img, thr, n_boot, seed, units)
-    per_class = {names[int(c)]: float(m.box.maps[int(c)]) for c in names}
+    # outside detections: no weights to run Ultralytics val on, so its numbers are null and per-class AP is COCOeval's
+    ultra = ultralytics or {
+        **dict.fromkeys(("map50_95", "map50", "precision", "recall", "val_settings")),
+        "per_class_ap": coco["per_class_ap"],
+    }
     result: dict[str, Any] = {
-        "run": str(model.run.root) if model.run is not None else None,
+        "run": run,
         "classes": [names[i] for i in sorted(names)],
         "positive_class": POSITIVE_CLASS if POSITIVE_CLASS in names.values() else None,
-        "map50_95": float(m.box.map),
-        "map50": float(m.box.map50),
-        "precision": float(m.box.mp),
-        "recall": float(m.box.mr),
-        "per_class_ap": per_class,
-        "val_settings": {"conf": SCORE_FLOOR, "iou": NMS_IOU, "max_det": MAX_DET, "imgsz": model.imgsz},
+        **ultra,
         "pycocotools": coco,
-        "map_difference": {
-            "map50_95": float(m.box.map) - coco["map50_95"],
-            "map50": float(m.box.map50) - coco["map50"],
-        },
+        "map_difference": {k: None if ultralytics is None else ultralytics[k] - coco[k] for k in ("map50_95", "map50")},
         "n_images": len(ids),
         "n_boxes": len(gt["annotations"]),
         "n_detections": len(coco_dets),
+        "films_sha256": films_sha256(rel),
         "image_score": "max box confidence (0 when no box)",
         "image_auroc": image_level["auroc"],
         "image_auroc_ci95": image_level["auroc_ci95"],
