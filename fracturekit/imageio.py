@@ -12,12 +12,13 @@ orientation without decoding pixels, for the annotation readers.
 from __future__ import annotations
 
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from fracturekit.native import native_messages
 
 # The one list of file types the product reads (prepare, audit, predict, evaluate): what OpenCV 5 decodes
 # here (checked: GIF, WebP and JPEG 2000 included) plus DICOM. Prepare writes every film as JPEG or PNG,
@@ -135,11 +136,17 @@ def _read_raster(path: Path) -> LoadedImage:
     # already read rather than opening the file again.
     if is_jpeg and b"\xff\xd9" not in data[-64:].tobytes():
         notes.append("truncated JPEG: decoded what was present")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:  # PIL knows a few variants OpenCV refuses, truncated JPEGs among them
-        img = _decode_with_pil(path, truncated=is_jpeg)
+    with native_messages() as said:  # libpng/libjpeg/OpenCV messages become the film's note, not terminal noise
+        try:
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # an OpenCV assertion (e.g. its own pixel limit): its condition, not its dump
+            raise ImageReadError(f"OpenCV refused to decode it ({exc.err})") from None
+        if img is None:  # PIL knows a few variants OpenCV refuses, truncated JPEGs among them
+            img = _decode_with_pil(path, truncated=is_jpeg)
     if img is None:
-        raise ImageReadError("not a decodable image (corrupt or unsupported format)")
+        why = f": {'; '.join(said)}" if said else ""
+        raise ImageReadError(f"not a decodable image (corrupt or unsupported format{why})")
+    notes += [f"decoder: {m}" for m in said]
     if img.ndim == 3 and img.shape[2] >= 3 and img.dtype == np.uint8:
         b, g, r = img[:, :, 0], img[:, :, 1], img[:, :, 2]
         if not (np.array_equal(b, g) and np.array_equal(g, r)):
@@ -187,8 +194,7 @@ def _read_dicom(path: Path) -> LoadedImage:
 
     try:
         ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with native_messages():  # pydicom's warnings and its native decoders' messages: not shown, as before
             arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad/compressed files
         raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
