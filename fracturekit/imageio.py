@@ -14,11 +14,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from fracturekit.native import native_messages
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 # The one list of file types the product reads (prepare, audit, predict, evaluate): what OpenCV 5 decodes
 # here (checked: GIF, WebP and JPEG 2000 included) plus DICOM. Prepare writes every film as JPEG or PNG,
@@ -36,8 +40,13 @@ SUFFIX_KINDS = {
 }
 IMAGE_SUFFIXES = frozenset(SUFFIX_KINDS)
 MIN_SIDE = 10  # Ultralytics' verify_image refuses images under 10 px a side ("image size <10 pixels")
-# PIL's truncated-image switch is a process-wide global: hold this while it is flipped (prepare decodes in threads).
-_PIL_TRUNCATED_LOCK = threading.Lock()
+# Films larger than this are refused before decoding (`--max-pixels`). The largest X-rays are stitched long-leg and
+# spine films and mammograms, about 23-30 megapixels; decoding 100 megapixels at 16 bits takes 200 MB, and its
+# float32 windowing 400 MB more. A 3.5 MB PNG can declare 60,000 x 60,000 (3.6 gigapixels, 3.6 GB to decode).
+MAX_PIXELS = 100_000_000
+# PIL's truncated-image switch and its decompression-bomb limit are process-wide globals: hold this while one is
+# flipped (prepare decodes in threads).
+_PIL_SWITCH_LOCK = threading.Lock()
 
 
 class ImageReadError(Exception):
@@ -126,7 +135,25 @@ def _to_gray(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _read_raster(path: Path) -> LoadedImage:
+def check_pixels(width: int, height: int, frames: int, max_pixels: int | None) -> None:
+    """Refuse, before decoding, a film whose pixels (all frames) exceed `max_pixels` (None: no limit)."""
+    total = width * height * max(1, frames)
+    if max_pixels is not None and total > max_pixels:
+        size = f"{width:,} x {height:,} px" + (f" x {frames:,} frames" if frames > 1 else "")
+        raise ImageReadError(
+            f"{size} ({total / 1e6:,.0f} megapixels) is over the --max-pixels limit of {max_pixels:,} px: not decoded"
+        )
+
+
+def _read_raster(path: Path, max_pixels: int | None) -> LoadedImage:
+    if max_pixels is not None:
+        try:
+            with native_messages():  # PIL's DecompressionBombWarning: this limit replaces PIL's
+                header = image_header(path)
+        except HeaderError:
+            header = None  # not readable by PIL: OpenCV's own limit still applies, its refusal becomes a sentence
+        if header is not None:
+            check_pixels(header.width, header.height, 1, max_pixels)
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError("empty file")
@@ -176,7 +203,7 @@ def _decode_with_pil(path: Path, truncated: bool) -> np.ndarray | None:
                 return np.asarray(im.convert("L"))
         except Exception:  # PIL raises many types for files it cannot read
             return None
-    with _PIL_TRUNCATED_LOCK:
+    with _PIL_SWITCH_LOCK:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
@@ -188,12 +215,17 @@ def _decode_with_pil(path: Path, truncated: bool) -> np.ndarray | None:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _read_dicom(path: Path) -> LoadedImage:
+def _read_dicom(path: Path, max_pixels: int | None) -> LoadedImage:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
+        size = [int(getattr(ds, key, 1) or 1) for key in ("Columns", "Rows", "NumberOfFrames", "SamplesPerPixel")]
+    except Exception as exc:  # pydicom raises many types for bad files
+        raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    check_pixels(size[0], size[1], size[2] * size[3], max_pixels)  # all frames are decoded at once
+    try:
         with native_messages():  # pydicom's warnings and its native decoders' messages: not shown, as before
             arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad/compressed files
@@ -213,14 +245,17 @@ def _read_dicom(path: Path) -> LoadedImage:
     return LoadedImage(pixels=pixels, source_bit_depth=int(getattr(ds, "BitsStored", 16)), kind="dicom", meta=meta)
 
 
-def read_image(path: str | Path) -> LoadedImage:
-    """Decode one film to 8-bit gray, or raise ImageReadError with a one-line reason."""
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
+    """Decode one film to 8-bit gray, or raise ImageReadError with a one-line reason.
+
+    A film of more than `max_pixels` pixels (all frames; None: no limit) is refused from its header, undecoded.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError("file not found")
     with path.open("rb") as f:
         head = f.read(132)
-    return _read_dicom(path) if is_dicom(head, path) else _read_raster(path)
+    return _read_dicom(path, max_pixels) if is_dicom(head, path) else _read_raster(path, max_pixels)
 
 
 @dataclass(frozen=True)
@@ -267,10 +302,9 @@ def image_header(path: str | Path) -> ImageHeader:
             raise HeaderError(f"unreadable DICOM header ({type(exc).__name__})") from exc
     if not head:
         raise HeaderError("empty file")
-    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with _open_unlimited(path) as im:
             width, height = im.size
             orientation = 1
             if im.format in _EXIF_FORMATS:
@@ -284,6 +318,25 @@ def image_header(path: str | Path) -> ImageHeader:
     if not (width and height):
         raise HeaderError("image header gives no size")
     return ImageHeader(width, height, orientation if orientation in range(1, 9) else 1)
+
+
+def _open_unlimited(path: str | Path) -> PILImage:
+    """`Image.open` (header only), with PIL's decompression-bomb limit lifted for a film over it.
+
+    PIL refuses to open an image over 2 x `Image.MAX_IMAGE_PIXELS` (179 megapixels) and warns over half that
+    (`read_image` collects the warning); `check_pixels` applies fracturekit's own limit from the size read here.
+    """
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        with _PIL_SWITCH_LOCK:
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                return Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
 
 
 def apply_clahe(pixels: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray:

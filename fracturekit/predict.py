@@ -24,13 +24,13 @@ import numpy as np
 
 from fracturekit import callable_stage
 from fracturekit.errors import UserError
-from fracturekit.imageio import is_image_file
+from fracturekit.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.scoring import Scorer, default_batch, stream
 from fracturekit.ingest.files import junk_reason, walk_files
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
-from fracturekit.options import check_fraction, check_imgsz, inference_device
+from fracturekit.options import check_fraction, check_imgsz, check_max_pixels, inference_device
 from fracturekit.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
 from fracturekit.paths import user_path
 from fracturekit.predictions import CSV_COLUMNS, coco_predictions, csv_row, read_rows, record
@@ -165,6 +165,7 @@ def predict(
     batch: int | None = None,
     device: str = "auto",
     threads: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
     save_images: bool = True,
     exist_ok: bool = False,
     resume: bool = False,
@@ -189,7 +190,8 @@ def predict(
     (set when no `evaluate` metrics were found: the 0.5 default threshold was used).
 
     `conf` only chooses the boxes shown and listed: detector_score is the best box at the core's
-    SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`.
+    SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`. A film of more
+    than `max_pixels` pixels (None: no limit) gets its size as its error, undecoded.
     """
     if detector is None and classifier is None:
         raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
@@ -197,6 +199,7 @@ def predict(
         raise UserError(f"--batch {batch}: must be at least 1.")
     check_fraction(conf, "--conf")
     check_fraction(iou, "--iou")
+    check_max_pixels(max_pixels)
     imgsz, size_note = check_imgsz(imgsz)
     dev, _, device_note = inference_device(device)
     device_spec = dev.spec
@@ -266,7 +269,7 @@ def predict(
                 table.writerows(csv_row(r) for r in recs)
                 fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
-        batches = stream(scorer, paths, pool, batch, todo, threads)
+        batches = stream(scorer, paths, pool, batch, todo, threads, max_pixels)
         if progress:
             from rich.progress import track
 

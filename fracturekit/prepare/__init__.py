@@ -22,12 +22,15 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from fracturekit import callable_stage
 from fracturekit.audit import AuditResult, audit_items, parallel_map
 from fracturekit.errors import UserError
+from fracturekit.imageio import MAX_PIXELS
 from fracturekit.layout import PreparedDataset
+from fracturekit.options import check_max_pixels
 from fracturekit.outputs import clean_stale_tmp, files_under, new_tmp
 from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.prepare.datasets import _link_or_copy as _link_or_copy  # re-exported: fracturekit.cv uses it
@@ -69,6 +72,7 @@ def prepare(
     mapping: dict[str, str] | None = None,
     clahe: bool = False,
     max_side: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
     preset: str | None = None,
     film_split: bool = False,
     audit: bool = True,
@@ -91,6 +95,7 @@ def prepare(
     folder below), a --meta CSV that joins no film, or a --group-regex that matches no film is a
     UserError, unless `film_split` asks for a film-level split (patient keys then unused; exact and
     near-duplicate films are still kept together).
+    A film of more than `max_pixels` pixels (None: no limit) is skipped, undecoded, with its size as the reason.
     """
     t0 = time.perf_counter()
     source, out, meta = user_path(source), maybe_path(out), maybe_path(meta)
@@ -112,6 +117,7 @@ def prepare(
         keep_splits, ratios = True, DEFAULT_RATIOS
     else:
         ratios = check_ratios(split)
+    check_max_pixels(max_pixels)
     if max_side is not None and max_side < 32:
         raise UserError(f"--max-side {max_side}: use at least 32 px.")
     try:
@@ -172,7 +178,8 @@ def prepare(
     stage = tmp / ".stage"
     stage.mkdir()
     try:
-        parallel_map(lambda f: _process_safely(f, stage, clahe, max_side), usable, progress, "decoding films")
+        decode = partial(_process_safely, stage=stage, clahe=clahe, max_side=max_side, max_pixels=max_pixels)
+        parallel_map(decode, usable, progress, "decoding films")
         t_decode = time.perf_counter()
         if not any(f.status == "ok" for f in films):
             reasons = "; ".join(f"{n} x {r}" for r, n in Counter(f.reason for f in films).most_common(3))
@@ -210,6 +217,7 @@ def prepare(
                 "mapping": mapping,
                 "clahe": clahe,
                 "max_side": max_side,
+                "max_pixels": max_pixels,
                 "preset": preset,
                 "film_split": film_split,
             },

@@ -12,6 +12,7 @@ import cv2
 
 from fracturekit.audit import film_hashes
 from fracturekit.imageio import (
+    MAX_PIXELS,
     SUFFIX_KINDS,
     HeaderError,
     ImageReadError,
@@ -52,12 +53,12 @@ def _exif_rotated(path: Path) -> bool:
         return True
 
 
-def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> None:
+def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pixels: int | None = MAX_PIXELS) -> None:
     """Decode, hash, transform and stage one film; on failure mark it skipped with the reason."""
     src = Path(film.source)
     try:
+        img = read_image(src, max_pixels)  # before reading the bytes: a film over --max-pixels is never loaded
         data = src.read_bytes()
-        img = read_image(src)
     except (ImageReadError, OSError) as exc:
         film.status, film.reason = "skipped", f"unreadable image: {exc}"
         return
@@ -104,9 +105,11 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> Non
             film.boxes.append(Box(b.label, round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)))
 
 
-def _process_safely(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> None:
+def _process_safely(
+    film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pixels: int | None = MAX_PIXELS
+) -> None:
     """`_process`, but any unexpected error on one file marks that file skipped instead of stopping the run."""
     try:
-        _process(film, stage, clahe, max_side)
+        _process(film, stage, clahe, max_side, max_pixels)
     except Exception as exc:  # a decoder/library bug on one odd file must not lose the other thousands
         film.status, film.reason, film.boxes = "skipped", f"failed: {type(exc).__name__}: {exc}", None
