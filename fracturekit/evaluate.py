@@ -36,6 +36,7 @@ from fracturekit.errors import UserError
 from fracturekit.evaluation.classification import classification_report, classify_images, evaluate_classifier
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, labelled_confusion
 from fracturekit.evaluation.detection import coco_ground_truth, evaluate_detector, split_images
+from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import is_image_file
 from fracturekit.infer.model import Model, load_model
 from fracturekit.layout import SPLITS, PreparedDataset, RunDir
@@ -196,6 +197,9 @@ def evaluate(
     overlaps = _seen_check(ds, split, roles, allow_overlap, show_progress)
     out_dir = user_path(out) if out else increment(roles[0][1].eval_dir)
     planned = ["metrics.json", "predictions.csv", "report.html"]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder.")
+    lock = lock_folder(out_dir, "evaluate")  # noqa: F841 - held until evaluate returns: one command per --out
     ours = claim(out_dir, "evaluate", exist_ok)
     check_free(out_dir, planned, ours, "evaluate")
     write_record(out_dir, "evaluate", planned)  # before writing: a killed run's files are known too

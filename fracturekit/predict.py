@@ -24,6 +24,7 @@ import numpy as np
 
 from fracturekit import callable_stage
 from fracturekit.errors import UserError
+from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.scoring import Scorer, default_batch, stream
@@ -205,6 +206,7 @@ def predict(
     device_spec = dev.spec
     run_notes = [n for n in (size_note, device_note) if n]
     out = user_path(output_folder(out, resume))
+    lock = lock_folder(out, "predict")  # noqa: F841 - held until predict returns: one command per --out
     source = source_path(source)
     paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
     if not paths:
@@ -296,7 +298,6 @@ def predict(
             pending.append((recs, writes))
             append_finished(wait=False)
         append_finished(wait=True)
-
     order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths)}
     records = sorted(read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
     det_pol, clf_pol = scorer.det_pol, scorer.clf_pol

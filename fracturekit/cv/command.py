@@ -22,6 +22,7 @@ from fracturekit.cv.folder import check_ours, check_same_settings, cv_folder, cv
 from fracturekit.cv.folds import FOLD_COLUMNS, assign_folds, fold_units, load_films
 from fracturekit.cv.pooling import summarize
 from fracturekit.errors import UserError
+from fracturekit.folderlock import lock_folder
 from fracturekit.layout import PreparedDataset
 from fracturekit.options import check_threshold
 
@@ -79,6 +80,7 @@ def cross_validate(
     seed = int(base_cfg["seed"])
     cv_dir = cv_folder(Path(project or base_cfg["project"]).expanduser(), name)
     check_ours(cv_dir)
+    lock = lock_folder(cv_dir, "cv")  # noqa: F841 - held until cv returns: one cv per folder (folds lock their own)
 
     films, audit_result = load_films(ds, task)
     if task == "classify" and films["label"].nunique() != 2:

@@ -28,6 +28,7 @@ from pathlib import Path
 from fracturekit import callable_stage
 from fracturekit.audit import AuditResult, audit_items, parallel_map
 from fracturekit.errors import UserError
+from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS
 from fracturekit.layout import PreparedDataset
 from fracturekit.options import check_max_pixels
@@ -126,7 +127,9 @@ def prepare(
         raise UserError(f"--group-regex {group_regex!r}: not a valid regular expression ({exc}).") from None
     if out is None:
         out = user_path(Path("datasets") / (source.name if source.is_dir() else source.stem))
-    earlier = _check_out(root, out, exist_ok)
+    _check_out(root, out, exist_ok)  # a wrong --out is refused before the lock creates it
+    lock = lock_folder(out, "prepare")  # held until prepare returns: one prepare per --out
+    earlier = _check_out(root, out, exist_ok)  # again under the lock: another prepare may have just finished
     old_hash = _data_hash(out) if earlier else None
     cleaned = clean_stale_tmp(out)
 
@@ -232,6 +235,7 @@ def prepare(
         _install(tmp, out, earlier)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        lock.release()  # now, not when the traceback that holds this frame is dropped
         raise
     return PrepareResult(dataset=PreparedDataset(out), summary=summary, audit=audit_result)
 
