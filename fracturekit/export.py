@@ -21,7 +21,7 @@ import numpy as np
 
 from fracturekit import callable_stage
 from fracturekit.errors import UserError
-from fracturekit.infer.model import check_path, load_model, resolve_weights, training_imgsz
+from fracturekit.infer.model import check_path, load_checkpoint, load_model, resolve_weights, training_imgsz
 from fracturekit.infer.postprocess import coco_detections
 from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
 from fracturekit.options import check_export_format, check_imgsz, inference_device
@@ -104,9 +104,7 @@ def export(
         raise UserError("--format openvino: openvino is not installed; pip install 'fracturekit[openvino]'.")
     threads = kw.pop("threads", None)
     load_ultralytics(threads)
-    from ultralytics import YOLO
-
-    model = YOLO(str(path))
+    model = load_checkpoint(path)
     args = getattr(model.model, "args", {}) or {}
     size = imgsz or training_imgsz(run) or (args.get("imgsz") if isinstance(args, dict) else None) or 640
     ds = PreparedDataset.open(data) if data is not None else _run_dataset(run)

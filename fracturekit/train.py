@@ -287,9 +287,11 @@ def _build_model(task: str, cfg: TrainConfig, run_dir: Path) -> tuple[Any, str]:
     from ultralytics import YOLO
     from ultralytics.utils import WEIGHTS_DIR
 
+    from fracturekit.infer.model import load_checkpoint
+
     if cfg["resume"]:
         last = run_dir / "weights" / "last.pt"
-        return YOLO(str(last)), f"resumed from {last}"
+        return load_checkpoint(last), f"resumed from {last}"
     spec, weights = cfg["model"], cfg["weights"]
     suffix = "-cls" if task == "classify" else ""
     if spec in MODEL_SIZES:
@@ -312,10 +314,15 @@ def _build_model(task: str, cfg: TrainConfig, run_dir: Path) -> tuple[Any, str]:
             f"no pretrained weights offline: training {Path(arch).stem} from scratch (pass --weights FILE to fine-tune)"
         )
         return YOLO(arch, task=task), "from scratch (offline)"
-    model = YOLO(arch, task=task) if not arch.lower().endswith(".pt") else YOLO(arch)
+    if arch.lower().endswith(".pt"):  # a file: checked; a standard name: Ultralytics downloads it when online
+        model = load_checkpoint(arch) if Path(arch).is_file() else YOLO(arch)
+    else:
+        model = YOLO(arch, task=task)
     if model.task != task:
         raise UserError(f"{arch}: a {model.task} model, not a {task} one; pass a {task} model or --model n.")
     if weights != arch:
+        if Path(weights).is_file():
+            load_checkpoint(weights)  # a damaged or foreign file: one sentence, before Ultralytics' loader sees it
         model.load(weights)  # transfer every layer whose name and shape match (a detector's backbone too)
     return model, f"{weights}"
 
