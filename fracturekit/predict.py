@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from fracturekit import callable_stage
+from fracturekit.diskspace import is_no_space, no_space
 from fracturekit.errors import UserError
 from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS, is_image_file
@@ -115,8 +116,10 @@ def _overlay(gray: np.ndarray, heat: np.ndarray, classifier: bool = False) -> np
 
 
 def _write(path: Path, img: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
+    ok, data = cv2.imencode(path.suffix, img)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    path.write_bytes(data.tobytes())  # not cv2.imwrite: a full disk must raise ENOSPC, not return False
 
 
 def output_folder(out: str | Path | None, resume: bool) -> Path:
@@ -206,7 +209,7 @@ def predict(
     device_spec = dev.spec
     run_notes = [n for n in (size_note, device_note) if n]
     out = user_path(output_folder(out, resume))
-    lock = lock_folder(out, "predict")  # noqa: F841 - held until predict returns: one command per --out
+    lock = lock_folder(out, "predict")  # held until predict returns: one command per --out
     source = source_path(source)
     paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
     if not paths:
@@ -260,70 +263,80 @@ def predict(
     # Batches whose rows wait for their image writes: a row is in the CSV only once its film is finished.
     pending: deque[tuple[list[dict[str, Any]], list[Future[None]]]] = deque()
 
-    with ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool, csv_path.open("a", newline="") as fh:
-        table = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    try:
+        with ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool, csv_path.open("a", newline="") as fh:
+            table = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
 
-        def append_finished(wait: bool) -> None:
-            while pending and (wait or all(f.done() for f in pending[0][1])):
-                recs, futures = pending.popleft()
-                for f in futures:
-                    f.result()
-                table.writerows(csv_row(r) for r in recs)
-                fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
+            def append_finished(wait: bool) -> None:
+                while pending and (wait or all(f.done() for f in pending[0][1])):
+                    recs, futures = pending.popleft()
+                    for f in futures:
+                        f.result()
+                    table.writerows(csv_row(r) for r in recs)
+                    fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
-        batches = stream(scorer, paths, pool, batch, todo, threads, max_pixels)
-        if progress:
-            from rich.progress import track
+            batches = stream(scorer, paths, pool, batch, todo, threads, max_pixels)
+            if progress:
+                from rich.progress import track
 
-            batches = track(batches, total=(len(todo) + batch - 1) // batch, description="predict")
-        for preds in batches:
-            writes: list[Future[None]] = []
-            recs = []
-            for pred in preds:
-                rec = record(pred, root, conf, det, run_notes)
-                recs.append(rec)
-                if pred.gray is None:
-                    continue
-                name = names[pred.index]
-                if save_images:
-                    rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
-                    writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
-                maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
-                for tag, m, is_cls in maps:
-                    if m is not None:
-                        target = out / "cam" / f"{name}{tag}.png"
-                        rec["cam"].append(target.relative_to(out).as_posix())
-                        writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
-                pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
-            pending.append((recs, writes))
-            append_finished(wait=False)
-        append_finished(wait=True)
-    order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths)}
-    records = sorted(read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
-    det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
-    notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
-    meta = {
-        "source": str(source),
-        "source_root": str(root),
-        "detector": str(det.weights) if det else None,
-        "classifier": str(clf.weights) if clf else None,
-        "detector_imgsz": det.imgsz if det else None,
-        "classifier_imgsz": clf.imgsz if clf else None,
-        "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
-        "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
-        "conf": conf,
-        "iou": iou,
-        "device": device_spec,
-        "batch": batch,
-        "temperature": clf_pol.temperature if clf_pol else None,
-        "notes": notes,
-        "resumed_after": len(paths) - len(todo) if resume else None,
-        "n_images": len(records),
-        "n_errors": sum(1 for r in records if r["error"]),
-        "classes": [det.names[i] for i in sorted(det.names)] if det else [],
-    }
-    (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
-    (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
+                batches = track(batches, total=(len(todo) + batch - 1) // batch, description="predict")
+            for preds in batches:
+                writes: list[Future[None]] = []
+                recs = []
+                for pred in preds:
+                    rec = record(pred, root, conf, det, run_notes)
+                    recs.append(rec)
+                    if pred.gray is None:
+                        continue
+                    name = names[pred.index]
+                    if save_images:
+                        rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
+                        writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
+                    maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
+                    for tag, m, is_cls in maps:
+                        if m is not None:
+                            target = out / "cam" / f"{name}{tag}.png"
+                            rec["cam"].append(target.relative_to(out).as_posix())
+                            writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
+                    pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
+                pending.append((recs, writes))
+                append_finished(wait=False)
+            append_finished(wait=True)
+        order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths)}
+        records = sorted(read_rows(csv_path), key=lambda r: order.get(r["path"], len(order)))
+        det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
+        notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
+        meta = {
+            "source": str(source),
+            "source_root": str(root),
+            "detector": str(det.weights) if det else None,
+            "classifier": str(clf.weights) if clf else None,
+            "detector_imgsz": det.imgsz if det else None,
+            "classifier_imgsz": clf.imgsz if clf else None,
+            "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
+            "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
+            "conf": conf,
+            "iou": iou,
+            "device": device_spec,
+            "batch": batch,
+            "temperature": clf_pol.temperature if clf_pol else None,
+            "notes": notes,
+            "resumed_after": len(paths) - len(todo) if resume else None,
+            "n_images": len(records),
+            "n_errors": sum(1 for r in records if r["error"]),
+            "classes": [det.names[i] for i in sorted(det.names)] if det else [],
+        }
+        (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
+        (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        lock.release()  # now, not when the traceback that holds this frame is dropped
+        finished = {r["path"] for r in read_rows(csv_path)}  # a row cut short by the full disk is dropped
+        left = [paths[i] for i in todo if paths[i].relative_to(root).as_posix() not in finished]
+        need = sum(p.stat().st_size for p in left) if save_images else 0  # an annotated JPEG: about the film's size
+        after = f"; the {len(paths) - len(left)} films done are kept: then run it again with --resume"
+        raise no_space(out, need, f"the annotated images of the {len(left)} films left", after) from None
     return records
 
 

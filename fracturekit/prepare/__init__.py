@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fracturekit import callable_stage
 from fracturekit.audit import AuditResult, audit_items, parallel_map
+from fracturekit.diskspace import is_no_space, no_space
 from fracturekit.errors import UserError
 from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS
@@ -233,9 +234,12 @@ def prepare(
         }
         (tmp / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
         _install(tmp, out, earlier)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         lock.release()  # now, not when the traceback that holds this frame is dropped
+        if is_no_space(exc):
+            need = sum(os.path.getsize(f.source) for f in usable if os.path.isfile(f.source))
+            raise no_space(out, need, f"the {len(usable)} films (their size on disk)", "; nothing was kept") from None
         raise
     return PrepareResult(dataset=PreparedDataset(out), summary=summary, audit=audit_result)
 

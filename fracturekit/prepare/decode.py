@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 
 from fracturekit.audit import film_hashes
+from fracturekit.diskspace import is_no_space
 from fracturekit.imageio import (
     MAX_PIXELS,
     SUFFIX_KINDS,
@@ -91,9 +92,11 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pi
         film.staged.write_bytes(data)  # byte-for-byte copy of a clean 8-bit film: lossless and fast
     else:
         film.staged = stage / f"{film.stem}.png"
-        if not cv2.imwrite(str(film.staged), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-            film.status, film.reason = "skipped", "could not write the output PNG"
+        ok, png = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            film.status, film.reason = "skipped", "could not encode the output PNG"
             return
+        film.staged.write_bytes(png.tobytes())  # not cv2.imwrite: a full disk must raise (ENOSPC), not return False
     if film.record is not None and film.record.boxes is not None:
         film.boxes = []
         for b in film.record.boxes:
@@ -111,5 +114,9 @@ def _process_safely(
     """`_process`, but any unexpected error on one file marks that file skipped instead of stopping the run."""
     try:
         _process(film, stage, clahe, max_side, max_pixels)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise  # a full disk stops the whole run (prepare says so), it is not this film's fault
+        film.status, film.reason, film.boxes = "skipped", f"failed: {type(exc).__name__}: {exc}", None
     except Exception as exc:  # a decoder/library bug on one odd file must not lose the other thousands
         film.status, film.reason, film.boxes = "skipped", f"failed: {type(exc).__name__}: {exc}", None
