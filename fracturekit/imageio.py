@@ -297,9 +297,12 @@ def image_header(path: str | Path) -> ImageHeader:
 
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)  # force: files without the preamble
-            return ImageHeader(int(ds.Columns), int(ds.Rows))
+            width, height = int(ds.Columns), int(ds.Rows)
         except Exception as exc:  # pydicom raises many types
             raise HeaderError(f"unreadable DICOM header ({type(exc).__name__})") from exc
+        if width <= 0 or height <= 0:
+            raise HeaderError(f"DICOM header gives no size ({width} x {height})")
+        return ImageHeader(width, height)
     if not head:
         raise HeaderError("empty file")
 
