@@ -84,7 +84,7 @@ def cv_command(
         console.print(
             f"{c['a']} vs {c['b']}: pooled OOF AUROC {_f(c['auroc_a'])} vs {_f(c['auroc_b'])}, difference "
             f"{_f(c['difference'])} (95% CI {_f(c['difference_ci95'][0])} to {_f(c['difference_ci95'][1])}), "
-            f"paired bootstrap p = {_f(c['p_value'], 4)} (DeLong p = {_f(c['delong_p_value'], 4)}): {verdict} at the "
+            f"paired bootstrap p = {_f(c['p_value'], 4)}: {verdict} at the "
             f"5% level; {c['a']} better in "
             f"{c['folds_a_better']} of {c['n_folds']} folds",
             highlight=False,
