@@ -27,6 +27,9 @@ def cv_command(
     ] = None,
     executor: Annotated[str, typer.Option(help="local, or ray (pip install 'fracturekit\\[ray]').")] = "local",
     parallel: Annotated[int, typer.Option(help="Folds at once: one GPU each, or the CPU cores divided.")] = 1,
+    ray_timeout: Annotated[
+        float, typer.Option("--ray-timeout", help="Seconds to wait for the Ray cluster in RAY_ADDRESS to answer.")
+    ] = 60.0,
     threshold: Annotated[
         str, typer.Option(help="Threshold rule on the val fold: youden, f1, sens:0.95 or 0.5.")
     ] = "youden",
@@ -72,6 +75,7 @@ def cv_command(
             name=name,
             executor=executor,
             parallel=parallel,
+            ray_timeout=ray_timeout,
             config=config,
             threshold=threshold,
             bootstrap=bootstrap,
