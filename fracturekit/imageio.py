@@ -220,7 +220,8 @@ def _read_dicom(path: Path, max_pixels: int | None) -> LoadedImage:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
+        with native_messages():  # pydicom's warnings on malformed values: the decode below says what matters
+            ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
         size = [int(getattr(ds, key, 1) or 1) for key in ("Columns", "Rows", "NumberOfFrames", "SamplesPerPixel")]
     except Exception as exc:  # pydicom raises many types for bad files
         raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
@@ -296,7 +297,8 @@ def image_header(path: str | Path) -> ImageHeader:
         import pydicom
 
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)  # force: files without the preamble
+            with native_messages():  # pydicom warns about malformed values: the size is all that is asked here
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)  # force: no preamble
             width, height = int(ds.Columns), int(ds.Rows)
         except Exception as exc:  # pydicom raises many types
             raise HeaderError(f"unreadable DICOM header ({type(exc).__name__})") from exc
@@ -307,7 +309,8 @@ def image_header(path: str | Path) -> ImageHeader:
         raise HeaderError("empty file")
 
     try:
-        with _open_unlimited(path) as im:
+        # PIL warns on the terminal about what it tolerates ("Corrupt EXIF data"): not this function's question
+        with native_messages(), _open_unlimited(path) as im:
             width, height = im.size
             orientation = 1
             if im.format in _EXIF_FORMATS:

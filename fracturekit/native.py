@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-_FD2_LOCK = threading.Lock()
+_FD2_LOCK = threading.RLock()  # re-entrant: a header read inside a decode's capture nests
 # OpenCV's log prefix ("[ WARN:0@0.123] global loadsave.cpp:85 imread_ ") and libpng's/libjpeg's names.
 _PREFIX = re.compile(r"^\[\s*\w+:\d+@[\d.]+\]\s*(global\s+\S+\s+\S+\s+)?")
 MAX_NOTES = 3  # distinct messages kept per call: a broken PNG repeats one warning per chunk
@@ -53,8 +53,12 @@ def native_messages() -> Iterator[list[str]]:
     found: list[str] = []
     with _FD2_LOCK, _buffer() as buf, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no stderr at all (a daemon with fd 2 closed): nothing to keep off it
+            yield found
+            return
         os.dup2(buf.fileno(), 2)
         try:
             yield found

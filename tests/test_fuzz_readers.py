@@ -13,6 +13,7 @@ import os
 import string
 import struct
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,10 +74,20 @@ def one_sentence(text: str) -> None:
     assert text.strip() and "\n" not in text.strip() and "Traceback" not in text, repr(text)
 
 
+def quiet(read: Callable[[], object]) -> object:
+    """`read()`, asserting that no Python warning escapes it to the terminal (PIL's, pydicom's, ours)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return read()
+        finally:
+            assert not caught, [str(w.message) for w in caught]
+
+
 def check(read: Callable[[], IngestResult | object]) -> None:
-    """The property: a result whose every reason is one line, or a UserError of one line."""
+    """The property: a result whose every reason is one line, or a UserError of one line; no warning printed."""
     try:
-        result = read()
+        result = quiet(read)
     except UserError as exc:
         one_sentence(str(exc))
         return
@@ -370,12 +381,12 @@ def _encoded(suffix: str, seed: int) -> bytes:
 def _read_any(path: Path) -> None:
     """image_header and read_image give a size or an image, else their one-line error; nothing else."""
     try:
-        header = image_header(path)
+        header = quiet(lambda: image_header(path))
         assert header.width > 0 and header.height > 0
     except HeaderError as exc:
         one_sentence(str(exc))
     try:
-        img = read_image(path)
+        img = quiet(lambda: read_image(path))
         assert img.pixels.dtype == np.uint8 and img.pixels.ndim == 2
         for note in img.warnings:
             one_sentence(note)
