@@ -55,7 +55,6 @@ def test_prepare_on_a_full_disk(tmp_path: Path, small_disk: Path) -> None:
     assert [p.name for p in small_disk.iterdir()] == ["filler"]  # no half dataset, no build folder, no lock
 
 
-@pytest.mark.slow  # about 40 s: predicting 16 films twice on a loaded 2-core machine
 def test_predict_on_a_full_disk_then_resume(tmp_path: Path, small_disk: Path, tiny_runs: dict[str, Path]) -> None:
     from fracturekit.predict import predict
 
