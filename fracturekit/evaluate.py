@@ -48,6 +48,7 @@ from fracturekit.evaluation.outside import (
     outside_models,
     read_scores,
 )
+from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import is_image_file
 from fracturekit.infer.backends import REFERENCE_NAME
 from fracturekit.infer.model import Model, load_model
@@ -231,6 +232,9 @@ def evaluate(
         else increment(roles[0][1].eval_dir if roles else Path("runs") / f"eval-{outside[0].name}")
     )
     planned = ["metrics.json", "predictions.csv", "report.html"]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder.")
+    lock = lock_folder(out_dir, "evaluate")  # noqa: F841 - held until evaluate returns: one command per --out
     ours = claim(out_dir, "evaluate", exist_ok)
     check_free(out_dir, planned, ours, "evaluate")
     write_record(out_dir, "evaluate", planned)  # before writing: a killed run's files are known too

@@ -23,7 +23,7 @@ from fracturekit import callable_stage
 from fracturekit.errors import UserError
 from fracturekit.infer import backends
 from fracturekit.infer.backends.base import imgsz_value
-from fracturekit.infer.model import check_path, default_imgsz, load_model, resolve_weights
+from fracturekit.infer.model import check_path, default_imgsz, load_checkpoint, load_model, resolve_weights
 from fracturekit.infer.postprocess import coco_detections
 from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
 from fracturekit.options import check_imgsz, inference_device
@@ -120,9 +120,7 @@ def export(
         )
     threads = kw.pop("threads", None)
     load_ultralytics(threads)
-    from ultralytics import YOLO
-
-    model = YOLO(str(path))
+    model = load_checkpoint(path)
     args = getattr(model.model, "args", {}) or {}
     size = default_imgsz(imgsz, run, imgsz_value(args.get("imgsz")) if isinstance(args, dict) else None)
     ds = PreparedDataset.open(data) if data is not None else _run_dataset(run)

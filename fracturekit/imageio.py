@@ -12,12 +12,17 @@ orientation without decoding pixels, for the annotation readers.
 from __future__ import annotations
 
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+from fracturekit.native import native_messages
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 # The one list of file types the product reads (prepare, audit, predict, evaluate): what OpenCV 5 decodes
 # here (checked: GIF, WebP and JPEG 2000 included) plus DICOM. Prepare writes every film as JPEG or PNG,
@@ -35,8 +40,13 @@ SUFFIX_KINDS = {
 }
 IMAGE_SUFFIXES = frozenset(SUFFIX_KINDS)
 MIN_SIDE = 10  # Ultralytics' verify_image refuses images under 10 px a side ("image size <10 pixels")
-# PIL's truncated-image switch is a process-wide global: hold this while it is flipped (prepare decodes in threads).
-_PIL_TRUNCATED_LOCK = threading.Lock()
+# Films larger than this are refused before decoding (`--max-pixels`). The largest X-rays are stitched long-leg and
+# spine films and mammograms, about 23-30 megapixels; decoding 100 megapixels at 16 bits takes 200 MB, and its
+# float32 windowing 400 MB more. A 3.5 MB PNG can declare 60,000 x 60,000 (3.6 gigapixels, 3.6 GB to decode).
+MAX_PIXELS = 100_000_000
+# PIL's truncated-image switch and its decompression-bomb limit are process-wide globals: hold this while one is
+# flipped (prepare decodes in threads).
+_PIL_SWITCH_LOCK = threading.Lock()
 
 
 class ImageReadError(Exception):
@@ -125,7 +135,25 @@ def _to_gray(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _read_raster(path: Path) -> LoadedImage:
+def check_pixels(width: int, height: int, frames: int, max_pixels: int | None) -> None:
+    """Refuse, before decoding, a film whose pixels (all frames) exceed `max_pixels` (None: no limit)."""
+    total = width * height * max(1, frames)
+    if max_pixels is not None and total > max_pixels:
+        size = f"{width:,} x {height:,} px" + (f" x {frames:,} frames" if frames > 1 else "")
+        raise ImageReadError(
+            f"{size} ({total / 1e6:,.0f} megapixels) is over the --max-pixels limit of {max_pixels:,} px: not decoded"
+        )
+
+
+def _read_raster(path: Path, max_pixels: int | None) -> LoadedImage:
+    if max_pixels is not None:
+        try:
+            with native_messages():  # PIL's DecompressionBombWarning: this limit replaces PIL's
+                header = image_header(path)
+        except HeaderError:
+            header = None  # not readable by PIL: OpenCV's own limit still applies, its refusal becomes a sentence
+        if header is not None:
+            check_pixels(header.width, header.height, 1, max_pixels)
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise ImageReadError("empty file")
@@ -135,11 +163,17 @@ def _read_raster(path: Path) -> LoadedImage:
     # already read rather than opening the file again.
     if is_jpeg and b"\xff\xd9" not in data[-64:].tobytes():
         notes.append("truncated JPEG: decoded what was present")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:  # PIL knows a few variants OpenCV refuses, truncated JPEGs among them
-        img = _decode_with_pil(path, truncated=is_jpeg)
+    with native_messages() as said:  # libpng/libjpeg/OpenCV messages become the film's note, not terminal noise
+        try:
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # an OpenCV assertion (e.g. its own pixel limit): its condition, not its dump
+            raise ImageReadError(f"OpenCV refused to decode it ({exc.err})") from None
+        if img is None:  # PIL knows a few variants OpenCV refuses, truncated JPEGs among them
+            img = _decode_with_pil(path, truncated=is_jpeg)
     if img is None:
-        raise ImageReadError("not a decodable image (corrupt or unsupported format)")
+        why = f": {'; '.join(said)}" if said else ""
+        raise ImageReadError(f"not a decodable image (corrupt or unsupported format{why})")
+    notes += [f"decoder: {m}" for m in said]
     if img.ndim == 3 and img.shape[2] >= 3 and img.dtype == np.uint8:
         b, g, r = img[:, :, 0], img[:, :, 1], img[:, :, 2]
         if not (np.array_equal(b, g) and np.array_equal(g, r)):
@@ -169,7 +203,7 @@ def _decode_with_pil(path: Path, truncated: bool) -> np.ndarray | None:
                 return np.asarray(im.convert("L"))
         except Exception:  # PIL raises many types for files it cannot read
             return None
-    with _PIL_TRUNCATED_LOCK:
+    with _PIL_SWITCH_LOCK:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
@@ -181,14 +215,19 @@ def _decode_with_pil(path: Path, truncated: bool) -> np.ndarray | None:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _read_dicom(path: Path) -> LoadedImage:
+def _read_dicom(path: Path, max_pixels: int | None) -> LoadedImage:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with native_messages():  # pydicom's warnings on malformed values: the decode below says what matters
+            ds = pydicom.dcmread(str(path), force=True)  # force: files without the 128-byte preamble (see is_dicom)
+        size = [int(getattr(ds, key, 1) or 1) for key in ("Columns", "Rows", "NumberOfFrames", "SamplesPerPixel")]
+    except Exception as exc:  # pydicom raises many types for bad files
+        raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    check_pixels(size[0], size[1], size[2] * size[3], max_pixels)  # all frames are decoded at once
+    try:
+        with native_messages():  # pydicom's warnings and its native decoders' messages: not shown, as before
             arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad/compressed files
         raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
@@ -207,14 +246,17 @@ def _read_dicom(path: Path) -> LoadedImage:
     return LoadedImage(pixels=pixels, source_bit_depth=int(getattr(ds, "BitsStored", 16)), kind="dicom", meta=meta)
 
 
-def read_image(path: str | Path) -> LoadedImage:
-    """Decode one film to 8-bit gray, or raise ImageReadError with a one-line reason."""
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
+    """Decode one film to 8-bit gray, or raise ImageReadError with a one-line reason.
+
+    A film of more than `max_pixels` pixels (all frames; None: no limit) is refused from its header, undecoded.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError("file not found")
     with path.open("rb") as f:
         head = f.read(132)
-    return _read_dicom(path) if is_dicom(head, path) else _read_raster(path)
+    return _read_dicom(path, max_pixels) if is_dicom(head, path) else _read_raster(path, max_pixels)
 
 
 @dataclass(frozen=True)
@@ -255,16 +297,20 @@ def image_header(path: str | Path) -> ImageHeader:
         import pydicom
 
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)  # force: files without the preamble
-            return ImageHeader(int(ds.Columns), int(ds.Rows))
+            with native_messages():  # pydicom warns about malformed values: the size is all that is asked here
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)  # force: no preamble
+            width, height = int(ds.Columns), int(ds.Rows)
         except Exception as exc:  # pydicom raises many types
             raise HeaderError(f"unreadable DICOM header ({type(exc).__name__})") from exc
+        if width <= 0 or height <= 0:
+            raise HeaderError(f"DICOM header gives no size ({width} x {height})")
+        return ImageHeader(width, height)
     if not head:
         raise HeaderError("empty file")
-    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        # PIL warns on the terminal about what it tolerates ("Corrupt EXIF data"): not this function's question
+        with native_messages(), _open_unlimited(path) as im:
             width, height = im.size
             orientation = 1
             if im.format in _EXIF_FORMATS:
@@ -278,6 +324,25 @@ def image_header(path: str | Path) -> ImageHeader:
     if not (width and height):
         raise HeaderError("image header gives no size")
     return ImageHeader(width, height, orientation if orientation in range(1, 9) else 1)
+
+
+def _open_unlimited(path: str | Path) -> PILImage:
+    """`Image.open` (header only), with PIL's decompression-bomb limit lifted for a film over it.
+
+    PIL refuses to open an image over 2 x `Image.MAX_IMAGE_PIXELS` (179 megapixels) and warns over half that
+    (`read_image` collects the warning); `check_pixels` applies fracturekit's own limit from the size read here.
+    """
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        with _PIL_SWITCH_LOCK:
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                return Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
 
 
 def apply_clahe(pixels: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray:

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from scipy.stats import rankdata
 from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
@@ -300,7 +299,6 @@ def paired_auroc_test(
     auc_a, auc_b = auroc(y, a), auroc(y, b)
     nan = float("nan")
     out: dict[str, object] = {"auroc_a": auc_a, "auroc_b": auc_b, "difference": auc_a - auc_b}
-    out |= {f"delong_{k}": v for k, v in delong_test(y, a, b, level).items()}
     diffs = np.zeros(0)
     if n_boot > 0 and not math.isnan(auc_a - auc_b):
         yi = y.astype(int)
@@ -324,40 +322,4 @@ def paired_auroc_test(
         "resamples": len(d),
         "method": f"paired bootstrap over the same units, {len(d)} resamples, {level:.0%} percentile CI",
         "n_units": n_units(units, len(y)),
-    }
-
-
-def delong_test(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, level: float = 0.95) -> dict[str, object]:
-    """DeLong's test (DeLong et al. 1988) for AUROC(a) - AUROC(b) on the same images: p-value and CI.
-
-    The variance of the difference comes from the per-image structural components (placement values),
-    computed with midranks as in Sun & Xu (2014); it includes the covariance of the two AUROCs, which is
-    what makes the test paired. Hand-written: neither sklearn nor scipy ships it (R's pROC does).
-    p-value and CI are NaN with one class only; with zero variance the p-value is 1 if the AUROCs are equal.
-    """
-    from scipy.stats import norm
-
-    y = np.asarray(y)
-    pos = y == 1
-    m, n = int(pos.sum()), int((~pos).sum())
-    nan = float("nan")
-    if m < 2 or n < 2:
-        return {"p_value": nan, "difference_ci95": [nan, nan]}
-    aucs, v10, v01 = [], [], []
-    for s in (np.asarray(score_a, dtype=float), np.asarray(score_b, dtype=float)):
-        x, z = s[pos], s[~pos]
-        r_all = rankdata(np.concatenate([x, z]))
-        aucs.append((r_all[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((r_all[:m] - rankdata(x)) / n)  # for each positive: share of negatives it outranks
-        v01.append(1.0 - (r_all[m:] - rankdata(z)) / m)  # for each negative: share of positives above it
-    s10, s01 = np.cov(np.stack(v10)), np.cov(np.stack(v01))
-    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
-    diff = aucs[0] - aucs[1]
-    if var <= 1e-15:
-        return {"p_value": 1.0 if abs(diff) < 1e-12 else nan, "difference_ci95": [diff, diff]}
-    sd = math.sqrt(var)
-    q = float(norm.ppf(1 - (1 - level) / 2))
-    return {
-        "p_value": float(2 * norm.sf(abs(diff) / sd)),
-        "difference_ci95": [float(diff - q * sd), float(diff + q * sd)],
     }

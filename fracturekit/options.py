@@ -25,6 +25,13 @@ def check_fraction(value: float | None, flag: str) -> float | None:
     return value
 
 
+def check_max_pixels(value: int | None) -> int | None:
+    """--max-pixels: positive (None: no limit), else UserError with an example."""
+    if value is not None and value < 1:
+        raise UserError(f"--max-pixels {value}: must be a positive number of pixels, e.g. --max-pixels 200000000.")
+    return value
+
+
 def check_threshold(value: str) -> str:
     """A --threshold rule (youden, f1, sens:T or a probability), else UserError listing the choices."""
     from fracturekit.metrics import THRESHOLD_HELP, parse_threshold

@@ -6,6 +6,7 @@
   them, so that a later `exist_ok` run of the same command removes exactly those (a killed run's too) and
   nothing else; a file it would write over that it did not record is refused, never replaced.
 - `prepare` builds in `<out>.tmp-<pid>`; a later prepare removes such folders once their process is gone.
+- One command at a time per folder: `fracturekit.folderlock` (its lock file is not counted as content).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fracturekit.errors import UserError
+from fracturekit.folderlock import LOCK
 
 RECORD = ".fracturekit-written.json"
 TMP_MARKER = ".fracturekit-prepare-tmp"  # inside every `<out>.tmp-<pid>`: only such folders are ever cleaned
@@ -97,7 +99,8 @@ def write_record(out: Path, command: str, files: Iterable[str], settings: dict |
 
 
 def _entries(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    """Names in `out`, without the lock file of a command holding it (`fracturekit.folderlock`)."""
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
 
 
 def claim(out: Path, command: str, exist_ok: bool, flag: str = "--out", hint: str = "") -> set[str]:

@@ -24,15 +24,17 @@ import cv2
 import numpy as np
 
 from fracturekit import callable_stage
+from fracturekit.diskspace import is_no_space, no_space
 from fracturekit.errors import UserError
-from fracturekit.imageio import is_image_file
+from fracturekit.folderlock import lock_folder
+from fracturekit.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.scoring import Prediction, Scorer, default_batch, stream
 from fracturekit.ingest.files import junk_reason, walk_files
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
-from fracturekit.options import check_fraction, check_imgsz, inference_device
+from fracturekit.options import check_fraction, check_imgsz, check_max_pixels, inference_device
 from fracturekit.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
 from fracturekit.paths import user_path
 from fracturekit.predictions import (
@@ -126,8 +128,10 @@ def _overlay(gray: np.ndarray, heat: np.ndarray, classifier: bool = False) -> np
 
 
 def _write(path: Path, img: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
+    ok, data = cv2.imencode(path.suffix, img)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    path.write_bytes(data.tobytes())  # not cv2.imwrite: a full disk must raise ENOSPC, not return False
 
 
 def output_folder(out: str | Path | None, resume: bool) -> Path:
@@ -171,6 +175,7 @@ def _scored(
     batch: int,
     todo: list[int],
     threads: int | None,
+    max_pixels: int | None,
     pacs: Any,
     films: list[Any],
 ) -> Any:
@@ -179,7 +184,7 @@ def _scored(
     A film that cannot be fetched comes back as a Prediction with the reason as its error.
     """
     if pacs is None:
-        yield from stream(scorer, paths, pool, batch, todo, threads)
+        yield from stream(scorer, paths, pool, batch, todo, threads, max_pixels)
         return
     from fracturekit.pacs import FetchError
 
@@ -193,7 +198,7 @@ def _scored(
     for k in range(0, len(todo), FETCH_AHEAD):
         chunk = todo[k : k + FETCH_AHEAD]
         reasons = dict(zip(chunk, pool.map(fetch, chunk), strict=True))
-        yield from stream(scorer, paths, pool, batch, [i for i in chunk if not reasons[i]], threads)
+        yield from stream(scorer, paths, pool, batch, [i for i in chunk if not reasons[i]], threads, max_pixels)
         failed = [Prediction(i, paths[i], error=reasons[i]) for i in chunk if reasons[i]]
         if failed:
             yield failed
@@ -268,6 +273,7 @@ def predict(
     batch: int | None = None,
     device: str = "auto",
     threads: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
     save_images: bool = True,
     exist_ok: bool = False,
     resume: bool = False,
@@ -297,7 +303,8 @@ def predict(
     (set when no `evaluate` metrics were found: the 0.5 default threshold was used).
 
     `conf` only chooses the boxes shown and listed: detector_score is the best box at the core's
-    SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`.
+    SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`. A film of more
+    than `max_pixels` pixels (None: no limit) gets its size as its error, undecoded.
 
     `source` "dicomweb://HOST:PORT/PATH" (`fracturekit.pacs`): the films of series of `modality` (default
     CR,DX) in `studies` (all when None) from `since` (YYYY-MM-DD) on, fetched and scored; their records name
@@ -319,11 +326,13 @@ def predict(
         raise UserError(f"--batch {batch}: must be at least 1.")
     check_fraction(conf, "--conf")
     check_fraction(iou, "--iou")
+    check_max_pixels(max_pixels)
     imgsz, size_note = check_imgsz(imgsz)
     dev, _, device_note = inference_device(device)
     device_spec = dev.spec
     run_notes = [n for n in (size_note, device_note) if n]
     out = user_path(output_folder(out, resume))
+    lock = lock_folder(out, "predict")  # held until predict returns: one command per --out
     films: list[Any] = []
     if pacs is not None:
         films = pacs.find(list(studies or []), parse_modalities(modality), parse_since(since))
@@ -397,85 +406,95 @@ def predict(
     # Batches whose rows wait for their image writes: a row is in the CSV only once its film is finished.
     pending: deque[tuple[list[dict[str, Any]], list[Future[None]]]] = deque()
 
-    with (
-        ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
-        csv_path.open("a", newline="") as fh,
-        _fetching(root if pacs is not None else None, paths),
-    ):
-        table = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
+            csv_path.open("a", newline="") as fh,
+            _fetching(root if pacs is not None else None, paths),
+        ):
+            table = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
 
-        def append_finished(wait: bool) -> None:
-            while pending and (wait or all(f.done() for f in pending[0][1])):
-                recs, futures = pending.popleft()
-                for f in futures:
-                    f.result()
-                table.writerows(csv_row(r) for r in recs)
-                fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
+            def append_finished(wait: bool) -> None:
+                while pending and (wait or all(f.done() for f in pending[0][1])):
+                    recs, futures = pending.popleft()
+                    for f in futures:
+                        f.result()
+                    table.writerows(csv_row(r) for r in recs)
+                    fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
-        batches = _scored(scorer, paths, pool, batch, todo, threads, pacs, films)
-        if progress:
-            from rich.progress import track
+            batches = _scored(scorer, paths, pool, batch, todo, threads, max_pixels, pacs, films)
+            if progress:
+                from rich.progress import track
 
-            chunks = [todo[k : k + FETCH_AHEAD] for k in range(0, len(todo), FETCH_AHEAD)] if pacs else [todo]
-            total = sum(-(-len(c) // batch) for c in chunks)  # a PACS run's batches stop at each fetched chunk
-            batches = track(batches, total=total, description="predict")
-        try:
-            for preds in batches:
-                writes: list[Future[None]] = []
-                recs = []
-                for pred in preds:
-                    rec = record(pred, root, det, run_notes)
-                    if pacs is not None:
-                        rec = _pacs_record(rec, films[pred.index])
-                    recs.append(rec)
-                    if pred.gray is None:
-                        continue
-                    name = names[pred.index]
-                    header = writer.header(paths[pred.index]) if writer is not None else None
-                    if header is not None:  # read now: a PACS film's file is deleted once its chunk is scored
-                        to = pacs if push else None
-                        writes.append(pool.submit(_dicom_out, writer, to, header, name, rec, pred.gray))
-                    if save_images:
-                        rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
-                        writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
-                    maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
-                    for tag, m, is_cls in maps:
-                        if m is not None:
-                            target = out / "cam" / f"{name}{tag}.png"
-                            rec["cam"].append(target.relative_to(out).as_posix())
-                            writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
-                    pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
-                pending.append((recs, writes))
-                append_finished(wait=False)
-        finally:  # also when a PACS stops answering: the films finished so far keep their rows
-            append_finished(wait=True)
+                chunks = [todo[k : k + FETCH_AHEAD] for k in range(0, len(todo), FETCH_AHEAD)] if pacs else [todo]
+                total = sum(-(-len(c) // batch) for c in chunks)  # a PACS run's batches stop at each fetched chunk
+                batches = track(batches, total=total, description="predict")
+            try:
+                for preds in batches:
+                    writes: list[Future[None]] = []
+                    recs = []
+                    for pred in preds:
+                        rec = record(pred, root, det, run_notes)
+                        if pacs is not None:
+                            rec = _pacs_record(rec, films[pred.index])
+                        recs.append(rec)
+                        if pred.gray is None:
+                            continue
+                        name = names[pred.index]
+                        header = writer.header(paths[pred.index]) if writer is not None else None
+                        if header is not None:  # read now: a PACS film's file is deleted once its chunk is scored
+                            to = pacs if push else None
+                            writes.append(pool.submit(_dicom_out, writer, to, header, name, rec, pred.gray))
+                        if save_images:
+                            rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
+                            writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
+                        maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
+                        for tag, m, is_cls in maps:
+                            if m is not None:
+                                target = out / "cam" / f"{name}{tag}.png"
+                                rec["cam"].append(target.relative_to(out).as_posix())
+                                writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
+                        pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
+                    pending.append((recs, writes))
+                    append_finished(wait=False)
+            finally:  # also when a PACS stops answering: the films finished so far keep their rows
+                append_finished(wait=True)
 
-    order = {k: i for i, k in enumerate(keys)}
-    records = sorted(read_rows(csv_path), key=lambda r: order.get(film_key(r), len(order)))
-    det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
-    notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
-    meta = {
-        "source": pacs.address if pacs is not None else str(source),
-        "source_root": str(root) if pacs is None else None,
-        "detector": str(det.weights) if det else None,
-        "classifier": str(clf.weights) if clf else None,
-        "detector_imgsz": det.imgsz if det else None,
-        "classifier_imgsz": clf.imgsz if clf else None,
-        "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
-        "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
-        "conf": conf,
-        "iou": iou,
-        "device": device_spec,
-        "batch": batch,
-        "temperature": clf_pol.temperature if clf_pol else None,
-        "notes": notes,
-        "resumed_after": len(paths) - len(todo) if resume else None,
-        "n_images": len(records),
-        "n_errors": sum(1 for r in records if r["error"]),
-        "classes": [det.names[i] for i in sorted(det.names)] if det else [],
-    }
-    (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
-    (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
+        order = {k: i for i, k in enumerate(keys)}
+        records = sorted(read_rows(csv_path), key=lambda r: order.get(film_key(r), len(order)))
+        det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
+        notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
+        meta = {
+            "source": pacs.address if pacs is not None else str(source),
+            "source_root": str(root) if pacs is None else None,
+            "detector": str(det.weights) if det else None,
+            "classifier": str(clf.weights) if clf else None,
+            "detector_imgsz": det.imgsz if det else None,
+            "classifier_imgsz": clf.imgsz if clf else None,
+            "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
+            "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
+            "conf": conf,
+            "iou": iou,
+            "device": device_spec,
+            "batch": batch,
+            "temperature": clf_pol.temperature if clf_pol else None,
+            "notes": notes,
+            "resumed_after": len(paths) - len(todo) if resume else None,
+            "n_images": len(records),
+            "n_errors": sum(1 for r in records if r["error"]),
+            "classes": [det.names[i] for i in sorted(det.names)] if det else [],
+        }
+        (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
+        (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        lock.release()  # now, not when the traceback that holds this frame is dropped
+        finished = {film_key(r) for r in read_rows(csv_path)}  # a row cut short by the full disk is dropped
+        left = [i for i in todo if keys[i] not in finished]
+        need = sum(paths[i].stat().st_size for i in left if paths[i].exists()) if save_images else 0  # ~ film size
+        after = f"; the {len(paths) - len(left)} films done are kept: then run it again with --resume"
+        raise no_space(out, need, f"the annotated images of the {len(left)} films left", after) from None
     return records
 
 

@@ -470,10 +470,6 @@ def write_cv_report(cv: dict[str, Any], oof: Any, path: Path) -> Path:
                     ("difference (a - b), 95% CI", f"{_fmt(c['difference'])} {_fmt(c['difference_ci95'])}"),
                     ("p-value (two-sided)", _fmt(c["p_value"], 4)),
                     ("at the 5% level", verdict),
-                    (
-                        "DeLong: difference 95% CI, p-value",
-                        f"{_fmt(c['delong_difference_ci95'])}, {_fmt(c['delong_p_value'], 4)}",
-                    ),
                     ("test", c.get("method", "n/a")),
                     ("per-fold differences", ", ".join(_fmt(d) for d in c["per_fold_difference"])),
                     (f"folds where {c['a']} is better", f"{c['folds_a_better']} of {c['n_folds']}"),

@@ -34,6 +34,7 @@ from fracturekit.augment import describe, xray_transforms
 from fracturekit.config import MODEL_SIZES, TASKS, TrainConfig, default_config_path, load_mapping, resolve_config
 from fracturekit.device import Device, resolve_device
 from fracturekit.errors import UserError
+from fracturekit.folderlock import LOCK, check_unlocked, lock_folder
 from fracturekit.layout import PreparedDataset, RunDir
 from fracturekit.options import check_imgsz
 from fracturekit.provenance import SEEN_FILE, write_seen
@@ -83,6 +84,7 @@ def train(
     check_logger(cfg.values.get("logger") or "none")
     load_ultralytics(threads)
     run_dir = _run_folder(task, cfg, folder)
+    lock = lock_folder(run_dir, "train")  # noqa: F841 - held until train returns: one training per run folder
     model, pretrained = _build_model(task, cfg, run_dir)
     release_after = _freeze_plan(cfg, device, pretrained)
 
@@ -253,14 +255,19 @@ def _run_folder(task: str, cfg: TrainConfig, given: str | Path | None = None) ->
 
         return Path(increment_path(base / "train", exist_ok=False, sep=""))
     folder = Path(given).expanduser().resolve() if given is not None else base / name
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and any(p.name != LOCK for p in folder.iterdir()):
         looks_like_run = (folder / "weights").is_dir() or (folder / "run.json").is_file()
         if not (cfg.values.get("exist_ok") and looks_like_run):
             raise UserError(
                 f"{folder} already exists; pass another --name, --resume to continue it, "
                 "or --set exist_ok=true to replace it."
             )
-        shutil.rmtree(folder)  # exist_ok: replace the old run entirely (no stale eval/ or weights)
+        check_unlocked(folder)  # a training still running there is refused, not deleted under it
+        for p in folder.iterdir():  # exist_ok: replace the old run entirely (no stale eval/ or weights)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.name != LOCK:
+                p.unlink()
     return folder
 
 
@@ -280,9 +287,11 @@ def _build_model(task: str, cfg: TrainConfig, run_dir: Path) -> tuple[Any, str]:
     from ultralytics import YOLO
     from ultralytics.utils import WEIGHTS_DIR
 
+    from fracturekit.infer.model import load_checkpoint
+
     if cfg["resume"]:
         last = run_dir / "weights" / "last.pt"
-        return YOLO(str(last)), f"resumed from {last}"
+        return load_checkpoint(last), f"resumed from {last}"
     spec, weights = cfg["model"], cfg["weights"]
     suffix = "-cls" if task == "classify" else ""
     if spec in MODEL_SIZES:
@@ -305,10 +314,15 @@ def _build_model(task: str, cfg: TrainConfig, run_dir: Path) -> tuple[Any, str]:
             f"no pretrained weights offline: training {Path(arch).stem} from scratch (pass --weights FILE to fine-tune)"
         )
         return YOLO(arch, task=task), "from scratch (offline)"
-    model = YOLO(arch, task=task) if not arch.lower().endswith(".pt") else YOLO(arch)
+    if arch.lower().endswith(".pt"):  # a file: checked; a standard name: Ultralytics downloads it when online
+        model = load_checkpoint(arch) if Path(arch).is_file() else YOLO(arch)
+    else:
+        model = YOLO(arch, task=task)
     if model.task != task:
         raise UserError(f"{arch}: a {model.task} model, not a {task} one; pass a {task} model or --model n.")
     if weights != arch:
+        if Path(weights).is_file():
+            load_checkpoint(weights)  # a damaged or foreign file: one sentence, before Ultralytics' loader sees it
         model.load(weights)  # transfer every layer whose name and shape match (a detector's backbone too)
     return model, f"{weights}"
 

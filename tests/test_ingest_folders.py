@@ -56,6 +56,18 @@ def img(path: Path) -> Path:
         ),
         # multi-class folder names are kept as they are
         (["Hand/a.png", "Hip/b.png"], {("a.png", "Hand", None), ("b.png", "Hip", None)}),
+        # numbered folders: a binary 0/1 set, and a 5-grade scale whose 0 and 1 are grades, not fracture
+        (["train/0/a.png", "test/1/b.png"], {("a.png", "no_fracture", "train"), ("b.png", "fracture", "test")}),
+        (
+            ["0/a.png", "1/b.png", "2/c.png", "3/d.png", "4/e.png"],
+            {
+                ("a.png", "0", None),
+                ("b.png", "1", None),
+                ("c.png", "2", None),
+                ("d.png", "3", None),
+                ("e.png", "4", None),
+            },
+        ),
     ],
 )
 def test_layouts(tmp_path: Path, files: list[str], expected: set) -> None:
@@ -65,6 +77,18 @@ def test_layouts(tmp_path: Path, files: list[str], expected: set) -> None:
     assert {(x.source.name, x.label, x.split) for x in r.records} == expected
     assert all(x.boxes is None and x.source.is_absolute() for x in r.records)
     assert not r.skipped
+
+
+def test_numbered_classes_say_so(tmp_path: Path) -> None:
+    for grade in "01234":
+        img(tmp_path / grade / "a.png")
+    assert load_folders(tmp_path).notes[0] == (
+        "class folders 0, 1, 2, 3, 4: 5 classes, so 0 and 1 stay class names "
+        "(no_fracture/fracture only when 0 and 1 are the only two classes; --map 1=fracture to choose)"
+    )
+    # --map still decides: 1 named fracture, the other grades kept
+    mapped = load_folders(tmp_path, mapping={"1": "fracture"})
+    assert sorted(r.label for r in mapped.records) == ["0", "2", "3", "4", "fracture"]
 
 
 def test_mapping_overrides_and_notes(tmp_path: Path) -> None:

@@ -360,10 +360,10 @@ def test_unexpected_error_on_one_file_skips_only_it(tmp_path: Path, monkeypatch:
     src = _folders(tmp_path / "src", n=3)
     real = mod.read_image
 
-    def flaky(path: Path) -> object:
+    def flaky(path: Path, *args: object) -> object:
         if Path(path).name == "normal_001.png":
             raise ValueError("decoder bug")
-        return real(path)
+        return real(path, *args)
 
     monkeypatch.setattr(mod, "read_image", flaky)
     s = prepare(src, tmp_path / "out", split=(0.34, 0.33, 0.33)).summary

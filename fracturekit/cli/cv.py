@@ -28,6 +28,9 @@ def cv_command(
     ] = None,
     executor: Annotated[str, typer.Option(help="local, or ray (pip install 'fracturekit\\[ray]').")] = "local",
     parallel: Annotated[int, typer.Option(help="Folds at once: one GPU each, or the CPU cores divided.")] = 1,
+    ray_timeout: Annotated[
+        float, typer.Option("--ray-timeout", help="Seconds to wait for the Ray cluster in RAY_ADDRESS to answer.")
+    ] = 60.0,
     threshold: Annotated[
         str, typer.Option(help="Threshold rule on the val fold: youden, f1, sens:0.95 or 0.5.")
     ] = "youden",
@@ -103,7 +106,7 @@ def cv_command(
                 bootstrap=bootstrap,
                 progress=lambda msg: console.print(msg, highlight=False),
             )
-        _print_result(result)
+        _print_result(result, data)
         return
 
     overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
@@ -118,24 +121,25 @@ def cv_command(
             name=name,
             executor=executor,
             parallel=parallel,
+            ray_timeout=ray_timeout,
             config=config,
             threshold=threshold,
             bootstrap=bootstrap,
             progress=lambda msg: console.print(msg, highlight=False),
             **overrides,
         )
-    _print_result(result)
+    _print_result(result, data)
 
 
-def _print_result(result: dict[str, Any]) -> None:
-    """The per-fold table, each paired comparison, and where the files are."""
+def _print_result(result: dict[str, Any], data: Path) -> None:
+    """The per-fold table, each paired comparison, where the files are, and the label-issue command to run next."""
     console.print(summary_table(result))
     for c in result.get("comparison", []):
         verdict = "significant" if c["significant"] else "not significant"
         console.print(
             f"{c['a']} vs {c['b']}: pooled OOF AUROC {_f(c['auroc_a'])} vs {_f(c['auroc_b'])}, difference "
             f"{_f(c['difference'])} (95% CI {_f(c['difference_ci95'][0])} to {_f(c['difference_ci95'][1])}), "
-            f"paired bootstrap p = {_f(c['p_value'], 4)} (DeLong p = {_f(c['delong_p_value'], 4)}): {verdict} at the "
+            f"paired bootstrap p = {_f(c['p_value'], 4)}: {verdict} at the "
             f"5% level; {c['a']} better in "
             f"{c['folds_a_better']} of {c['n_folds']} folds",
             highlight=False,

@@ -17,6 +17,10 @@ IMGSZ_HELP = "Image size in pixels, rounded up to a multiple of 32 (default: the
 Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 Imgsz = Annotated[int | None, typer.Option("--imgsz", help=IMGSZ_HELP)]
 Conf = Annotated[float, typer.Option("--conf", help="Least confidence of boxes drawn and listed, in (0, 1].")]
+MaxPixels = Annotated[
+    int,
+    typer.Option("--max-pixels", help="Refuse films of more pixels than this (all frames), before decoding them."),
+]
 Iou = Annotated[float, typer.Option("--iou", help="IoU above which non-maximum suppression merges boxes, in (0, 1].")]
 
 # Training options that `train` and `cv` share (cv passes them on to every fold's training).

@@ -10,6 +10,7 @@ import typer
 
 from fracturekit.cli import options
 from fracturekit.cli.app import app, console, user_errors
+from fracturekit.imageio import MAX_PIXELS
 from fracturekit.infer import backends
 from fracturekit.options import NMS_IOU
 
@@ -50,6 +51,7 @@ def predict(
         ),
     ] = None,
     device: options.Device = "auto",
+    max_pixels: options.MaxPixels = MAX_PIXELS,
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
     backend: Annotated[
         str,
@@ -94,6 +96,7 @@ def predict(
         batch=batch,
         device=device,
         threads=threads,
+        max_pixels=max_pixels,
         exist_ok=exist_ok,
         resume=resume,
         progress=True,

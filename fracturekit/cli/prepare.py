@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from fracturekit.cli import options
 from fracturekit.cli.app import app, out_console, user_errors
 from fracturekit.errors import UserError
+from fracturekit.imageio import MAX_PIXELS
 from fracturekit.layout import SPLITS
 
 
@@ -82,6 +84,7 @@ def prepare(
     ] = False,
     clahe: Annotated[bool, typer.Option("--clahe", help="Apply CLAHE contrast enhancement to every film.")] = False,
     max_side: Annotated[int | None, typer.Option("--max-side", help="Downscale films to this long side (px).")] = None,
+    max_pixels: options.MaxPixels = MAX_PIXELS,
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", help="Replace what an earlier prepare wrote in --out; nothing else.")
     ] = False,
@@ -109,6 +112,7 @@ def prepare(
         mapping=parse_mapping(mapping),
         clahe=clahe,
         max_side=max_side,
+        max_pixels=max_pixels,
         preset=preset,
         film_split=film_split,
         exist_ok=exist_ok,

@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from fracturekit.cv.datasets import build_fold_dataset
-from fracturekit.cv.executors import EXECUTORS, run_local, run_ray
+from fracturekit.cv.executors import EXECUTORS, check_ray_address, run_local, run_ray
 from fracturekit.cv.fold import FoldJob
 from fracturekit.cv.folder import check_ours, check_same_settings, cv_folder, cv_settings, json_safe, sha
 from fracturekit.cv.folds import FOLD_COLUMNS, plan_folds
 from fracturekit.cv.pooling import summarize
 from fracturekit.errors import UserError
+from fracturekit.folderlock import lock_folder
 from fracturekit.layout import PreparedDataset
 from fracturekit.options import check_threshold
 
@@ -36,6 +37,7 @@ def cross_validate(
     name: str | None = None,
     executor: str = "local",
     parallel: int = 1,
+    ray_timeout: float = 60.0,
     config: str | Path | None = None,
     threshold: str = "youden",
     bootstrap: int = 1000,
@@ -45,6 +47,7 @@ def cross_validate(
     """K-fold cross-validation of `train` + `evaluate` on a prepared dataset; returns cv.json's content.
 
     models: model specs (n, s, ... or a .yaml/.pt), all trained on the same folds (default: the config's).
+    ray_timeout: seconds the Ray cluster in RAY_ADDRESS has to answer (executor "ray") before a UserError.
     overrides: train config keys (epochs, imgsz, seed, device, threads, ...), as for `train`.
     """
     from fracturekit.config import TASKS, resolve_config
@@ -58,6 +61,8 @@ def cross_validate(
         raise UserError(f"--folds {folds}: use at least 3 (one test fold, one validation fold, one to train on).")
     if executor not in EXECUTORS:
         raise UserError(f"--executor {executor}: use local or ray.")
+    if executor == "ray":
+        check_ray_address(ray_timeout)  # before any work: a cluster that does not answer is named within the timeout
     if parallel < 1:
         raise UserError(f"--parallel {parallel}: use 1 or more.")
     check_threshold(threshold)
@@ -79,6 +84,7 @@ def cross_validate(
     seed = int(base_cfg["seed"])
     cv_dir = cv_folder(Path(project or base_cfg["project"]).expanduser(), name)
     check_ours(cv_dir)
+    lock = lock_folder(cv_dir, "cv")  # noqa: F841 - held until cv returns: one cv per folder (folds lock their own)
 
     films, unit_ids, audit_result = plan_folds(ds, task, folds, seed)
     folds_csv = films[list(FOLD_COLUMNS)].to_csv(index=False)

@@ -6,6 +6,7 @@ Both take the same jobs and call `on_done` with each fold's record as it finishe
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -58,13 +59,33 @@ def run_local(
         raise failed[0]
 
 
+def check_ray_address(timeout: float) -> None:
+    """Refuse, within `timeout` seconds, a RAY_ADDRESS where nothing answers.
+
+    `ray.init` retries such an address for minutes, printing `Failed to connect to GCS` every few seconds and
+    ignoring SIGTERM meanwhile; one TCP connection to the address (host:port or ray://host:port) tells first.
+    """
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        why = "not host:port" if isinstance(exc, ValueError) else (exc.strerror or type(exc).__name__)
+        raise UserError(
+            f"RAY_ADDRESS {address}: no Ray cluster answers there within {timeout:g} s ({why}); start it "
+            "(`ray start --head`), fix the address, or unset RAY_ADDRESS to run Ray on this machine."
+        ) from None
+
+
 def run_ray(
     jobs: list[FoldJob], parallel: int, on_done: Callable[[dict[str, Any]], None], gpus: Sequence[str] = ()
 ) -> None:
     """Each job a Ray task (one GPU each when `gpus` is not empty), at most `parallel` at a time.
 
-    Connects to the cluster in RAY_ADDRESS, else starts a local Ray instance. Data and project paths
-    must be on storage that every Ray node sees under the same path.
+    Connects to the cluster in RAY_ADDRESS (`cross_validate` checks first that it answers), else starts a
+    local Ray instance. Data and project paths must be on storage that every Ray node sees under the same path.
     """
     try:
         import ray

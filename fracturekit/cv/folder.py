@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fracturekit.errors import UserError
+from fracturekit.folderlock import LOCK
 from fracturekit.layout import PreparedDataset
 
 
@@ -29,7 +30,7 @@ def cv_folder(project: Path, name: str | None) -> Path:
 
 def check_ours(cv_dir: Path) -> None:
     """Refuse a non-empty folder that no fracturekit cv wrote (nothing a user put there is touched)."""
-    if cv_dir.exists() and any(cv_dir.iterdir()) and not (cv_dir / "cv.json").is_file():
+    if cv_dir.exists() and any(p.name != LOCK for p in cv_dir.iterdir()) and not (cv_dir / "cv.json").is_file():
         raise UserError(f"{cv_dir} exists and is not a fracturekit cv folder (no cv.json); pass another --name.")
 
 

@@ -220,6 +220,11 @@ def load_model(
     loaded = runner.load(path, n, dev, torch_device)
     shape = loaded.shape
     fixed = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
+    if fixed is not None and imgsz is not None and imgsz != max(fixed):
+        raise UserError(
+            f"{path}: exported for a fixed {fixed[1]}x{fixed[0]} input, not --imgsz {imgsz}; leave out --imgsz, "
+            "pass --backend torch, or export again with this --imgsz."
+        )
     check_task(path, loaded.task, task)
     return Model(
         task=task,
@@ -239,12 +244,37 @@ def load_model(
     )
 
 
-def load_checkpoint(path: Path) -> Any:
-    """A `.pt` checkpoint as an Ultralytics YOLO (for its val, export or parameter count); UserError when unloadable."""
+def load_checkpoint(path: str | Path) -> Any:
+    """A `.pt` checkpoint as an Ultralytics YOLO (for inference, val, export, training from it); UserError otherwise.
+
+    Every command that loads `.pt` weights comes here, so a damaged or foreign file reads the same everywhere:
+    truncated or not a PyTorch file (torch.save writes a zip archive: its directory sits at the end, so a cut
+    file has none), a PyTorch file that is no Ultralytics checkpoint, or a checkpoint whose model is not a YOLO.
+    """
     load_ultralytics(apply_threads=False)  # the caller (load_model, evaluate, compare) set the thread count
+    import zipfile
+
     from ultralytics import YOLO
 
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file; pass a run folder or its weights/best.pt.")
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path}: truncated or not a PyTorch checkpoint ({size:,} bytes, no archive directory at its end); "
+            "copy it again from the run that wrote it."
+        )
     try:
-        return YOLO(str(path))
-    except Exception as exc:  # Ultralytics raises many types for a bad checkpoint
-        raise UserError(f"{path}: not a loadable YOLO checkpoint ({exc}); pass a run's weights/best.pt.") from exc
+        yolo = YOLO(str(path))
+    except Exception:  # Ultralytics raises many types, with several lines of advice (some of it online)
+        raise UserError(
+            f"{path}: a PyTorch file, but no Ultralytics YOLO checkpoint inside; "
+            "pass a run's weights/best.pt written by `fracturekit train`."
+        ) from None
+    if not hasattr(yolo.model, "names") or yolo.task not in ("detect", "classify", "segment", "pose", "obb"):
+        found = type(yolo.model).__name__
+        raise UserError(
+            f"{path}: holds a {found}, not a YOLO model; pass a run's weights/best.pt written by `fracturekit train`."
+        )
+    return yolo

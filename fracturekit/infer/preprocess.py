@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fracturekit.imageio import ImageReadError, read_image
+from fracturekit.imageio import MAX_PIXELS, ImageReadError, read_image
 from fracturekit.yolo_env import load_ultralytics
 
 if TYPE_CHECKING:
@@ -94,11 +94,12 @@ def load_item(
     path: Path,
     detector: Model | None,
     cls_tf: Callable[[np.ndarray], np.ndarray] | None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> Item:
     """Decode one film and prepare the model inputs (runs in a worker thread, overlapping inference)."""
     item = Item(index, path)
     try:
-        img = read_image(path)
+        img = read_image(path, max_pixels)
         item.gray, item.warnings = img.pixels, list(img.warnings)
         if detector is not None:
             shape = detector.fixed_shape or rect_shape(img.height, img.width, detector.imgsz, detector.stride)

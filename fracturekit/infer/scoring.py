@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fracturekit.calibration import apply_temperature
+from fracturekit.imageio import MAX_PIXELS
 from fracturekit.infer.model import Model
 from fracturekit.infer.policy import Policy, negative_label, policy, positive_index
 from fracturekit.infer.postprocess import boxes_to_film, map_to_film, nms, uncrop
@@ -220,13 +221,17 @@ def stream(
     batch: int,
     todo: list[int] | None = None,
     threads: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> Iterator[list[Prediction]]:
-    """Predictions for `paths` (only the indices in `todo` when given), one list per batch, decoding ahead in `pool`."""
+    """Predictions for `paths` (only the indices in `todo` when given), one list per batch, decoding ahead in `pool`.
+
+    A film of more than `max_pixels` pixels is not decoded: its size is its error.
+    """
     det, clf = scorer.det, scorer.clf
     cls_tf = classify_host_transform(clf.imgsz, threads) if clf is not None else None
 
     def load(i: int, p: Path) -> Item:
-        return load_item(i, p, det, cls_tf)
+        return load_item(i, p, det, cls_tf, max_pixels)
 
     for items in batches(paths, list(range(len(paths))) if todo is None else todo, batch, pool, load):
         yield scorer(items)

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -56,6 +57,22 @@ def _load_json(path: Path) -> tuple[object | None, str | None]:
             return json.load(f), None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, f"unreadable JSON ({type(exc).__name__}: {str(exc)[:120]})"
+    except RecursionError:
+        return None, "unreadable JSON (nested too deeply for Python's parser)"
+
+
+def _key(value: object) -> object | None:
+    """An id as COCO writes it (int, str or float), else None: a list or dict id cannot index anything."""
+    return value if isinstance(value, (int, str, float)) and not isinstance(value, bool) else None
+
+
+def _entries(data: dict, key: str, rel_json: str, notes: list[str]) -> list:
+    """`data[key]` when it is a list (absent: empty); any other value is ignored with a note."""
+    value = data.get(key)
+    if value is None or isinstance(value, list):
+        return value or []
+    notes.append(f"{rel_json}: '{key}' is a {type(value).__name__}, not a list; ignored")
+    return []
 
 
 def _box_from_bbox(
@@ -65,7 +82,12 @@ def _box_from_bbox(
         return None, f"bbox {bbox!r} is not [x, y, w, h]"
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
         return None, f"bbox {fmt_nums(bbox)} has non-numeric values"
-    x, y, w, h = (float(v) for v in bbox)
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except OverflowError:
+        return None, "bbox has numbers too large for a float"
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return None, f"bbox {fmt_nums(bbox)} has non-finite values"
     if w <= 0 or h <= 0:
         return None, f"bbox {fmt_nums(bbox)} has zero or negative width/height"
     box, why = frame_box(label, x, y, x + w, y + h, header, frame)
@@ -75,9 +97,9 @@ def _box_from_bbox(
 def _declared(img: dict) -> tuple[float, float] | None:
     try:
         w, h = float(img.get("width") or 0), float(img.get("height") or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return (w, h) if w > 0 and h > 0 else None
+    return (w, h) if 0 < w < math.inf and 0 < h < math.inf else None
 
 
 def load_coco(
@@ -142,16 +164,17 @@ def load_coco(
     used_names: set[str] = set()
     super_names: set[str] = set()
     cat_maps: list[dict[object, str]] = []
-    for _path, data in parsed:
+    for path, data in parsed:
         cats: dict[object, str] = {}
-        for c in data.get("categories") or []:
-            if isinstance(c, dict) and "id" in c and str(c.get("name", "")).strip():
+        rel_json = index.rel(str(path))
+        for c in _entries(data, "categories", rel_json, result.notes):
+            if isinstance(c, dict) and _key(c.get("id")) is not None and str(c.get("name", "")).strip():
                 cats[c["id"]] = str(c["name"]).strip()
                 sup = str(c.get("supercategory") or "").strip()
                 if sup and sup != cats[c["id"]]:
                     super_names.add(sup)
-        for a in data.get("annotations") or []:
-            if isinstance(a, dict) and a.get("category_id") in cats:
+        for a in _entries(data, "annotations", rel_json, []):
+            if isinstance(a, dict) and _key(a.get("category_id")) in cats:
                 used_names.add(cats[a["category_id"]])
         cat_maps.append(cats)
     dropped: set[str] = set()
@@ -189,7 +212,7 @@ def load_coco(
         images_by_id: dict[object, dict] = {}
         entries: list[tuple[int, dict]] = []
         for i, img in enumerate(data.get("images") or []):
-            if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
+            if not isinstance(img, dict) or _key(img.get("id")) is None or not isinstance(img.get("file_name"), str):
                 result.skipped.append(Skipped(f"{rel_json}: images[{i}]", "image entry without id/file_name"))
                 continue
             if img["id"] in images_by_id:
@@ -199,8 +222,8 @@ def load_coco(
                 continue
             images_by_id[img["id"]] = img
             entries.append((i, img))
-        for j, a in enumerate(data.get("annotations") or []):
-            if not isinstance(a, dict) or a.get("image_id") not in images_by_id:
+        for j, a in enumerate(_entries(data, "annotations", rel_json, result.notes)):
+            if not isinstance(a, dict) or _key(a.get("image_id")) not in images_by_id:
                 image_id = a.get("image_id") if isinstance(a, dict) else None
                 result.skipped.append(
                     Skipped(f"{rel_json}: annotations[{j}]", f"annotation for unknown image_id {image_id!r}")
@@ -230,7 +253,7 @@ def load_coco(
             boxes: list[Box] = []
             for a in anns:
                 aid = a.get("id", "?")
-                cid = a.get("category_id")
+                cid = _key(a.get("category_id"))
                 if cid not in cats:
                     problems.append(f"annotation {aid}: unknown category_id {cid!r}, dropped")
                     continue

@@ -47,17 +47,24 @@ def _missing(folder: Path, other: str) -> UserError:
 def read_dataset_csv(path: Path) -> dict[str, dict[str, str]]:
     """dataset.csv rows by image file name, all columns kept as strings, plus `region` and `view`."""
     rows: dict[str, dict[str, str]] = {}
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f):
-            name = (row.pop("image_id", "") or "").strip()
-            if not name:
-                continue
-            meta = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            regions = [r for r in REGIONS if meta.get(r) == "1"]
-            meta["region"] = regions[0] if len(regions) == 1 else ("mixed" if regions else "")
-            meta["view"] = "+".join(v for v in VIEWS if meta.get(v) == "1")
-            rows[name] = meta
+    for row in csv.DictReader(_csv_lines(path)):
+        name = (row.pop("image_id", "") or "").strip()
+        if not name:
+            continue
+        meta = {k.strip(): v.strip() for k, v in row.items() if isinstance(k, str) and k and isinstance(v, str)}
+        regions = [r for r in REGIONS if meta.get(r) == "1"]
+        meta["region"] = regions[0] if len(regions) == 1 else ("mixed" if regions else "")
+        meta["view"] = "+".join(v for v in VIEWS if meta.get(v) == "1")
+        rows[name] = meta
     return rows
+
+
+def _csv_lines(path: Path) -> list[str]:
+    """The lines of one of FracAtlas' CSVs (UTF-8, a BOM allowed), or UserError naming the file."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save it again as UTF-8 CSV.") from None
 
 
 def read_splits(folder: Path) -> tuple[dict[str, str], list[str]]:
@@ -71,17 +78,16 @@ def read_splits(folder: Path) -> tuple[dict[str, str], list[str]]:
         if split is None:
             notes.append(f"{folder.name}/{path.name}: not a split name, ignored")
             continue
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            next(reader, None)
-            for row in reader:
-                if not row or not row[0].strip():
-                    continue
-                name = row[0].strip()
-                if name in out and out[name] != split:
-                    notes.append(f"{name} listed in splits {out[name]} and {split}; kept {out[name]}")
-                    continue
-                out[name] = split
+        reader = csv.reader(_csv_lines(path))
+        next(reader, None)
+        for row in reader:
+            if not row or not row[0].strip():
+                continue
+            name = row[0].strip()
+            if name in out and out[name] != split:
+                notes.append(f"{name} listed in splits {out[name]} and {split}; kept {out[name]}")
+                continue
+            out[name] = split
     return out, notes
 
 

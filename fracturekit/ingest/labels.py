@@ -30,6 +30,8 @@ NEGATIVE_SYNONYMS = frozenset(
         "intact",
     }
 )
+# Numbers read as the binary classes only in a two-class dataset: `0 1 2 3 4` is a 5-grade scale, not fracture.
+NUMERIC_SYNONYMS = frozenset({"0", "1"})
 SPLIT_SYNONYMS = {
     "train": "train",
     "training": "train",
@@ -47,16 +49,19 @@ def fold(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def canonical_label(name: str, mapping: dict[str, str] | None = None) -> str:
+def canonical_label(name: str, mapping: dict[str, str] | None = None, numeric: bool = True) -> str:
     """Map a folder/category name to POSITIVE_CLASS, NEGATIVE_CLASS, or keep it (multi-class).
 
     An explicit `mapping` (from `--map`) wins over the synonym table; keys compare case-insensitively.
+    `numeric` False keeps `0` and `1` as they are (a dataset with more than two classes).
     """
     if mapping:
         for key, value in mapping.items():
             if fold(key) == fold(name):
                 return value
     folded = fold(name)
+    if not numeric and folded in NUMERIC_SYNONYMS:
+        return name.strip()
     if folded in POSITIVE_SYNONYMS:
         return POSITIVE_CLASS
     if folded in NEGATIVE_SYNONYMS:

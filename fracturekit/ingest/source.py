@@ -47,7 +47,7 @@ def _is_coco_json(path: Path) -> bool:
         else:
             with path.open("rb") as f:
                 data = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         # An unreadable JSON named like a COCO export still counts (the reader reports it).
         return path.name.endswith(".coco.json") or path.name.startswith("instances_")
     return looks_like_coco(data)

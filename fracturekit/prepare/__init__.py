@@ -22,12 +22,17 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from fracturekit import callable_stage
 from fracturekit.audit import AuditResult, audit_items, parallel_map
+from fracturekit.diskspace import is_no_space, no_space
 from fracturekit.errors import UserError
+from fracturekit.folderlock import lock_folder
+from fracturekit.imageio import MAX_PIXELS
 from fracturekit.layout import PreparedDataset
+from fracturekit.options import check_max_pixels
 from fracturekit.outputs import clean_stale_tmp, files_under, new_tmp
 from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.prepare.corrections import apply_corrections, drop_excluded, uncorrected_labels
@@ -70,6 +75,7 @@ def prepare(
     mapping: dict[str, str] | None = None,
     clahe: bool = False,
     max_side: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
     preset: str | None = None,
     film_split: bool = False,
     audit: bool = True,
@@ -94,6 +100,7 @@ def prepare(
     UserError, unless `film_split` asks for a film-level split (patient keys then unused; exact and
     near-duplicate films are still kept together).
     corrections: a review's decisions.csv, applied before the split (`fracturekit.prepare.corrections`).
+    A film of more than `max_pixels` pixels (None: no limit) is skipped, undecoded, with its size as the reason.
     """
     t0 = time.perf_counter()
     source, out, meta, corrections = user_path(source), maybe_path(out), maybe_path(meta), maybe_path(corrections)
@@ -115,6 +122,7 @@ def prepare(
         keep_splits, ratios = True, DEFAULT_RATIOS
     else:
         ratios = check_ratios(split)
+    check_max_pixels(max_pixels)
     if max_side is not None and max_side < 32:
         raise UserError(f"--max-side {max_side}: use at least 32 px.")
     try:
@@ -123,7 +131,9 @@ def prepare(
         raise UserError(f"--group-regex {group_regex!r}: not a valid regular expression ({exc}).") from None
     if out is None:
         out = user_path(Path("datasets") / (source.name if source.is_dir() else source.stem))
-    earlier = _check_out(root, out, exist_ok)
+    _check_out(root, out, exist_ok)  # a wrong --out is refused before the lock creates it
+    lock = lock_folder(out, "prepare")  # held until prepare returns: one prepare per --out
+    earlier = _check_out(root, out, exist_ok)  # again under the lock: another prepare may have just finished
     old_hash = _data_hash(out) if earlier else None
     cleaned = clean_stale_tmp(out)
 
@@ -176,7 +186,8 @@ def prepare(
     stage = tmp / ".stage"
     stage.mkdir()
     try:
-        parallel_map(lambda f: _process_safely(f, stage, clahe, max_side), usable, progress, "decoding films")
+        decode = partial(_process_safely, stage=stage, clahe=clahe, max_side=max_side, max_pixels=max_pixels)
+        parallel_map(decode, usable, progress, "decoding films")
         t_decode = time.perf_counter()
         if not any(f.status == "ok" for f in films):
             reasons = "; ".join(f"{n} x {r}" for r, n in Counter(f.reason for f in films).most_common(3))
@@ -216,6 +227,7 @@ def prepare(
                 "mapping": mapping,
                 "clahe": clahe,
                 "max_side": max_side,
+                "max_pixels": max_pixels,
                 "preset": preset,
                 "film_split": film_split,
                 "corrections": str(corrections) if corrections else None,
@@ -229,8 +241,12 @@ def prepare(
         }
         (tmp / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
         _install(tmp, out, earlier)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        lock.release()  # now, not when the traceback that holds this frame is dropped
+        if is_no_space(exc):
+            need = sum(os.path.getsize(f.source) for f in usable if os.path.isfile(f.source))
+            raise no_space(out, need, f"the {len(usable)} films (their size on disk)", "; nothing was kept") from None
         raise
     return PrepareResult(dataset=PreparedDataset(out), summary=summary, audit=audit_result)
 

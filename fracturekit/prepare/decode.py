@@ -11,7 +11,9 @@ from pathlib import Path
 import cv2
 
 from fracturekit.audit import film_hashes
+from fracturekit.diskspace import is_no_space
 from fracturekit.imageio import (
+    MAX_PIXELS,
     SUFFIX_KINDS,
     HeaderError,
     ImageReadError,
@@ -52,12 +54,12 @@ def _exif_rotated(path: Path) -> bool:
         return True
 
 
-def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> None:
+def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pixels: int | None = MAX_PIXELS) -> None:
     """Decode, hash, transform and stage one film; on failure mark it skipped with the reason."""
     src = Path(film.source)
     try:
+        img = read_image(src, max_pixels)  # before reading the bytes: a film over --max-pixels is never loaded
         data = src.read_bytes()
-        img = read_image(src)
     except (ImageReadError, OSError) as exc:
         film.status, film.reason = "skipped", f"unreadable image: {exc}"
         return
@@ -90,9 +92,11 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> Non
         film.staged.write_bytes(data)  # byte-for-byte copy of a clean 8-bit film: lossless and fast
     else:
         film.staged = stage / f"{film.stem}.png"
-        if not cv2.imwrite(str(film.staged), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-            film.status, film.reason = "skipped", "could not write the output PNG"
+        ok, png = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            film.status, film.reason = "skipped", "could not encode the output PNG"
             return
+        film.staged.write_bytes(png.tobytes())  # not cv2.imwrite: a full disk must raise (ENOSPC), not return False
     if film.record is not None and film.record.boxes is not None:
         film.boxes = []
         for b in film.record.boxes:
@@ -104,9 +108,15 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> Non
             film.boxes.append(Box(b.label, round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)))
 
 
-def _process_safely(film: _Film, stage: Path, clahe: bool, max_side: int | None) -> None:
+def _process_safely(
+    film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pixels: int | None = MAX_PIXELS
+) -> None:
     """`_process`, but any unexpected error on one file marks that file skipped instead of stopping the run."""
     try:
-        _process(film, stage, clahe, max_side)
+        _process(film, stage, clahe, max_side, max_pixels)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise  # a full disk stops the whole run (prepare says so), it is not this film's fault
+        film.status, film.reason, film.boxes = "skipped", f"failed: {type(exc).__name__}: {exc}", None
     except Exception as exc:  # a decoder/library bug on one odd file must not lose the other thousands
         film.status, film.reason, film.boxes = "skipped", f"failed: {type(exc).__name__}: {exc}", None

@@ -37,7 +37,7 @@ def _join_meta(films: list[_Film], meta_csv: Path, group_column: str | None, key
     try:
         df = pd.read_csv(meta_csv, dtype=str, keep_default_na=False)
     except Exception as exc:
-        raise UserError(f"--meta {meta_csv}: not a readable CSV ({exc}).") from None
+        raise UserError(f"--meta {meta_csv}: not a readable CSV ({' '.join(str(exc).split())}).") from None
     found = (c for c in df.columns if fold(str(c)) in _KEY_COLUMNS)
     key = key_column if key_column in df.columns else next(found, None)
     if key is None:

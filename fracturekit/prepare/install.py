@@ -10,7 +10,16 @@ import shutil
 from pathlib import Path
 
 from fracturekit.errors import UserError
-from fracturekit.outputs import RECORD, TMP_MARKER, check_free, files_under, read_record, remove_recorded, write_record
+from fracturekit.outputs import (
+    RECORD,
+    TMP_MARKER,
+    _entries,
+    check_free,
+    files_under,
+    read_record,
+    remove_recorded,
+    write_record,
+)
 
 
 def _check_out(source: Path, out: Path, exist_ok: bool) -> set[str]:
@@ -25,7 +34,7 @@ def _check_out(source: Path, out: Path, exist_ok: bool) -> set[str]:
         raise UserError(f"--out {out} contains the source {source}; replacing it would delete the source.")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder.")
-    used = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    used = _entries(out)
     if used and not exist_ok:
         shown = [n for n in used if n != RECORD] or used
         what = "a prepared dataset" if (out / "manifest.csv").is_file() else "files"
