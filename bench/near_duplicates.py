@@ -164,7 +164,7 @@ def run_distinct(name: str, n_copy: int, seed: int) -> dict:
     """False merges on films of known, distinct patients (`../shared/data/<name>/images/*/<patient><L|R>.png`,
     patient = the first 7 characters), beside recall on `n_copy` seeded default-strength copies of them, with the
     audit's own content test (duplicate_links: exact, near and augmented; no names)."""
-    from fracturekit.audit import AuditItem, duplicate_links
+    from fracturekit.audit import AuditItem, duplicate_links, joining
     from fracturekit.hashing import pixel_sha256
 
     files = sorted((SHARED / name / "images").glob("*/*.png"))
@@ -177,7 +177,7 @@ def run_distinct(name: str, n_copy: int, seed: int) -> dict:
     t0 = time.perf_counter()
     sigs = parallel_map(lambda f: (pixel_sha256(f), dihedral_phashes(f), copies.signature(f)), films)
     items = [AuditItem(str(i), "", "", None, "", *sig) for i, sig in enumerate(sigs)]
-    unit = units(len(items), [lk.members for lk in duplicate_links(items, names=False)])
+    unit = units(len(items), [lk.members for lk in joining(duplicate_links(items, names=False))])
     seconds = time.perf_counter() - t0
     patient = [p.stem[:7] for p in files]
     by_unit: dict[int, set[str]] = {}
