@@ -133,54 +133,58 @@ def prepare(
         out = user_path(Path("datasets") / (source.name if source.is_dir() else source.stem))
     _check_out(root, out, exist_ok)  # a wrong --out is refused before the lock creates it
     lock = lock_folder(out, "prepare")  # held until prepare returns: one prepare per --out
-    earlier = _check_out(root, out, exist_ok)  # again under the lock: another prepare may have just finished
-    old_hash = _data_hash(out) if earlier else None
-    cleaned = clean_stale_tmp(out)
+    try:  # an input refused here leaves no folder behind: the lock made it, and goes now
+        earlier = _check_out(root, out, exist_ok)  # again under the lock: another prepare may have just finished
+        old_hash = _data_hash(out) if earlier else None
+        cleaned = clean_stale_tmp(out)
 
-    from fracturekit.ingest.source import load_source
+        from fracturekit.ingest.source import load_source
 
-    ingest = load_source(source, fmt=fmt, mapping=mapping)
-    t_ingest = time.perf_counter()
+        ingest = load_source(source, fmt=fmt, mapping=mapping)
+        t_ingest = time.perf_counter()
 
-    films: list[_Film] = [
-        _Film(source=s.source, record=None, rel=_shown(s.source, root), status="skipped", reason=s.reason)
-        for s in ingest.skipped
-    ]
-    seen: set[Path] = set()
-    for rec in ingest.records:
-        film = _Film(
-            source=str(rec.source),
-            record=rec,
-            rel=rel_to(rec.source, root),
-            group=rec.group,
-            group_source="annotations" if rec.group else "none",
-            meta=dict(rec.meta),
-        )
-        film.warnings.extend(rec.problems)
-        key = Path(rec.source).resolve()
-        label = rec.image_label
-        if key in seen:
-            film.status, film.reason = "skipped", "listed twice in the annotations"
-        elif label is None:
-            film.status, film.reason = "skipped", "no label: not in a class folder and no annotation"
-        else:
-            film.label = label
-        seen.add(key)
-        films.append(film)
-    corrected = apply_corrections(films, corrections, root) if corrections is not None else None
-    usable = [f for f in films if f.status == "ok"]
-    meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
-    if (
-        regex is not None
-        and usable
-        and not film_split
-        and not any(regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable)
-    ):
-        raise UserError(
-            f"--group-regex '{group_regex}' matches none of the {len(usable)} films "
-            f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
-        )
-    _unique_stems(usable)
+        films: list[_Film] = [
+            _Film(source=s.source, record=None, rel=_shown(s.source, root), status="skipped", reason=s.reason)
+            for s in ingest.skipped
+        ]
+        seen: set[Path] = set()
+        for rec in ingest.records:
+            film = _Film(
+                source=str(rec.source),
+                record=rec,
+                rel=rel_to(rec.source, root),
+                group=rec.group,
+                group_source="annotations" if rec.group else "none",
+                meta=dict(rec.meta),
+            )
+            film.warnings.extend(rec.problems)
+            key = Path(rec.source).resolve()
+            label = rec.image_label
+            if key in seen:
+                film.status, film.reason = "skipped", "listed twice in the annotations"
+            elif label is None:
+                film.status, film.reason = "skipped", "no label: not in a class folder and no annotation"
+            else:
+                film.label = label
+            seen.add(key)
+            films.append(film)
+        corrected = apply_corrections(films, corrections, root) if corrections is not None else None
+        usable = [f for f in films if f.status == "ok"]
+        meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
+        if (
+            regex is not None
+            and usable
+            and not film_split
+            and not any(regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable)
+        ):
+            raise UserError(
+                f"--group-regex '{group_regex}' matches none of the {len(usable)} films "
+                f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
+            )
+        _unique_stems(usable)
+    except BaseException:
+        lock.release()
+        raise
 
     tmp = new_tmp(out)
     stage = tmp / ".stage"
