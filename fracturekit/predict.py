@@ -333,65 +333,71 @@ def predict(
     run_notes = [n for n in (size_note, device_note) if n]
     out = user_path(output_folder(out, resume))
     lock = lock_folder(out, "predict")  # held until predict returns: one command per --out
-    films: list[Any] = []
-    if pacs is not None:
-        films = pacs.find(list(studies or []), parse_modalities(modality), parse_since(since))
-        if not films:
-            raise UserError(f"{source}: no {modality or 'CR,DX'} films match; check --study, --modality and --since.")
-        root = out / FETCH_FOLDER
-        paths = [root / f"{f.sop}.dcm" for f in films]
-        names = [f.sop for f in films]
-    else:
-        source = source_path(source)
-        paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
-        if not paths:
-            raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
-        names = _output_names(paths, source)
-        root = source_root(source, paths)
-    backend = CAM_NAME if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
-    det, clf = (
-        m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
-        for m, task in ((detector, "detect"), (classifier, "classify"))
-    )
-    for m in (det, clf):
-        if cam and m is not None and not m.cam:
-            raise UserError(
-                f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
-            )
-    batch = batch or default_batch([det, clf])
-    scorer = Scorer.build(det, clf, cam, iou, box_floor=conf)  # boxes below --conf are never shown
-    if clf is not None and scorer.pos_idx is None:
-        raise UserError(
-            f"{clf.weights}: classifier classes {sorted(clf.names.values())} have no "
-            f"'{(scorer.clf_pol and scorer.clf_pol.positive) or POSITIVE_CLASS}'; "
-            "pass a classifier trained by `fracturekit train --task classify`."
+    try:  # a source or model refused here leaves no folder behind: the lock made it, and goes now
+        films: list[Any] = []
+        if pacs is not None:
+            films = pacs.find(list(studies or []), parse_modalities(modality), parse_since(since))
+            if not films:
+                raise UserError(
+                    f"{source}: no {modality or 'CR,DX'} films match; check --study, --modality and --since."
+                )
+            root = out / FETCH_FOLDER
+            paths = [root / f"{f.sop}.dcm" for f in films]
+            names = [f.sop for f in films]
+        else:
+            source = source_path(source)
+            paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
+            if not paths:
+                raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
+            names = _output_names(paths, source)
+            root = source_root(source, paths)
+        backend = CAM_NAME if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
+        det, clf = (
+            m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
+            for m, task in ((detector, "detect"), (classifier, "classify"))
         )
+        for m in (det, clf):
+            if cam and m is not None and not m.cam:
+                raise UserError(
+                    f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
+                )
+        batch = batch or default_batch([det, clf])
+        scorer = Scorer.build(det, clf, cam, iou, box_floor=conf)  # boxes below --conf are never shown
+        if clf is not None and scorer.pos_idx is None:
+            raise UserError(
+                f"{clf.weights}: classifier classes {sorted(clf.names.values())} have no "
+                f"'{(scorer.clf_pol and scorer.clf_pol.positive) or POSITIVE_CLASS}'; "
+                "pass a classifier trained by `fracturekit train --task classify`."
+            )
 
-    settings = {
-        "detector": str(det.weights) if det else None,
-        "classifier": str(clf.weights) if clf else None,
-        "conf": conf,
-        "iou": iou,
-        "imgsz": imgsz,
-    }
-    planned = {"predictions.csv", "predictions.json", "predictions_coco.json"}
-    if save_images:
-        planned.update(f"{n}.jpg" for n in names)
-    if cam:
-        planned.update(f"cam/{n}{t}.png" for n in names for t in ("", ".det"))
-    if pacs is not None:  # recorded too, so that --exist-ok clears what a killed run left
-        planned.update(p.relative_to(out).as_posix() for p in paths)
-    writer = None
-    if kinds:
-        from fracturekit.dicom_out import Writer
+        settings = {
+            "detector": str(det.weights) if det else None,
+            "classifier": str(clf.weights) if clf else None,
+            "conf": conf,
+            "iou": iou,
+            "imgsz": imgsz,
+        }
+        planned = {"predictions.csv", "predictions.json", "predictions_coco.json"}
+        if save_images:
+            planned.update(f"{n}.jpg" for n in names)
+        if cam:
+            planned.update(f"cam/{n}{t}.png" for n in names for t in ("", ".det"))
+        if pacs is not None:  # recorded too, so that --exist-ok clears what a killed run left
+            planned.update(p.relative_to(out).as_posix() for p in paths)
+        writer = None
+        if kinds:
+            from fracturekit.dicom_out import Writer
 
-        writer = Writer(kinds, out, det, clf)
-        planned.update(writer.planned(names))
-    if resume:
-        ours, done = _resume_state(out, settings)
-    else:
-        ours, done = claim(out, "predict", exist_ok, hint="pass --resume to continue it"), set()
-    check_free(out, planned, ours, "predict")
+            writer = Writer(kinds, out, det, clf)
+            planned.update(writer.planned(names))
+        if resume:
+            ours, done = _resume_state(out, settings)
+        else:
+            ours, done = claim(out, "predict", exist_ok, hint="pass --resume to continue it"), set()
+        check_free(out, planned, ours, "predict")
+    except BaseException:
+        lock.release()
+        raise
     write_record(out, "predict", ours | planned if resume else planned, settings)  # before writing anything
     csv_path = out / "predictions.csv"
     columns = PACS_CSV_COLUMNS if pacs is not None else CSV_COLUMNS
