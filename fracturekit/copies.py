@@ -445,27 +445,26 @@ def lineage(stem: str) -> str | None:
 NAME_CONFIRM = 0.5
 
 
-def _folder(path: str) -> str:
+def _folder(parts: Sequence[str]) -> str:
     """The folder a name is unique in, split folders aside: 'train/fractured/1.jpg' and 'test/fractured/1-rotated1.jpg'
     share 'fractured'; 'not fractured/1-rotated1.jpg' does not (Kaggle sets number each class folder from 1)."""
-    parts = PurePosixPath(path.replace("\\", "/")).parts[:-1]
     kept = [x for x in parts if canonical_split(x) is None]
     return kept[-1].lower() if kept else ""
 
 
-def name_groups(paths: Sequence[str]) -> dict[tuple[str, str], list[int]]:
-    """Films by the original their name points to, within one class folder: every suffixed name, plus the one plain
-    film of that stem there (two plain films of one stem, in two split folders, are ambiguous)."""
+def name_groups(paths: Sequence[str]) -> dict[tuple[str, str], tuple[list[int], list[int]]]:
+    """Films by the original their name points to, within one class folder: (the one plain film of that stem there,
+    or none when two split folders each have one; every suffixed name)."""
     plain: dict[tuple[str, str], list[int]] = {}
     kids: dict[tuple[str, str], list[int]] = {}
     for i, path in enumerate(paths):
-        stem, folder = PurePosixPath(path.replace("\\", "/")).stem, _folder(path)
-        base = lineage(stem)
+        pure = PurePosixPath(path.replace("\\", "/"))
+        key, base = _folder(pure.parts[:-1]), lineage(pure.stem)
         if base is None:
-            plain.setdefault((folder, stem.lower()), []).append(i)
+            plain.setdefault((key, pure.stem.lower()), []).append(i)
         else:
-            kids.setdefault((folder, base), []).append(i)
-    return {key: [*(plain.get(key, []) if len(plain.get(key, [])) == 1 else []), *k] for key, k in kids.items()}
+            kids.setdefault((key, base), []).append(i)
+    return {key: (p if len(p := plain.get(key, [])) == 1 else [], k) for key, k in kids.items()}
 
 
 def name_links(paths: Sequence[str], content: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
@@ -483,7 +482,8 @@ def name_links(paths: Sequence[str], content: Sequence[int]) -> tuple[list[list[
     cluster_size = Counter(label.tolist())
     links: list[list[int]] = []
     unconfirmed: list[list[int]] = []
-    for (_, base), members in name_groups(paths).items():
+    for original, kids in name_groups(paths).values():
+        members = [*original, *kids]
         if len(members) < 2:
             continue
         counts = Counter(int(label[i]) for i in members)
@@ -492,15 +492,12 @@ def name_links(paths: Sequence[str], content: Sequence[int]) -> tuple[list[list[
             if len(counts) > 1:
                 unconfirmed.append(members)
             continue
-        stem = lambda i: PurePosixPath(paths[i].replace("\\", "/")).stem  # noqa: E731
-        join = [  # suffixed films whose whole content cluster carries this group's names
-            i
-            for i in members
-            if label[i] != anchor and lineage(stem(i)) == base and cluster_size[int(label[i])] == counts[int(label[i])]
-        ]
+        # suffixed films whose whole content cluster carries this group's names
+        join = [i for i in kids if label[i] != anchor and cluster_size[int(label[i])] == counts[int(label[i])]]
         if join:
             links.append([next(i for i in members if label[i] == anchor), *join])
-        left = [i for i in members if label[i] != anchor and i not in join]
+        joined = set(join)
+        left = [i for i in members if label[i] != anchor and i not in joined]
         if left:
             unconfirmed.append([next(i for i in members if label[i] == anchor), *left])
     return links, unconfirmed
