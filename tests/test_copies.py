@@ -11,7 +11,17 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from fracturekit.copies import MIRROR, Signature, copy_pairs, lineage, name_links, signature, verify
+from fracturekit.copies import (
+    MIRROR,
+    RATIO,
+    Signature,
+    copy_pairs,
+    lineage,
+    name_links,
+    ratio_matches,
+    signature,
+    verify,
+)
 from fracturekit.phantoms import generate_phantom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -109,6 +119,22 @@ def test_mirror_permutation_matches_sift_on_the_mirrored_film() -> None:
     # the permuted descriptor is the mirrored film's own, up to interpolation: far closer than any other ordering
     assert np.median(np.linalg.norm(permuted - mirrored, axis=1)) < 0.25 * np.median(np.linalg.norm(desc, axis=1))
     assert np.median(np.linalg.norm(desc - mirrored, axis=1)) > 0.5 * np.median(np.linalg.norm(desc, axis=1))
+
+
+def test_ratio_matches_are_opencvs_knn_matches() -> None:
+    """The matrix-product matcher keeps exactly the matches of cv2.BFMatcher.knnMatch(k=2) + the ratio test."""
+    sigs = [signature(_film(seed)) for seed in range(4)]
+    sigs.append(signature(augment_copy(_film(0), np.random.default_rng(0), "default")))
+    bf = cv2.BFMatcher(cv2.NORM_L2)
+    for a in sigs:
+        for b in sigs:
+            knn = bf.knnMatch(a.descriptors.astype(np.float32), b.descriptors.astype(np.float32), k=2)
+            want = {
+                (m.queryIdx, m.trainIdx) for m, n in (p for p in knn if len(p) == 2) if m.distance < RATIO * n.distance
+            }
+            query, train = ratio_matches(a.descriptors, b.descriptors)
+            assert set(zip(query.tolist(), train.tolist(), strict=True)) == want
+    assert len(ratio_matches(sigs[0].descriptors, sigs[0].descriptors[:1])[0]) == 0  # one descriptor: no second
 
 
 @pytest.mark.parametrize(
