@@ -212,14 +212,8 @@ def evaluate(
     for m in outside:
         read_scores(m, ds, manifest, split)  # every check of the scores files before anything is written
     overlaps = _seen_check(ds, split, roles, outside, allow_overlap, show_progress)
-    out_dir = (
-        user_path(out)
-        if out
-        else increment(roles[0][1].eval_dir if roles else Path("runs") / f"eval-{outside[0].name}")
-    )
+    out_dir = _out_dir(out, roles, outside)
     planned = ["metrics.json", "predictions.csv", "report.html"]
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file; pass a folder.")
     lock = lock_folder(out_dir, "evaluate")  # noqa: F841 - held until evaluate returns: one command per --out
     ours = claim(out_dir, "evaluate", exist_ok)
     check_free(out_dir, planned, ours, "evaluate")
@@ -255,6 +249,18 @@ def evaluate(
     clean = _nan_to_none(result)
     _write_outputs(clean, plots, out_dir, planned, detector if out is None and classifier is not None else None)
     return clean
+
+
+def _out_dir(out: str | Path | None, roles: list[tuple[str, RunDir]], outside: list[OutsideModel]) -> Path:
+    """`out`, else the first free eval folder of the first run (or runs/eval-<name> for outside scores)."""
+    out_dir = (
+        user_path(out)
+        if out
+        else increment(roles[0][1].eval_dir if roles else Path("runs") / f"eval-{outside[0].name}")
+    )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder.")
+    return out_dir
 
 
 def _cam_model(clf: Model | None, opts: InferenceOptions) -> Model | None:
