@@ -389,20 +389,24 @@ def _hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, S
         return f"failed: {type(exc).__name__}: {exc}"
 
 
-def audit(path: str | Path, out: str | Path | None = None, progress: bool = False) -> AuditResult:
-    """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `out`; return the AuditResult.
+def audit_folder(path: Path, out: Path | None) -> Path | None:
+    """Where `audit` writes: `out`, else `<path>/audit` for a prepared dataset, else nowhere (a raw dataset:
+    never write into the user's source folder uninvited). On the paths as given, so a caller can name it."""
+    if out is not None:
+        return out
+    return path / "audit" if (path / "manifest.csv").is_file() else None
 
-    `out` defaults to `<path>/audit` for a prepared dataset; for a raw dataset nothing is written
-    unless `out` is given (never write into the user's source folder uninvited).
-    """
+
+def audit(path: str | Path, out: str | Path | None = None, progress: bool = False) -> AuditResult:
+    """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `audit_folder(path, out)`; return
+    the AuditResult."""
     path, out = user_path(path), maybe_path(out)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder; pass a dataset folder.")
     manifest = path / "manifest.csv"
+    out = audit_folder(path, out)
     if manifest.is_file():
         entries = _prepared_entries(path, manifest)
-        if out is None:
-            out = path / "audit"
     else:
         from fracturekit.ingest.source import load_source
 

@@ -19,7 +19,7 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,6 +28,9 @@ import pandas as pd
 from fracturekit import annotate as A
 from fracturekit.imageio import ImageReadError, read_image
 from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+
+if TYPE_CHECKING:
+    from fracturekit.infer.model import Model
 
 COLUMNS = ("path", "model", "label", "score", "threshold", "kind", "iou", "picture")
 DEFAULT_N = 8
@@ -49,7 +52,7 @@ class ModelScores:
     score: np.ndarray
     threshold: float
     iou: np.ndarray | None = None
-    run: str | None = None  # the run folder (classifier: for EigenCAM)
+    run: str | None = None  # the run folder (classifier: set when it has PyTorch weights, for EigenCAM)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,10 +123,12 @@ def write(
     manifest: pd.DataFrame,
     models: list[ModelScores],
     n: int = DEFAULT_N,
-    imgsz: int | None = None,
-    device: str = "cpu",
+    classifier: Model | None = None,
 ) -> pd.DataFrame:
-    """Write cases.csv and the first `n` pictures per model and kind into `out_dir/cases/`; return the table."""
+    """Write cases.csv and the first `n` pictures per model and kind into `out_dir/cases/`; return the table.
+
+    `classifier`: the model evaluate loaded (PyTorch), whose EigenCAM goes beside the classifier's pictures.
+    """
 
     manifest_boxes, det_path_of = _manifest_maps(manifest)
     det = next((m for m in models if m.model == "detector"), None)
@@ -153,7 +158,7 @@ def write(
     drawn = table[table["picture"] != ""]
     if len(drawn):
         (out_dir / "cases").mkdir(exist_ok=True)
-    cams = _classifier_cams(cls, drawn, ds_root, imgsz, device) if cls is not None and cls.run else {}
+    cams = _classifier_cams(classifier, drawn, ds_root) if cls is not None and cls.run and classifier else {}
     cls_score = dict(zip(cls.paths, cls.score, strict=True)) if cls is not None else {}
     cls_path_of = {v: k for k, v in det_path_of.items()}
     for row in drawn.itertuples():
@@ -251,18 +256,13 @@ def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.hstack([pad(left), gap, pad(right)])
 
 
-def _classifier_cams(
-    cls: ModelScores, drawn: pd.DataFrame, ds_root: Path, imgsz: int | None, device: str
-) -> dict[str, np.ndarray]:
-    """EigenCAM maps (film pixels) of the classifier for the films it has pictures of."""
-    from fracturekit.infer.backends import CAM_NAME
-    from fracturekit.infer.model import load_model
+def _classifier_cams(model: Model, drawn: pd.DataFrame, ds_root: Path) -> dict[str, np.ndarray]:
+    """EigenCAM maps (film pixels) of the classifier already loaded (PyTorch) for the films it has pictures of."""
     from fracturekit.infer.scoring import classifier_heatmaps
 
     paths = sorted(set(drawn.loc[drawn["model"] == "classifier", "path"]))
-    if not paths:
+    if not paths or not model.cam:  # EigenCAM needs the PyTorch graph
         return {}
-    model = load_model(cls.run, "classify", imgsz, device=device, backend=CAM_NAME)  # EigenCAM needs PyTorch
     films = {}
     for p in paths:
         with contextlib.suppress(ImageReadError):  # such a film gets no picture at all (see write)

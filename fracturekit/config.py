@@ -20,6 +20,7 @@ import yaml
 
 from fracturekit import shipped_dir
 from fracturekit.errors import UserError
+from fracturekit.options import imgsz_problem
 
 TASKS = ("classify", "detect")
 MODEL_SIZES = ("n", "s", "m", "l", "x")
@@ -152,12 +153,6 @@ def _check_project(v: Any) -> str | None:
     return None if isinstance(v, str) and v else "must be a folder path"
 
 
-def _check_imgsz(v: Any) -> str | None:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 32:
-        return None
-    return "must be an integer >= 32 (pixels of the square training image)"
-
-
 LOGGERS = ("none", "tensorboard", "mlflow")
 
 
@@ -188,7 +183,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "project": _check_project,
     "name": _check_name,
     "resume": _check_bool,
-    "imgsz": _check_imgsz,
+    "imgsz": imgsz_problem,  # the one imgsz rule: positive; train rounds it up to the stride
     "logger": _check_logger,
 }
 

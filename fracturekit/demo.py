@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from rich.console import Console
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,17 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DemoStep:
+    """One report of `run_demo`'s progress: a stage starting (`seconds` None, `title` says what it does) or done
+    after `seconds`; `metrics` (evaluate's, once it is done) for a summary table."""
+
+    stage: str
+    title: str = ""
+    seconds: float | None = None
+    metrics: dict | None = None
+
+
 def _keep_caches_inside(out: Path) -> None:
     """Point Ultralytics' settings/fonts and matplotlib's cache into `out` unless the user chose a place."""
     os.environ.setdefault("YOLO_CONFIG_DIR", str(out / ".cache" / "ultralytics"))
@@ -79,13 +89,16 @@ def _keep_caches_inside(out: Path) -> None:
 
 
 def run_demo(
-    out: str | Path = "runs/demo", *, fast: bool = False, seed: int = 0, console: Console | None = None
+    out: str | Path = "runs/demo", *, fast: bool = False, seed: int = 0, steps: Callable[[DemoStep], None] | None = None
 ) -> DemoResult:
-    """Run every stage on freshly generated phantoms and return the artefacts and headline metrics."""
+    """Run every stage on freshly generated phantoms and return the artefacts and headline metrics.
+
+    `steps` hears each stage start and finish (the CLI prints them); the demo itself prints nothing.
+    """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _keep_caches_inside(out)
-    console = console or Console(stderr=True)
+    say = steps or (lambda _step: None)
     settings = DemoSettings.fast() if fast else DemoSettings.full()
 
     # Imported here: these pull in torch/Ultralytics, which must see the environment set above.
@@ -93,21 +106,20 @@ def run_demo(
     from fracturekit.phantoms import write_phantom_dataset
     from fracturekit.predict import predict
     from fracturekit.prepare import prepare
-    from fracturekit.report import summary_table
     from fracturekit.train import train
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    def lap(stage: str) -> None:
+    def lap(stage: str, metrics: dict | None = None) -> None:
         timings[stage] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
-        console.print(f"[green]done[/] {stage} in {timings[stage]:.1f} s")
+        say(DemoStep(stage, seconds=timings[stage], metrics=metrics))
 
-    console.rule(f"1/5 generate {settings.n_images} phantom X-rays ({settings.image_size} px)")
+    say(DemoStep("generate", f"1/5 generate {settings.n_images} phantom X-rays ({settings.image_size} px)"))
     raw = write_phantom_dataset(out / "raw", settings.n_images, seed=seed, size=settings.image_size, fmt="coco")
     lap("generate")
 
-    console.rule("2/5 prepare (leak-free split by patient + audit)")
+    say(DemoStep("prepare", "2/5 prepare (leak-free split by patient + audit)"))
     # exist_ok here and below: a re-run of the demo replaces its own earlier outputs, nothing else.
     prepared = prepare(
         raw,
@@ -120,7 +132,7 @@ def run_demo(
     )
     lap("prepare")
 
-    console.rule("3/5 train a detector, then a classifier on its backbone (from scratch, offline)")
+    say(DemoStep("train", "3/5 train a detector, then a classifier on its backbone (from scratch, offline)"))
     # exist_ok: a re-run of the demo replaces its own earlier runs instead of refusing the name.
     common = {
         "project": out / "runs",
@@ -147,7 +159,7 @@ def run_demo(
     )
     lap("train")
 
-    console.rule("4/5 evaluate on the held-out test split")
+    say(DemoStep("evaluate", "4/5 evaluate on the held-out test split"))
     # Default output: the runs' own eval/ folders, where `predict` finds the tuned thresholds.
     eval_dir = classifier.eval_dir
     metrics = evaluate(
@@ -158,10 +170,9 @@ def run_demo(
         bootstrap=settings.bootstrap,
         seed=seed,
     )
-    console.print(summary_table(metrics))
-    lap("evaluate")
+    lap("evaluate", metrics)
 
-    console.rule(f"5/5 predict on {settings.n_fresh} fresh phantoms")
+    say(DemoStep("predict", f"5/5 predict on {settings.n_fresh} fresh phantoms"))
     fresh = write_phantom_dataset(
         out / "fresh", settings.n_fresh, seed=seed + 1, size=settings.image_size, fmt="images"
     )

@@ -50,10 +50,11 @@ from fracturekit.evaluation.outside import (
 )
 from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import is_image_file
-from fracturekit.infer.backends import REFERENCE_NAME
+from fracturekit.infer.backends import CAM_NAME, REFERENCE_NAME
 from fracturekit.infer.model import Model, load_model
+from fracturekit.infer.scoring import Progress
 from fracturekit.layout import SPLITS, PreparedDataset, RunDir
-from fracturekit.options import check_imgsz, check_threshold, inference_device
+from fracturekit.options import InferenceOptions
 from fracturekit.outputs import check_free, claim, files_under, increment, write_record
 from fracturekit.paths import rel_to, user_path
 from fracturekit.split import unit_basis
@@ -135,9 +136,9 @@ def warnings(metrics: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ main entry
 
 
-def _load_model(run: str | Path, task: str, imgsz: int | None, device: str) -> Model:
+def _load_model(run: str | Path, task: str, opts: InferenceOptions) -> Model:
     """The run's best.pt (PyTorch: what is evaluated is the trained model itself) through the inference core."""
-    return load_model(run, task, imgsz, device=device, backend=REFERENCE_NAME, with_metrics=False)
+    return load_model(run, task, opts.imgsz, device=opts.device, backend=REFERENCE_NAME, with_metrics=False)
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -173,6 +174,7 @@ def evaluate(
     allow_overlap: bool = False,
     cases: int = DEFAULT_N,
     show_progress: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier and/or detector run on `split` of a prepared dataset; returns metrics.json's dict.
 
@@ -183,57 +185,35 @@ def evaluate(
     evaluate's own earlier files there are replaced). Films the runs trained or validated on refuse the
     evaluation unless `allow_overlap`. Prints nothing: notes (imgsz rounded, one GPU of several) go to the
     `fracturekit.evaluate` logger, and `report.summary_table` renders the returned dict as a table.
+    `show_progress` draws the seen-film check's hashing bar; `progress` hears each scored batch
+    (("classify test", films done, films)).
+
+    `device` may also be an `options.InferenceDevice` already resolved (a cv fold passes the one it trained on).
 
     scores: an outside model's scores instead of a run (`evaluation.outside`): a CSV of class probabilities
     (classifier) and/or a COCO results JSON (detector), each role one or more files covering the val and
     evaluated splits; `name` names that model (default: the first file's stem; default out
     `runs/eval-<name>`), `seen` lists the films it trained on for the seen-film check (else not checked).
     """
-    from fracturekit.report import write_report
-
     ds = PreparedDataset.open(data)
-    outside = outside_models(scores or [], name, seen)
-    if classifier is None and detector is None and not outside:
-        raise UserError("nothing to evaluate: pass --classifier RUN and/or --detector RUN, or --scores FILE.")
-    for m in outside:
-        if (classifier if m.role == "classifier" else detector) is not None:
-            raise UserError(
-                f"--scores {m.files[0]} and --{m.role} both give the {m.role}; evaluate one of them, then `compare`."
-            )
-    if seen is not None and not outside:
-        raise UserError(f"--seen {seen} lists an outside model's training films: pass it with --scores FILE.")
-    imgsz, size_note = check_imgsz(imgsz)
-    _, device, device_note = inference_device(device)  # resolved here: Ultralytics never sees `auto`
-    for note in (size_note, device_note):
-        if note:
-            log.warning(note)
+    outside = _check_models(classifier, detector, scores, name, seen)
+    opts = InferenceOptions.build(device=device, imgsz=imgsz, threshold=threshold)  # resolved once, passed down
+    for note in opts.notes:
+        log.warning(note)
     if split not in SPLITS:
         raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
     if cases < 0:
         raise UserError(f"--cases {cases}: must be 0 (no pictures) or more pictures per kind.")
-    check_threshold(threshold)
-    manifest = pd.read_csv(ds.manifest, dtype={"group": str, "cluster": str})  # keys: '007' is not 7
-    by = list(by or [])
-    missing = [c for c in by if c not in manifest.columns]
-    if missing:
-        raise UserError(
-            f"{ds.manifest}: no column {', '.join(missing)} for --by; available: {', '.join(manifest.columns)}."
-        )
+    manifest, by = _manifest_with(ds, by)
     roles = [(role, RunDir.find(r)) for role, r in (("classifier", classifier), ("detector", detector)) if r]
     # Both models are loaded and their tasks checked before anything is written: a wrong run leaves no folder.
-    clf = _load_model(classifier, "classify", imgsz, device) if classifier is not None else None
-    det = _load_model(detector, "detect", imgsz, device) if detector is not None else None
+    clf = _load_model(classifier, "classify", opts) if classifier is not None else None
+    det = _load_model(detector, "detect", opts) if detector is not None else None
     for m in outside:
         read_scores(m, ds, manifest, split)  # every check of the scores files before anything is written
     overlaps = _seen_check(ds, split, roles, outside, allow_overlap, show_progress)
-    out_dir = (
-        user_path(out)
-        if out
-        else increment(roles[0][1].eval_dir if roles else Path("runs") / f"eval-{outside[0].name}")
-    )
+    out_dir = _out_dir(out, roles, outside)
     planned = ["metrics.json", "predictions.csv", "report.html"]
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file; pass a folder.")
     lock = lock_folder(out_dir, "evaluate")  # noqa: F841 - held until evaluate returns: one command per --out
     ours = claim(out_dir, "evaluate", exist_ok)
     check_free(out_dir, planned, ours, "evaluate")
@@ -252,11 +232,85 @@ def evaluate(
     if split == THRESHOLD_SPLIT:
         result["warning"] = "evaluated on the split the threshold and temperature were fitted on: optimistic."
     skipped: list[dict] = []
+    rule = opts.threshold
+    assert rule is not None  # built with a threshold above
+    ctx = EvalContext(ds, split, out_dir, rule, opts.device.torch, bootstrap, seed, manifest, by, skipped, progress)
+    rows, plots, scored = _run_halves(result, ctx, clf, det, outside)
+    result["skipped"] = skipped
+    result["warnings"] = warnings(result)
+    pd.concat(rows, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
+    table = C.write(out_dir, ds.root, manifest, scored, cases, _cam_model(clf, opts))
+    result["cases"] = {
+        "csv": "cases.csv",
+        "per_kind": cases,
+        "counts": {f"{m} {k}": int(v) for (m, k), v in table.groupby(["model", "kind"]).size().items()},
+    }
+    plots["cases"] = table[table["picture"] != ""]
+    clean = _nan_to_none(result)
+    _write_outputs(clean, plots, out_dir, planned, detector if out is None and classifier is not None else None)
+    return clean
+
+
+def _out_dir(out: str | Path | None, roles: list[tuple[str, RunDir]], outside: list[OutsideModel]) -> Path:
+    """`out`, else the first free eval folder of the first run (or runs/eval-<name> for outside scores)."""
+    out_dir = (
+        user_path(out)
+        if out
+        else increment(roles[0][1].eval_dir if roles else Path("runs") / f"eval-{outside[0].name}")
+    )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder.")
+    return out_dir
+
+
+def _cam_model(clf: Model | None, opts: InferenceOptions) -> Model | None:
+    """The classifier whose EigenCAM the case pictures show: the one evaluated, unless that is an export file
+    (no PyTorch graph), then its run's best.pt, loaded on the same device."""
+    if clf is None or clf.run is None or not clf.run.best.is_file() or clf.cam:
+        return clf
+    return load_model(clf.run.best, "classify", opts.imgsz, device=opts.device, backend=CAM_NAME)
+
+
+def _check_models(
+    classifier: str | Path | None,
+    detector: str | Path | None,
+    scores: list[str | Path] | None,
+    name: str | None,
+    seen: str | Path | None,
+) -> list[OutsideModel]:
+    """The outside models of `scores`; UserError when nothing, or one role twice, is to be evaluated."""
+    outside = outside_models(scores or [], name, seen)
+    if classifier is None and detector is None and not outside:
+        raise UserError("nothing to evaluate: pass --classifier RUN and/or --detector RUN, or --scores FILE.")
+    for m in outside:
+        if (classifier if m.role == "classifier" else detector) is not None:
+            raise UserError(
+                f"--scores {m.files[0]} and --{m.role} both give the {m.role}; evaluate one of them, then `compare`."
+            )
+    if seen is not None and not outside:
+        raise UserError(f"--seen {seen} lists an outside model's training films: pass it with --scores FILE.")
+    return outside
+
+
+def _manifest_with(ds: PreparedDataset, by: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """The dataset's manifest and the --by columns; UserError naming a column it lacks."""
+    manifest = pd.read_csv(ds.manifest, dtype={"group": str, "cluster": str})  # keys: '007' is not 7
+    by = list(by or [])
+    missing = [c for c in by if c not in manifest.columns]
+    if missing:
+        raise UserError(
+            f"{ds.manifest}: no column {', '.join(missing)} for --by; available: {', '.join(manifest.columns)}."
+        )
+    return manifest, by
+
+
+def _run_halves(
+    result: dict[str, Any], ctx: EvalContext, clf: Model | None, det: Model | None, outside: list[OutsideModel]
+) -> tuple[list[pd.DataFrame], dict[str, Any], list[ModelScores]]:
+    """Evaluate each model (run or outside scores) into its `result` section; (predictions rows, plots, scores)."""
     rows: list[pd.DataFrame] = []
     plots: dict[str, Any] = {}
     scored: list[ModelScores] = []
-
-    ctx = EvalContext(ds, split, out_dir, threshold, device, bootstrap, seed, manifest, by, skipped, show_progress)
     halves: list[tuple[str, Any, Any]] = [
         ("classification", clf, evaluate_classifier),
         ("detection", det, evaluate_detector),
@@ -279,29 +333,24 @@ def evaluate(
             scored.append(half.scores)
         plots.setdefault("curves", {}).update(half.plots.pop("curves", {}))
         plots.update(half.plots)
+    return rows, plots, scored
 
-    result["skipped"] = skipped
-    result["warnings"] = warnings(result)
-    predictions = pd.concat(rows, ignore_index=True)
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
-    table = C.write(out_dir, ds.root, manifest, scored, cases, imgsz, device)
-    result["cases"] = {
-        "csv": "cases.csv",
-        "per_kind": cases,
-        "counts": {f"{m} {k}": int(v) for (m, k), v in table.groupby(["model", "kind"]).size().items()},
-    }
-    plots["cases"] = table[table["picture"] != ""]
-    clean = _nan_to_none(result)
+
+def _write_outputs(
+    clean: dict[str, Any], plots: dict[str, Any], out_dir: Path, planned: list[str], copy_to: str | Path | None
+) -> None:
+    """metrics.json (and its copy in the detector run `copy_to`'s next eval folder), report.html, the record."""
+    from fracturekit.report import write_report
+
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2))
-    if out is None and classifier is not None and detector is not None:
+    if copy_to is not None:
         # `predict` reads each model's threshold from ITS run's latest eval*/metrics.json: give the detector a copy.
-        det_eval = increment(RunDir.find(detector).eval_dir)
+        det_eval = increment(RunDir.find(copy_to).eval_dir)
         write_record(det_eval, "evaluate", ["metrics.json"])
         (det_eval / "metrics.json").write_text(json.dumps(clean, indent=2))
     write_report(clean, plots, out_dir / "report.html", pictures=out_dir)
     ours = ("ultralytics_val_", "cases/", "cases.csv", "ground_truth_coco.json", "detections_coco.json")
     write_record(out_dir, "evaluate", [f for f in files_under(out_dir) if f.startswith(ours)] + planned)
-    return clean
 
 
 def _scored_paths(ds: PreparedDataset, split: str, role: str) -> list[str]:

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from fracturekit.infer.backends.base import imgsz_value
 from fracturekit.infer.model import check_path, default_imgsz, load_checkpoint, load_model, resolve_weights
 from fracturekit.infer.postprocess import coco_detections
 from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
-from fracturekit.options import check_imgsz, inference_device
+from fracturekit.options import InferenceDevice, InferenceOptions, as_inference_device
 from fracturekit.yolo_env import load_ultralytics
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,14 @@ def check_export_format(fmt: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What `export_checked` wrote: the export, and its accuracy check (the sidecar's content; None: unchecked)."""
+
+    path: Path
+    check: dict[str, Any] | None
+
+
 def export(
     weights_or_run: str | Path,
     fmt: str = "onnx",
@@ -90,6 +99,23 @@ def export(
     **kw: Any,
 ) -> Path:
     """Export `weights_or_run` (a run folder or a .pt) to `fmt`; returns the written file or folder.
+
+    `export_checked` does it and also returns the accuracy check; this returns the path alone."""
+    return export_checked(weights_or_run, fmt, imgsz, device, int8=int8, check=check, data=data, **kw).path
+
+
+def export_checked(
+    weights_or_run: str | Path,
+    fmt: str = "onnx",
+    imgsz: int | None = None,
+    device: str = "auto",
+    *,
+    int8: bool = False,
+    check: bool = True,
+    data: str | Path | None = None,
+    **kw: Any,
+) -> Exported:
+    """Export `weights_or_run` (a run folder or a .pt) to `fmt`; the written file or folder and its check.
 
     Defaults chosen for `fracturekit predict` on CPU: imgsz = the training imgsz; ONNX models get
     dynamic batch/height/width so predict can batch and letterbox detector input to each film's aspect
@@ -105,12 +131,9 @@ def export(
     Extra `kw` go to Ultralytics' `export`.
     """
     fmt = check_export_format(fmt)
-    imgsz, size_note = check_imgsz(imgsz)
-    if size_note:
-        log.warning(size_note)
-    _, torch_device, device_note = inference_device(device)
-    if device_note:
-        log.warning(device_note)
+    opts = InferenceOptions.build(device=device, imgsz=imgsz, threads=kw.pop("threads", None))  # resolved once
+    for note in opts.notes:
+        log.warning(note)
     path, run = resolve_weights(weights_or_run)
     if path.suffix.lower() != ".pt":
         raise UserError(f"{path}: only PyTorch .pt weights can be exported; pass the run folder or its best.pt.")
@@ -118,11 +141,11 @@ def export(
         raise UserError(
             f"--int8 with --format {fmt}: int8 is offered for {' and '.join(backends.int8_formats())} only."
         )
-    threads = kw.pop("threads", None)
+    threads = opts.threads
     load_ultralytics(threads)
     model = load_checkpoint(path)
     args = getattr(model.model, "args", {}) or {}
-    size = default_imgsz(imgsz, run, imgsz_value(args.get("imgsz")) if isinstance(args, dict) else None)
+    size = default_imgsz(opts.imgsz, run, imgsz_value(args.get("imgsz")) if isinstance(args, dict) else None)
     ds = PreparedDataset.open(data) if data is not None else _run_dataset(run)
     ds = ds if (int8 or check) and fmt in backends.checked_formats() else None
     if int8 and ds is None:
@@ -130,21 +153,21 @@ def export(
             f"{path}: --int8 calibrates on the run's training films, but its dataset is unknown; "
             "pass --data PREPARED_DATASET, or a run folder whose prepared dataset still exists."
         )
-    opts: dict[str, Any] = {"format": fmt, "imgsz": size, "device": torch_device, "verbose": False}
+    args: dict[str, Any] = {"format": fmt, "imgsz": size, "device": opts.device.torch, "verbose": False}
     if fmt == "onnx":
-        opts["simplify"] = importlib.util.find_spec("onnxslim") is not None
-        opts["dynamic"] = True
+        args["simplify"] = importlib.util.find_spec("onnxslim") is not None
+        args["dynamic"] = True
         onnx_friendly(model.model)
     if fmt == "openvino":
-        opts["dynamic"] = model.task == "detect"  # rectangular letterbox per film; classify is a fixed crop
+        args["dynamic"] = model.task == "detect"  # rectangular letterbox per film; classify is a fixed crop
         if int8:
             assert ds is not None
             data, n = (ds.cls_dir, _count(ds.cls_dir / "train")) if model.task == "classify" else (ds.data_yaml, 0)
             n = n or _count(ds.det_dir / "images" / "train")
-            opts.update(quantize=8, data=str(data), split="train", fraction=min(1.0, OPENVINO_CALIB_FILMS / max(n, 1)))
-    opts.update(kw)
+            args.update(quantize=8, data=str(data), split="train", fraction=min(1.0, OPENVINO_CALIB_FILMS / max(n, 1)))
+    args.update(kw)
     try:
-        written = Path(model.export(**opts))
+        written = Path(model.export(**args))
     except (ValueError, TypeError, KeyError, NotImplementedError, ModuleNotFoundError) as exc:
         raise UserError(f"{path}: export to '{fmt}' failed ({exc}); try --format onnx or torchscript.") from exc
     _drop_check(written)
@@ -153,8 +176,12 @@ def export(
         written = quantize_onnx(written, path.with_suffix(".int8.onnx"), model.task, ds, size)
         _drop_check(written)
     if check and ds is not None and fmt in backends.checked_formats():
-        accuracy_check(written, path, model.task, ds, threads=threads, calibration=opts.get("fraction"))
-    return written
+        calibration = args.get("fraction")
+        result = accuracy_check(
+            written, path, model.task, ds, threads=threads, calibration=calibration, device=opts.device
+        )
+        return Exported(written, result)
+    return Exported(written, None)
 
 
 def _drop_check(export_path: Path) -> None:
@@ -256,13 +283,15 @@ def _copy_metadata(src: Path, dst: Path) -> None:
         onnx.save(b, str(dst))
 
 
-def _measure(weights: Path, task: str, ds: PreparedDataset, split: str, threads: int | None) -> dict[str, Any]:
+def _measure(
+    weights: Path, task: str, ds: PreparedDataset, split: str, threads: int | None, device: InferenceDevice | str
+) -> dict[str, Any]:
     """Accuracy and speed of `weights` on `split` through the inference core predict uses (no files written)."""
     from fracturekit import metrics as M
     from fracturekit.evaluate import coco_ground_truth
     from fracturekit.infer.scoring import score
 
-    model = load_model(weights, task, threads=threads)
+    model = load_model(weights, task, threads=threads, device=device)
     kw = {"classifier": model} if task == "classify" else {"detector": model}
     films = _split_films(ds, task, split)
     if films:  # warm-up, untimed: first-call allocations (and OpenVINO's first shape) are not per-film costs
@@ -298,24 +327,27 @@ def accuracy_check(
     split: str = "val",
     threads: int | None = None,
     calibration: Any = None,
+    device: InferenceDevice | str = "auto",
 ) -> dict[str, Any]:
     """Compare `export_path` with the float32 PyTorch `reference` on `split`; write and return the sidecar.
 
     Metrics: detector image AUROC and mAP50 (pycocotools), classifier AUROC; `passed` when none drops by
     more than MAX_LOSS. Speed: img/s of each over the same films, one after the other, and their ratio,
-    with the CPU it was measured on (predict trusts the ratio only on the same kind of CPU).
+    with the CPU it was measured on (predict trusts the ratio only on the same kind of CPU). `device`: the
+    export command's, resolved once there (a string is resolved here: a direct call).
     """
     from fracturekit.device import cpu_info
 
-    ref = _measure(reference, task, ds, split, threads)
-    exp = _measure(export_path, task, ds, split, threads)
+    device = as_inference_device(device)
+    ref = _measure(reference, task, ds, split, threads, device)
+    exp = _measure(export_path, task, ds, split, threads, device)
     keys = ["auroc"] if task == "classify" else ["image_auroc", "map50"]
     delta = {k: _round(exp[k] - ref[k]) for k in keys}
     losses = {k: -d for k, d in delta.items() if d is not None}
     unmeasured = [k for k, d in delta.items() if d is None]  # NaN: a split with one class or no boxes
     at_chance = [k for k in keys if "auroc" in k and (ref[k] or 0.0) < MIN_REFERENCE_AUROC]
     passed = not unmeasured and not at_chance and all(v <= MAX_LOSS for v in losses.values())
-    used = load_model(export_path, task, threads=threads)
+    used = load_model(export_path, task, threads=threads, device=device)
     cpu = cpu_info()
     summary = ", ".join(f"{k} {exp[k]:.3f} vs {ref[k]:.3f} float32" for k in keys)
     result = {

@@ -12,6 +12,7 @@ import contextlib
 import io
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -135,15 +136,33 @@ def parse_threshold(method: str) -> str | float:
     return value
 
 
-def choose_threshold(y: np.ndarray, score: np.ndarray, method: str) -> float:
+@dataclass(frozen=True)
+class ThresholdRule:
+    """A --threshold parsed once where the command enters (`options.check_threshold`), then passed down.
+
+    `text` is the value as given (metrics.json's `threshold_method`, the error sentences); `rule` what
+    `choose_threshold` applies: 'youden', 'f1', 'sens:T' or a probability.
+    """
+
+    text: str
+    rule: str | float
+
+    @classmethod
+    def parse(cls, text: str) -> ThresholdRule:
+        """The rule `text` names; ValueError when it names none (`parse_threshold`)."""
+        return cls(text, parse_threshold(text))
+
+
+def choose_threshold(y: np.ndarray, score: np.ndarray, method: str | ThresholdRule) -> float:
     """The decision threshold on positive-class scores picked on THESE labels (pass validation data).
 
     youden: maximises sensitivity + specificity - 1 on the ROC curve; f1: maximises F1 on the PR curve;
     sens:T: the highest threshold whose sensitivity is at least T (fewest false positives for that
     sensitivity); a number: used as given. Predictions are positive when score >= threshold.
     The ROC/PR points come from sklearn; picking the optimum is a one-line argmax, written here.
+    `method` a ThresholdRule is applied as parsed; a string is parsed here (a direct call).
     """
-    rule = parse_threshold(method)
+    rule = method.rule if isinstance(method, ThresholdRule) else parse_threshold(method)
     if isinstance(rule, float):
         return rule
     y, score = np.asarray(y), np.asarray(score, dtype=float)

@@ -17,6 +17,7 @@ import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,11 @@ from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
-from fracturekit.infer.scoring import Prediction, Scorer, default_batch, stream
+from fracturekit.infer.scoring import Prediction, Progress, Scorer, default_batch, stream
 from fracturekit.ingest.files import junk_reason, walk_files
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
-from fracturekit.options import check_fraction, check_imgsz, check_max_pixels, inference_device
+from fracturekit.options import InferenceOptions, check_max_pixels
 from fracturekit.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
 from fracturekit.paths import user_path
 from fracturekit.predictions import (
@@ -260,6 +261,46 @@ def _dicom_out(writer: Any, pacs: Any, header: Any, name: str, rec: dict[str, An
 
 
 # ------------------------------------------------------------------------------------------ main API
+class Predictions(list):  # type: ignore[type-arg]
+    """predict's return value: its records (a list, one dict per film, as always), plus what it decided.
+
+    `out` is the folder written, as named (the --out given, or the runs/predict* chosen); `meta` is predictions.json
+    without its images (models used and why, device, batch, notes), so a caller need not read it back.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> None:
+        super().__init__(records)
+        self.out = out
+        self.meta = meta
+
+
+@dataclass
+class _Plan:
+    """One predict run as planned before anything is written: the films, their names, the models, the files."""
+
+    source: str | Path
+    pacs: Any
+    films: list[Any]  # PACS films (empty for files)
+    paths: list[Path]  # the files scored (a PACS film's: where it is fetched to)
+    names: list[str]  # the flat output stem of each film
+    root: Path  # predictions name films relative to it
+    keys: list[str]  # each film's key in predictions.csv (its relative path, or SOP Instance UID)
+    det: Model | None
+    clf: Model | None
+    scorer: Scorer
+    batch: int
+    writer: Any  # the DICOM output writer, None without --dicom-out
+    settings: dict[str, Any]  # what --resume must find unchanged
+    planned: set[str]  # the files this run may write in `out`
+    run_notes: list[str]  # what the options adjusted (imgsz rounded, one GPU of several): each record's note
+    ours: set[str] = field(default_factory=set)  # the files earlier predicts recorded in `out`
+    done: set[str] = field(default_factory=set)  # film keys already in a resumed predictions.csv
+
+    @property
+    def columns(self) -> list[str]:
+        return PACS_CSV_COLUMNS if self.pacs is not None else CSV_COLUMNS
+
+
 def predict(
     source: str | Path,
     *,
@@ -277,14 +318,14 @@ def predict(
     save_images: bool = True,
     exist_ok: bool = False,
     resume: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
     backend: str = "auto",
     dicom_out: str | None = None,
     studies: list[str] | None = None,
     modality: str | None = None,
     since: str | None = None,
     push: bool = False,
-) -> list[dict[str, Any]]:
+) -> Predictions:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
 
     `out` None: the first free of runs/predict, runs/predict2, ... A used `out` is refused unless
@@ -293,7 +334,8 @@ def predict(
     film; `resume` continues such a run in `out` (default: the latest runs/predict*), skipping the films
     already listed. predictions.json is written from the CSV at the end.
 
-    Returns one record per image (in sorted path order): path (relative to the --source folder, or to
+    Returns one record per image (in sorted path order; a `Predictions` list whose `out` and `meta` say
+    where they went and how): path (relative to the --source folder, or to
     the films' common folder for a file or glob; predictions.json `source_root` holds it), width,
     height, fracture_probability (the classifier's calibrated probability, else the detector's best
     box confidence), decision (positive/negative class at the tuned threshold), threshold,
@@ -304,7 +346,8 @@ def predict(
 
     `conf` only chooses the boxes shown and listed: detector_score is the best box at the core's
     SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`. A film of more
-    than `max_pixels` pixels (None: no limit) gets its size as its error, undecoded.
+    than `max_pixels` pixels (None: no limit) gets its size as its error, undecoded. `progress` is called
+    with ("predict", films done, films to do) after each batch (the CLI draws a bar from it).
 
     `source` "dicomweb://HOST:PORT/PATH" (`fracturekit.pacs`): the films of series of `modality` (default
     CR,DX) in `studies` (all when None) from `since` (YYYY-MM-DD) on, fetched and scored; their records name
@@ -312,7 +355,55 @@ def predict(
     Secondary Capture per DICOM film in OUT/dicom/ (`fracturekit.dicom_out`); `push` stores them back on
     the PACS (STOW-RS).
     """
-    from fracturekit.pacs import Pacs, is_dicomweb, parse_modalities, parse_since
+    pacs, kinds = _check_sources(source, detector, classifier, dicom_out, studies, modality, since, push)
+    backend = CAM_NAME if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
+    opts = InferenceOptions.build(
+        device=device, imgsz=imgsz, conf=conf, iou=iou, batch=batch, threads=threads, backend=backend
+    )
+    check_max_pixels(max_pixels)
+    named = output_folder(out, resume)
+    out = user_path(named)
+    lock = lock_folder(out, "predict")  # held until predict returns: one command per --out
+    try:  # a source or model refused here leaves no folder behind: the lock made it, and goes now
+        plan = _plan(source, pacs, studies, modality, since, out, (detector, classifier), opts, cam, kinds)
+        plan.planned |= _planned_files(plan, out, save_images, cam)
+        if resume:
+            plan.ours, plan.done = _resume_state(out, plan.settings)
+        else:
+            plan.ours = claim(out, "predict", exist_ok, hint="pass --resume to continue it")
+        check_free(out, plan.planned, plan.ours, "predict")
+    except BaseException:
+        lock.release()
+        raise
+    write_record(out, "predict", plan.ours | plan.planned if resume else plan.planned, plan.settings)  # first
+    csv_path = out / "predictions.csv"
+    if not resume:
+        with csv_path.open("w", newline="") as f:
+            csv.DictWriter(f, fieldnames=plan.columns).writeheader()
+    todo = [i for i, k in enumerate(plan.keys) if k not in plan.done]
+    try:
+        _score_and_write(plan, todo, out, csv_path, opts, max_pixels, save_images, cam, push, progress)
+        records, meta = _write_summaries(plan, out, csv_path, opts, len(plan.paths) - len(todo) if resume else None)
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        lock.release()  # now, not when the traceback that holds this frame is dropped
+        raise _out_of_space(plan, todo, out, csv_path, save_images) from None
+    return Predictions(records, named, meta)
+
+
+def _check_sources(
+    source: str | Path,
+    detector: Any,
+    classifier: Any,
+    dicom_out: str | None,
+    studies: list[str] | None,
+    modality: str | None,
+    since: str | None,
+    push: bool,
+) -> tuple[Any, tuple[str, ...]]:
+    """(the PACS `source` names, or None; the DICOM output kinds): the checks of what to read and write."""
+    from fracturekit.pacs import Pacs, is_dicomweb
 
     pacs = Pacs(source) if is_dicomweb(source) else None  # type: ignore[arg-type]
     if pacs is None and (studies or modality or since or push):
@@ -322,186 +413,218 @@ def predict(
     kinds = _dicom_kinds(dicom_out)
     if detector is None and classifier is None:
         raise UserError("no model given; pass --detector and/or --classifier (a train run folder or weights file).")
-    if batch is not None and batch < 1:
-        raise UserError(f"--batch {batch}: must be at least 1.")
-    check_fraction(conf, "--conf")
-    check_fraction(iou, "--iou")
-    check_max_pixels(max_pixels)
-    imgsz, size_note = check_imgsz(imgsz)
-    dev, _, device_note = inference_device(device)
-    device_spec = dev.spec
-    run_notes = [n for n in (size_note, device_note) if n]
-    out = user_path(output_folder(out, resume))
-    lock = lock_folder(out, "predict")  # held until predict returns: one command per --out
-    try:  # a source or model refused here leaves no folder behind: the lock made it, and goes now
-        films: list[Any] = []
-        if pacs is not None:
-            films = pacs.find(list(studies or []), parse_modalities(modality), parse_since(since))
-            if not films:
-                raise UserError(
-                    f"{source}: no {modality or 'CR,DX'} films match; check --study, --modality and --since."
-                )
-            root = out / FETCH_FOLDER
-            paths = [root / f"{f.sop}.dcm" for f in films]
-            names = [f.sop for f in films]
-        else:
-            source = source_path(source)
-            paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
-            if not paths:
-                raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
-            names = _output_names(paths, source)
-            root = source_root(source, paths)
-        backend = CAM_NAME if cam and backend == "auto" else backend  # EigenCAM needs the PyTorch graph
-        det, clf = (
-            m if isinstance(m, Model) or m is None else load_model(m, task, imgsz, threads, device, backend)
-            for m, task in ((detector, "detect"), (classifier, "classify"))
-        )
-        for m in (det, clf):
-            if cam and m is not None and not m.cam:
-                raise UserError(
-                    f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
-                )
-        batch = batch or default_batch([det, clf])
-        scorer = Scorer.build(det, clf, cam, iou, box_floor=conf)  # boxes below --conf are never shown
-        if clf is not None and scorer.pos_idx is None:
+    return pacs, kinds
+
+
+def _plan(
+    source: str | Path,
+    pacs: Any,
+    studies: list[str] | None,
+    modality: str | None,
+    since: str | None,
+    out: Path,
+    models: tuple[Any, Any],
+    opts: InferenceOptions,
+    cam: bool,
+    kinds: tuple[str, ...],
+) -> _Plan:
+    """The films to score (from files or a PACS), the loaded models and their scorer; refuses before writing."""
+    from fracturekit.pacs import parse_modalities, parse_since
+
+    films: list[Any] = []
+    if pacs is not None:
+        films = pacs.find(list(studies or []), parse_modalities(modality), parse_since(since))
+        if not films:
+            raise UserError(f"{source}: no {modality or 'CR,DX'} films match; check --study, --modality and --since.")
+        root = out / FETCH_FOLDER
+        paths = [root / f"{f.sop}.dcm" for f in films]
+        names = [f.sop for f in films]
+        keys = names
+    else:
+        source = source_path(source)
+        paths = [p for p in list_sources(source) if not p.is_relative_to(out)]  # not our own output
+        if not paths:
+            raise UserError(f"{source}: the only images are inside the output folder {out}; pass another --source.")
+        names = _output_names(paths, source)
+        root = source_root(source, paths)
+        keys = [p.relative_to(root).as_posix() for p in paths]
+    det, clf = (
+        m
+        if isinstance(m, Model) or m is None
+        else load_model(m, task, opts.imgsz, opts.threads, opts.device, opts.backend)
+        for m, task in zip(models, ("detect", "classify"), strict=True)
+    )
+    scorer = _scorer(det, clf, opts, cam)
+    writer = None
+    if kinds:
+        from fracturekit.dicom_out import Writer
+
+        writer = Writer(kinds, out, det, clf)
+    settings = {
+        "detector": str(det.weights) if det else None,
+        "classifier": str(clf.weights) if clf else None,
+        "conf": opts.conf,
+        "iou": opts.iou,
+        "imgsz": opts.imgsz,
+    }
+    batch = opts.batch or default_batch([det, clf])
+    return _Plan(source, pacs, films, paths, names, root, keys, det, clf, scorer, batch, writer, settings,
+                 planned=set(), run_notes=list(opts.notes))  # fmt: skip
+
+
+def _scorer(det: Model | None, clf: Model | None, opts: InferenceOptions, cam: bool) -> Scorer:
+    """The scorer of the loaded models; UserError when --cam cannot be drawn or the classifier has no positive."""
+    for m in (det, clf):
+        if cam and m is not None and not m.cam:
             raise UserError(
-                f"{clf.weights}: classifier classes {sorted(clf.names.values())} have no "
-                f"'{(scorer.clf_pol and scorer.clf_pol.positive) or POSITIVE_CLASS}'; "
-                "pass a classifier trained by `fracturekit train --task classify`."
+                f"{m.weights}: --cam needs PyTorch weights (.pt); pass the run folder instead of the .onnx."
             )
+    scorer = Scorer.build(det, clf, cam, opts.iou, box_floor=opts.conf)  # boxes below --conf are never shown
+    if clf is not None and scorer.pos_idx is None:
+        raise UserError(
+            f"{clf.weights}: classifier classes {sorted(clf.names.values())} have no "
+            f"'{(scorer.clf_pol and scorer.clf_pol.positive) or POSITIVE_CLASS}'; "
+            "pass a classifier trained by `fracturekit train --task classify`."
+        )
+    return scorer
 
-        settings = {
-            "detector": str(det.weights) if det else None,
-            "classifier": str(clf.weights) if clf else None,
-            "conf": conf,
-            "iou": iou,
-            "imgsz": imgsz,
-        }
-        planned = {"predictions.csv", "predictions.json", "predictions_coco.json"}
-        if save_images:
-            planned.update(f"{n}.jpg" for n in names)
-        if cam:
-            planned.update(f"cam/{n}{t}.png" for n in names for t in ("", ".det"))
-        if pacs is not None:  # recorded too, so that --exist-ok clears what a killed run left
-            planned.update(p.relative_to(out).as_posix() for p in paths)
-        writer = None
-        if kinds:
-            from fracturekit.dicom_out import Writer
 
-            writer = Writer(kinds, out, det, clf)
-            planned.update(writer.planned(names))
-        if resume:
-            ours, done = _resume_state(out, settings)
-        else:
-            ours, done = claim(out, "predict", exist_ok, hint="pass --resume to continue it"), set()
-        check_free(out, planned, ours, "predict")
-    except BaseException:
-        lock.release()
-        raise
-    write_record(out, "predict", ours | planned if resume else planned, settings)  # before writing anything
-    csv_path = out / "predictions.csv"
-    columns = PACS_CSV_COLUMNS if pacs is not None else CSV_COLUMNS
-    if not resume:
-        with csv_path.open("w", newline="") as f:
-            csv.DictWriter(f, fieldnames=columns).writeheader()
-    keys = [f.sop for f in films] if pacs is not None else [p.relative_to(root).as_posix() for p in paths]
-    todo = [i for i, k in enumerate(keys) if k not in done]
+def _planned_files(plan: _Plan, out: Path, save_images: bool, cam: bool) -> set[str]:
+    """The files this run may write in `out`, as recorded for --exist-ok and --resume."""
+    planned = {"predictions.csv", "predictions.json", "predictions_coco.json"}
+    if save_images:
+        planned.update(f"{n}.jpg" for n in plan.names)
+    if cam:
+        planned.update(f"cam/{n}{t}.png" for n in plan.names for t in ("", ".det"))
+    if plan.pacs is not None:  # recorded too, so that --exist-ok clears what a killed run left
+        planned.update(p.relative_to(out).as_posix() for p in plan.paths)
+    if plan.writer is not None:
+        planned.update(plan.writer.planned(plan.names))
+    return planned
+
+
+def _score_and_write(
+    plan: _Plan,
+    todo: list[int],
+    out: Path,
+    csv_path: Path,
+    opts: InferenceOptions,
+    max_pixels: int | None,
+    save_images: bool,
+    cam: bool,
+    push: bool,
+    progress: Progress | None,
+) -> None:
+    """Score the films of `todo` and append each one's row to predictions.csv once its pictures are written."""
     if cam:
         (out / "cam").mkdir(exist_ok=True)
-    n_threads = cpu_threads(threads)
+    n_threads = cpu_threads(opts.threads)
     # Batches whose rows wait for their image writes: a row is in the CSV only once its film is finished.
     pending: deque[tuple[list[dict[str, Any]], list[Future[None]]]] = deque()
+    with (
+        ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
+        csv_path.open("a", newline="") as fh,
+        _fetching(plan.root if plan.pacs is not None else None, plan.paths),
+    ):
+        table = csv.DictWriter(fh, fieldnames=plan.columns, extrasaction="ignore")
 
-    try:
-        with (
-            ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
-            csv_path.open("a", newline="") as fh,
-            _fetching(root if pacs is not None else None, paths),
-        ):
-            table = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        def append_finished(wait: bool) -> None:
+            while pending and (wait or all(f.done() for f in pending[0][1])):
+                recs, futures = pending.popleft()
+                for f in futures:
+                    f.result()
+                table.writerows(csv_row(r) for r in recs)
+                fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
-            def append_finished(wait: bool) -> None:
-                while pending and (wait or all(f.done() for f in pending[0][1])):
-                    recs, futures = pending.popleft()
-                    for f in futures:
-                        f.result()
-                    table.writerows(csv_row(r) for r in recs)
-                    fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
+        batches = _scored(
+            plan.scorer, plan.paths, pool, plan.batch, todo, opts.threads, max_pixels, plan.pacs, plan.films
+        )
+        done = 0
+        try:
+            for preds in batches:
+                recs, writes = _film_outputs(plan, preds, out, pool, save_images, push)
+                pending.append((recs, writes))
+                append_finished(wait=False)
+                done += len(preds)
+                if progress is not None:
+                    progress("predict", done, len(todo))
+        finally:  # also when a PACS stops answering: the films finished so far keep their rows
+            append_finished(wait=True)
 
-            batches = _scored(scorer, paths, pool, batch, todo, threads, max_pixels, pacs, films)
-            if progress:
-                from rich.progress import track
 
-                chunks = [todo[k : k + FETCH_AHEAD] for k in range(0, len(todo), FETCH_AHEAD)] if pacs else [todo]
-                total = sum(-(-len(c) // batch) for c in chunks)  # a PACS run's batches stop at each fetched chunk
-                batches = track(batches, total=total, description="predict")
-            try:
-                for preds in batches:
-                    writes: list[Future[None]] = []
-                    recs = []
-                    for pred in preds:
-                        rec = record(pred, root, det, run_notes)
-                        if pacs is not None:
-                            rec = _pacs_record(rec, films[pred.index])
-                        recs.append(rec)
-                        if pred.gray is None:
-                            continue
-                        name = names[pred.index]
-                        header = writer.header(paths[pred.index]) if writer is not None else None
-                        if header is not None:  # read now: a PACS film's file is deleted once its chunk is scored
-                            to = pacs if push else None
-                            writes.append(pool.submit(_dicom_out, writer, to, header, name, rec, pred.gray))
-                        if save_images:
-                            rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
-                            writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
-                        maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
-                        for tag, m, is_cls in maps:
-                            if m is not None:
-                                target = out / "cam" / f"{name}{tag}.png"
-                                rec["cam"].append(target.relative_to(out).as_posix())
-                                writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
-                        pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
-                    pending.append((recs, writes))
-                    append_finished(wait=False)
-            finally:  # also when a PACS stops answering: the films finished so far keep their rows
-                append_finished(wait=True)
+def _film_outputs(
+    plan: _Plan, preds: list[Prediction], out: Path, pool: ThreadPoolExecutor, save_images: bool, push: bool
+) -> tuple[list[dict[str, Any]], list[Future[None]]]:
+    """The records of one batch and the pool's writes of their annotated image, heatmaps and DICOM objects."""
+    writes: list[Future[None]] = []
+    recs = []
+    for pred in preds:
+        rec = record(pred, plan.root, plan.det, plan.run_notes)
+        if plan.pacs is not None:
+            rec = _pacs_record(rec, plan.films[pred.index])
+        recs.append(rec)
+        if pred.gray is None:
+            continue
+        name = plan.names[pred.index]
+        header = plan.writer.header(plan.paths[pred.index]) if plan.writer is not None else None
+        if header is not None:  # read now: a PACS film's file is deleted once its chunk is scored
+            to = plan.pacs if push else None
+            writes.append(pool.submit(_dicom_out, plan.writer, to, header, name, rec, pred.gray))
+        if save_images:
+            rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
+            writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
+        maps = (("", pred.cls_map, True), (".det" if plan.clf is not None else "", pred.det_map, False))
+        for tag, m, is_cls in maps:
+            if m is not None:
+                target = out / "cam" / f"{name}{tag}.png"
+                rec["cam"].append(target.relative_to(out).as_posix())
+                writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
+        pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
+    return recs, writes
 
-        order = {k: i for i, k in enumerate(keys)}
-        records = sorted(read_rows(csv_path), key=lambda r: order.get(film_key(r), len(order)))
-        det_pol, clf_pol = scorer.det_pol, scorer.clf_pol
-        notes = run_notes + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
-        meta = {
-            "source": pacs.address if pacs is not None else str(source),
-            "source_root": str(root) if pacs is None else None,
-            "detector": str(det.weights) if det else None,
-            "classifier": str(clf.weights) if clf else None,
-            "detector_imgsz": det.imgsz if det else None,
-            "classifier_imgsz": clf.imgsz if clf else None,
-            "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
-            "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
-            "conf": conf,
-            "iou": iou,
-            "device": device_spec,
-            "batch": batch,
-            "temperature": clf_pol.temperature if clf_pol else None,
-            "notes": notes,
-            "resumed_after": len(paths) - len(todo) if resume else None,
-            "n_images": len(records),
-            "n_errors": sum(1 for r in records if r["error"]),
-            "classes": [det.names[i] for i in sorted(det.names)] if det else [],
-        }
-        (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
-        (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
-    except OSError as exc:
-        if not is_no_space(exc):
-            raise
-        lock.release()  # now, not when the traceback that holds this frame is dropped
-        finished = {film_key(r) for r in read_rows(csv_path)}  # a row cut short by the full disk is dropped
-        left = [i for i in todo if keys[i] not in finished]
-        need = sum(paths[i].stat().st_size for i in left if paths[i].exists()) if save_images else 0  # ~ film size
-        after = f"; the {len(paths) - len(left)} films done are kept: then run it again with --resume"
-        raise no_space(out, need, f"the annotated images of the {len(left)} films left", after) from None
-    return records
+
+def _write_summaries(
+    plan: _Plan, out: Path, csv_path: Path, opts: InferenceOptions, resumed_after: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """predictions.json and predictions_coco.json from the finished CSV; (the records in film order, the meta)."""
+    det, clf = plan.det, plan.clf
+    order = {k: i for i, k in enumerate(plan.keys)}
+    records = sorted(read_rows(csv_path), key=lambda r: order.get(film_key(r), len(order)))
+    det_pol, clf_pol = plan.scorer.det_pol, plan.scorer.clf_pol
+    notes = list(opts.notes) + (det_pol.notes if det_pol else []) + (clf_pol.notes if clf_pol else [])
+    meta = {
+        "source": plan.pacs.address if plan.pacs is not None else str(plan.source),
+        "source_root": str(plan.root) if plan.pacs is None else None,
+        "detector": str(det.weights) if det else None,
+        "classifier": str(clf.weights) if clf else None,
+        "detector_imgsz": det.imgsz if det else None,
+        "classifier_imgsz": clf.imgsz if clf else None,
+        "backend": {"detector": det.backend if det else None, "classifier": clf.backend if clf else None},
+        "models": {k: {"used": m.label, "why": m.chosen} for k, m in (("detector", det), ("classifier", clf)) if m},
+        "conf": opts.conf,
+        "iou": opts.iou,
+        "device": opts.device.device.spec,
+        "batch": plan.batch,
+        "temperature": clf_pol.temperature if clf_pol else None,
+        "notes": notes,
+        "resumed_after": resumed_after,
+        "n_images": len(records),
+        "n_errors": sum(1 for r in records if r["error"]),
+        "classes": [det.names[i] for i in sorted(det.names)] if det else [],
+    }
+    (out / "predictions.json").write_text(json.dumps({**meta, "images": records}, indent=1))
+    (out / "predictions_coco.json").write_text(json.dumps(coco_predictions(records, meta["classes"])))
+    return records, meta
+
+
+def _out_of_space(plan: _Plan, todo: list[int], out: Path, csv_path: Path, save_images: bool) -> UserError:
+    """The full-disk sentence: how much the films left need, and that the finished ones are kept for --resume."""
+    finished = {film_key(r) for r in read_rows(csv_path)}  # a row cut short by the full disk is dropped
+    left = [i for i in todo if plan.keys[i] not in finished]
+    paths = plan.paths
+    need = sum(paths[i].stat().st_size for i in left if paths[i].exists()) if save_images else 0  # ~ film size
+    after = f"; the {len(paths) - len(left)} films done are kept: then run it again with --resume"
+    return no_space(out, need, f"the annotated images of the {len(left)} films left", after)
 
 
 callable_stage(__name__)  # `fracturekit.predict(...)` runs predict() above: see fracturekit.Stage

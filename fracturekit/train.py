@@ -25,6 +25,7 @@ import platform
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,15 @@ KEY_METRICS = {
 }
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What `train_recorded` returns: the run folder, run.json's record, and the device it trained on."""
+
+    run: RunDir
+    record: dict[str, Any]
+    device: Device
+
+
 def train(
     task: str, data: str | Path, *, config: str | Path | None = None, folder: str | Path | None = None, **overrides: Any
 ) -> RunDir:
@@ -71,6 +81,14 @@ def train(
     project, device, threads, freeze, freeze_epochs, lr0, ... any Ultralytics train argument); None
     values are ignored so CLI defaults do not mask the config file.
     """
+    return train_recorded(task, data, config=config, folder=folder, **overrides).run
+
+
+def train_recorded(
+    task: str, data: str | Path, *, config: str | Path | None = None, folder: str | Path | None = None, **overrides: Any
+) -> Trained:
+    """Train as `train` does; also return run.json's record and the resolved device (the CLI prints them, a cv
+    fold evaluates on that device), so nobody reads back what was just written."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
     ds = PreparedDataset.open(data)
@@ -131,7 +149,7 @@ def train(
     record = _record(task, cfg, ds, device, threads, pretrained, run, result, pipeline, started, total)
     record["seen"] = {"file": SEEN_FILE, "films": seen}
     run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    return run
+    return Trained(run, json.loads(json.dumps(record, default=str)), device)  # as run.json holds it
 
 
 # Ultralytics' logger integrations (settings keys); each trainer adds the callbacks of those set to True.

@@ -55,7 +55,8 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         ("classify", None, {"epochs": "ten"}, "epochs='ten'"),  # wrong type, Ultralytics' rule
         ("classify", None, {"epochs": 0}, "epochs=0"),  # below Ultralytics' minimum
         ("detect", None, {"mosaic": True}, "must be a number, not true/false"),  # YAML 'yes' is not 1.0
-        ("classify", None, {"imgsz": 16}, "imgsz=16 must be an integer >= 32"),  # too small to train
+        ("classify", None, {"imgsz": 0}, "imgsz=0 must be a positive number of pixels"),  # no pixels to train on
+        ("classify", None, {"imgsz": 64.0}, "imgsz=64.0 must be a positive number of pixels"),  # not an integer
         ("classify", None, {"model": "q"}, "must be n, s, m, l, x"),  # unknown model size
         ("classify", None, {"model": "missing.pt"}, "does not exist"),  # model checkpoint not found
         ("detect", None, {"weights": "nowhere/w.pt"}, "weights='nowhere/w.pt' names a file that does not exist"),

@@ -58,6 +58,27 @@ def library_notes() -> Iterator[None]:
         logging.getLogger("fracturekit").removeHandler(handler)
 
 
+@contextlib.contextmanager
+def progress_bars(transient: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar per label on stderr, drawn from the library's (label, done, total) reports.
+
+    The library reports progress through such a callback (`infer.scoring.Progress`) and draws nothing itself.
+    `transient`: the bars vanish once done (evaluate's, which scores several splits).
+    """
+    from rich.progress import Progress, TaskID
+
+    bars = Progress(console=console, transient=transient)
+    tasks: dict[str, TaskID] = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bars.add_task(label, total=total)
+        bars.update(tasks[label], completed=done, total=total)
+
+    with bars:
+        yield report
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"fracturekit {__version__}")

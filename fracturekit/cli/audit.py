@@ -35,14 +35,15 @@ def audit(
 ) -> None:
     """Find duplicate films (exact, near, augmented, by name), label conflicts and patients across splits."""
     from fracturekit.audit import audit as run_audit
+    from fracturekit.audit import audit_folder
 
     if scores is not None and not label_issues:
         raise UserError("--scores is read by --label-issues: add --label-issues.")
-    if label_issues and out is None and not (path / "manifest.csv").is_file():
+    written = audit_folder(path, out)  # the library's rule, on the paths as typed
+    if label_issues and written is None:
         raise UserError(f"{path}: a raw dataset; pass --out DIR for label_issues.csv (nothing is written into SOURCE).")
     result = run_audit(path, out, progress=True)
     out_console.print(result.table())
-    written = out if out is not None else (path / "audit" if (path / "manifest.csv").is_file() else None)
     if written is not None:
         out_console.print(f"wrote {written / 'duplicates.csv'} and {written / 'audit.json'}", highlight=False)
     if label_issues and written is not None:

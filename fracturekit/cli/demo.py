@@ -28,9 +28,18 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the phantoms, split and training.")] = 0,
 ) -> None:
     """Generate phantom X-rays, then prepare, train, evaluate and predict, all offline on this machine."""
-    from fracturekit.demo import run_demo
+    from fracturekit.demo import DemoStep, run_demo
+    from fracturekit.report import summary_table
 
-    result = run_demo(out, fast=fast, seed=seed, console=console)
+    def show(step: DemoStep) -> None:
+        if step.seconds is None:
+            console.rule(step.title)
+            return
+        if step.metrics is not None:
+            console.print(summary_table(step.metrics))
+        console.print(f"[green]done[/] {step.stage} in {step.seconds:.1f} s")
+
+    result = run_demo(out, fast=fast, seed=seed, steps=show)
     m = result.metrics
     table = Table(title="fracturekit demo: test split of the phantoms")
     table.add_column("model")

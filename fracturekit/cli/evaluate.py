@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fracturekit.cli import options
-from fracturekit.cli.app import app, console, library_notes, out_console, user_errors
+from fracturekit.cli.app import app, console, library_notes, out_console, progress_bars, user_errors
 
 
 @app.command()
@@ -69,7 +69,7 @@ def evaluate(
     from fracturekit.evaluate import evaluate as run_evaluate
     from fracturekit.report import summary_table
 
-    with library_notes():  # imgsz rounded, one GPU of several: yellow lines on stderr
+    with library_notes(), progress_bars(transient=True) as bar:  # notes (imgsz rounded, ...): yellow lines
         m = run_evaluate(
             data,
             classifier=classifier,
@@ -89,6 +89,7 @@ def evaluate(
             cases=cases,
             allow_overlap=allow_overlap,
             show_progress=True,
+            progress=bar,
         )
     out_console.print(summary_table(m))
     overlap = m["provenance"]["train_overlap"]

@@ -37,17 +37,15 @@ def export(
     ] = None,
 ) -> None:
     """Export a trained model; the file is written beside the weights, its accuracy check beside it."""
-    from fracturekit.export import export as run_export
+    from fracturekit.export import export_checked
     from fracturekit.infer.model import check_path
 
     with library_notes():
-        path = run_export(weights, fmt=fmt, imgsz=imgsz, device=device, int8=int8, check=check, data=data)
+        exported = export_checked(weights, fmt=fmt, imgsz=imgsz, device=device, int8=int8, check=check, data=data)
+    path, c = exported.path, exported.check
     console.print(f"exported {path}", highlight=False)
-    sidecar = check_path(path)
-    if sidecar.is_file():
-        import json
-
-        c = json.loads(sidecar.read_text())
+    if c is not None:
+        sidecar = check_path(path)
         verdict = "passed: predict may use it" if c["passed"] else "FAILED: predict will not use it unless asked"
         console.print(
             f"accuracy check on {c['split']} ({c['n_images']} films, {c['backend']} {c['precision']}): {c['summary']}; "

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fracturekit.cli import options
-from fracturekit.cli.app import app, console, user_errors
+from fracturekit.cli.app import app, console, progress_bars, user_errors
 from fracturekit.imageio import MAX_PIXELS
 from fracturekit.infer import backends
 from fracturekit.options import NMS_IOU
@@ -80,36 +80,34 @@ def predict(
     ] = False,
 ) -> None:
     """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
-    from fracturekit.predict import output_folder
     from fracturekit.predict import predict as run_predict
 
-    folder = output_folder(out, resume)
-    records = run_predict(
-        source,
-        detector=detector,
-        classifier=classifier,
-        out=folder,
-        imgsz=imgsz,
-        conf=conf,
-        iou=iou,
-        cam=cam,
-        batch=batch,
-        device=device,
-        threads=threads,
-        max_pixels=max_pixels,
-        exist_ok=exist_ok,
-        resume=resume,
-        progress=True,
-        backend=backend,
-        dicom_out=dicom_out,
-        studies=study,
-        modality=modality,
-        since=since,
-        push=push,
-    )
-    import json
-
-    for role, m in json.loads((folder / "predictions.json").read_text()).get("models", {}).items():
+    with progress_bars() as bar:
+        records = run_predict(
+            source,
+            detector=detector,
+            classifier=classifier,
+            out=out,
+            imgsz=imgsz,
+            conf=conf,
+            iou=iou,
+            cam=cam,
+            batch=batch,
+            device=device,
+            threads=threads,
+            max_pixels=max_pixels,
+            exist_ok=exist_ok,
+            resume=resume,
+            progress=bar,
+            backend=backend,
+            dicom_out=dicom_out,
+            studies=study,
+            modality=modality,
+            since=since,
+            push=push,
+        )
+    folder = records.out  # the folder predict chose (--out, or the next runs/predict*)
+    for role, m in records.meta["models"].items():
         console.print(f"{role}: {m['used']}" + (f" - {m['why']}" if m["why"] else ""), highlight=False)
     errors = [r for r in records if r["error"]]
     decisions = Counter(r["decision"] for r in records if not r["error"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -39,7 +38,7 @@ def train_command(
 ) -> None:
     """Train a YOLOv8 classifier or fracture detector on a prepared dataset (offline-safe, CPU or GPU)."""
     from fracturekit.config import parse_set_options
-    from fracturekit.train import KEY_METRICS, train
+    from fracturekit.train import KEY_METRICS, train_recorded
 
     flags = {
         "project": project,
@@ -60,8 +59,8 @@ def train_command(
     }
     overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
     with library_notes():  # fracturekit's notices (e.g. "training from scratch") as yellow lines
-        run = train(task, data, config=config, **overrides)
-    record = json.loads(run.record.read_text(encoding="utf-8"))
+        trained = train_recorded(task, data, config=config, **overrides)
+    run, record = trained.run, trained.record
     metrics = ", ".join(f"{k} {record['metrics'][k]:.4f}" for k in KEY_METRICS[task] if k in record["metrics"])
     per_epoch = record["timings"]["mean_epoch_s"]
     console.print(f"run folder: {run.root}", highlight=False)

@@ -11,7 +11,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fracturekit.metrics import ThresholdRule
 
 _MARKER = "cv_fold.json"  # written last into a fold run: its presence means the fold is finished
 
@@ -28,7 +31,7 @@ class FoldJob:
     run: str
     config: str | None
     overrides: dict[str, Any]
-    threshold: str
+    threshold: ThresholdRule  # parsed once by cross_validate
     bootstrap: int
     seed: int
     device: str | None
@@ -42,15 +45,15 @@ def run_fold(job: FoldJob) -> dict[str, Any]:
     marker = run / _MARKER
     if marker.is_file():
         return {**json.loads(marker.read_text()), "reused": True}
-    from fracturekit.device import resolve_device
     from fracturekit.evaluate import evaluate
-    from fracturekit.train import train
+    from fracturekit.options import InferenceDevice
+    from fracturekit.train import train_recorded
 
     with _cpu_share(job.threads, job.slot):
         overrides = {**job.overrides, "model": job.model_spec, "exist_ok": True, "seed": job.seed}
         overrides |= {k: v for k, v in (("device", job.device), ("threads", job.threads)) if v is not None}
-        rd = train(job.task, job.data, config=job.config, folder=run, **overrides)
-        device = resolve_device(job.device or "auto")
+        trained = train_recorded(job.task, job.data, config=job.config, folder=run, **overrides)
+        rd = trained.run
         kind = "classifier" if job.task == "classify" else "detector"
         metrics = evaluate(
             job.data,
@@ -58,7 +61,7 @@ def run_fold(job: FoldJob) -> dict[str, Any]:
             split="test",
             out=rd.eval_dir,
             threshold=job.threshold,
-            device=device.spec.split(",")[0] if device.kind == "cuda" else device.spec,
+            device=InferenceDevice.of(trained.device),  # where this fold trained, resolved once by train
             bootstrap=job.bootstrap,
             seed=job.seed,
         )
@@ -68,7 +71,7 @@ def run_fold(job: FoldJob) -> dict[str, Any]:
         "run": str(rd.root),
         "data": job.data,
         "metrics": _fold_metrics(job.task, metrics),
-        "train_s": json.loads(rd.record.read_text())["timings"]["total_s"],
+        "train_s": trained.record["timings"]["total_s"],
         "threads": job.threads,
         "device": job.device,
     }

@@ -63,22 +63,21 @@ def split_films(ds: PreparedDataset, split: str, names: list[str]) -> list[tuple
 
 
 def classify_images(
-    model: Model, ds: PreparedDataset, split: str, skipped: list[dict], show_progress: bool = False
+    model: Model, ds: PreparedDataset, split: str, skipped: list[dict], progress: scoring.Progress | None = None
 ) -> tuple[list[Path], np.ndarray, np.ndarray]:
     """Uncalibrated probabilities (N, C) ordered like the model's class ids for every image under cls/<split>/<class>/.
 
     Scored by the inference core, as predict scores them. A film that cannot be read is appended to
-    `skipped` (path, reason) and left out. Returns (paths, label indices, probabilities).
+    `skipped` (path, reason) and left out. Returns (paths, label indices, probabilities). `progress` hears
+    ("classify <split>", films done, films).
     """
     names = [model.names[i] for i in sorted(model.names)]
     items = split_films(ds, split, names)
     if not items:
         return [], np.zeros(0, int), np.zeros((0, len(names)))
     label = {p: idx for p, idx in items}
-    progress = f"classify {split}" if show_progress else None
-    preds = skip_errors(
-        scoring.score([p for p, _ in items], classifier=model, progress=progress), "classifier", skipped
-    )
+    scored = scoring.score([p for p, _ in items], classifier=model, label=f"classify {split}", progress=progress)
+    preds = skip_errors(scored, "classifier", skipped)
     probs = np.asarray([p.probs_raw for p in preds], np.float64).reshape(len(preds), len(names))
     return [p.path for p in preds], np.asarray([label[p.path] for p in preds], int), probs
 
@@ -89,7 +88,7 @@ def classification_report(
     p_val: np.ndarray,
     y_test: np.ndarray,
     p_test: np.ndarray,
-    threshold: str,
+    threshold: M.ThresholdRule | str,
     n_boot: int,
     seed: int,
     units: np.ndarray | None = None,
@@ -97,10 +96,12 @@ def classification_report(
     """All classification metrics; temperature and threshold from (y_val, p_val) ONLY.
 
     units: independent unit id per test image (patient group / duplicate cluster) for the bootstrap CI.
+    threshold: the rule as `options.check_threshold` parsed it (a string is parsed here: a direct call).
 
     Returns the metrics dict and the calibrated test probabilities. The threshold applies to the
     calibrated positive-class probability `apply_temperature(probs, temperature)[:, positive]`.
     """
+    rule = threshold if isinstance(threshold, M.ThresholdRule) else M.ThresholdRule.parse(threshold)
     temperature = fit_temperature(np.log(np.clip(p_val, 1e-12, 1.0)), y_val) if len(y_val) else 1.0
     cal_test = apply_temperature(p_test, temperature) if len(p_test) else p_test
     out: dict[str, Any] = {
@@ -128,24 +129,22 @@ def classification_report(
             }
         )
         return out, cal_test
-    if len(y_val) == 0:
-        rule = M.parse_threshold(threshold)
-        if not isinstance(rule, float):
-            raise UserError(
-                f"the {THRESHOLD_SPLIT} split has no classification images, so '--threshold {threshold}' "
-                "cannot be chosen on it; pass a fixed number such as --threshold 0.5."
-            )
+    if len(y_val) == 0 and not isinstance(rule.rule, float):
+        raise UserError(
+            f"the {THRESHOLD_SPLIT} split has no classification images, so '--threshold {rule.text}' "
+            "cannot be chosen on it; pass a fixed number such as --threshold 0.5."
+        )
     cal_val = apply_temperature(p_val, temperature)[:, pos] if len(p_val) else np.zeros(0)
     try:
-        thr = M.choose_threshold((y_val == pos).astype(int), cal_val, threshold)
+        thr = M.choose_threshold((y_val == pos).astype(int), cal_val, rule)
     except ValueError as exc:
-        raise UserError(f"--threshold {threshold}: {exc}; pass a fixed number such as --threshold 0.5.") from exc
+        raise UserError(f"--threshold {rule.text}: {exc}; pass a fixed number such as --threshold 0.5.") from exc
     yb = (y_test == pos).astype(int)
     out.update(
         {
             "positive_class": names[pos],
             "threshold": thr,
-            "threshold_method": threshold,
+            "threshold_method": rule.text,
             "threshold_applies_to": "calibrated positive-class probability",
             **M.binary_summary(yb, cal_test[:, pos], thr, n_boot, seed, units),
         }
@@ -190,11 +189,11 @@ def evaluate_classifier(model: Model, ctx: EvalContext) -> ModelResult:
     """The classifier's metrics on ctx.split, temperature and threshold from THRESHOLD_SPLIT; see ModelResult."""
     ds, split, skipped = ctx.ds, ctx.split, ctx.skipped
     names = [model.names[i] for i in sorted(model.names)]
-    val_paths, y_val, p_val = classify_images(model, ds, THRESHOLD_SPLIT, skipped, ctx.show_progress)
+    val_paths, y_val, p_val = classify_images(model, ds, THRESHOLD_SPLIT, skipped, ctx.progress)
     if split == THRESHOLD_SPLIT:
         paths, y, p = val_paths, y_val, p_val
     else:
-        paths, y, p = classify_images(model, ds, split, skipped, ctx.show_progress)
+        paths, y, p = classify_images(model, ds, split, skipped, ctx.progress)
     if len(y) == 0 and skipped:  # every film failed the same way: say why instead of "no images"
         raise UserError(f"{skipped[0]['path']}: the classifier failed on every film ({skipped[0]['reason']}).")
     run = model.run

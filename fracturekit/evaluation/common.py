@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from fracturekit.cases import ModelScores
-from fracturekit.infer.scoring import Prediction
+from fracturekit.infer.scoring import Prediction, Progress
 from fracturekit.layout import PreparedDataset
+from fracturekit.metrics import ThresholdRule
 
 THRESHOLD_SPLIT = "val"
 
@@ -25,14 +26,14 @@ class EvalContext:
     ds: PreparedDataset
     split: str
     out_dir: Path
-    threshold: str  # the rule (youden, f1, sens:0.95, or a number) applied on THRESHOLD_SPLIT
-    device: str  # torch device string, resolved once by options.inference_device
+    threshold: ThresholdRule  # the rule (youden, f1, sens:0.95, or a number) applied on THRESHOLD_SPLIT, parsed once
+    device: str  # torch device string of the InferenceOptions evaluate built (resolved once there)
     bootstrap: int
     seed: int
     manifest: pd.DataFrame
     by: list[str]
     skipped: list[dict]  # films left out and why; both models append
-    show_progress: bool = False
+    progress: Progress | None = None  # hears each scored batch (films done of films), for the CLI's bar
 
 
 @dataclass

@@ -102,7 +102,12 @@ def ultralytics_val(model: Model, ds: PreparedDataset, split: str, device: str, 
 
 
 def score_split(
-    model: Model, ds: PreparedDataset, split: str, ids: dict[str, int], skipped: list[dict], show_progress: bool
+    model: Model,
+    ds: PreparedDataset,
+    split: str,
+    ids: dict[str, int],
+    skipped: list[dict],
+    progress: scoring.Progress | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Image scores (indexed by image id - 1) and COCO results for the films of `ids`, through the core.
 
@@ -111,9 +116,8 @@ def score_split(
     """
     folder = ds.det_dir / "images" / split
     paths = [folder / name for name in sorted(ids, key=ids.__getitem__)]
-    progress = f"detect {split}" if show_progress else None
     scores, dets = np.zeros(len(ids)), []
-    for p in scoring.score(paths, detector=model, progress=progress):
+    for p in scoring.score(paths, detector=model, label=f"detect {split}", progress=progress):
         i = ids[p.path.name]
         if p.error:
             skipped.append({"path": str(p.path), "model": "detector", "reason": f"{p.error}; scored 0"})
@@ -150,7 +154,7 @@ def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
     names = model.names
     m = ultralytics_val(model, ds, split, ctx.device, out_dir / f"ultralytics_val_{split}")
     gt, ids = coco_ground_truth(ds, split, names, skipped)
-    s_img, coco_dets = score_split(model, ds, split, ids, skipped, ctx.show_progress)  # COCO-scored again per subgroup
+    s_img, coco_dets = score_split(model, ds, split, ids, skipped, ctx.progress)  # COCO-scored again per subgroup
 
     # Image-level threshold: chosen on the val split's detector scores, like the classifier's.
     if split == THRESHOLD_SPLIT:
@@ -158,7 +162,7 @@ def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
     elif split_images(ds, THRESHOLD_SPLIT):
         val_gt, val_ids = coco_ground_truth(ds, THRESHOLD_SPLIT, names, [])
         y_val = image_labels(val_gt)
-        s_val = score_split(model, ds, THRESHOLD_SPLIT, val_ids, [], ctx.show_progress)[0]
+        s_val = score_split(model, ds, THRESHOLD_SPLIT, val_ids, [], ctx.progress)[0]
     else:
         y_val, s_val = np.zeros(0, int), np.zeros(0)
     ultralytics = {
@@ -187,82 +191,24 @@ def detector_result(
     `test`: (COCO ground truth, file name -> image id, image score per id - 1, COCO results on those ids);
     `ultralytics`: Ultralytics val's numbers on the same weights, None for outside detections (no weights).
     """
-    ds, split, out_dir, manifest = ctx.ds, ctx.split, ctx.out_dir, ctx.manifest
-    threshold, n_boot, seed = ctx.threshold, ctx.bootstrap, ctx.seed
+    ds, split = ctx.ds, ctx.split
     gt, ids, s_img, coco_dets = test
-    y_val, s_val = val
     coco = M.coco_eval(gt, coco_dets, max_det=MAX_DET)
-    images_dir = (ds.det_dir / "images" / split).resolve()
-    gt_file = {"info": {"description": f"fracturekit {split} split ground truth", "images_dir": str(images_dir)}, **gt}
-    (out_dir / "ground_truth_coco.json").write_text(json.dumps(gt_file))
-    (out_dir / "detections_coco.json").write_text(json.dumps(coco_dets))
+    _write_coco_files(ctx, gt, coco_dets)
     y_img = image_labels(gt)
-    try:
-        thr = M.choose_threshold(y_val, s_val, threshold)
-    except ValueError as exc:
-        raise UserError(
-            f"--threshold {threshold}: cannot choose the detector threshold on the {THRESHOLD_SPLIT} split ({exc}); "
-            "pass a fixed number such as --threshold 0.25."
-        ) from exc
-
+    thr = _image_threshold(*val, ctx.threshold)
     id_to_name = {v: k for k, v in ids.items()}
     rel = [rel_to(ds.det_dir / "images" / split / id_to_name[i + 1], ds.root) for i in range(len(ids))]
-    units = film_units(manifest, "output_det", rel)
-    image_level = M.binary_summary(y_img, s_img, thr, n_boot, seed, units)
-    # outside detections: no weights to run Ultralytics val on, so its numbers are null and per-class AP is COCOeval's
-    ultra = ultralytics or {
-        **dict.fromkeys(("map50_95", "map50", "precision", "recall", "val_settings")),
-        "per_class_ap": coco["per_class_ap"],
-    }
-    result: dict[str, Any] = {
-        "run": run,
-        "classes": [names[i] for i in sorted(names)],
-        "positive_class": POSITIVE_CLASS if POSITIVE_CLASS in names.values() else None,
-        **ultra,
-        "pycocotools": coco,
-        "map_difference": {k: None if ultralytics is None else ultralytics[k] - coco[k] for k in ("map50_95", "map50")},
-        "n_images": len(ids),
-        "n_boxes": len(gt["annotations"]),
-        "n_detections": len(coco_dets),
-        "films_sha256": films_sha256(rel),
-        "image_score": "max box confidence (0 when no box)",
-        "image_auroc": image_level["auroc"],
-        "image_auroc_ci95": image_level["auroc_ci95"],
-        "n_units": image_level["n_units"],
-        "image_average_precision": image_level["average_precision"],
-        "threshold": thr,
-        "threshold_method": threshold,
-        "image_level": image_level,
-        "image_confusion_matrix_labelled": labelled_confusion(
-            image_level["confusion_matrix"], [NEGATIVE_CLASS, POSITIVE_CLASS]
-        ),
-        "coco_files": {
-            "ground_truth": "ground_truth_coco.json",
-            "detections": "detections_coco.json",
-            "max_dets": [1, 10, MAX_DET],
-            # COCOeval.summarize() reads AP@[.5:.95] at maxDets 100: equal to ours while this is <= 100
-            "most_boxes_per_image": int(np.bincount([d["image_id"] for d in coco_dets]).max()) if coco_dets else 0,
-        },
-    }
+    units = film_units(ctx.manifest, "output_det", rel)
+    image_level = M.binary_summary(y_img, s_img, thr, ctx.bootstrap, ctx.seed, units)
+    result = _detection_metrics(names, run, len(ids), (gt, coco_dets, coco), ultralytics, image_level, thr, ctx, rel)
     if ctx.by:
-        result["subgroups"] = {}
-        for col in ctx.by:
-            groups = subgroup_values(manifest, col, "output_det", rel)
-            per_value = {}
-            for value in sorted(set(groups.tolist())):
-                mask = groups == value
-                subset_ids = [i + 1 for i in np.flatnonzero(mask)]
-                per_value[value] = {
-                    "pycocotools": M.coco_eval(gt, coco_dets, MAX_DET, image_ids=subset_ids),
-                    **M.binary_summary(y_img[mask], s_img[mask], thr, 200, 0, units[mask]),
-                }
-            result["subgroups"][col] = per_value
-    gt_by_image: dict[int, list] = {}
-    for a in gt["annotations"]:
-        gt_by_image.setdefault(a["image_id"], []).append(a["bbox"])
-    dets_by_image: dict[int, list] = {}
-    for d in coco_dets:
-        dets_by_image.setdefault(d["image_id"], []).append((d["bbox"], float(d["score"]), d["category_id"]))
+        result["subgroups"] = {
+            col: _detection_subgroup(subgroup_values(ctx.manifest, col, "output_det", rel), gt, coco_dets, y_img, s_img,
+                                     thr, units)
+            for col in ctx.by
+        }  # fmt: skip
+    gt_by_image, dets_by_image = _by_image(gt, coco_dets)
     above = {i: [d[0] for d in v if d[1] >= thr] for i, v in dets_by_image.items()}
     iou = np.asarray(
         [C.worst_box_iou(gt_by_image.get(i + 1, []), above.get(i + 1, [])) for i in range(len(ids))], float
@@ -285,6 +231,110 @@ def detector_result(
     return ModelResult(
         result, frame, {"curves": {"detector (max box confidence)": {"y": y_img, "score": s_img}}}, scores
     )
+
+
+def _write_coco_files(ctx: EvalContext, gt: dict, coco_dets: list[dict]) -> None:
+    """ground_truth_coco.json (naming the images folder) and detections_coco.json: what COCOeval scored."""
+    images_dir = (ctx.ds.det_dir / "images" / ctx.split).resolve()
+    info = {"description": f"fracturekit {ctx.split} split ground truth", "images_dir": str(images_dir)}
+    (ctx.out_dir / "ground_truth_coco.json").write_text(json.dumps({"info": info, **gt}))
+    (ctx.out_dir / "detections_coco.json").write_text(json.dumps(coco_dets))
+
+
+def _image_threshold(y_val: np.ndarray, s_val: np.ndarray, rule: M.ThresholdRule) -> float:
+    """The image-level threshold chosen on the val split's detector scores, like the classifier's."""
+    try:
+        return M.choose_threshold(y_val, s_val, rule)
+    except ValueError as exc:
+        raise UserError(
+            f"--threshold {rule.text}: cannot choose the detector threshold on the {THRESHOLD_SPLIT} split ({exc}); "
+            "pass a fixed number such as --threshold 0.25."
+        ) from exc
+
+
+def _detection_metrics(
+    names: dict[int, str],
+    run: str | None,
+    n_images: int,
+    scored: tuple[dict, list[dict], dict[str, Any]],
+    ultralytics: dict[str, Any] | None,
+    image_level: dict[str, Any],
+    thr: float,
+    ctx: EvalContext,
+    rel: list[str],
+) -> dict[str, Any]:
+    """metrics.json's detection section, subgroups aside: Ultralytics and pycocotools mAP, image-level numbers.
+
+    `scored`: (COCO ground truth, COCO results, pycocotools' numbers on them).
+    """
+    gt, coco_dets, coco = scored
+    # outside detections: no weights to run Ultralytics val on, so its numbers are null and per-class AP is COCOeval's
+    ultra = ultralytics or {
+        **dict.fromkeys(("map50_95", "map50", "precision", "recall", "val_settings")),
+        "per_class_ap": coco["per_class_ap"],
+    }
+    return {
+        "run": run,
+        "classes": [names[i] for i in sorted(names)],
+        "positive_class": POSITIVE_CLASS if POSITIVE_CLASS in names.values() else None,
+        **ultra,
+        "pycocotools": coco,
+        "map_difference": {k: None if ultralytics is None else ultralytics[k] - coco[k] for k in ("map50_95", "map50")},
+        "n_images": n_images,
+        "n_boxes": len(gt["annotations"]),
+        "n_detections": len(coco_dets),
+        "films_sha256": films_sha256(rel),
+        "image_score": "max box confidence (0 when no box)",
+        "image_auroc": image_level["auroc"],
+        "image_auroc_ci95": image_level["auroc_ci95"],
+        "n_units": image_level["n_units"],
+        "image_average_precision": image_level["average_precision"],
+        "threshold": thr,
+        "threshold_method": ctx.threshold.text,
+        "image_level": image_level,
+        "image_confusion_matrix_labelled": labelled_confusion(
+            image_level["confusion_matrix"], [NEGATIVE_CLASS, POSITIVE_CLASS]
+        ),
+        "coco_files": {
+            "ground_truth": "ground_truth_coco.json",
+            "detections": "detections_coco.json",
+            "max_dets": [1, 10, MAX_DET],
+            # COCOeval.summarize() reads AP@[.5:.95] at maxDets 100: equal to ours while this is <= 100
+            "most_boxes_per_image": int(np.bincount([d["image_id"] for d in coco_dets]).max()) if coco_dets else 0,
+        },
+    }
+
+
+def _detection_subgroup(
+    groups: np.ndarray,
+    gt: dict,
+    coco_dets: list[dict],
+    y_img: np.ndarray,
+    s_img: np.ndarray,
+    thr: float,
+    units: np.ndarray,
+) -> dict[str, Any]:
+    """pycocotools mAP and the image-level numbers per value of one --by column, at the overall threshold."""
+    per_value = {}
+    for value in sorted(set(groups.tolist())):
+        mask = groups == value
+        subset_ids = [i + 1 for i in np.flatnonzero(mask)]
+        per_value[value] = {
+            "pycocotools": M.coco_eval(gt, coco_dets, MAX_DET, image_ids=subset_ids),
+            **M.binary_summary(y_img[mask], s_img[mask], thr, 200, 0, units[mask]),
+        }
+    return per_value
+
+
+def _by_image(gt: dict, coco_dets: list[dict]) -> tuple[dict[int, list], dict[int, list]]:
+    """Image id -> its ground-truth boxes (xywh), and -> its detections (xywh, score, category id)."""
+    gt_by_image: dict[int, list] = {}
+    for a in gt["annotations"]:
+        gt_by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    dets_by_image: dict[int, list] = {}
+    for d in coco_dets:
+        dets_by_image.setdefault(d["image_id"], []).append((d["bbox"], float(d["score"]), d["category_id"]))
+    return gt_by_image, dets_by_image
 
 
 def _xyxy_dict(xywh: list[float]) -> dict[str, float]:

@@ -4,8 +4,9 @@ The backends (PyTorch `.pt`, ONNX Runtime `.onnx` and `.int8.onnx`, OpenVINO `*_
 whichever others `fracturekit.infer.backends` holds) are plug-ins: this module asks their map which one reads
 a file here, and lets it load and run the model. Outputs then go through the same NMS, so the backends agree
 to their precision. Given a run folder, `load_model` uses the fastest export whose accuracy check passed
-(`choose_weights`). `load_model` resolves the device it is given with `options.inference_device`, the one
-device rule of every inference command.
+(`choose_weights`). `load_model` runs on the device its command resolved once (`options.InferenceOptions`);
+a device string (a direct call) is resolved with `options.inference_device`, the one device rule of every
+inference command.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fracturekit.errors import UserError
 from fracturekit.infer.backends import BACKEND_MAP, BACKENDS, EXPORTS, REFERENCE_NAME, VARIANTS, backend_for, reads_any
 from fracturekit.infer.backends.base import Backend
 from fracturekit.layout import RunDir
-from fracturekit.options import check_task, inference_device
+from fracturekit.options import InferenceDevice, as_inference_device, check_task, inference_device
 from fracturekit.paths import user_path
 from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
@@ -197,18 +198,19 @@ def load_model(
     task: str,
     imgsz: int | None = None,
     threads: int | None = None,
-    device: str = "auto",
+    device: str | InferenceDevice = "auto",
     backend: str = "auto",
     with_metrics: bool = True,
 ) -> Model:
     """Load weights with the backend that reads them here; UserError when it is the wrong kind of model.
 
-    A run folder loads the export `choose_weights(run, backend, device)` picks. `device` (auto, cpu, mps, 0,
-    cuda:0) is where a backend that can use it runs (PyTorch anywhere; ONNX Runtime on a CUDA GPU when
-    onnxruntime-gpu is installed); CPU backends run on CPU whatever it says. `with_metrics` False skips the
-    run's evaluate metrics.json (evaluate writes new ones: an unreadable old one must not stop it).
+    A run folder loads the export `choose_weights(run, backend, device)` picks. `device` (the command's
+    resolved InferenceDevice, or auto, cpu, mps, 0, cuda:0: resolved here) is where a backend that can use it
+    runs (PyTorch anywhere; ONNX Runtime on a CUDA GPU when onnxruntime-gpu is installed); CPU backends run on
+    CPU whatever it says. `with_metrics` False skips the run's evaluate metrics.json (evaluate writes new ones:
+    an unreadable old one must not stop it).
     """
-    dev, torch_device, _ = inference_device(device)
+    dev, torch_device, _ = as_inference_device(device)
     path, run = resolve_weights(weights)
     chosen = ""
     given = user_path(weights)

@@ -14,7 +14,7 @@ evaluate (mAP counts every box), predict's `--conf` for predict.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ from fracturekit.options import NMS_IOU
 from fracturekit.yolo_env import cpu_threads
 
 SCORE_FLOOR = 0.001  # Ultralytics' val conf: every box that can count towards mAP or the image score is kept
+# A progress report: (what is being scored, films done, films in all). The library calls it; the CLI draws it.
+Progress = Callable[[str, int, int], None]
 PREFETCH = 8  # films decoded ahead of inference: keeps both cores busy on a 2-core CPU (bench/predict_bench.py)
 
 
@@ -244,26 +246,22 @@ def score(
     classifier: Model | None = None,
     batch: int | None = None,
     threads: int | None = None,
-    progress: str | None = None,
+    label: str = "score",
+    progress: Progress | None = None,
 ) -> list[Prediction]:
     """Predictions for `paths` from loaded models, writing nothing: what evaluate and export's check score.
 
     `batch` None: `default_batch`, as predict. The decoded pixels are dropped (not kept for drawing).
-    `progress`: a label to show a progress bar on stderr with.
+    `progress` is called with (`label`, films done, len(paths)) after each batch.
     """
     scorer = Scorer.build(detector, classifier)
     size = batch or default_batch([detector, classifier])
     out: list[Prediction] = []
     with ThreadPoolExecutor(max_workers=max(2, cpu_threads(threads))) as pool:
-        scored: Iterable[list[Prediction]] = stream(scorer, paths, pool, size, threads=threads)
-        if progress:
-            from rich.console import Console
-            from rich.progress import track
-
-            total = -(-len(paths) // size)
-            scored = track(scored, total=total, description=progress, console=Console(stderr=True), transient=True)
-        for preds in scored:
+        for preds in stream(scorer, paths, pool, size, threads=threads):
             for p in preds:
                 p.gray = None
             out += preds
+            if progress is not None:
+                progress(label, len(out), len(paths))
     return out
