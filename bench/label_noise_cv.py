@@ -17,6 +17,7 @@ of minutes (measured: 200 films, 64 px, 10 epochs, 3 folds: pooled out-of-fold A
 starts from the backbone of a detector trained on a separate phantom series (`--pretrain-seed`, other films).
 
     python bench/label_noise_cv.py --work /tmp/lnc [--seed 1] [--films 200] [--flip 10] [--size 128]
+    # the README's run: --seed 1 --size 96 --det-epochs 8 --cls-epochs 6 (AUROC 0.465, 1 of 10: not learnt)
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def main() -> None:
           f"({len(rows)} rows)", flush=True)  # fmt: skip
 
     # 2. the reviewer relabels the flipped films among the top rows; retrain and evaluate before and after
+    if not hits:
+        raise SystemExit("no flipped film in the top rows: nothing for a reviewer to fix")
     log = DecisionLog(run / "decisions.csv")
     for r in hits:
         log.append(r["source"], r["suggested_label"], "bench")
