@@ -2,10 +2,12 @@
 
 Two reasons a film's label is suspect:
 - `conflict`: the film sits in a duplicate cluster (the audit's copies of one film) whose films carry different
-  labels. Copies of one film must share its label, so the films outside the cluster's majority are flagged
-  with the majority label; a tie flags every film with the other label. `score` is the share of the cluster
-  carrying the suggested label; `link` names the signals that tie the film to its cluster (duplicates.csv's
-  kind), and the strongest of them (exact before near, augmented, name) breaks ties.
+  labels. Copies of one film must share its label, so the films outside the cluster's weighted majority are
+  flagged with the majority label; a tie flags every film with the other label. Each film votes with the
+  strength of its link (`LINK_WEIGHT`: a pixel copy fully, an augmented or name-only copy half), and films
+  carrying a ground-truth box outvote films that carry a folder label alone (`conflict_issues`). `score` is the
+  weighted share of the votes for the suggested label; `link` names the signals that tie the film to its
+  cluster (duplicates.csv's kind), and the strongest of them (exact before near, augmented, name) breaks ties.
 - `model`: out-of-sample scores (`cv`'s `oof_predictions.csv`, or any CSV of `path, score` the user brings)
   disagree with the label. cleanlab decides which films are flagged (`find_label_issues`, see `model_issues`)
   and how suspect each is (`score` = 1 - `get_label_quality_scores`, the self-confidence in the given label).
@@ -36,6 +38,11 @@ log = logging.getLogger("fracturekit")
 
 COLUMNS = ("path", "given_label", "suggested_label", "reason", "score", "rank", "source", "cluster", "link")
 REASONS = ("conflict", "model", "box")
+# A film's vote in its cluster's majority, by its strongest link. exact and near copies are the same pixels, so
+# their labels must agree; an augmented or name-only copy may be another crop or projection of the film, where
+# a fracture seen in one need not show in the other (FracAtlas cluster 238: four projections of one foot, linked
+# as augmented), so its label says half as much about the others'. 0.5 is a judgement, not a fitted number.
+LINK_WEIGHT = {"exact": 1.0, "near": 1.0, "augmented": 0.5, "name": 0.5}
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Film:
     source: str
     label: str
     det: str = ""  # the film's path under det/ (manifest output_det): how a detector's rows name it
+    boxed: bool = False  # the film carries a ground-truth box: a reader marked the finding, not just a folder
 
 
 @dataclass
@@ -102,6 +110,7 @@ def dataset_films(path: Path) -> list[Film]:
                     row["source"],
                     row.get("label", ""),
                     row.get("output_det") or "",
+                    bool(json.loads(row.get("boxes") or "[]")),
                 )
                 for row in csv.DictReader(f)
                 if row.get("status") == "ok" and (row.get("output_cls") or row.get("output_det"))
@@ -109,26 +118,36 @@ def dataset_films(path: Path) -> list[Film]:
     from fracturekit.ingest.source import load_source
 
     return [
-        Film(rel_to(r.source, path), rel_to(r.source, path), r.image_label or "") for r in load_source(path).records
+        Film(rel_to(r.source, path), rel_to(r.source, path), r.image_label or "", boxed=bool(r.boxes))
+        for r in load_source(path).records
     ]
 
 
 def conflict_issues(films: list[Film], audit: AuditResult) -> dict[str, LabelIssue]:
-    """Films outside their duplicate cluster's majority label (every film with the other label on a tie)."""
+    """Films outside their duplicate cluster's weighted majority label (every film with the other label on a tie).
+
+    A film votes for its label with `LINK_WEIGHT` of its strongest link. When films of the cluster carry a
+    ground-truth box, only they vote: a box is a reader's mark on the finding, while a copy saved into another
+    class folder inherits that folder's label unseen (FracAtlas: a boxed fracture and its unboxed copies among the
+    non-fractured films; a plain count of 1 against 3 flagged the boxed film).
+    """
     by_path = {f.path: f for f in films}
     found: dict[str, LabelIssue] = {}
     for cid in audit.conflicts:
         cluster = audit.clusters[cid - 1]
-        counts = Counter(m.label for m in cluster.members if m.label)
-        top = counts.most_common()
-        tied = [label for label, n in top if n == top[0][1]]
-        for m in cluster.members:
-            if not m.label or (len(tied) == 1 and m.label == tied[0]):
+        members = [(m, by_path.get(m.path, Film(m.path, m.path, m.label))) for m in cluster.members if m.label]
+        voters = [(m, film) for m, film in members if film.boxed] or members
+        votes: Counter[str] = Counter()
+        for m, _ in voters:
+            votes[m.label] += LINK_WEIGHT.get(m.kind.split("+")[0], 0.5)
+        top = max(votes.values())
+        tied = sorted((label for label, v in votes.items() if v > top - 1e-9), key=lambda label: -votes[label])
+        for m, film in members:
+            if len(tied) == 1 and m.label == tied[0]:
                 continue
-            # the suggestion: the majority label, or on a tie the other tied label with most members
+            # the suggestion: the majority label, or on a tie the other tied label
             suggested = tied[0] if len(tied) == 1 else next(label for label in tied if label != m.label)
-            film = by_path.get(m.path, Film(m.path, m.path, m.label))
-            share = counts[suggested] / sum(counts.values())
+            share = votes[suggested] / sum(votes.values())
             found[m.path] = LabelIssue(film, suggested, share, ["conflict"], str(cid), m.kind)
     return found
 

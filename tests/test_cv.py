@@ -180,6 +180,21 @@ def test_outputs_and_oof_auroc_equals_sklearn(
     assert "pooled out-of-fold" in (out / "report.html").read_text()
 
 
+def test_oof_scores_feed_label_issues(local_cv: tuple[dict[str, Any], list[str]], prepared_phantoms: Path) -> None:
+    """The command cv prints next reads cv's own oof_predictions.csv: every film scored, the first model used."""
+    result, _ = local_cv
+    oof = Path(result["out"]) / "oof_predictions.csv"
+    audit = Path(result["out"]) / "label-audit"
+    res = runner.invoke(app, ["audit", str(prepared_phantoms), "--out", str(audit), "--label-issues"]
+                        + ["--scores", str(oof)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ok = pd.read_csv(prepared_phantoms / "manifest.csv", keep_default_na=False).query("status == 'ok'")
+    assert f"{len(ok)} scored" in res.output and "holds 2 models" in res.output
+    rows = pd.read_csv(audit / "label_issues.csv", keep_default_na=False)
+    assert set(rows["source"]) <= set(ok["source"]) and list(rows["rank"]) == list(range(1, len(rows) + 1))
+    assert (rows["suggested_label"] != rows["given_label"]).all()
+
+
 def test_fold_roles_and_links(local_cv: tuple[dict[str, Any], list[str]]) -> None:
     """Each fold dataset tests fold k, validates on another fold, trains on the rest, and links (not copies) films."""
     result, _ = local_cv

@@ -164,3 +164,39 @@ def test_detector_boxes_against_ground_truth(prepared_phantoms: Path, tmp_path: 
         assert ("box" in got) == (reason == "box"), (r["source"], got)
     assert rows[normal[0]["source"]]["suggested_label"] == "fracture"
     assert rows[fractured[0]["source"]]["score"] == "0.8000"
+
+
+F, N = "fracture", "no_fracture"
+
+
+@pytest.mark.parametrize(
+    ("members", "flagged"),
+    [
+        # (label, link kind, carries a box) per film -> {film index: (suggested, score)}
+        ([(F, "exact", False), (N, "exact", False), (N, "exact", False)], {0: (N, 0.6667)}),  # plain majority
+        ([(F, "exact", False), (N, "exact", False)], {0: (N, 0.5), 1: (F, 0.5)}),  # a tie flags both
+        # two augmented copies (half a vote each) against one pixel copy: a tie, not a 2-to-1 majority
+        ([(F, "exact", False), (F, "exact", False), (N, "augmented", False), (N, "augmented", False)],
+         {2: (F, 0.6667), 3: (F, 0.6667)}),
+        ([(F, "near", False), (N, "name", False), (N, "name", False), (N, "exact", False)], {0: (N, 0.6667)}),
+        ([(F, "exact", False), (N, "augmented", False), (N, "augmented", False)], {0: (N, 0.5), 1: (F, 0.5),
+                                                                                    2: (F, 0.5)}),
+        # FracAtlas' pattern: a boxed fracture and three unboxed copies in the no-fracture folder: the box decides
+        ([(F, "exact", True), (N, "exact", False), (N, "exact", False), (N, "near", False)],
+         {1: (F, 1.0), 2: (F, 1.0), 3: (F, 1.0)}),
+        # boxes on both sides: only the boxed films vote, a tie whatever the unboxed films say, so all are flagged
+        ([(F, "exact", True), (N, "exact", True), (N, "exact", False), (N, "exact", False)],
+         {0: (N, 0.5), 1: (F, 0.5), 2: (F, 0.5), 3: (F, 0.5)}),
+    ],
+)  # fmt: skip
+def test_conflicts_weigh_links_and_boxes(members: list[tuple[str, str, bool]], flagged: dict[int, tuple[str, float]]):
+    from fracturekit.audit import AuditResult, ClusterMember, DuplicateCluster
+    from fracturekit.label_issues import Film, conflict_issues
+
+    films = [Film(f"f{i}.png", f"src/f{i}.png", label, boxed=boxed) for i, (label, _, boxed) in enumerate(members)]
+    cluster = DuplicateCluster(
+        1, [ClusterMember(f.path, "train", f.label, m[1]) for f, m in zip(films, members, strict=True)]
+    )
+    found = conflict_issues(films, AuditResult(len(films), 10, [cluster], [1]))
+    got = {int(p[1:-4]): (i.suggested, round(i.score, 4)) for p, i in found.items()}
+    assert got == flagged

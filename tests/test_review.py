@@ -37,18 +37,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 phantoms (COCO, with regions) plus a fractured film saved again without its box, prepared and audited.
+    """12 phantoms (COCO, with regions) plus two fractured films each saved again without its box, prepared, audited.
 
-    The copy is an exact duplicate with the other label: a label conflict, so the page shows a cluster of two.
+    Each copy is an exact duplicate with the other label: two label conflicts, where the boxed film outvotes its
+    copy, so the page lists the two copies, each shown beside its boxed original.
     """
     raw = write_phantom_dataset(tmp_path_factory.mktemp("raw") / "rv", n=12, seed=4, size=128, fmt="coco")
     coco = json.loads((raw / "annotations.json").read_text())
-    fractured = coco["images"][[a["image_id"] for a in coco["annotations"]][0] - 1]
-    shutil.copy(raw / "images" / fractured["file_name"], raw / "images" / "copy.png")
-    coco["images"].append({**fractured, "id": len(coco["images"]) + 1, "file_name": "copy.png"})
+    boxed = sorted(set(a["image_id"] for a in coco["annotations"]))[:2]
+    for k, image_id in enumerate(boxed, 1):
+        fractured = coco["images"][image_id - 1]
+        shutil.copy(raw / "images" / fractured["file_name"], raw / "images" / f"copy{k}.png")
+        coco["images"].append({**fractured, "id": len(coco["images"]) + 1, "file_name": f"copy{k}.png"})
+        with (raw / "metadata.csv").open("a") as f:
+            f.write(f"copy{k}.png,P_copy{k},forearm\n")
     (raw / "annotations.json").write_text(json.dumps(coco))
-    with (raw / "metadata.csv").open("a") as f:
-        f.write("copy.png,P_copy,forearm\n")
     data = tmp_path_factory.mktemp("ds") / "rv"
     assert (
         runner.invoke(app, ["prepare", str(raw), "--out", str(data), "--meta", str(raw / "metadata.csv")]).exit_code
@@ -189,6 +192,18 @@ def _wait(condition: object, timeout: float = 10) -> None:
     raise AssertionError("timed out waiting for the page")
 
 
+def _alert(driver: object) -> object | None:
+    """The page's open prompt (window.prompt), or None while there is none."""
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        alert = driver.switch_to.alert
+        alert.text  # noqa: B018 (raises while no prompt is open)
+        return alert
+    except NoAlertPresentException:
+        return None
+
+
 def _drawn(driver: object) -> list[np.ndarray]:
     """The canvases of the page as screenshots (BGR), once every film of the view has loaded."""
     from selenium.webdriver.common.by import By
@@ -228,11 +243,23 @@ def test_page_draws_films_and_keys_land_in_decisions_csv(browser: object, server
         (issues[0]["source"], "exclude", ""),  # k went back to the first row
     ]
     assert {r["reviewer"] for r in rows} == {"tester"}
+    # n: a note on the current film (the second row, where x moved to) typed into the page's prompt; a comma and a
+    # quote in it must survive the CSV, and the note keeps the film's decision
+    note = 'cast, "re-check"'
+    body.send_keys("n")
+    _wait(lambda: _alert(browser) is not None)
+    prompt = _alert(browser)
+    prompt.send_keys(note)
+    prompt.accept()
+    _wait(lambda: len(_decisions(reviewed)) == 4)
+    assert [(r["path"], r["decision"], r["new_label"], r["note"]) for r in _decisions(reviewed)][3:] == [
+        (issues[1]["source"], "note", "", note)
+    ]
 
     browser.refresh()  # a reload reads decisions.csv back: the table shows the latest decision per film
     _wait(lambda: browser.execute_script("return state.data !== null && state.shown.length > 0"))
     cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#rows td.decision")]
-    assert cells == ["exclude", "no_fracture"]
+    assert cells == ["exclude", f"no_fracture ({note})"]
 
     # other lists: every film, filtered by a subgroup from the manifest's metadata
     browser.execute_script("selectList('films'); state.group = 'region=forearm'; render();")
