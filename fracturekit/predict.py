@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
-from fracturekit.infer.scoring import Prediction, Scorer, default_batch, stream
+from fracturekit.infer.pipeline import Pipeline
+from fracturekit.infer.scoring import Prediction, Scorer, default_batch
 from fracturekit.ingest.files import junk_reason, walk_files
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
@@ -104,12 +106,19 @@ def _output_names(paths: list[Path], source: str | Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ outputs
-def _annotate(gray: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
-    """Boxes with class and confidence on the film, the probability and decision on a band above it (BGR)."""
+def _annotate(gray: np.ndarray, rec: dict[str, Any], reduction: int = 1) -> np.ndarray:
+    """Boxes with class and confidence on the film, the probability and decision on a band above it (BGR).
+
+    `reduction`: `gray` is the film decoded at 1/reduction size, the record's boxes in the film's own pixels.
+    """
     from fracturekit import annotate as A
 
     boxes = [
-        A.Box((b["x1"], b["y1"], b["x2"], b["y2"]), A.PREDICTED, f"{b['class']} {b['confidence']:.2f}".strip())
+        A.Box(
+            (b["x1"] / reduction, b["y1"] / reduction, b["x2"] / reduction, b["y2"] / reduction),
+            A.PREDICTED,
+            f"{b['class']} {b['confidence']:.2f}".strip(),
+        )
         for b in rec["boxes"]
     ]
     caption = []
@@ -132,6 +141,11 @@ def _write(path: Path, img: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode {path}")
     path.write_bytes(data.tobytes())  # not cv2.imwrite: a full disk must raise ENOSPC, not return False
+
+
+def _drawn(path: Path, draw: Callable[..., np.ndarray], *args: Any) -> Callable[[], None]:
+    """A writer job: draw the image with `draw(*args)` (in the writer, off the inference thread) and write it."""
+    return lambda: _write(path, draw(*args))
 
 
 def output_folder(out: str | Path | None, resume: bool) -> Path:
@@ -172,6 +186,7 @@ def _scored(
     scorer: Scorer,
     paths: list[Path],
     pool: ThreadPoolExecutor,
+    pipe: Pipeline,
     batch: int,
     todo: list[int],
     threads: int | None,
@@ -179,12 +194,12 @@ def _scored(
     pacs: Any,
     films: list[Any],
 ) -> Any:
-    """`stream`'s batches; from a PACS, its films fetched FETCH_AHEAD at a time first and deleted once scored.
+    """`Pipeline.stream`'s batches; from a PACS, its films fetched FETCH_AHEAD at a time first and deleted once scored.
 
     A film that cannot be fetched comes back as a Prediction with the reason as its error.
     """
     if pacs is None:
-        yield from stream(scorer, paths, pool, batch, todo, threads, max_pixels)
+        yield from pipe.stream(scorer, paths, batch, todo, threads, max_pixels)
         return
     from fracturekit.pacs import FetchError
 
@@ -198,7 +213,7 @@ def _scored(
     for k in range(0, len(todo), FETCH_AHEAD):
         chunk = todo[k : k + FETCH_AHEAD]
         reasons = dict(zip(chunk, pool.map(fetch, chunk), strict=True))
-        yield from stream(scorer, paths, pool, batch, [i for i in chunk if not reasons[i]], threads, max_pixels)
+        yield from pipe.stream(scorer, paths, batch, [i for i in chunk if not reasons[i]], threads, max_pixels)
         failed = [Prediction(i, paths[i], error=reasons[i]) for i in chunk if reasons[i]]
         if failed:
             yield failed
@@ -284,6 +299,7 @@ def predict(
     modality: str | None = None,
     since: str | None = None,
     push: bool = False,
+    full_size: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
 
@@ -305,6 +321,11 @@ def predict(
     `conf` only chooses the boxes shown and listed: detector_score is the best box at the core's
     SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`. A film of more
     than `max_pixels` pixels (None: no limit) gets its size as its error, undecoded.
+
+    Decoding and image writing overlap inference (`fracturekit.infer.pipeline`). A JPEG at least twice the
+    largest model imgsz on its short side is decoded at 1/2, 1/4 or 1/8 size (the short side kept >= imgsz) and
+    its annotated image drawn at that size; boxes, width and height stay in the film's own pixels. `full_size`:
+    every film decoded and drawn at full size, as `evaluate` decodes them.
 
     `source` "dicomweb://HOST:PORT/PATH" (`fracturekit.pacs`): the films of series of `modality` (default
     CR,DX) in `studies` (all when None) from `since` (YYYY-MM-DD) on, fetched and scored; their records name
@@ -415,6 +436,7 @@ def predict(
     try:
         with (
             ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
+            Pipeline([det, clf], threads, full_size) as pipe,
             csv_path.open("a", newline="") as fh,
             _fetching(root if pacs is not None else None, paths),
         ):
@@ -428,7 +450,7 @@ def predict(
                     table.writerows(csv_row(r) for r in recs)
                     fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
-            batches = _scored(scorer, paths, pool, batch, todo, threads, max_pixels, pacs, films)
+            batches = _scored(scorer, paths, pool, pipe, batch, todo, threads, max_pixels, pacs, films)
             if progress:
                 from rich.progress import track
 
@@ -453,13 +475,14 @@ def predict(
                             writes.append(pool.submit(_dicom_out, writer, to, header, name, rec, pred.gray))
                         if save_images:
                             rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
-                            writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
+                            job = _drawn(out / f"{name}.jpg", _annotate, pred.gray, rec, pred.reduction)
+                            writes.append(pipe.write(job))
                         maps = (("", pred.cls_map, True), (".det" if clf is not None else "", pred.det_map, False))
                         for tag, m, is_cls in maps:
                             if m is not None:
                                 target = out / "cam" / f"{name}{tag}.png"
                                 rec["cam"].append(target.relative_to(out).as_posix())
-                                writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
+                                writes.append(pipe.write(_drawn(target, _overlay, pred.gray, m, is_cls)))
                         pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
                     pending.append((recs, writes))
                     append_finished(wait=False)
@@ -483,6 +506,7 @@ def predict(
             "iou": iou,
             "device": device_spec,
             "batch": batch,
+            "full_size": full_size,
             "temperature": clf_pol.temperature if clf_pol else None,
             "notes": notes,
             "resumed_after": len(paths) - len(todo) if resume else None,
