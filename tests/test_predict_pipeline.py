@@ -182,3 +182,36 @@ def test_decode_worker_exception_is_the_films_reason(
     recs = predict(src, detector=runs["detect"], out=tmp_path / "out", batch=2)
     assert [r["error"] for r in recs] == ["", "", "unreadable (RuntimeError: decoder crashed)", ""]
     assert [r["error"] for r in _rows(tmp_path / "out")][2] == "unreadable (RuntimeError: decoder crashed)"
+
+
+def test_ctrl_c_leaves_a_resumable_run(runs: dict[str, Path], tmp_path: Path) -> None:
+    """SIGINT mid-run: the workers stop, the process exits, every row in predictions.csv has its image, and
+    --resume finishes the rest without predicting a film twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from fracturekit.phantoms import write_phantom_dataset
+
+    write_phantom_dataset(tmp_path / "films", n=40, seed=11, size=64, fmt="images")
+    out = tmp_path / "pred"
+    cmd = [sys.executable, "-c", "from fracturekit.cli import main; main()", "predict", "--source", "films"]
+    cmd += ["--detector", str(runs["detect"]), "--out", str(out), "--batch", "1"]
+    env = {**os.environ, "FRACTUREKIT_OFFLINE": "1", "YOLO_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    table, deadline = out / "predictions.csv", time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if table.is_file() and len(table.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0, "predict must be stopped mid-run"
+    kept = _rows(out)
+    assert 3 <= len(kept) < 40
+    assert all((out / r["annotated"]).is_file() for r in kept)
+    res = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    rows = _rows(out)
+    assert len(rows) == 40 and len({r["path"] for r in rows}) == 40
+    assert [r["path"] for r in rows[: len(kept)]] == [r["path"] for r in kept]

@@ -56,7 +56,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     gray: np.ndarray | None = field(default=None, repr=False)  # the decoded film, for drawing
     reduction: int = 1  # film pixels per pixel of `gray` a side: boxes are drawn on it divided by this
-    cls_map: np.ndarray | None = field(default=None, repr=False)  # EigenCAM maps in film pixels, when asked
+    cls_map: np.ndarray | None = field(default=None, repr=False)  # EigenCAM maps in `gray` pixels, when asked
     det_map: np.ndarray | None = field(default=None, repr=False)
 
 
