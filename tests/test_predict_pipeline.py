@@ -93,6 +93,30 @@ def test_reduced_decode_ignores_exif_orientation(tmp_path: Path) -> None:
     assert read_image(path, min_side=320).pixels.shape == (FILM_H // 4, FILM_W // 4)
 
 
+# ------------------------------------------------------------------------------------------ sizing
+@pytest.mark.parametrize(
+    ("devices", "threads", "cores", "workers"),
+    [
+        (["cpu"], None, 2, 1),  # the backend takes both cores: one decoder, one writer still
+        (["cpu", "cpu"], 1, 8, 7),  # --threads 1: seven cores left
+        (["cuda:0"], None, 16, 15),  # a GPU model takes the one core that feeds it
+        (["cuda:0", "cpu"], 4, 16, 12),  # the models run one after the other: the CPU one's 4 threads count
+    ],
+)
+def test_spare_cores(
+    monkeypatch: pytest.MonkeyPatch, devices: list[str], threads: int | None, cores: int, workers: int
+) -> None:
+    monkeypatch.setattr(pipeline, "cpu_threads", lambda requested=None: requested or cores)
+    models = [type("M", (), {"device": d})() for d in devices]
+    assert pipeline.spare_cores(models, threads) == workers  # type: ignore[arg-type]
+
+
+def test_min_side_is_the_largest_imgsz() -> None:
+    det, clf = type("M", (), {"imgsz": 640})(), type("M", (), {"imgsz": 224})()
+    assert pipeline.min_side([det, clf, None], full_size=False) == 640  # type: ignore[list-item]
+    assert pipeline.min_side([det, clf], full_size=True) is None  # type: ignore[list-item]
+
+
 # ------------------------------------------------------------------------------------------ predict
 def _fake_detector(monkeypatch: pytest.MonkeyPatch) -> None:
     """The PyTorch backend's forward replaced by one box at BOX of each letterboxed input, confidence 0.9."""
