@@ -208,6 +208,7 @@ def test_decode_worker_exception_is_the_films_reason(
     assert [r["error"] for r in _rows(tmp_path / "out")][2] == "unreadable (RuntimeError: decoder crashed)"
 
 
+@pytest.mark.slow  # two CLI processes (each imports torch): 211 s on the loaded shared machine
 def test_ctrl_c_leaves_a_resumable_run(runs: dict[str, Path], tmp_path: Path) -> None:
     """SIGINT mid-run: the workers stop, the process exits, every row in predictions.csv has its image, and
     --resume finishes the rest without predicting a film twice."""
