@@ -28,8 +28,18 @@ measured float32 matmul GFLOP/s (torch and numpy, 2048x2048, all threads), so th
 against the machine's limit, and the float32 ceiling: img/s if every FLOP ran at the best matmul rate.
 The last line is `ratio_vs_yolo_predict: X.XX` (that backend's row over the Ultralytics-defaults row).
 
+`--isa avx2` measures the AVX2 path on an AVX-512 CPU: every measured process (each row, the matmul rate) runs
+with `ISA_ENV["avx2"]` set before torch is imported: ONEDNN_MAX_CPU_ISA=AVX2 limits oneDNN (PyTorch's convolutions,
+both sides of the ratio) and OpenVINO's CPU plugin, which honours it and then runs float32
+(`openvino_cpu.precision_hint`; without that hint it picks bf16 from CPUID and fails to compile), MKL and OpenBLAS
+get their own AVX2 limits for the matmul rate. ONNX Runtime has no such limit (MLAS picks its kernels from CPUID;
+no environment variable or session option found in onnxruntime 1.x here), so its rows still use AVX-512: they
+flatter ONNX on this arm, and the bench says so. The ISA really used is printed from the processes themselves
+(`isa_probe`: oneDNN's verbose `isa:` line, OpenVINO's convolution kernel name), and the backend chosen is the one
+`_fallback_rank` picks on a CPU with AVX2 alone.
+
 Usage: .venv/bin/python bench/predict_bench.py [--n 200] [--imgsz 640] [--conf 0.25] [--batch 1,8] [--fracatlas]
-       [--work DIR]
+       [--work DIR] [--isa native|avx2]
 """
 
 from __future__ import annotations
@@ -42,11 +52,37 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas" / "images"
+# The environment of every measured process per --isa: set before torch, OpenVINO or a BLAS is loaded there.
+ISA_ENV: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OPENBLAS_CORETYPE": "Haswell"},
+}
+
+_ISA_SNIPPET = """
+import collections, json, os
+import numpy as np
+import torch
+conv = torch.nn.Conv2d(16, 32, 3, padding=1).eval()
+with torch.inference_mode():
+    conv(torch.randn(2, 16, 64, 64))  # oneDNN prints its isa line (ONEDNN_VERBOSE=1) on the first primitive
+kernels = None
+try:
+    import openvino as ov
+    import openvino.opset13 as ops
+    from fracturekit.infer.backends.openvino_cpu import precision_hint
+    x = ops.parameter([1, 16, 64, 64], np.float32)
+    y = ops.convolution(x, ops.constant(np.ones((32, 16, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", precision_hint())
+    ops_ = compiled.get_runtime_model().get_ops()
+    kernels = sorted({op.get_rt_info()["primitiveType"].astype(str) for op in ops_} - {"unknown_f32"})
+except ImportError:
+    pass
+print(json.dumps({"ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"), "openvino": kernels}))
+"""
 
 _YOLO_SNIPPET = """
 import json, sys, time
@@ -143,23 +179,54 @@ def gflops(weights: Path, shapes: list[tuple[int, int]]) -> dict[str, float]:
     return out
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> dict[str, float]:
-    """Measured float32 matmul throughput with all allowed threads, torch and numpy (its own BLAS)."""
-    import numpy as np
-    import torch
+_MATMUL_SNIPPET = """
+import json, time
+import numpy as np
+import torch
+from fracturekit.yolo_env import cpu_threads
+n, reps = 2048, 10
+torch.set_num_threads(cpu_threads())
+out = {}
+for lib, a in (("torch", torch.randn(n, n)), ("numpy", np.random.default_rng(0).random((n, n), np.float32))):
+    for _ in range(2):
+        a @ a
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    out[lib] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+print(json.dumps(out))
+"""
 
-    from fracturekit.yolo_env import cpu_threads
 
-    torch.set_num_threads(cpu_threads())
-    out = {}
-    for lib, a in (("torch", torch.randn(n, n)), ("numpy", np.random.default_rng(0).random((n, n), np.float32))):
-        for _ in range(2):
-            a @ a
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            a @ a
-        out[lib] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
-    return out
+def matmul_gflops(env: dict[str, str]) -> dict[str, float]:
+    """Measured float32 matmul throughput (2048x2048) with all allowed threads, torch and numpy (its own BLAS),
+    in a process with `env` (the --isa limits)."""
+    return run(_MATMUL_SNIPPET, [], env)
+
+
+def isa_probe(env: dict[str, str]) -> dict:
+    """What a measured process with `env` really runs: ONEDNN_MAX_CPU_ISA as it sees it, oneDNN's `isa:` verbose
+    line (from a PyTorch convolution) and OpenVINO's convolution kernels (None without openvino)."""
+    res = subprocess.run(
+        [sys.executable, "-c", _ISA_SNIPPET],
+        env={**env, "ONEDNN_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"ISA probe failed:\n{res.stderr[-3000:]}")
+    lines = res.stdout.strip().splitlines()
+    isa = next((ln.split("isa:", 1)[1] for ln in lines if ln.startswith("onednn_verbose") and "isa:" in ln), None)
+    return {**json.loads(lines[-1]), "onednn_isa": isa}
+
+
+def child_env(isa: str, config_dir: Path) -> dict[str, str]:
+    """The environment of every measured process: ours without OMP_NUM_THREADS (Ultralytics picks its own), offline,
+    Ultralytics' settings in `config_dir`, and the --isa limits."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    return env | {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(config_dir), "FRACTUREKIT_OFFLINE": "1"} | ISA_ENV[isa]
 
 
 def run(snippet: str, args: list[str], env: dict[str, str]) -> dict:
@@ -180,6 +247,7 @@ def main() -> None:
     ap.add_argument("--batch", default="8", help="fracturekit batch size(s), comma-separated: one row each")
     ap.add_argument("--fracatlas", action="store_true", help="use FracAtlas images instead of phantoms")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    ap.add_argument("--isa", choices=sorted(ISA_ENV), default="native", help="limit the measured processes to AVX2")
     a = ap.parse_args()
     if a.fracatlas and not FRACATLAS.is_dir():
         raise SystemExit(f"{FRACATLAS}: absent; run without --fracatlas to use phantoms.")
@@ -187,8 +255,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "ultralytics-config"
     os.environ["YOLO_CONFIG_DIR"] = str(cfg)  # keep Ultralytics' settings out of $HOME
-    base_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # Ultralytics picks its own
-    base_env |= {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(cfg), "FRACTUREKIT_OFFLINE": "1"}
+    base_env = child_env(a.isa, cfg)
 
     from fracturekit.export import export
     from fracturekit.infer.preprocess import rect_shape
@@ -197,8 +264,8 @@ def main() -> None:
     load_ultralytics()
     weights = make_weights(work, a.imgsz)
     folder = make_images(work, a.n, a.fracatlas)
-    from fracturekit.device import cpu_info
-    from fracturekit.infer.model import EXPORTS, _fallback_rank
+    from fracturekit.device import CpuInfo, cpu_info
+    from fracturekit.infer.model import EXPORTS, VARIANTS
 
     calib = make_calibration_set(work)
     wanted = {"onnx": {}, "onnx-int8": {"int8": True, "data": calib}}
@@ -209,13 +276,18 @@ def main() -> None:
         target = weights.parent / EXPORTS[name]
         fmt = name.split("-")[0]
         exports[name] = target if target.exists() else export(weights, fmt, imgsz=a.imgsz, check=False, **kw)
-    chosen = min(exports, key=_fallback_rank)
+    here = cpu_info()
+    if a.isa == "avx2":  # ranked as on a CPU with AVX2 alone, which is what the measured processes see
+        here = CpuInfo(here.model, tuple(f for f in here.flags if f == "avx2"))
+    ranks = {name: VARIANTS[name][0].rank(VARIANTS[name][1], here) for name in exports}
+    chosen = min((n for n in exports if ranks[n] is not None), key=lambda n: ranks[n])  # `_fallback_rank` on `here`
     import cv2
 
     first = cv2.imread(str(sorted(folder.iterdir())[0]), cv2.IMREAD_GRAYSCALE)
     rect = rect_shape(*first.shape, a.imgsz, 32)
     flops = gflops(weights, [(a.imgsz, a.imgsz), rect])
-    peak = matmul_gflops()
+    peak = matmul_gflops(base_env)
+    probe = isa_probe(base_env)
     cores = cpu_threads()
 
     common = [str(a.imgsz), str(a.conf)]
@@ -245,6 +317,11 @@ def main() -> None:
     rows.append(("yolo predict (Ultralytics defaults), again", run(_YOLO_SNIPPET, [*yolo_args, "0"], base_env)))
     films = f"{a.n} phantom films {first.shape[1]}x{first.shape[0]}"
     print(cpu_info().line)
+    limits = " ".join(f"{k}={v}" for k, v in ISA_ENV[a.isa].items()) or "none"
+    print(f"--isa {a.isa}: measured processes run with {limits}")
+    print(f"  oneDNN (PyTorch conv) isa: {probe['onednn_isa']}; OpenVINO conv kernels: {probe['openvino']}")
+    if a.isa != "native":
+        print("  ONNX Runtime has no ISA limit (MLAS dispatches on CPUID): its rows still use this CPU's full ISA")
     src = f"FracAtlas (first {a.n} JPEGs)" if a.fracatlas else films
     print(f"images: {src}; model: YOLOv8n-det random init (seed 0), imgsz {a.imgsz}, conf {a.conf}")
     mm = ", ".join(f"{k} {v:.1f}" for k, v in peak.items())

@@ -44,6 +44,17 @@ MIN_SIDE = 10  # Ultralytics' verify_image refuses images under 10 px a side ("i
 # spine films and mammograms, about 23-30 megapixels; decoding 100 megapixels at 16 bits takes 200 MB, and its
 # float32 windowing 400 MB more. A 3.5 MB PNG can declare 60,000 x 60,000 (3.6 gigapixels, 3.6 GB to decode).
 MAX_PIXELS = 100_000_000
+# libjpeg's DCT scaling: a JPEG decoded straight to 1/2, 1/4 or 1/8 of its size in one pass (each output pixel
+# is one film pixel block's average), by OpenCV's reduced flags; EXIF orientation ignored as IMREAD_UNCHANGED does.
+_REDUCED_FLAGS = {
+    (s, mode): flag | cv2.IMREAD_IGNORE_ORIENTATION
+    for s, gray, color in (
+        (2, cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2),
+        (4, cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4),
+        (8, cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8),
+    )
+    for mode, flag in (("L", gray), ("RGB", color))
+}
 # PIL's truncated-image switch and its decompression-bomb limit are process-wide globals: hold this while one is
 # flipped (prepare decodes in threads).
 _PIL_SWITCH_LOCK = threading.Lock()
@@ -103,6 +114,13 @@ class LoadedImage:
     kind: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    reduction: int = 1  # film pixels per decoded pixel a side: 2, 4 or 8 for a JPEG decoded at reduced size
+    stored_shape: tuple[int, int] | None = None  # (h, w) of the film as stored, when decoded reduced
+
+    @property
+    def film_shape(self) -> tuple[int, int]:
+        """(h, w) of the film as stored: what coordinates in outputs refer to, whatever size it was decoded at."""
+        return self.stored_shape or (self.height, self.width)
 
     @property
     def height(self) -> int:
@@ -145,7 +163,29 @@ def check_pixels(width: int, height: int, frames: int, max_pixels: int | None) -
         )
 
 
-def _read_raster(path: Path, max_pixels: int | None) -> LoadedImage:
+_FULL = (1, cv2.IMREAD_UNCHANGED, None)  # (reduction, imdecode flags, stored shape) of a full-size decode
+
+
+def jpeg_reduction(width: int, height: int, min_side: int) -> int:
+    """The largest DCT scale denominator (8, 4, 2) that keeps the film's short side at least `min_side`; else 1."""
+    return next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
+
+
+def _reduced_flags(path: Path, min_side: int) -> tuple[int, int, tuple[int, int] | None]:
+    """(reduction, imdecode flags, stored (h, w)) for an 8-bit gray or RGB JPEG far larger than `min_side`;
+    (1, IMREAD_UNCHANGED, None) for anything else (12-bit, CMYK, unreadable header), which decodes as before."""
+    try:
+        with native_messages(), _open_unlimited(path) as im:
+            fmt, mode, (width, height) = im.format, im.mode, im.size
+    except Exception:  # PIL raises many types; the full decode below says what is wrong with the file
+        return _FULL
+    s = jpeg_reduction(width, height, min_side) if fmt == "JPEG" else 1
+    if s == 1 or (s, mode) not in _REDUCED_FLAGS:
+        return _FULL
+    return s, _REDUCED_FLAGS[(s, mode)], (height, width)
+
+
+def _read_raster(path: Path, max_pixels: int | None, min_side: int | None = None) -> LoadedImage:
     if max_pixels is not None:
         try:
             with native_messages():  # PIL's DecompressionBombWarning: this limit replaces PIL's
@@ -161,15 +201,17 @@ def _read_raster(path: Path, max_pixels: int | None) -> LoadedImage:
     is_jpeg = data[:2].tobytes() == b"\xff\xd8"
     # A complete JPEG ends with the EOI marker FFD9 (trailing padding bytes tolerated): look in the bytes
     # already read rather than opening the file again.
-    if is_jpeg and b"\xff\xd9" not in data[-64:].tobytes():
+    truncated = is_jpeg and b"\xff\xd9" not in data[-64:].tobytes()
+    if truncated:
         notes.append("truncated JPEG: decoded what was present")
+    reduction, flags, stored = _reduced_flags(path, min_side) if min_side and is_jpeg and not truncated else _FULL
     with native_messages() as said:  # libpng/libjpeg/OpenCV messages become the film's note, not terminal noise
         try:
-            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            img = cv2.imdecode(data, flags)
         except cv2.error as exc:  # an OpenCV assertion (e.g. its own pixel limit): its condition, not its dump
             raise ImageReadError(f"OpenCV refused to decode it ({exc.err})") from None
         if img is None:  # PIL knows a few variants OpenCV refuses, truncated JPEGs among them
-            img = _decode_with_pil(path, truncated=is_jpeg)
+            img, reduction, stored = _decode_with_pil(path, truncated=is_jpeg), 1, None
     if img is None:
         why = f": {'; '.join(said)}" if said else ""
         raise ImageReadError(f"not a decodable image (corrupt or unsupported format{why})")
@@ -190,7 +232,8 @@ def _read_raster(path: Path, max_pixels: int | None) -> LoadedImage:
     if min(pixels.shape[:2]) < MIN_SIDE:
         raise ImageReadError(f"image too small ({pixels.shape[1]}x{pixels.shape[0]} px, under {MIN_SIDE} px a side)")
     kind = sniff(data[:132].tobytes())
-    return LoadedImage(pixels=np.ascontiguousarray(pixels), source_bit_depth=depth, kind=kind, warnings=notes)
+    pixels = np.ascontiguousarray(pixels)
+    return LoadedImage(pixels, depth, kind, warnings=notes, reduction=reduction, stored_shape=stored)
 
 
 def _decode_with_pil(path: Path, truncated: bool) -> np.ndarray | None:
@@ -246,17 +289,21 @@ def _read_dicom(path: Path, max_pixels: int | None) -> LoadedImage:
     return LoadedImage(pixels=pixels, source_bit_depth=int(getattr(ds, "BitsStored", 16)), kind="dicom", meta=meta)
 
 
-def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, min_side: int | None = None) -> LoadedImage:
     """Decode one film to 8-bit gray, or raise ImageReadError with a one-line reason.
 
     A film of more than `max_pixels` pixels (all frames; None: no limit) is refused from its header, undecoded.
+    `min_side` (None: full size): a complete 8-bit JPEG at least twice that on its short side is decoded at
+    1/2, 1/4 or 1/8 size by libjpeg's DCT scaling (`jpeg_reduction`: the short side stays >= `min_side`), several
+    times faster than a full decode and resize; `reduction` and `film_shape` say how to map back. Every other
+    film decodes at full size.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError("file not found")
     with path.open("rb") as f:
         head = f.read(132)
-    return _read_dicom(path, max_pixels) if is_dicom(head, path) else _read_raster(path, max_pixels)
+    return _read_dicom(path, max_pixels) if is_dicom(head, path) else _read_raster(path, max_pixels, min_side)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
-from fracturekit.infer.scoring import Prediction, Progress, Scorer, default_batch, stream
+from fracturekit.infer.pipeline import Pipeline
+from fracturekit.infer.scoring import Prediction, Progress, Scorer, default_batch
 from fracturekit.ingest.files import junk_reason, walk_files
 from fracturekit.layout import POSITIVE_CLASS
 from fracturekit.options import NMS_IOU as IOU
@@ -105,12 +107,19 @@ def _output_names(paths: list[Path], source: str | Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ outputs
-def _annotate(gray: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
-    """Boxes with class and confidence on the film, the probability and decision on a band above it (BGR)."""
+def _annotate(gray: np.ndarray, rec: dict[str, Any], reduction: int = 1) -> np.ndarray:
+    """Boxes with class and confidence on the film, the probability and decision on a band above it (BGR).
+
+    `reduction`: `gray` is the film decoded at 1/reduction size, the record's boxes in the film's own pixels.
+    """
     from fracturekit import annotate as A
 
     boxes = [
-        A.Box((b["x1"], b["y1"], b["x2"], b["y2"]), A.PREDICTED, f"{b['class']} {b['confidence']:.2f}".strip())
+        A.Box(
+            (b["x1"] / reduction, b["y1"] / reduction, b["x2"] / reduction, b["y2"] / reduction),
+            A.PREDICTED,
+            f"{b['class']} {b['confidence']:.2f}".strip(),
+        )
         for b in rec["boxes"]
     ]
     caption = []
@@ -133,6 +142,11 @@ def _write(path: Path, img: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode {path}")
     path.write_bytes(data.tobytes())  # not cv2.imwrite: a full disk must raise ENOSPC, not return False
+
+
+def _drawn(path: Path, draw: Callable[..., np.ndarray], *args: Any) -> Callable[[], None]:
+    """A writer job: draw the image with `draw(*args)` (in the writer, off the inference thread) and write it."""
+    return lambda: _write(path, draw(*args))
 
 
 def output_folder(out: str | Path | None, resume: bool) -> Path:
@@ -173,6 +187,7 @@ def _scored(
     scorer: Scorer,
     paths: list[Path],
     pool: ThreadPoolExecutor,
+    pipe: Pipeline,
     batch: int,
     todo: list[int],
     threads: int | None,
@@ -180,12 +195,12 @@ def _scored(
     pacs: Any,
     films: list[Any],
 ) -> Any:
-    """`stream`'s batches; from a PACS, its films fetched FETCH_AHEAD at a time first and deleted once scored.
+    """`Pipeline.stream`'s batches; from a PACS, its films fetched FETCH_AHEAD at a time first and deleted once scored.
 
     A film that cannot be fetched comes back as a Prediction with the reason as its error.
     """
     if pacs is None:
-        yield from stream(scorer, paths, pool, batch, todo, threads, max_pixels)
+        yield from pipe.stream(scorer, paths, batch, todo, threads, max_pixels)
         return
     from fracturekit.pacs import FetchError
 
@@ -199,7 +214,7 @@ def _scored(
     for k in range(0, len(todo), FETCH_AHEAD):
         chunk = todo[k : k + FETCH_AHEAD]
         reasons = dict(zip(chunk, pool.map(fetch, chunk), strict=True))
-        yield from stream(scorer, paths, pool, batch, [i for i in chunk if not reasons[i]], threads, max_pixels)
+        yield from pipe.stream(scorer, paths, batch, [i for i in chunk if not reasons[i]], threads, max_pixels)
         failed = [Prediction(i, paths[i], error=reasons[i]) for i in chunk if reasons[i]]
         if failed:
             yield failed
@@ -325,6 +340,7 @@ def predict(
     modality: str | None = None,
     since: str | None = None,
     push: bool = False,
+    full_size: bool = False,
 ) -> Predictions:
     """Predict every film under `source`; write annotated images, predictions.csv/.json into `out`.
 
@@ -348,6 +364,11 @@ def predict(
     SCORE_FLOOR whatever `conf` is, as `evaluate` scores it. `batch` None: `infer.default_batch`. A film of more
     than `max_pixels` pixels (None: no limit) gets its size as its error, undecoded. `progress` is called
     with ("predict", films done, films to do) after each batch (the CLI draws a bar from it).
+
+    Decoding and image writing overlap inference (`fracturekit.infer.pipeline`). A JPEG at least twice the
+    largest model imgsz on its short side is decoded at 1/2, 1/4 or 1/8 size (the short side kept >= imgsz) and
+    its annotated image drawn at that size; boxes, width and height stay in the film's own pixels. `full_size`:
+    every film decoded and drawn at full size, as `evaluate` decodes them.
 
     `source` "dicomweb://HOST:PORT/PATH" (`fracturekit.pacs`): the films of series of `modality` (default
     CR,DX) in `studies` (all when None) from `since` (YYYY-MM-DD) on, fetched and scored; their records name
@@ -382,8 +403,9 @@ def predict(
             csv.DictWriter(f, fieldnames=plan.columns).writeheader()
     todo = [i for i, k in enumerate(plan.keys) if k not in plan.done]
     try:
-        _score_and_write(plan, todo, out, csv_path, opts, max_pixels, save_images, cam, push, progress)
-        records, meta = _write_summaries(plan, out, csv_path, opts, len(plan.paths) - len(todo) if resume else None)
+        _score_and_write(plan, todo, out, csv_path, opts, max_pixels, save_images, cam, push, progress, full_size)
+        resumed_after = len(plan.paths) - len(todo) if resume else None
+        records, meta = _write_summaries(plan, out, csv_path, opts, resumed_after, full_size)
     except OSError as exc:
         if not is_no_space(exc):
             raise
@@ -514,6 +536,7 @@ def _score_and_write(
     cam: bool,
     push: bool,
     progress: Progress | None,
+    full_size: bool,
 ) -> None:
     """Score the films of `todo` and append each one's row to predictions.csv once its pictures are written."""
     if cam:
@@ -523,6 +546,7 @@ def _score_and_write(
     pending: deque[tuple[list[dict[str, Any]], list[Future[None]]]] = deque()
     with (
         ThreadPoolExecutor(max_workers=max(2, n_threads)) as pool,
+        Pipeline([plan.det, plan.clf], opts.threads, full_size) as pipe,
         csv_path.open("a", newline="") as fh,
         _fetching(plan.root if plan.pacs is not None else None, plan.paths),
     ):
@@ -537,12 +561,12 @@ def _score_and_write(
                 fh.flush()  # the rows survive a killed process (an fsync would also survive power loss)
 
         batches = _scored(
-            plan.scorer, plan.paths, pool, plan.batch, todo, opts.threads, max_pixels, plan.pacs, plan.films
+            plan.scorer, plan.paths, pool, pipe, plan.batch, todo, opts.threads, max_pixels, plan.pacs, plan.films
         )
         done = 0
         try:
             for preds in batches:
-                recs, writes = _film_outputs(plan, preds, out, pool, save_images, push)
+                recs, writes = _film_outputs(plan, preds, out, pool, pipe, save_images, push)
                 pending.append((recs, writes))
                 append_finished(wait=False)
                 done += len(preds)
@@ -553,9 +577,16 @@ def _score_and_write(
 
 
 def _film_outputs(
-    plan: _Plan, preds: list[Prediction], out: Path, pool: ThreadPoolExecutor, save_images: bool, push: bool
+    plan: _Plan,
+    preds: list[Prediction],
+    out: Path,
+    pool: ThreadPoolExecutor,
+    pipe: Pipeline,
+    save_images: bool,
+    push: bool,
 ) -> tuple[list[dict[str, Any]], list[Future[None]]]:
-    """The records of one batch and the pool's writes of their annotated image, heatmaps and DICOM objects."""
+    """The records of one batch, the pool's writes of their DICOM objects and the pipeline's writer jobs that
+    draw and write their annotated image and heatmaps."""
     writes: list[Future[None]] = []
     recs = []
     for pred in preds:
@@ -572,19 +603,19 @@ def _film_outputs(
             writes.append(pool.submit(_dicom_out, plan.writer, to, header, name, rec, pred.gray))
         if save_images:
             rec["annotated"] = f"{name}.jpg"  # relative to `out`, like cam/
-            writes.append(pool.submit(_write, out / f"{name}.jpg", _annotate(pred.gray, rec)))
+            writes.append(pipe.write(_drawn(out / f"{name}.jpg", _annotate, pred.gray, rec, pred.reduction)))
         maps = (("", pred.cls_map, True), (".det" if plan.clf is not None else "", pred.det_map, False))
         for tag, m, is_cls in maps:
             if m is not None:
                 target = out / "cam" / f"{name}{tag}.png"
                 rec["cam"].append(target.relative_to(out).as_posix())
-                writes.append(pool.submit(_write, target, _overlay(pred.gray, m, is_cls)))
+                writes.append(pipe.write(_drawn(target, _overlay, pred.gray, m, is_cls)))
         pred.gray = pred.cls_map = pred.det_map = None  # drawn: free the pixels
     return recs, writes
 
 
 def _write_summaries(
-    plan: _Plan, out: Path, csv_path: Path, opts: InferenceOptions, resumed_after: int | None
+    plan: _Plan, out: Path, csv_path: Path, opts: InferenceOptions, resumed_after: int | None, full_size: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """predictions.json and predictions_coco.json from the finished CSV; (the records in film order, the meta)."""
     det, clf = plan.det, plan.clf
@@ -605,6 +636,7 @@ def _write_summaries(
         "iou": opts.iou,
         "device": opts.device.device.spec,
         "batch": plan.batch,
+        "full_size": full_size,
         "temperature": clf_pol.temperature if clf_pol else None,
         "notes": notes,
         "resumed_after": resumed_after,

@@ -78,6 +78,14 @@ def predict(
     push: Annotated[
         bool, typer.Option("--push", help="dicomweb source: store the --dicom-out objects in their study (STOW-RS).")
     ] = False,
+    full_size: Annotated[
+        bool,
+        typer.Option(
+            "--full-size",
+            help="Decode and draw every film at full size; default: a JPEG over twice imgsz is decoded at 1/2, 1/4 "
+            "or 1/8 size (boxes still in film pixels).",
+        ),
+    ] = False,
 ) -> None:
     """Predict fracture probability and boxes for every X-ray under --source; write annotated copies."""
     from fracturekit.predict import predict as run_predict
@@ -105,6 +113,7 @@ def predict(
             modality=modality,
             since=since,
             push=push,
+            full_size=full_size,
         )
     folder = records.out  # the folder predict chose (--out, or the next runs/predict*)
     for role, m in records.meta["models"].items():

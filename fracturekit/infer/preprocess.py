@@ -76,6 +76,8 @@ class Item:
     det_scale: float = 1.0
     det_pad: tuple[float, float] = (0.0, 0.0)
     cls_in: np.ndarray | None = None
+    reduction: int = 1  # film pixels per pixel of `gray` a side (a JPEG decoded at reduced size)
+    film_shape: tuple[int, int] = (0, 0)  # (h, w) of the film as stored: boxes are mapped back to it
 
 
 def classify_host_transform(imgsz: int, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
@@ -95,12 +97,17 @@ def load_item(
     detector: Model | None,
     cls_tf: Callable[[np.ndarray], np.ndarray] | None,
     max_pixels: int | None = MAX_PIXELS,
+    min_side: int | None = None,
 ) -> Item:
-    """Decode one film and prepare the model inputs (runs in a worker thread, overlapping inference)."""
+    """Decode one film and prepare the model inputs (runs in a worker thread, overlapping inference).
+
+    `min_side`: a large JPEG may be decoded reduced, its short side kept >= this (`read_image`); None: full size.
+    """
     item = Item(index, path)
     try:
-        img = read_image(path, max_pixels)
+        img = read_image(path, max_pixels, min_side)
         item.gray, item.warnings = img.pixels, list(img.warnings)
+        item.reduction, item.film_shape = img.reduction, img.film_shape
         if detector is not None:
             shape = detector.fixed_shape or rect_shape(img.height, img.width, detector.imgsz, detector.stride)
             item.det_in, item.det_scale, item.det_pad = letterbox(img.pixels, shape)

@@ -57,7 +57,8 @@ class Prediction:
     decision: str = ""
     notes: list[str] = field(default_factory=list)
     gray: np.ndarray | None = field(default=None, repr=False)  # the decoded film, for drawing
-    cls_map: np.ndarray | None = field(default=None, repr=False)  # EigenCAM maps in film pixels, when asked
+    reduction: int = 1  # film pixels per pixel of `gray` a side: boxes are drawn on it divided by this
+    cls_map: np.ndarray | None = field(default=None, repr=False)  # EigenCAM maps in `gray` pixels, when asked
     det_map: np.ndarray | None = field(default=None, repr=False)
 
 
@@ -92,7 +93,8 @@ def detect_batch(
     boxes = []
     for k, (it, d, off) in enumerate(zip(items, nms(raw, box_floor, nc, iou), extra, strict=True)):
         left, top = it.det_pad[0] + off[0], it.det_pad[1] + off[1]
-        boxes.append(boxes_to_film(d, it.det_scale, left, top, it.gray.shape))  # type: ignore[union-attr]
+        # in the film's own pixels, also when it was decoded reduced: gray pixel x covers film pixels [x*r, (x+1)*r)
+        boxes.append(boxes_to_film(d, it.det_scale / it.reduction, left, top, it.film_shape))
         if cams is not None:
             maps[k] = map_to_film(cams[k], it.det_scale, left, top, it.gray.shape)  # type: ignore[union-attr]
     return boxes, scores, maps
@@ -178,7 +180,7 @@ class Scorer:
             if k is None:
                 continue
             pred.gray, pred.cls_map, pred.det_map = it.gray, cls_maps[k], det_maps[k]
-            pred.height, pred.width = it.gray.shape  # type: ignore[union-attr]
+            pred.reduction, (pred.height, pred.width) = it.reduction, it.film_shape
             if det is not None:
                 pred.boxes = boxes[k]
                 pred.detector_score = float(scores[k])
@@ -224,16 +226,19 @@ def stream(
     todo: list[int] | None = None,
     threads: int | None = None,
     max_pixels: int | None = MAX_PIXELS,
+    min_side: int | None = None,
 ) -> Iterator[list[Prediction]]:
     """Predictions for `paths` (only the indices in `todo` when given), one list per batch, decoding ahead in `pool`.
 
-    A film of more than `max_pixels` pixels is not decoded: its size is its error.
+    A film of more than `max_pixels` pixels is not decoded: its size is its error. `min_side`: large JPEGs are
+    decoded reduced, short side kept >= this (`read_image`); scores then come from the reduced film, boxes and
+    sizes stay in the film's own pixels. None: every film at full size.
     """
     det, clf = scorer.det, scorer.clf
     cls_tf = classify_host_transform(clf.imgsz, threads) if clf is not None else None
 
     def load(i: int, p: Path) -> Item:
-        return load_item(i, p, det, cls_tf, max_pixels)
+        return load_item(i, p, det, cls_tf, max_pixels, min_side)
 
     for items in batches(paths, list(range(len(paths))) if todo is None else todo, batch, pool, load):
         yield scorer(items)

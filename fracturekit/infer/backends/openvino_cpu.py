@@ -7,6 +7,7 @@ batch) on its own request, the requests running at once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,22 @@ from fracturekit.infer.backends.base import Backend, Loaded, Variant, chunks, im
 if TYPE_CHECKING:
     from fracturekit.device import CpuInfo, Device
     from fracturekit.infer.model import Model
+
+
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) below AVX-512: under them OpenVINO 2026.4 still picks bf16 from CPUID on a
+# BF16 CPU and then fails to compile ("object is not initialized"), so float32 is asked for (see `precision_hint`).
+_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def precision_hint() -> dict[str, str]:
+    """{"INFERENCE_PRECISION_HINT": "f32"} when oneDNN is limited below AVX-512 (what an AVX2 CPU runs), else {}.
+
+    OpenVINO's CPU plugin honours ONEDNN_MAX_CPU_ISA (its convolutions run as brgconv_avx2_f32 under AVX2, the
+    runtime model's primitiveType says so; bench/predict_bench.py --isa avx2 prints it), but not in its choice
+    of bf16.
+    """
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    return {"INFERENCE_PRECISION_HINT": "f32"} if isa in _BELOW_AVX512 else {}
 
 
 class OpenVino(Backend):
@@ -60,9 +77,8 @@ class OpenVino(Backend):
             )
         xml = next(path.glob("*.xml"))
         try:
-            compiled = ov.Core().compile_model(
-                str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT"}
-            )
+            config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT", **precision_hint()}
+            compiled = ov.Core().compile_model(str(xml), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
             raise UserError(
                 f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`."
