@@ -27,13 +27,13 @@ runner = CliRunner()
 TINY = ["--imgsz", "32", "--batch", "8", "--device", "cpu", "--set", "plots=false"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # two 1-epoch trainings and a kill: about 2 minutes on a busy 2-core machine
 def test_killed_training_resumes(prepared_phantoms: Path, tmp_path: Path) -> None:
     run = tmp_path / "classify" / "k"
     args = ["train", "--task", "classify", "--data", str(prepared_phantoms), "--project", str(tmp_path), "--name", "k"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-c", "from fracturekit.cli import main; main()"]
-    proc = subprocess.Popen([*cli, *args, "--epochs", "3", *TINY], env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([*cli, *args, "--epochs", "2", *TINY], env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not (run / "weights" / "last.pt").is_file():  # epoch 1 saved (renamed into place whole): kill in epoch 2
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before epoch 1 was saved"
@@ -46,11 +46,11 @@ def test_killed_training_resumes(prepared_phantoms: Path, tmp_path: Path) -> Non
     resumed = runner.invoke(app, [*args, "--resume"])  # the lock died with the killed process: not refused
     assert resumed.exit_code == 0, resumed.output
     record = json.loads((run / "run.json").read_text())
-    assert record["resumed"] is True and record["epochs_completed"] == 3  # the same total epochs
+    assert record["resumed"] is True and record["epochs_completed"] == 2  # the same total epochs
     assert [n["interrupted_at_epoch"] for n in record["interruptions"]] == [2]
     assert all(t > 0 for t in record["timings"]["per_epoch_s"])  # the clock restarted at epoch 2 is accounted for
     rows = (run / "results.csv").read_text().splitlines()[1:]
-    assert [r.split(",")[0] for r in rows] == ["1", "2", "3"]  # no row of the killed epoch left twice
+    assert [r.split(",")[0] for r in rows] == ["1", "2"]  # no row of the killed epoch left twice
     assert not list(run.rglob("*.partial")) and not (run / "resumes.json").exists()
 
 
