@@ -178,7 +178,7 @@ def atomic_checkpoints(trainer_cls: type) -> type:
     Ultralytics writes them in place (`Path.write_bytes`): a kill or a full disk during the write would leave
     a cut last.pt, which no `--resume` can read, in place of the last good epoch. Here they are written as
     `<name>.partial` and renamed over the old ones (atomic on POSIX); a failed write removes its partial
-    file and leaves the previous epoch's checkpoints as they were.
+    file and leaves the previous epoch's checkpoints as they were (a killed one's is removed at the next save).
     """
 
     def save_model(self: Any) -> Any:
@@ -187,7 +187,8 @@ def atomic_checkpoints(trainer_cls: type) -> type:
         self.last, self.best = partial
         try:
             saved = trainer_cls.save_model(self)
-            for tmp, dest in zip(partial, final, strict=True):
+            # best.pt first: killed between the two renames, last.pt is the older epoch, which --resume redoes
+            for tmp, dest in reversed(list(zip(partial, final, strict=True))):
                 if tmp.exists():  # best.pt is written only when this epoch is the best so far
                     os.replace(tmp, dest)
         finally:
