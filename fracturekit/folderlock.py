@@ -23,6 +23,7 @@ import fcntl
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +32,9 @@ from fracturekit.errors import UserError
 
 LOCK = ".fracturekit.lock"
 F = TypeVar("F", bound=Callable[..., Any])
-_held = threading.local()  # .locks: the FolderLocks this thread holds, in the order taken
+# .locks: weak references to the FolderLocks this thread holds, in the order taken (weak: a lock still goes
+# when the command's frame drops it)
+_held = threading.local()
 
 
 class FolderLock:
@@ -39,8 +42,9 @@ class FolderLock:
 
     def __init__(self, folder: Path, fd: int, created: bool) -> None:
         self.folder, self._fd, self._created = folder, fd, created
+        self._ref = weakref.ref(self)
         self._held = _held_locks()  # this thread's list, kept here: __del__ may run in another thread, or at exit
-        self._held.append(self)
+        self._held.append(self._ref)
 
     def release(self) -> None:
         if self._fd < 0:
@@ -51,7 +55,7 @@ class FolderLock:
                 self.folder.rmdir()  # the folder this lock made, when the command left it empty (else OSError)
         os.close(self._fd)
         self._fd = -1
-        self._held.remove(self)
+        self._held.remove(self._ref)
 
     def __enter__(self) -> FolderLock:
         return self
@@ -98,7 +102,7 @@ def check_unlocked(folder: Path) -> None:
         lock_folder(folder, "check").release()
 
 
-def _held_locks() -> list[FolderLock]:
+def _held_locks() -> list[weakref.ref[FolderLock]]:
     if not hasattr(_held, "locks"):
         _held.locks = []
     return _held.locks
@@ -109,12 +113,14 @@ def release_on_error(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        before = len(_held_locks())
+        before = list(_held_locks())
         try:
             return fn(*args, **kwargs)
         except BaseException:
-            for lock in reversed(_held_locks()[before:]):
-                lock.release()
+            taken = [ref() for ref in _held_locks() if not any(ref is b for b in before)]
+            for lock in reversed(taken):
+                if lock is not None:
+                    lock.release()
             raise
 
     return wrapper  # type: ignore[return-value]
