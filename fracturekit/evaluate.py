@@ -48,7 +48,7 @@ from fracturekit.evaluation.outside import (
     outside_models,
     read_scores,
 )
-from fracturekit.folderlock import lock_folder
+from fracturekit.folderlock import lock_folder, release_on_error
 from fracturekit.imageio import is_image_file
 from fracturekit.infer.backends import CAM_NAME, REFERENCE_NAME
 from fracturekit.infer.model import Model, load_model
@@ -154,6 +154,7 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
+@release_on_error  # a refusal after the lock is taken leaves no lock, nor the folder it made
 def evaluate(
     data: str | Path,
     *,

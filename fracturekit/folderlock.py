@@ -10,18 +10,31 @@ goes with it when left empty; a killed command leaves its lock file, free, which
 output checks ignore. A command that opened the file just before its holder removed it sees it is no longer
 the file at that path (`samestat`) and opens it again, so two never hold one folder. Advisory only: it keeps
 fracturekit commands apart, not other programs; on NFS Linux maps `flock` to a POSIX byte-range lock.
+
+A command that raises after taking its lock releases it at once (`release_on_error`): the traceback keeps the
+command's frame, and so its lock, alive until the caller drops the exception (a notebook keeps the last one),
+so a refused command would otherwise leave its lock, and the folder the lock made, behind it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
+import threading
+import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from fracturekit.errors import UserError
 
 LOCK = ".fracturekit.lock"
+F = TypeVar("F", bound=Callable[..., Any])
+# .locks: weak references to the FolderLocks this thread holds, in the order taken (weak: a lock still goes
+# when the command's frame drops it)
+_held = threading.local()
 
 
 class FolderLock:
@@ -29,6 +42,9 @@ class FolderLock:
 
     def __init__(self, folder: Path, fd: int, created: bool) -> None:
         self.folder, self._fd, self._created = folder, fd, created
+        self._ref = weakref.ref(self)
+        self._held = _held_locks()  # this thread's list, kept here: __del__ may run in another thread, or at exit
+        self._held.append(self._ref)
 
     def release(self) -> None:
         if self._fd < 0:
@@ -39,6 +55,7 @@ class FolderLock:
                 self.folder.rmdir()  # the folder this lock made, when the command left it empty (else OSError)
         os.close(self._fd)
         self._fd = -1
+        self._held.remove(self._ref)
 
     def __enter__(self) -> FolderLock:
         return self
@@ -83,3 +100,27 @@ def check_unlocked(folder: Path) -> None:
     """Raise UserError when a command holds `folder` (before replacing a folder wholesale)."""
     if (Path(folder) / LOCK).is_file():
         lock_folder(folder, "check").release()
+
+
+def _held_locks() -> list[weakref.ref[FolderLock]]:
+    if not hasattr(_held, "locks"):
+        _held.locks = []
+    return _held.locks
+
+
+def release_on_error(fn: F) -> F:
+    """`fn` with every folder lock it took released the moment it raises (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = list(_held_locks())
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            taken = [ref() for ref in _held_locks() if not any(ref is b for b in before)]
+            for lock in reversed(taken):
+                if lock is not None:
+                    lock.release()
+            raise
+
+    return wrapper  # type: ignore[return-value]

@@ -30,10 +30,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fracturekit import __version__, callable_stage
+from fracturekit import __version__, callable_stage, interrupted
 from fracturekit.augment import describe, xray_transforms
 from fracturekit.config import MODEL_SIZES, TASKS, TrainConfig, default_config_path, load_mapping, resolve_config
 from fracturekit.device import Device, resolve_device
+from fracturekit.diskspace import is_no_space
 from fracturekit.errors import UserError
 from fracturekit.folderlock import LOCK, check_unlocked, lock_folder
 from fracturekit.layout import PreparedDataset, RunDir
@@ -102,53 +103,65 @@ def train_recorded(
     check_logger(cfg.values.get("logger") or "none")
     load_ultralytics(threads)
     run_dir = _run_folder(task, cfg, folder)
-    lock = lock_folder(run_dir, "train")  # noqa: F841 - held until train returns: one training per run folder
-    model, pretrained = _build_model(task, cfg, run_dir)
-    release_after = _freeze_plan(cfg, device, pretrained)
-
-    from fracturekit import trainers
-
-    trainer_cls: type = trainers.XrayClassificationTrainer if task == "classify" else _detection_trainer()
-    if task == "classify":
-        trainer_cls = type(trainer_cls.__name__, (trainer_cls,), {"balance": bool(cfg["balance"])})
-    bf16, channels_last = _cpu_speed(cfg, device)
-    trainer_cls = trainers.cpu_fast(trainer_cls, bf16=bf16, channels_last=channels_last)
-    pipeline: dict[str, Any] = {"cpu_bf16_autocast": bf16, "cpu_channels_last": channels_last}
-    model.add_callback("on_pretrain_routine_end", lambda tr: pipeline.update(_observe_pipeline(tr, task)))
-    if release_after is not None:
-        model.add_callback("on_train_epoch_start", trainers.release_frozen_layers(release_after))
-        model.add_callback(
-            "on_train_end", lambda tr: pipeline.update(freeze_released_at_epoch=getattr(tr, "fk_released", None))
-        )
-
-    augmentations = xray_transforms(cfg.values, task)
-    args = {k: v for k, v in cfg.values.items() if k not in _OWN_KEYS}
-    args.update(
-        data=data_arg,
-        save_dir=str(run_dir),
-        device=device.spec,
-        amp=bool(cfg["amp"]) and device.amp,
-        augmentations=augmentations or None,
-    )
-    if device.kind == "cpu":
-        args["channels_last"] = False  # applied by trainers.cpu_fast; Ultralytics would only warn and ignore it
-    if cfg["resume"]:
-        args["resume"] = str(run_dir / "weights" / "last.pt")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    seen = write_seen(run_dir, ds, task)  # before training: an interrupted run's films are known too
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
+    lock = lock_folder(run_dir, "train")  # held until train returns: one training per run folder
+    model: Any = None
     try:
-        with experiment_logger(cfg.values.get("logger") or "none", run_dir, task):
-            result = model.train(trainer=trainer_cls, **args)
-    except (FileNotFoundError, SyntaxError) as exc:  # Ultralytics' way of saying the dataset/args are wrong
-        raise UserError(f"{data_arg}: Ultralytics refused the training set-up ({exc}); check the dataset.") from exc
-    total = time.perf_counter() - t0
-    run = RunDir(run_dir)
-    record = _record(task, cfg, ds, device, threads, pretrained, run, result, pipeline, started, total)
-    record["seen"] = {"file": SEEN_FILE, "films": seen}
-    run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        model, pretrained = _build_model(task, cfg, run_dir)
+        resumes = interrupted.note_resume(run_dir) if cfg["resume"] else []
+        release_after = _freeze_plan(cfg, device, pretrained)
+
+        from fracturekit import trainers
+
+        trainer_cls: type = trainers.XrayClassificationTrainer if task == "classify" else _detection_trainer()
+        if task == "classify":
+            trainer_cls = type(trainer_cls.__name__, (trainer_cls,), {"balance": bool(cfg["balance"])})
+        bf16, channels_last = _cpu_speed(cfg, device)
+        trainer_cls = trainers.cpu_fast(trainer_cls, bf16=bf16, channels_last=channels_last)
+        trainer_cls = trainers.atomic_checkpoints(trainer_cls)  # a kill or full disk keeps the last whole epoch
+        pipeline: dict[str, Any] = {"cpu_bf16_autocast": bf16, "cpu_channels_last": channels_last}
+        model.add_callback("on_pretrain_routine_end", lambda tr: pipeline.update(_observe_pipeline(tr, task)))
+        if release_after is not None:
+            model.add_callback("on_train_epoch_start", trainers.release_frozen_layers(release_after))
+            model.add_callback(
+                "on_train_end", lambda tr: pipeline.update(freeze_released_at_epoch=getattr(tr, "fk_released", None))
+            )
+
+        augmentations = xray_transforms(cfg.values, task)
+        args = {k: v for k, v in cfg.values.items() if k not in _OWN_KEYS}
+        args.update(
+            data=data_arg,
+            save_dir=str(run_dir),
+            device=device.spec,
+            amp=bool(cfg["amp"]) and device.amp,
+            augmentations=augmentations or None,
+        )
+        if device.kind == "cpu":
+            args["channels_last"] = False  # applied by trainers.cpu_fast; Ultralytics would only warn and ignore it
+        if cfg["resume"]:
+            args["resume"] = str(run_dir / "weights" / "last.pt")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        seen = write_seen(run_dir, ds, task)  # before training: an interrupted run's films are known too
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        try:
+            with experiment_logger(cfg.values.get("logger") or "none", run_dir, task):
+                result = model.train(trainer=trainer_cls, **args)
+        except (FileNotFoundError, SyntaxError) as exc:  # Ultralytics' way of saying the dataset/args are wrong
+            raise UserError(f"{data_arg}: Ultralytics refused the training set-up ({exc}); check the dataset.") from exc
+        total = time.perf_counter() - t0
+        run = RunDir(run_dir)
+        record = _record(task, cfg, ds, device, threads, pretrained, run, result, pipeline, started, total, resumes)
+        record["seen"] = {"file": SEEN_FILE, "films": seen}
+        run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        (run_dir / interrupted.RESUMES).unlink(missing_ok=True)  # now in run.json
+    except BaseException as exc:
+        interrupted.stopped(run_dir, fresh=not cfg["resume"])  # a new run with no saved epoch leaves nothing
+        lock.release()  # now: the traceback holds this frame, and a folder the lock made goes when empty
+        if is_no_space(exc):
+            params = sum(p.numel() for p in model.model.parameters()) if model is not None else 0
+            raise interrupted.full_disk(run_dir, params) from None
+        raise
     return Trained(run, json.loads(json.dumps(record, default=str)), device)  # as run.json holds it
 
 
@@ -388,13 +401,16 @@ def _observe_pipeline(trainer: Any, task: str) -> dict[str, Any]:
     return out
 
 
-def _epoch_times(results_csv: Path) -> list[float]:
-    """Seconds per epoch from Ultralytics' cumulative `time` column (train + validation of that epoch)."""
+def _epoch_times(results_csv: Path, restarts: set[int] = frozenset()) -> list[float]:
+    """Seconds per epoch from Ultralytics' cumulative `time` column (train + validation of that epoch).
+
+    The clock restarts at each epoch in `restarts` (1-based: where a resumed session began).
+    """
     if not results_csv.is_file():
         return []
     with results_csv.open(newline="") as f:
-        cumulative = [float(row["time"]) for row in csv.DictReader(f) if row.get("time")]
-    return [round(b - a, 3) for a, b in zip([0.0, *cumulative], cumulative, strict=False)]
+        rows = [(int(row["epoch"]), float(row["time"])) for row in csv.DictReader(f) if row.get("time")]
+    return [round(t - (0.0 if e in restarts or i == 0 else rows[i - 1][1]), 3) for i, (e, t) in enumerate(rows)]
 
 
 def _final_metrics(task: str, result: Any) -> dict[str, float]:
@@ -429,10 +445,11 @@ def _record(
     pipeline: dict[str, Any],
     started: datetime,
     total: float,
+    resumes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The run.json content."""
     summary = json.loads(ds.summary.read_text(encoding="utf-8")) if ds.summary.is_file() else {}
-    epochs = _epoch_times(run.results_csv)
+    epochs = _epoch_times(run.results_csv, interrupted.session_starts(resumes))
     return {
         "task": task,
         "run_dir": str(run.root),
@@ -453,6 +470,7 @@ def _record(
         "model": cfg["model"],
         "pretrained": pretrained,
         "resumed": bool(cfg["resume"]),
+        "interruptions": resumes,  # each kill this run was resumed from: the epoch that was cut, and when
         "config_overrides": cfg.overridden(),
         "timings": {
             "total_s": round(total, 3),

@@ -7,6 +7,7 @@
   number of class folders. Ultralytics' `cls_pw` class weighting exists for detection losses only.
 - `release_frozen_layers`: the second phase of `--freeze` (a callback that unfreezes mid-run).
 - `cpu_fast`: bf16 autocast and channels_last for CPU training (Ultralytics applies both on CUDA only).
+- `atomic_checkpoints`: last.pt and best.pt replaced whole or not at all (a kill or a full disk mid-write).
 
 This module imports Ultralytics at its top, after `load_ultralytics()` has set the environment; the
 classes live at module level so that dataloader workers and DDP can pickle them.
@@ -15,6 +16,7 @@ classes live at module level so that dataloader workers and DDP can pickle them.
 from __future__ import annotations
 
 import math
+import os
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -168,3 +170,31 @@ def cpu_fast(trainer_cls: type, bf16: bool, channels_last: bool) -> type:
             LOGGER.info(f"CPU training: {' + '.join(on)} on the training model (EMA, validation, weights: float32)")
 
     return type(trainer_cls.__name__, (trainer_cls,), {"_setup_train": _setup_train})
+
+
+def atomic_checkpoints(trainer_cls: type) -> type:
+    """`trainer_cls` whose weights/last.pt and best.pt are each replaced whole, or not at all.
+
+    Ultralytics writes them in place (`Path.write_bytes`): a kill or a full disk during the write would leave
+    a cut last.pt, which no `--resume` can read, in place of the last good epoch. Here they are written as
+    `<name>.partial` and renamed over the old ones (atomic on POSIX); a failed write removes its partial
+    file and leaves the previous epoch's checkpoints as they were (a killed one's is removed at the next save).
+    """
+
+    def save_model(self: Any) -> Any:
+        final = (self.last, self.best)
+        partial = tuple(p.with_name(p.name + ".partial") for p in final)
+        self.last, self.best = partial
+        try:
+            saved = trainer_cls.save_model(self)
+            # best.pt first: killed between the two renames, last.pt is the older epoch, which --resume redoes
+            for tmp, dest in reversed(list(zip(partial, final, strict=True))):
+                if tmp.exists():  # best.pt is written only when this epoch is the best so far
+                    os.replace(tmp, dest)
+        finally:
+            self.last, self.best = final
+            for tmp in partial:
+                tmp.unlink(missing_ok=True)
+        return saved
+
+    return type(trainer_cls.__name__, (trainer_cls,), {"save_model": save_model})

@@ -1,10 +1,12 @@
-"""A full disk: prepare and predict stop with one sentence naming the folder and the space needed; prepare
-leaves nothing, predict keeps its finished films and `predict --resume` completes once space is freed.
+"""A full disk: prepare, predict and train stop with one sentence naming the folder and the space needed; prepare
+leaves nothing, predict keeps its finished films and `predict --resume` completes once space is freed; train
+keeps its last whole epoch and `train --resume` completes the run.
 
-Needs root for a 4 MB tmpfs (`mount -t tmpfs -o size=4m`); skipped otherwise."""
+Needs root for a small tmpfs (`mount -t tmpfs -o size=4m`); skipped otherwise."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,21 +17,33 @@ import numpy as np
 import pytest
 
 from fracturekit.errors import UserError
+from fracturekit.folderlock import LOCK
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+def _tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
     disk = tmp_path / "disk"
     disk.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a 4 MB tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
+        pytest.skip(f"mounting a {size} tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from _tmpfs(tmp_path, "4m")
+
+
+@pytest.fixture
+def training_disk(tmp_path: Path) -> Iterator[Path]:
+    """36 MB: a yolov8n-cls run's config, seen.csv and epoch 1 (last.pt and best.pt, 14.6 MB each mid-run) fit;
+    epoch 2's last.pt, written beside the old one before replacing it, does not."""
+    yield from _tmpfs(tmp_path, "36m")
 
 
 def _noise_films(root: Path, n: int, side: int, classes: tuple[str, ...] = ("",)) -> Path:
@@ -75,3 +89,29 @@ def test_predict_on_a_full_disk_then_resume(tmp_path: Path, small_disk: Path, ti
     assert len(records) == 16 and len({r["path"] for r in records}) == 16
     assert (out / "predictions.csv").read_text().splitlines()[: len(kept)] == kept  # finished rows untouched
     assert all((out / r["annotated"]).is_file() for r in records)
+
+
+@pytest.mark.slow
+def test_train_on_a_full_disk_then_resume(training_disk: Path, prepared_phantoms: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fracturekit.cli.app import app
+
+    run = training_disk / "classify" / "full"
+    args = ["train", "--task", "classify", "--data", str(prepared_phantoms), "--project", str(training_disk)]
+    args += ["--name", "full", "--imgsz", "32", "--batch", "8", "--device", "cpu", "--set", "plots=false"]
+    stopped = CliRunner().invoke(app, [*args, "--epochs", "2"])
+    said = " ".join(stopped.output.split())
+    assert stopped.exit_code == 2 and "Traceback" not in said, said
+    assert f"error: {run}: no space left on the device (" in said
+    assert "needed for the checkpoints weights/last.pt and best.pt); free some space or choose another folder; " in said
+    assert said.endswith("epoch 1 is kept in weights/last.pt: then continue it with --resume.")
+    import torch
+
+    assert torch.load(run / "weights" / "last.pt", weights_only=False)["epoch"] == 0  # whole, not cut by the disk
+    assert not list(run.rglob("*.partial")) and not (run / LOCK).exists()
+    subprocess.run(["mount", "-o", "remount,size=96m", str(training_disk)], check=True)  # space freed
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    record = json.loads((run / "run.json").read_text())
+    assert record["epochs_completed"] == 2 and [n["interrupted_at_epoch"] for n in record["interruptions"]] == [2]

@@ -23,7 +23,7 @@ from fracturekit.cv.folder import check_ours, check_same_settings, cv_folder, cv
 from fracturekit.cv.folds import FOLD_COLUMNS, plan_folds
 from fracturekit.cv.pooling import summarize
 from fracturekit.errors import UserError
-from fracturekit.folderlock import lock_folder
+from fracturekit.folderlock import lock_folder, release_on_error
 from fracturekit.layout import PreparedDataset
 from fracturekit.options import check_threshold
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from fracturekit.metrics import ThresholdRule
 
 
+@release_on_error  # a refusal after the lock is taken leaves no lock, nor the folder it made
 def cross_validate(
     task: str,
     data: str | Path,

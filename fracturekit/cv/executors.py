@@ -6,6 +6,7 @@ Both take the same jobs and call `on_done` with each fold's record as it finishe
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 from collections import deque
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 from fracturekit.cv.fold import FoldJob, run_fold
@@ -60,13 +62,25 @@ def run_local(
 
 
 def check_ray_address(timeout: float) -> None:
-    """Refuse, within `timeout` seconds, a RAY_ADDRESS where nothing answers.
+    """Refuse, within `timeout` seconds, a RAY_ADDRESS where nothing answers, or a local Ray that cannot start.
 
     `ray.init` retries such an address for minutes, printing `Failed to connect to GCS` every few seconds and
     ignoring SIGTERM meanwhile; one TCP connection to the address (host:port or ray://host:port) tells first.
+    A local Ray instance talks over 127.0.0.1: with the loopback interface down (a network namespace, a
+    container without `lo`) the same retries follow, so a connection to a socket of our own tells first.
     """
     address = os.environ.get("RAY_ADDRESS", "").strip()
-    if not address or address in ("auto", "local"):
+    if address == "auto":
+        return
+    if not address or address == "local":
+        try:
+            with socket.create_server(("127.0.0.1", 0)) as server:
+                socket.create_connection(server.getsockname()[:2], timeout=timeout).close()
+        except OSError as exc:
+            raise UserError(
+                f"--executor ray: Ray cannot start here, this machine's loopback network 127.0.0.1 does not answer "
+                f"({exc.strerror or type(exc).__name__}); bring it up (`ip link set lo up`) or use --executor local."
+            ) from None
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
@@ -86,6 +100,9 @@ def run_ray(
 
     Connects to the cluster in RAY_ADDRESS (`cross_validate` checks first that it answers), else starts a
     local Ray instance. Data and project paths must be on storage that every Ray node sees under the same path.
+    A fold whose Ray worker dies (killed, out of memory) stops the cv with one sentence instead of Ray's three
+    silent retries; SIGTERM stops it like Ctrl-C. Either way `ray.shutdown()` stops the Ray processes started
+    here, and the folds finished so far are kept: the same command again resumes.
     """
     try:
         import ray
@@ -96,6 +113,12 @@ def run_ray(
     started = not ray.is_initialized()
     if started:
         ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    finished = 0
+    where = Path(jobs[0].run).parent if jobs else Path()
+    stop = threading.Event()
+    on_term = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():  # Ray's own handler aborts with a stack dump
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # raised inside ray.wait, an error would be garbled
     try:
         _check_ray_fits(ray, max((j.threads or 1) for j in jobs), bool(gpus))
         remote = ray.remote(run_fold)
@@ -103,15 +126,19 @@ def run_ray(
         queue = deque(jobs)
         slots = deque(range(parallel))
         slot_of: dict[Any, int] = {}
+        fold_of: dict[Any, int] = {}
         while queue or pending:
             while queue and slots:
                 job = replace(queue.popleft(), slot=slots.popleft())
                 if gpus:  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU: inside the task it is device 0
                     job = replace(job, device="0")
-                ref = remote.options(num_cpus=job.threads or 1, num_gpus=1 if gpus else 0).remote(job)
+                ref = remote.options(num_cpus=job.threads or 1, num_gpus=1 if gpus else 0, max_retries=0).remote(job)
                 pending[ref] = None
                 slot_of[ref] = job.slot
-            done, _ = ray.wait(list(pending), num_returns=1)
+                fold_of[ref] = job.fold
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a SIGTERM is seen within a second
+            if stop.is_set():
+                raise UserError(f"cv stopped by SIGTERM; {_kept(finished, where)}")
             for ref in done:
                 del pending[ref]
                 slots.append(slot_of.pop(ref))
@@ -121,10 +148,20 @@ def run_ray(
                     if isinstance(exc.cause, UserError):  # one sentence, not Ray's remote traceback
                         raise exc.cause from None
                     raise
+                except ray.exceptions.RayError as exc:  # the worker process or its node died, not the fold's code
+                    why = f"fold {fold_of[ref]}: its Ray worker died ({type(exc).__name__})"
+                    raise UserError(f"{why}; {_kept(finished, where)}") from None
                 on_done(result)
+                finished += 1
     finally:
+        signal.signal(signal.SIGTERM, on_term)
         if started:
             ray.shutdown()
+
+
+def _kept(finished: int, cv_dir: Path) -> str:
+    folds = "fold" if finished == 1 else "folds"
+    return f"{finished} finished {folds} kept in {cv_dir}: run the same command again to continue."
 
 
 def _check_ray_fits(ray: Any, cpus: int, gpu: bool) -> None:
