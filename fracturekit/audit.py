@@ -30,6 +30,7 @@ from fracturekit.copies import Signature, copy_pairs, name_links, signature
 from fracturekit.errors import UserError
 from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
 from fracturekit.imageio import ImageReadError, read_image
+from fracturekit.layout import PreparedDataset
 from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.split import units
 from fracturekit.yolo_env import cpu_threads
@@ -373,7 +374,7 @@ def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditIte
     return sorted(pairs)
 
 
-def _hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, Signature | None] | str:
+def hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, Signature | None] | str:
     """(file sha256, pixel sha256, dihedral phashes, copy signature) of one film, or why it cannot be read.
 
     copies=False skips the SIFT signature (None): for callers whose other side has none to compare with.
@@ -402,7 +403,7 @@ def audit(path: str | Path, out: str | Path | None = None, progress: bool = Fals
     if manifest.is_file():
         entries = _prepared_entries(path, manifest)
         if out is None:
-            out = path / "audit"
+            out = PreparedDataset(path).audit_dir
     else:
         from fracturekit.ingest.source import load_source
 
@@ -410,7 +411,7 @@ def audit(path: str | Path, out: str | Path | None = None, progress: bool = Fals
         entries = [
             (r.source, rel_to(r.source, path), r.split or "", r.image_label or "", r.group) for r in ingest.records
         ]
-    hashed = parallel_map(lambda e: _hash_film(e[0]), entries, progress, "hashing films")
+    hashed = parallel_map(lambda e: hash_film(e[0]), entries, progress, "hashing films")
     items: list[AuditItem] = []
     unreadable: list[tuple[str, str]] = []
     for (_, shown, split, label, group), h in zip(entries, hashed, strict=True):

@@ -66,7 +66,7 @@ __all__ = [
     "coco_ground_truth",
     "evaluate",
     "labelled_confusion",
-    "warnings",
+    "metric_warnings",
 ]
 # "Too few to judge": below 10 positives a sensitivity moves in steps of 0.1 or more; below 30 films the
 # AUROC CI usually spans more than 0.2. A 95% CI wider than 0.2 AUROC runs from "weak" to "good".
@@ -83,7 +83,7 @@ def _ci_width(ci: Any) -> float:
     return float(ci[1] - ci[0])
 
 
-def warnings(metrics: dict[str, Any]) -> list[str]:
+def metric_warnings(metrics: dict[str, Any]) -> list[str]:
     """Warning signs a reader should see before the numbers; subgroups too small to judge are marked in place.
 
     A temperature at its search bound, subgroups under MIN_POSITIVES positives or MIN_FILMS films, 95% CIs
@@ -140,16 +140,16 @@ def _load_model(run: str | Path, task: str, imgsz: int | None, device: str) -> M
     return load_model(run, task, imgsz, device=device, backend=REFERENCE_NAME, with_metrics=False)
 
 
-def _nan_to_none(obj: Any) -> Any:
+def nan_to_none(obj: Any) -> Any:
     """JSON has no NaN: write null for undefined metrics."""
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if isinstance(obj, dict):
-        return {str(k): _nan_to_none(v) for k, v in obj.items()}
+        return {str(k): nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [nan_to_none(v) for v in obj]
     if isinstance(obj, np.generic):
-        return _nan_to_none(obj.item())
+        return nan_to_none(obj.item())
     return obj
 
 
@@ -281,7 +281,7 @@ def evaluate(
         plots.update(half.plots)
 
     result["skipped"] = skipped
-    result["warnings"] = warnings(result)
+    result["warnings"] = metric_warnings(result)
     predictions = pd.concat(rows, ignore_index=True)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     table = C.write(out_dir, ds.root, manifest, scored, cases, imgsz, device)
@@ -291,7 +291,7 @@ def evaluate(
         "counts": {f"{m} {k}": int(v) for (m, k), v in table.groupby(["model", "kind"]).size().items()},
     }
     plots["cases"] = table[table["picture"] != ""]
-    clean = _nan_to_none(result)
+    clean = nan_to_none(result)
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2))
     if out is None and classifier is not None and detector is not None:
         # `predict` reads each model's threshold from ITS run's latest eval*/metrics.json: give the detector a copy.
@@ -368,10 +368,7 @@ def build_provenance(
         except PackageNotFoundError:
             return None
 
-    try:
-        data_hash = json.loads(ds.summary.read_text(encoding="utf-8")).get("data_hash")
-    except (OSError, ValueError):
-        data_hash = None
+    data_hash = ds.recorded_data_hash()
     runs = {}
     for (role, rd), ov in zip(roles, overlaps[: len(roles)], strict=True):
         try:

@@ -1,4 +1,4 @@
-"""The options train, evaluate, predict, export and cam share, checked once with one sentence per mistake.
+"""The options train, evaluate, predict (with its --cam) and export share, checked with one sentence per mistake.
 
 `--device auto|cpu|mps|0|0,1` (auto everywhere), `--conf` / `--iou` in (0, 1], `--imgsz` positive and
 rounded up to the model stride, and the classify-vs-detect check (export's `--format` is checked by
@@ -56,7 +56,7 @@ def check_imgsz(value: int | None, stride: int = STRIDE) -> tuple[int | None, st
 
 
 def inference_device(requested: str | int | None = "auto") -> tuple[Device, str, str | None]:
-    """Device for evaluate/predict/export/cam: (Device, torch device string, a note when one GPU of several is used).
+    """Device for evaluate/predict/export: (Device, torch device string, a note when one GPU of several is used).
 
     Inference runs one model on one device; `0,1` (several GPUs, meaningful for training as DDP) uses the
     first listed GPU and says so instead of dropping the others in silence.

@@ -31,7 +31,14 @@ from typing import Any
 
 from fracturekit import __version__, callable_stage
 from fracturekit.augment import describe, xray_transforms
-from fracturekit.config import MODEL_SIZES, TASKS, TrainConfig, default_config_path, load_mapping, resolve_config
+from fracturekit.config import (
+    MODEL_SIZES,
+    TrainConfig,
+    check_known_task,
+    default_config_path,
+    load_mapping,
+    resolve_config,
+)
 from fracturekit.device import Device, resolve_device
 from fracturekit.errors import UserError
 from fracturekit.folderlock import LOCK, check_unlocked, lock_folder
@@ -71,8 +78,7 @@ def train(
     project, device, threads, freeze, freeze_epochs, lr0, ... any Ultralytics train argument); None
     values are ignored so CLI defaults do not mask the config file.
     """
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
+    check_known_task(task)
     ds = PreparedDataset.open(data)
     data_arg = _data_argument(ds, task)
     cfg = _resolve(task, config, overrides)
@@ -413,7 +419,6 @@ def _record(
     total: float,
 ) -> dict[str, Any]:
     """The run.json content."""
-    summary = json.loads(ds.summary.read_text(encoding="utf-8")) if ds.summary.is_file() else {}
     epochs = _epoch_times(run.results_csv)
     return {
         "task": task,
@@ -431,7 +436,7 @@ def _record(
         },
         "threads": threads,
         "data": str(ds.root.resolve()),
-        "data_hash": summary.get("data_hash"),
+        "data_hash": ds.recorded_data_hash(),
         "model": cfg["model"],
         "pretrained": pretrained,
         "resumed": bool(cfg["resume"]),

@@ -26,7 +26,7 @@ class EvalContext:
     split: str
     out_dir: Path
     threshold: str  # the rule (youden, f1, sens:0.95, or a number) applied on THRESHOLD_SPLIT
-    device: str  # torch device string, resolved once by options.inference_device
+    device: str  # the torch device string evaluate() got from options.inference_device
     bootstrap: int
     seed: int
     manifest: pd.DataFrame
