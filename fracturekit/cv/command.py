@@ -7,7 +7,6 @@ report.html; the other modules of `fracturekit.cv` do the parts.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from fracturekit.errors import UserError
 from fracturekit.folderlock import lock_folder
 from fracturekit.layout import PreparedDataset
 from fracturekit.options import check_threshold
+from fracturekit.report import fmt
 
 
 def cross_validate(
@@ -50,13 +50,12 @@ def cross_validate(
     ray_timeout: seconds the Ray cluster in RAY_ADDRESS has to answer (executor "ray") before a UserError.
     overrides: train config keys (epochs, imgsz, seed, device, threads, ...), as for `train`.
     """
-    from fracturekit.config import TASKS, resolve_config
+    from fracturekit.config import check_known_task, resolve_config
     from fracturekit.device import resolve_device
     from fracturekit.yolo_env import cpu_threads
 
     say = progress or (lambda _msg: None)
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
+    check_known_task(task)
     if folds < 3:
         raise UserError(f"--folds {folds}: use at least 3 (one test fold, one validation fold, one to train on).")
     if executor not in EXECUTORS:
@@ -139,8 +138,8 @@ def cross_validate(
         auroc = m["auroc"] if task == "classify" else m["image_auroc"]
         how = "finished earlier, reused" if result["reused"] else f"trained in {result['train_s']:.0f} s"
         say(
-            f"fold {result['fold']} model {result['model']}: AUROC {_f(auroc)}, threshold {_f(m['threshold'])}, "
-            f"sensitivity {_f(m['sensitivity'])}, specificity {_f(m['specificity'])} ({how}) "
+            f"fold {result['fold']} model {result['model']}: AUROC {fmt(auroc)}, threshold {fmt(m['threshold'])}, "
+            f"sensitivity {fmt(m['sensitivity'])}, specificity {fmt(m['specificity'])} ({how}) "
             f"[{len(results)}/{len(jobs)}]"
         )
 
@@ -160,7 +159,3 @@ def cross_validate(
 def _model_label(spec: str) -> str:
     """A model's short name in folder names and tables: n, s, ... or the file stem."""
     return spec if "/" not in spec and "." not in spec else Path(spec).stem
-
-
-def _f(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
