@@ -352,8 +352,7 @@ def _warnings_section(metrics: dict[str, Any]) -> list[str]:
 
 def _classifier_section(c: dict[str, Any], plots: dict[str, Any]) -> list[str]:
     """The classifier's numbers, confusion matrix, reliability diagram and subgroup table."""
-    parts = []
-    parts.append(f"<h2>Classifier</h2><p>{_source(c)}, classes {c['classes']}.</p>")
+    parts = [f"<h2>Classifier</h2><p>{_source(c)}, classes {c['classes']}.</p>"]
     rows: list[tuple[str, Any]] = [("images", c.get("n")), ("AUROC", c["auroc"])]
     if c.get("positive_class"):
         rows += [
@@ -389,8 +388,7 @@ def _classifier_section(c: dict[str, Any], plots: dict[str, Any]) -> list[str]:
 
 def _detector_section(d: dict[str, Any]) -> list[str]:
     """The detector's mAP both ways, its image-level numbers and its subgroup table."""
-    parts = []
-    parts.append(f"<h2>Detector</h2><p>{_source(d)}, classes {d['classes']}.</p>")
+    parts = [f"<h2>Detector</h2><p>{_source(d)}, classes {d['classes']}.</p>"]
     parts.append(
         "<table><tr><th></th><th>Ultralytics val</th><th>pycocotools COCOeval</th><th>difference</th></tr>"
         + "".join(

@@ -74,17 +74,14 @@ def cv_command(
         "freeze_epochs": freeze_epochs,
     }
     if export_folds is not None or scores:
+        what = "--export-folds" if export_folds is not None else "--scores"
         training = {
             "--model": model,
             "--executor": executor != "local",
             "--parallel": parallel != 1,
             "--config": config,
         }
-        training |= {f"--{k.replace('_', '-')}": v for k, v in flags.items() if k != "seed"}
-        given = [k for k, v in training.items() if v not in (None, False)] + (["--set"] if set_ else [])
-        if given:
-            what = "--export-folds" if export_folds is not None else "--scores"
-            raise UserError(f"{', '.join(given)} train models; {what} trains none here: leave them out.")
+        _refuse_training_options(what, training, flags, set_)
     if export_folds is not None:
         done = outside.export_folds(task, data, export_folds, folds=folds, seed=seed)
         console.print(
@@ -130,6 +127,16 @@ def cv_command(
             **overrides,
         )
     _print_result(result, data)
+
+
+def _refuse_training_options(
+    what: str, training: dict[str, Any], flags: dict[str, Any], set_options: list[str] | None
+) -> None:
+    """A UserError naming each training option given to --export-folds or --scores, which train no model here."""
+    training |= {f"--{k.replace('_', '-')}": v for k, v in flags.items() if k != "seed"}
+    given = [k for k, v in training.items() if v not in (None, False)] + (["--set"] if set_options else [])
+    if given:
+        raise UserError(f"{', '.join(given)} train models; {what} trains none here: leave them out.")
 
 
 def _print_result(result: dict[str, Any], data: Path) -> None:
