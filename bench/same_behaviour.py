@@ -25,8 +25,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 # Keys of metrics.json whose values depend on the machine, the clock or the folder, not on the code's behaviour.
-VOLATILE = ("time", "seconds", "_s", "date", "path", "version", "host", "device", "threads", "out", "root", "report")
+VOLATILE = {"data", "out", "run", "path", "csv", "date", "versions", "detections", "ground_truth", "device", "threads"}
 CLI = "from fracturekit.cli import main; main()"
+ALL_PARTS = {"help", "fracatlas", "phantoms"}
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -56,11 +57,11 @@ def _fk(args: list[str], env: dict[str, str], check: bool = True) -> str:
 def _commands(env: dict[str, str]) -> list[list[str]]:
     """Every command path of the Typer app, sub-commands of groups included."""
     code = (
-        "import json, click, typer\n"
+        "import json, typer\n"
         "from fracturekit.cli.app import app\n"
         "def walk(cmd, path):\n"
         "    out = [path]\n"
-        "    if isinstance(cmd, click.Group):\n"
+        "    if hasattr(cmd, 'commands'):  # typer vendors click: no isinstance(cmd, click.Group)\n"
         "        for name, sub in sorted(cmd.commands.items()):\n"
         "            out += walk(sub, path + [name])\n"
         "    return out\n"
@@ -70,18 +71,18 @@ def _commands(env: dict[str, str]) -> list[list[str]]:
     return json.loads(proc.stdout)
 
 
-def _numbers(value: Any, prefix: str = "") -> dict[str, Any]:
-    """The leaves of a metrics.json as {dotted.key: value}, without the volatile keys (see VOLATILE)."""
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    """The leaves of a metrics.json as {dotted.key: value}, without the volatile keys (VOLATILE, `*_s` timings)."""
     out: dict[str, Any] = {}
     if isinstance(value, dict):
         for k, v in value.items():
-            if any(word in str(k).lower() for word in VOLATILE):
+            if str(k) in VOLATILE or str(k).endswith("_s"):
                 continue
-            out.update(_numbers(v, f"{prefix}{k}."))
+            out.update(_leaves(v, f"{prefix}{k}."))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            out.update(_numbers(v, f"{prefix}{i}."))
-    elif isinstance(value, (int, float, bool)) or value is None:
+            out.update(_leaves(v, f"{prefix}{i}."))
+    else:
         out[prefix.rstrip(".")] = value
     return out
 
@@ -93,14 +94,25 @@ def _prepared(dataset: Path) -> dict[str, Any]:
     return {"data_hash": summary.get("data_hash"), **counts}
 
 
-def fingerprint(out: Path, fracatlas: Path | None, epochs: int) -> dict[str, Any]:
-    """Run every check into `out`; the fingerprint as a dict."""
+def fingerprint(out: Path, fracatlas: Path | None, epochs: int, parts: set[str]) -> dict[str, Any]:
+    """Run the checks of `parts` (help, fracatlas, phantoms, metrics) into `out`; the fingerprint as a dict."""
     env = _env(out)
     result: dict[str, Any] = {}
-    result["help"] = {" ".join(["fracturekit", *c]): _fk([*c, "--help"], env) for c in _commands(env)}
-    if fracatlas is not None:
+    if "help" in parts:
+        result["help"] = {" ".join(["fracturekit", *c]): _fk([*c, "--help"], env) for c in _commands(env)}
+    if fracatlas is not None and "fracatlas" in parts:
         _fk(["prepare", str(fracatlas), "--out", str(out / "fracatlas")], env)
         result["prepare_fracatlas"] = _prepared(out / "fracatlas")
+    if "phantoms" in parts:
+        result.update(_phantom_run(out, env, epochs))
+    elif "metrics" in parts:  # evaluate's metrics.json of an earlier phantom run, read again
+        result["evaluate_phantoms"] = _metrics(out)
+    return result
+
+
+def _phantom_run(out: Path, env: dict[str, str], epochs: int) -> dict[str, Any]:
+    """Phantoms prepared, a classifier and a detector trained (seeded, CPU), evaluated: the numbers."""
+    result: dict[str, Any] = {}
     from fracturekit.phantoms import write_phantom_dataset
 
     raw = write_phantom_dataset(out / "phantoms-raw", n=60, seed=1, size=64, fmt="coco")
@@ -119,8 +131,12 @@ def fingerprint(out: Path, fracatlas: Path | None, epochs: int) -> dict[str, Any
         ],
         env,
     )  # fmt: skip
-    result["evaluate_phantoms"] = _numbers(json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8")))
+    result["evaluate_phantoms"] = _metrics(out)
     return result
+
+
+def _metrics(out: Path) -> dict[str, Any]:
+    return _leaves(json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8")))
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -157,6 +173,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="Folder for the fingerprint and the runs it makes (new or empty).")
     ap.add_argument("--fracatlas", type=Path, default=SHARED / "fracatlas", help="FracAtlas folder ('' to skip).")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument(
+        "--parts",
+        default="help,fracatlas,phantoms",
+        help="Which checks to run (comma list; metrics: re-read an earlier run's metrics.json).",
+    )
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"))
     args = ap.parse_args()
     if args.compare:
@@ -166,7 +187,11 @@ def main() -> int:
     out = (args.out if args.out.is_absolute() else Path.cwd() / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     fracatlas = args.fracatlas if str(args.fracatlas) not in ("", ".") and args.fracatlas.is_dir() else None
-    result = fingerprint(out, fracatlas, args.epochs)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    # A partial run updates an earlier fingerprint in the same folder (e.g. --parts help after a fix).
+    earlier = out / "fingerprint.json"
+    result = json.loads(earlier.read_text(encoding="utf-8")) if earlier.is_file() and parts != ALL_PARTS else {}
+    result.update(fingerprint(out, fracatlas, args.epochs, parts))
     (out / "fingerprint.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {out / 'fingerprint.json'}")
     return 0
