@@ -30,6 +30,7 @@ from fracturekit.copies import Signature, copy_pairs, name_links, signature
 from fracturekit.errors import UserError
 from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
 from fracturekit.imageio import ImageReadError, read_image
+from fracturekit.layout import PreparedDataset
 from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.split import units
 from fracturekit.yolo_env import cpu_threads
@@ -373,7 +374,7 @@ def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditIte
     return sorted(pairs)
 
 
-def _hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, Signature | None] | str:
+def hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, Signature | None] | str:
     """(file sha256, pixel sha256, dihedral phashes, copy signature) of one film, or why it cannot be read.
 
     copies=False skips the SIFT signature (None): for callers whose other side has none to compare with.
@@ -394,7 +395,7 @@ def audit_folder(path: Path, out: Path | None) -> Path | None:
     never write into the user's source folder uninvited). On the paths as given, so a caller can name it."""
     if out is not None:
         return out
-    return path / "audit" if (path / "manifest.csv").is_file() else None
+    return PreparedDataset(path).audit_dir if (path / "manifest.csv").is_file() else None
 
 
 def audit(path: str | Path, out: str | Path | None = None, progress: bool = False) -> AuditResult:
@@ -414,7 +415,7 @@ def audit(path: str | Path, out: str | Path | None = None, progress: bool = Fals
         entries = [
             (r.source, rel_to(r.source, path), r.split or "", r.image_label or "", r.group) for r in ingest.records
         ]
-    hashed = parallel_map(lambda e: _hash_film(e[0]), entries, progress, "hashing films")
+    hashed = parallel_map(lambda e: hash_film(e[0]), entries, progress, "hashing films")
     items: list[AuditItem] = []
     unreadable: list[tuple[str, str]] = []
     for (_, shown, split, label, group), h in zip(entries, hashed, strict=True):

@@ -39,10 +39,15 @@ RESERVED_KEYS = {
 }
 
 
-def default_config_path(task: str) -> Path:
-    """The YAML with the defaults of `task`."""
+def check_known_task(task: str) -> None:
+    """A UserError unless `task` is one fracturekit trains (TASKS); `options.check_task` checks a run's task instead."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
+
+
+def default_config_path(task: str) -> Path:
+    """The YAML with the defaults of `task`."""
+    check_known_task(task)
     path = shipped_dir("configs", "configs") / f"{task}.yaml"
     if not path.is_file():
         raise UserError(f"{path}: default config missing; reinstall fracturekit.")
@@ -79,6 +84,13 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
+
+
+def training_overrides(set_options: list[str] | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config overrides from the command line (train and cv): the `--set key=value` pairs, then each flag
+    that was given (None = not given, so a CLI default never masks the config file); a path as its text."""
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
+    return {**parse_set_options(set_options), **given}
 
 
 def _ultralytics_defaults() -> dict[str, Any]:

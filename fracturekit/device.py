@@ -1,7 +1,10 @@
-"""Pick the training device: `auto` = CUDA, then Apple MPS, then CPU; several GPUs = Ultralytics DDP.
+"""The device rule of every command, and what this machine's CPU offers.
 
-The answer is an Ultralytics device string plus what fracturekit decides from it (AMP only on CUDA,
-DDP when more than one GPU index is given), so `train` and the run record agree on one value.
+`resolve_device`: `auto` = CUDA, then Apple MPS, then CPU; several GPUs = Ultralytics DDP. The answer is an
+Ultralytics device string plus what fracturekit decides from it (AMP only on CUDA, DDP when more than one GPU
+index is given), so `train` and the run record agree on one value; evaluate, predict and export reach it through
+`fracturekit.options.inference_device`, which keeps one GPU. `cpu_info`: the CPU model and the flags that decide
+which backend and precision are fast here (benches print it).
 """
 
 from __future__ import annotations

@@ -128,56 +128,17 @@ def structured_report(
     from highdicom.sr import (
         ComprehensiveSR,
         DeviceObserverIdentifyingAttributes,
-        GraphicTypeValues,
-        ImageRegion,
-        Measurement,
         MeasurementReport,
-        MeasurementsAndQualitativeEvaluations,
         ObservationContext,
         ObserverContext,
-        PlanarROIMeasurementsAndQualitativeEvaluations,
-        QualitativeEvaluation,
-        SourceImageForMeasurementGroup,
-        SourceImageForRegion,
-        TrackingIdentifier,
     )
     from pydicom.sr.codedict import codes
 
     c = _codes()
     frames = [1] if int(getattr(source, "NumberOfFrames", 1) or 1) > 1 else None  # predict scores the first frame
-    groups: list[Any] = []
-    for k, box in enumerate(rec["boxes"], 1):
-        region = ImageRegion(
-            graphic_type=GraphicTypeValues.POLYLINE,
-            graphic_data=box_polyline(box),
-            source_image=SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, frames),
-        )
-        groups.append(
-            PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier=f"box {k} {box['class']}".strip()),
-                referenced_region=region,
-                finding_type=c["fracture"],
-                algorithm_id=detector.sr_item() if detector else None,
-                measurements=[Measurement(c["certainty"], float(box["confidence"]), c["unitless"])],
-            )
-        )
+    groups = _box_groups(source, rec, detector, frames, c)
     if rec["fracture_probability"] is not None:
-        measurements = [Measurement(c["probability"], float(rec["fracture_probability"]), c["unitless"])]
-        evaluations = []
-        if rec["threshold"] is not None:
-            measurements.append(Measurement(c["threshold"], float(rec["threshold"]), c["unitless"]))
-            positive = rec["decision"] == _positive_class()
-            evaluations.append(QualitativeEvaluation(c["fracture"], c["present"] if positive else c["absent"]))
-        groups.append(
-            MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier=f"film {rec['score_source']}"),
-                finding_type=c["fracture"],
-                algorithm_id=scorer.sr_item() if scorer else None,
-                measurements=measurements,
-                qualitative_evaluations=evaluations,
-                source_images=[SourceImageForMeasurementGroup.from_source_image(source, frames)],
-            )
-        )
+        groups.append(_film_group(source, rec, scorer, frames, c))
     observer = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
@@ -202,6 +163,68 @@ def structured_report(
         series_description="fracturekit findings",
         is_complete=True,
         is_final=False,  # an algorithm's output, not verified by a clinician (PS3.3 C.17.2 Verification Flag)
+    )
+
+
+def _box_groups(
+    source: Any, rec: dict[str, Any], detector: Algorithm | None, frames: list[int] | None, c: dict[str, Any]
+) -> list[Any]:
+    """One planar-ROI measurement group per detected box: its polyline on the film and its confidence."""
+    import highdicom as hd
+    from highdicom.sr import (
+        GraphicTypeValues,
+        ImageRegion,
+        Measurement,
+        PlanarROIMeasurementsAndQualitativeEvaluations,
+        SourceImageForRegion,
+        TrackingIdentifier,
+    )
+
+    groups: list[Any] = []
+    for k, box in enumerate(rec["boxes"], 1):
+        region = ImageRegion(
+            graphic_type=GraphicTypeValues.POLYLINE,
+            graphic_data=box_polyline(box),
+            source_image=SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, frames),
+        )
+        groups.append(
+            PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier=f"box {k} {box['class']}".strip()),
+                referenced_region=region,
+                finding_type=c["fracture"],
+                algorithm_id=detector.sr_item() if detector else None,
+                measurements=[Measurement(c["certainty"], float(box["confidence"]), c["unitless"])],
+            )
+        )
+    return groups
+
+
+def _film_group(
+    source: Any, rec: dict[str, Any], scorer: Algorithm | None, frames: list[int] | None, c: dict[str, Any]
+) -> Any:
+    """The film-level measurement group: the fracture probability, and the threshold and decision when set."""
+    import highdicom as hd
+    from highdicom.sr import (
+        Measurement,
+        MeasurementsAndQualitativeEvaluations,
+        QualitativeEvaluation,
+        SourceImageForMeasurementGroup,
+        TrackingIdentifier,
+    )
+
+    measurements = [Measurement(c["probability"], float(rec["fracture_probability"]), c["unitless"])]
+    evaluations = []
+    if rec["threshold"] is not None:
+        measurements.append(Measurement(c["threshold"], float(rec["threshold"]), c["unitless"]))
+        positive = rec["decision"] == _positive_class()
+        evaluations.append(QualitativeEvaluation(c["fracture"], c["present"] if positive else c["absent"]))
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier=f"film {rec['score_source']}"),
+        finding_type=c["fracture"],
+        algorithm_id=scorer.sr_item() if scorer else None,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+        source_images=[SourceImageForMeasurementGroup.from_source_image(source, frames)],
     )
 
 

@@ -67,7 +67,7 @@ __all__ = [
     "coco_ground_truth",
     "evaluate",
     "labelled_confusion",
-    "warnings",
+    "metric_warnings",
 ]
 # "Too few to judge": below 10 positives a sensitivity moves in steps of 0.1 or more; below 30 films the
 # AUROC CI usually spans more than 0.2. A 95% CI wider than 0.2 AUROC runs from "weak" to "good".
@@ -84,7 +84,7 @@ def _ci_width(ci: Any) -> float:
     return float(ci[1] - ci[0])
 
 
-def warnings(metrics: dict[str, Any]) -> list[str]:
+def metric_warnings(metrics: dict[str, Any]) -> list[str]:
     """Warning signs a reader should see before the numbers; subgroups too small to judge are marked in place.
 
     A temperature at its search bound, subgroups under MIN_POSITIVES positives or MIN_FILMS films, 95% CIs
@@ -141,16 +141,16 @@ def _load_model(run: str | Path, task: str, opts: InferenceOptions) -> Model:
     return load_model(run, task, opts.imgsz, device=opts.device, backend=REFERENCE_NAME, with_metrics=False)
 
 
-def _nan_to_none(obj: Any) -> Any:
+def nan_to_none(obj: Any) -> Any:
     """JSON has no NaN: write null for undefined metrics."""
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if isinstance(obj, dict):
-        return {str(k): _nan_to_none(v) for k, v in obj.items()}
+        return {str(k): nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [nan_to_none(v) for v in obj]
     if isinstance(obj, np.generic):
-        return _nan_to_none(obj.item())
+        return nan_to_none(obj.item())
     return obj
 
 
@@ -238,7 +238,7 @@ def evaluate(
     ctx = EvalContext(ds, split, out_dir, rule, opts.device.torch, bootstrap, seed, manifest, by, skipped, progress)
     rows, plots, scored = _run_halves(result, ctx, clf, det, outside)
     result["skipped"] = skipped
-    result["warnings"] = warnings(result)
+    result["warnings"] = metric_warnings(result)
     pd.concat(rows, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
     table = C.write(out_dir, ds.root, manifest, scored, cases, _cam_model(clf, opts))
     result["cases"] = {
@@ -247,7 +247,7 @@ def evaluate(
         "counts": {f"{m} {k}": int(v) for (m, k), v in table.groupby(["model", "kind"]).size().items()},
     }
     plots["cases"] = table[table["picture"] != ""]
-    clean = _nan_to_none(result)
+    clean = nan_to_none(result)
     _write_outputs(clean, plots, out_dir, planned, detector if out is None and classifier is not None else None)
     return clean
 
@@ -418,10 +418,7 @@ def build_provenance(
         except PackageNotFoundError:
             return None
 
-    try:
-        data_hash = json.loads(ds.summary.read_text(encoding="utf-8")).get("data_hash")
-    except (OSError, ValueError):
-        data_hash = None
+    data_hash = ds.recorded_data_hash()
     runs = {}
     for (role, rd), ov in zip(roles, overlaps[: len(roles)], strict=True):
         try:

@@ -6,6 +6,7 @@ config, metrics per epoch) -> evaluation folder (metrics.json, report.html) -> p
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,15 @@ class PreparedDataset:
     @property
     def audit_dir(self) -> Path:
         return self.root / "audit"
+
+    def recorded_data_hash(self) -> str | None:
+        """The data_hash prepare recorded in prepare.json; None when that file is missing or unreadable.
+
+        The one reader of it (`fracturekit.prepare.report.data_hash` is what computes it)."""
+        try:
+            return json.loads(self.summary.read_text(encoding="utf-8")).get("data_hash")
+        except (OSError, ValueError):
+            return None
 
     @classmethod
     def open(cls, path: str | Path) -> PreparedDataset:

@@ -1,4 +1,4 @@
-"""The options train, evaluate, predict, export and cv share, checked once with one sentence per mistake.
+"""The options train, evaluate, predict (with its --cam), export and cv share, checked once, one sentence a mistake.
 
 `--device auto|cpu|mps|0|0,1` (auto everywhere), `--conf` / `--iou` in (0, 1], `--imgsz` positive and
 rounded up to the model stride, `--threshold`, and the classify-vs-detect check (export's `--format` is

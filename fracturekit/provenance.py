@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fracturekit.audit import AuditItem, _hash_film, parallel_map, seen_overlap
+from fracturekit.audit import AuditItem, hash_film, parallel_map, seen_overlap
 from fracturekit.errors import UserError
 from fracturekit.hashing import N_TRANSFORMS
 from fracturekit.layout import PreparedDataset, RunDir
@@ -79,11 +79,7 @@ def load_seen(run: RunDir, task: str) -> Seen | None:
         return Seen(run, task, rows, SEEN_FILE, data, data_hash)
     if data and data_hash and (Path(data) / "manifest.csv").is_file():
         ds = PreparedDataset(Path(data))
-        try:
-            current = json.loads(ds.summary.read_text()).get("data_hash")
-        except (OSError, ValueError):
-            current = None
-        if current == data_hash:
+        if ds.recorded_data_hash() == data_hash:
             return Seen(run, task, seen_rows(ds, task), str(ds.manifest), data, data_hash)
     return None
 
@@ -126,7 +122,7 @@ def scored_items(
         first.setdefault(key, rel)
     # no SIFT signatures: seen.csv keeps none for the training films, so the augmented-copy test has no other side
     hashed = parallel_map(
-        lambda rel: _hash_film(ds.root / rel, copies=False), list(first.values()), progress, "hashing films"
+        lambda rel: hash_film(ds.root / rel, copies=False), list(first.values()), progress, "hashing films"
     )
     items: dict[str, AuditItem | None] = {}
     for (key, rel), h in zip(first.items(), hashed, strict=True):

@@ -26,21 +26,24 @@ MAP_NOTE = (
 )
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def fmt(v: Any, digits: int = 3) -> str:
+    """A metric as tables show it: `digits` decimals, "n/a" for None or NaN (undefined), a CI pair as [lo, hi].
+
+    The one number formatter of the terminal tables, the report and cv's lines."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (float, type(None))) for x in v):
-        return f"[{_fmt(v[0], digits)}, {_fmt(v[1], digits)}]"
+        return f"[{fmt(v[0], digits)}, {fmt(v[1], digits)}]"
     return str(v)
 
 
 def _ci(ci: Any, summary: dict[str, Any]) -> str:
     """A CI with what it resampled: '[0.547, 0.602] over 31 independent units (1,505 films)'."""
     if summary.get("n_units") is None or any(v is None or math.isnan(v) for v in ci):  # old metrics.json, or no CI
-        return _fmt(ci)
-    return f"{_fmt(ci)} over {summary['n_units']:,} independent units ({summary['n']:,} films)"
+        return fmt(ci)
+    return f"{fmt(ci)} over {summary['n_units']:,} independent units ({summary['n']:,} films)"
 
 
 def summary_table(metrics: dict[str, Any]) -> Table:
@@ -53,21 +56,21 @@ def summary_table(metrics: dict[str, Any]) -> Table:
     table.add_column("value", justify="right")
     c = metrics.get("classification")
     if c:
-        rows = [("n images (positive)", f"{c.get('n')} ({c.get('n_positive', 'n/a')})"), ("AUROC", _fmt(c["auroc"]))]
+        rows = [("n images (positive)", f"{c.get('n')} ({c.get('n_positive', 'n/a')})"), ("AUROC", fmt(c["auroc"]))]
         if c.get("positive_class"):
             rows += [
                 ("AUROC 95% CI", _ci(c["auroc_ci95"], c)),
-                ("average precision", _fmt(c["average_precision"])),
-                (f"threshold ({c['threshold_method']})", _fmt(c["threshold"])),
-                ("sensitivity", _fmt(c["sensitivity"])),
-                ("specificity", _fmt(c["specificity"])),
-                ("sens @ spec 0.90", _fmt(c["sens_at_spec"]["0.90"])),
+                ("average precision", fmt(c["average_precision"])),
+                (f"threshold ({c['threshold_method']})", fmt(c["threshold"])),
+                ("sensitivity", fmt(c["sensitivity"])),
+                ("specificity", fmt(c["specificity"])),
+                ("sens @ spec 0.90", fmt(c["sens_at_spec"]["0.90"])),
             ]
         else:
-            rows += [("micro AUROC", _fmt(c["micro_auroc"])), ("accuracy", _fmt(c["accuracy"]))]
+            rows += [("micro AUROC", fmt(c["micro_auroc"])), ("accuracy", fmt(c["accuracy"]))]
         rows += [
-            ("temperature", _fmt(c["temperature"], 2)),
-            ("ECE before -> after", f"{_fmt(c['ece_before'])} -> {_fmt(c['ece_after'])}"),
+            ("temperature", fmt(c["temperature"], 2)),
+            ("ECE before -> after", f"{fmt(c['ece_before'])} -> {fmt(c['ece_after'])}"),
         ]
         for i, (k, v) in enumerate(rows):
             table.add_row("classifier" if i == 0 else "", k, v)
@@ -75,11 +78,11 @@ def summary_table(metrics: dict[str, Any]) -> Table:
     if d:
         rows = [
             ("n images (with boxes)", f"{d['n_images']} ({d['image_level']['n_positive']})"),
-            ("mAP50-95 Ultralytics / pycocotools", f"{_fmt(d['map50_95'])} / {_fmt(d['pycocotools']['map50_95'])}"),
-            ("mAP50 Ultralytics / pycocotools", f"{_fmt(d['map50'])} / {_fmt(d['pycocotools']['map50'])}"),
-            ("mAP50-95 difference", _fmt(d["map_difference"]["map50_95"], 4)),
-            ("precision / recall", f"{_fmt(d['precision'])} / {_fmt(d['recall'])}"),
-            ("image AUROC (max box conf)", _fmt(d["image_auroc"])),
+            ("mAP50-95 Ultralytics / pycocotools", f"{fmt(d['map50_95'])} / {fmt(d['pycocotools']['map50_95'])}"),
+            ("mAP50 Ultralytics / pycocotools", f"{fmt(d['map50'])} / {fmt(d['pycocotools']['map50'])}"),
+            ("mAP50-95 difference", fmt(d["map_difference"]["map50_95"], 4)),
+            ("precision / recall", f"{fmt(d['precision'])} / {fmt(d['recall'])}"),
+            ("image AUROC (max box conf)", fmt(d["image_auroc"])),
             ("image AUROC 95% CI", _ci(d["image_auroc_ci95"], d["image_level"])),
         ]
         for i, (k, v) in enumerate(rows):
@@ -143,7 +146,7 @@ def reliability_figure(rel: dict[str, Any]) -> str:
             np.asarray(b["confidence"])[used],
             np.asarray(b["accuracy"])[used],
             style,
-            label=f"{key} temperature scaling (ECE {_fmt(ece)})",
+            label=f"{key} temperature scaling (ECE {fmt(ece)})",
         )
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect calibration")
     ax.set(xlabel="confidence (top class)", ylabel="accuracy", title="Reliability", xlim=(0, 1), ylim=(0, 1.02))
@@ -186,7 +189,7 @@ CASE_KINDS = {
 
 
 def _kv_table(rows: list[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(fmt(v))}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
 
 
@@ -198,7 +201,7 @@ def _subgroup_table(subgroups: dict[str, dict[str, Any]], keys: list[str]) -> st
         for value, m in values.items():
             if m.get("too_few_to_judge"):
                 rows += f"<tr><td>{html.escape(str(value))} <span class='small'>too few to judge</span></td>"
-                rows += "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in [m.get("n"), m.get("n_positive")])
+                rows += "".join(f"<td>{html.escape(fmt(c))}</td>" for c in [m.get("n"), m.get("n_positive")])
                 rows += f"<td colspan='{len(keys)}'>not shown: too few films or positives</td></tr>"
                 continue
             cells = [m.get("n"), m.get("n_positive")]
@@ -208,7 +211,7 @@ def _subgroup_table(subgroups: dict[str, dict[str, Any]], keys: list[str]) -> st
                     v = v.get(part) if isinstance(v, dict) else None
                 cells.append(v)
             rows += f"<tr><td>{html.escape(str(value))}</td>" + "".join(
-                f"<td>{html.escape(_fmt(c))}</td>" for c in cells
+                f"<td>{html.escape(fmt(c))}</td>" for c in cells
             )
             rows += "</tr>"
         parts.append(f"<h3>by {html.escape(col)}</h3><table><tr><th>{html.escape(col)}</th>{head}</tr>{rows}</table>")
@@ -298,6 +301,28 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path, pic
     ]
     if metrics.get("provenance"):
         parts.append(provenance_table(metrics["provenance"]))
+    parts += _warnings_section(metrics)
+    cases = plots.get("cases")
+    if cases is not None and len(cases):
+        parts.append("<p><a href='#cases'>Cases to review</a>: the films the models got most confidently wrong.</p>")
+    if plots.get("curves"):
+        figure = roc_pr_figure(plots["curves"])
+        parts.append("<h2>ROC and precision-recall (image level)</h2>" + _img(figure, "ROC and PR"))
+    if metrics.get("classification"):
+        parts += _classifier_section(metrics["classification"], plots)
+    if metrics.get("detection"):
+        parts += _detector_section(metrics["detection"])
+    if cases is not None and len(cases) and pictures is not None:
+        parts.append(_cases_section(cases, Path(pictures)))
+    if metrics.get("skipped"):
+        items = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in metrics["skipped"])
+        parts.append(f"<h2>Skipped files</h2><ul>{items}</ul>")
+    return _write_page("fracturekit evaluation", parts, path)
+
+
+def _warnings_section(metrics: dict[str, Any]) -> list[str]:
+    """The report's warnings box (a seen-film overlap first) and the note on what the CIs resample."""
+    parts = []
     warns = list(metrics.get("warnings") or ([metrics["warning"]] if metrics.get("warning") else []))
     overlap = (metrics.get("provenance") or {}).get("train_overlap", 0)
     if overlap != 0:
@@ -322,84 +347,79 @@ def write_report(metrics: dict[str, Any], plots: dict[str, Any], path: Path, pic
         )
         if units.get("warning"):
             parts.append(f"<p><b>Warning:</b> {html.escape(units['warning'])}</p>")
-    cases = plots.get("cases")
-    if cases is not None and len(cases):
-        parts.append("<p><a href='#cases'>Cases to review</a>: the films the models got most confidently wrong.</p>")
-    if plots.get("curves"):
-        figure = roc_pr_figure(plots["curves"])
-        parts.append("<h2>ROC and precision-recall (image level)</h2>" + _img(figure, "ROC and PR"))
-    c = metrics.get("classification")
-    if c:
-        parts.append(f"<h2>Classifier</h2><p>{_source(c)}, classes {c['classes']}.</p>")
-        rows: list[tuple[str, Any]] = [("images", c.get("n")), ("AUROC", c["auroc"])]
-        if c.get("positive_class"):
-            rows += [
-                ("positive images", c["n_positive"]),
-                ("AUROC 95% CI (bootstrap over independent units)", _ci(c["auroc_ci95"], c)),
-                ("average precision", c["average_precision"]),
-                (f"threshold ({c['threshold_method']}, on calibrated probability)", c["threshold"]),
-                ("sensitivity", c["sensitivity"]),
-                ("specificity", c["specificity"]),
-                ("precision (PPV)", c["precision"]),
-                ("F1", c["f1"]),
-                *[(f"sensitivity at specificity {k}", v) for k, v in c["sens_at_spec"].items()],
+    return parts
+
+
+def _classifier_section(c: dict[str, Any], plots: dict[str, Any]) -> list[str]:
+    """The classifier's numbers, confusion matrix, reliability diagram and subgroup table."""
+    parts = [f"<h2>Classifier</h2><p>{_source(c)}, classes {c['classes']}.</p>"]
+    rows: list[tuple[str, Any]] = [("images", c.get("n")), ("AUROC", c["auroc"])]
+    if c.get("positive_class"):
+        rows += [
+            ("positive images", c["n_positive"]),
+            ("AUROC 95% CI (bootstrap over independent units)", _ci(c["auroc_ci95"], c)),
+            ("average precision", c["average_precision"]),
+            (f"threshold ({c['threshold_method']}, on calibrated probability)", c["threshold"]),
+            ("sensitivity", c["sensitivity"]),
+            ("specificity", c["specificity"]),
+            ("precision (PPV)", c["precision"]),
+            ("F1", c["f1"]),
+            *[(f"sensitivity at specificity {k}", v) for k, v in c["sens_at_spec"].items()],
+        ]
+    else:
+        rows += [("macro AUROC", c["macro_auroc"]), ("micro AUROC", c["micro_auroc"]), ("accuracy", c["accuracy"])]
+        rows += [(f"AUROC {k} vs rest", v) for k, v in c["per_class"].items()]
+    rows += [("temperature", c["temperature"]), ("ECE before", c["ece_before"]), ("ECE after", c["ece_after"])]
+    parts.append(_kv_table(rows))
+    if "cls_confusion" in plots:
+        cm = plots["cls_confusion"]
+        parts.append(_img(confusion_figure(cm["matrix"], cm["labels"]), "confusion matrix"))
+    if "reliability" in plots:
+        parts.append(_img(reliability_figure(plots["reliability"]), "reliability diagram"))
+    if c.get("subgroups"):
+        keys = (
+            ["n_units", "auroc", "average_precision", "sensitivity", "specificity", "precision", "f1", "ece_after"]
+            if c.get("positive_class")
+            else ["macro_auroc", "micro_auroc", "ece_after"]
+        )
+        parts.append("<h2>Classifier by subgroup</h2>" + _subgroup_table(c["subgroups"], keys))
+    return parts
+
+
+def _detector_section(d: dict[str, Any]) -> list[str]:
+    """The detector's mAP both ways, its image-level numbers and its subgroup table."""
+    parts = [f"<h2>Detector</h2><p>{_source(d)}, classes {d['classes']}.</p>"]
+    parts.append(
+        "<table><tr><th></th><th>Ultralytics val</th><th>pycocotools COCOeval</th><th>difference</th></tr>"
+        + "".join(
+            f"<tr><td>{label}</td><td>{fmt(d[k])}</td><td>{fmt(d['pycocotools'][k])}</td>"
+            f"<td>{fmt(d['map_difference'][k], 4)}</td></tr>"
+            for label, k in (("mAP@0.5:0.95", "map50_95"), ("mAP@0.5", "map50"))
+        )
+        + "</table>"
+    )
+    parts.append(f"<p class='note'>Same boxes scored twice. {html.escape(MAP_NOTE)}</p>")
+    il = d["image_level"]
+    parts.append(
+        _kv_table(
+            [
+                ("images / with boxes / boxes", f"{d['n_images']} / {il['n_positive']} / {d['n_boxes']}"),
+                ("precision / recall (Ultralytics)", f"{fmt(d['precision'])} / {fmt(d['recall'])}"),
+                *[(f"AP {k}", v) for k, v in d["per_class_ap"].items()],
+                ("image AUROC (score = max box confidence, 0 without box)", d["image_auroc"]),
+                ("image AUROC 95% CI (bootstrap over independent units)", _ci(d["image_auroc_ci95"], il)),
+                ("image average precision", d["image_average_precision"]),
+                (f"image threshold ({d['threshold_method']})", d["threshold"]),
+                ("image sensitivity", il["sensitivity"]),
+                ("image specificity", il["specificity"]),
+                *[(f"image sensitivity at specificity {k}", v) for k, v in il["sens_at_spec"].items()],
             ]
-        else:
-            rows += [("macro AUROC", c["macro_auroc"]), ("micro AUROC", c["micro_auroc"]), ("accuracy", c["accuracy"])]
-            rows += [(f"AUROC {k} vs rest", v) for k, v in c["per_class"].items()]
-        rows += [("temperature", c["temperature"]), ("ECE before", c["ece_before"]), ("ECE after", c["ece_after"])]
-        parts.append(_kv_table(rows))
-        if "cls_confusion" in plots:
-            cm = plots["cls_confusion"]
-            parts.append(_img(confusion_figure(cm["matrix"], cm["labels"]), "confusion matrix"))
-        if "reliability" in plots:
-            parts.append(_img(reliability_figure(plots["reliability"]), "reliability diagram"))
-        if c.get("subgroups"):
-            keys = (
-                ["n_units", "auroc", "average_precision", "sensitivity", "specificity", "precision", "f1", "ece_after"]
-                if c.get("positive_class")
-                else ["macro_auroc", "micro_auroc", "ece_after"]
-            )
-            parts.append("<h2>Classifier by subgroup</h2>" + _subgroup_table(c["subgroups"], keys))
-    d = metrics.get("detection")
-    if d:
-        parts.append(f"<h2>Detector</h2><p>{_source(d)}, classes {d['classes']}.</p>")
-        parts.append(
-            "<table><tr><th></th><th>Ultralytics val</th><th>pycocotools COCOeval</th><th>difference</th></tr>"
-            + "".join(
-                f"<tr><td>{label}</td><td>{_fmt(d[k])}</td><td>{_fmt(d['pycocotools'][k])}</td>"
-                f"<td>{_fmt(d['map_difference'][k], 4)}</td></tr>"
-                for label, k in (("mAP@0.5:0.95", "map50_95"), ("mAP@0.5", "map50"))
-            )
-            + "</table>"
         )
-        parts.append(f"<p class='note'>Same boxes scored twice. {html.escape(MAP_NOTE)}</p>")
-        il = d["image_level"]
-        parts.append(
-            _kv_table(
-                [
-                    ("images / with boxes / boxes", f"{d['n_images']} / {il['n_positive']} / {d['n_boxes']}"),
-                    ("precision / recall (Ultralytics)", f"{_fmt(d['precision'])} / {_fmt(d['recall'])}"),
-                    *[(f"AP {k}", v) for k, v in d["per_class_ap"].items()],
-                    ("image AUROC (score = max box confidence, 0 without box)", d["image_auroc"]),
-                    ("image AUROC 95% CI (bootstrap over independent units)", _ci(d["image_auroc_ci95"], il)),
-                    ("image average precision", d["image_average_precision"]),
-                    (f"image threshold ({d['threshold_method']})", d["threshold"]),
-                    ("image sensitivity", il["sensitivity"]),
-                    ("image specificity", il["specificity"]),
-                    *[(f"image sensitivity at specificity {k}", v) for k, v in il["sens_at_spec"].items()],
-                ]
-            )
-        )
-        if d.get("subgroups"):
-            keys = ["n_units", "pycocotools.map50_95", "pycocotools.map50", "auroc", "sensitivity", "specificity"]
-            parts.append("<h2>Detector by subgroup</h2>" + _subgroup_table(d["subgroups"], keys))
-    if cases is not None and len(cases) and pictures is not None:
-        parts.append(_cases_section(cases, Path(pictures)))
-    if metrics.get("skipped"):
-        items = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in metrics["skipped"])
-        parts.append(f"<h2>Skipped files</h2><ul>{items}</ul>")
-    return _write_page("fracturekit evaluation", parts, path)
+    )
+    if d.get("subgroups"):
+        keys = ["n_units", "pycocotools.map50_95", "pycocotools.map50", "auroc", "sensitivity", "specificity"]
+        parts.append("<h2>Detector by subgroup</h2>" + _subgroup_table(d["subgroups"], keys))
+    return parts
 
 
 def _write_page(title: str, parts: list[str], path: Path) -> Path:
@@ -446,17 +466,17 @@ def write_cv_report(cv: dict[str, Any], oof: Any, path: Path) -> Path:
         head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in cols)
         rows = []
         for f in (f for f in cv["folds"] if f["model"] == model):
-            cells = [f"{f['n']} ({f['n_positive']})", *[_fmt(f.get(k)) for _, k in cols[1:]]]
+            cells = [f"{f['n']} ({f['n_positive']})", *[fmt(f.get(k)) for _, k in cols[1:]]]
             rows.append(
                 f"<tr><td>fold {f['fold']} (val {f['val_fold']})</td>"
                 + "".join(f"<td>{c}</td>" for c in cells)
                 + "</tr>"
             )
         mean, std = cv["mean"][model], cv["std"][model]
-        cells = ["", *[f"{_fmt(mean[k])} ± {_fmt(std[k])}" if k in mean else "" for _, k in cols[1:]]]
+        cells = ["", *[f"{fmt(mean[k])} ± {fmt(std[k])}" if k in mean else "" for _, k in cols[1:]]]
         rows.append("<tr><td><b>mean ± sd</b></td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         o = cv["oof"][model]
-        cells = [f"{o['n']} ({o['n_positive']})", _fmt(o["auroc"]), _fmt(o["auroc_ci95"])]
+        cells = [f"{o['n']} ({o['n_positive']})", fmt(o["auroc"]), fmt(o["auroc_ci95"])]
         rows.append("<tr><td><b>pooled out-of-fold</b></td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append(f"<table><tr><th>fold</th>{head}</tr>{''.join(rows)}</table>")
         parts.append(f"<p class='note'>sd: {html.escape(cv['std_note'])}. Pooled score: {html.escape(o['score'])}.</p>")
@@ -466,12 +486,12 @@ def write_cv_report(cv: dict[str, Any], oof: Any, path: Path) -> Path:
             f"<h2>{html.escape(c['a'])} vs {html.escape(c['b'])}</h2>"
             + _kv_table(
                 [
-                    (f"pooled out-of-fold AUROC {c['a']} / {c['b']}", f"{_fmt(c['auroc_a'])} / {_fmt(c['auroc_b'])}"),
-                    ("difference (a - b), 95% CI", f"{_fmt(c['difference'])} {_fmt(c['difference_ci95'])}"),
-                    ("p-value (two-sided)", _fmt(c["p_value"], 4)),
+                    (f"pooled out-of-fold AUROC {c['a']} / {c['b']}", f"{fmt(c['auroc_a'])} / {fmt(c['auroc_b'])}"),
+                    ("difference (a - b), 95% CI", f"{fmt(c['difference'])} {fmt(c['difference_ci95'])}"),
+                    ("p-value (two-sided)", fmt(c["p_value"], 4)),
                     ("at the 5% level", verdict),
                     ("test", c.get("method", "n/a")),
-                    ("per-fold differences", ", ".join(_fmt(d) for d in c["per_fold_difference"])),
+                    ("per-fold differences", ", ".join(fmt(d) for d in c["per_fold_difference"])),
                     (f"folds where {c['a']} is better", f"{c['folds_a_better']} of {c['n_folds']}"),
                 ]
             )

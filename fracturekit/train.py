@@ -32,7 +32,14 @@ from typing import Any
 
 from fracturekit import __version__, callable_stage, interrupted
 from fracturekit.augment import describe, xray_transforms
-from fracturekit.config import MODEL_SIZES, TASKS, TrainConfig, default_config_path, load_mapping, resolve_config
+from fracturekit.config import (
+    MODEL_SIZES,
+    TrainConfig,
+    check_known_task,
+    default_config_path,
+    load_mapping,
+    resolve_config,
+)
 from fracturekit.device import Device, resolve_device
 from fracturekit.diskspace import is_no_space
 from fracturekit.errors import UserError
@@ -90,8 +97,7 @@ def train_recorded(
 ) -> Trained:
     """Train as `train` does; also return run.json's record and the resolved device (the CLI prints them, a cv
     fold evaluates on that device), so nobody reads back what was just written."""
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
+    check_known_task(task)
     ds = PreparedDataset.open(data)
     data_arg = _data_argument(ds, task)
     cfg = _resolve(task, config, overrides)
@@ -448,7 +454,6 @@ def _record(
     resumes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The run.json content."""
-    summary = json.loads(ds.summary.read_text(encoding="utf-8")) if ds.summary.is_file() else {}
     epochs = _epoch_times(run.results_csv, interrupted.session_starts(resumes))
     return {
         "task": task,
@@ -466,7 +471,7 @@ def _record(
         },
         "threads": threads,
         "data": str(ds.root.resolve()),
-        "data_hash": summary.get("data_hash"),
+        "data_hash": ds.recorded_data_hash(),
         "model": cfg["model"],
         "pretrained": pretrained,
         "resumed": bool(cfg["resume"]),

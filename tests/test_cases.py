@@ -13,7 +13,7 @@ import pytest
 
 from fracturekit.annotate import place_label
 from fracturekit.cases import select, worst_box_iou
-from fracturekit.evaluate import labelled_confusion, warnings
+from fracturekit.evaluate import labelled_confusion, metric_warnings
 
 
 # ------------------------------------------------------------------ which films, in which order
@@ -112,13 +112,13 @@ def test_labelled_confusion() -> None:
     ],
 )
 def test_warnings_raised(metrics: dict, fragment: str) -> None:
-    assert any(fragment in w for w in warnings(metrics))
+    assert any(fragment in w for w in metric_warnings(metrics))
 
 
 def test_no_warnings_for_a_sound_evaluation() -> None:
     groups = {"hand": {"n": 300, "n_positive": 60}, "leg": {"n": 200, "n_positive": 40}}
     m = {"classification": {"temperature": 1.4, "auroc_ci95": [0.85, 0.93], "subgroups": {"region": groups}}}
-    assert warnings(m) == []
+    assert metric_warnings(m) == []
     assert groups["hand"]["too_few_to_judge"] is False
 
 

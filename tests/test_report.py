@@ -12,7 +12,7 @@ from rich.console import Console
 
 from fracturekit import metrics as M
 from fracturekit.calibration import reliability_bins
-from fracturekit.evaluate import _nan_to_none, classification_report
+from fracturekit.evaluate import classification_report, nan_to_none
 from fracturekit.report import summary_table, write_report
 
 
@@ -83,7 +83,7 @@ def _metrics(with_detection: bool) -> tuple[dict, dict]:
             "image_level": image_level,
         }
         plots["curves"]["detector"] = {"y": np.array([1, 0]), "score": np.array([0.8, 0.0])}
-    return _nan_to_none(metrics), plots
+    return nan_to_none(metrics), plots
 
 
 @pytest.mark.parametrize(

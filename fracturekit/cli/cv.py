@@ -11,6 +11,7 @@ from rich.table import Table
 from fracturekit.cli import options
 from fracturekit.cli.app import app, console, library_notes, user_errors
 from fracturekit.errors import UserError
+from fracturekit.report import fmt
 
 
 @app.command("cv")
@@ -57,11 +58,11 @@ def cv_command(
     ] = None,
 ) -> None:
     """K-fold cross-validation on patient- and duplicate-grouped folds, locally or on a Ray cluster."""
-    from fracturekit.config import parse_set_options
+    from fracturekit.config import training_overrides
     from fracturekit.cv import cross_validate, outside
 
     flags = {
-        "weights": str(weights) if weights else None,
+        "weights": weights,
         "epochs": epochs,
         "imgsz": imgsz,
         "batch": batch,
@@ -73,17 +74,14 @@ def cv_command(
         "freeze_epochs": freeze_epochs,
     }
     if export_folds is not None or scores:
+        what = "--export-folds" if export_folds is not None else "--scores"
         training = {
             "--model": model,
             "--executor": executor != "local",
             "--parallel": parallel != 1,
             "--config": config,
         }
-        training |= {f"--{k.replace('_', '-')}": v for k, v in flags.items() if k != "seed"}
-        given = [k for k, v in training.items() if v not in (None, False)] + (["--set"] if set_ else [])
-        if given:
-            what = "--export-folds" if export_folds is not None else "--scores"
-            raise UserError(f"{', '.join(given)} train models; {what} trains none here: leave them out.")
+        _refuse_training_options(what, training, flags, set_)
     if export_folds is not None:
         done = outside.export_folds(task, data, export_folds, folds=folds, seed=seed)
         console.print(
@@ -109,7 +107,7 @@ def cv_command(
         _print_result(result, data)
         return
 
-    overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
+    overrides = training_overrides(set_, flags)
     models = [m.strip() for m in model.split(",") if m.strip()] if model else None
     with library_notes():
         result = cross_validate(
@@ -131,15 +129,25 @@ def cv_command(
     _print_result(result, data)
 
 
+def _refuse_training_options(
+    what: str, training: dict[str, Any], flags: dict[str, Any], set_options: list[str] | None
+) -> None:
+    """A UserError naming each training option given to --export-folds or --scores, which train no model here."""
+    training |= {f"--{k.replace('_', '-')}": v for k, v in flags.items() if k != "seed"}
+    given = [k for k, v in training.items() if v not in (None, False)] + (["--set"] if set_options else [])
+    if given:
+        raise UserError(f"{', '.join(given)} train models; {what} trains none here: leave them out.")
+
+
 def _print_result(result: dict[str, Any], data: Path) -> None:
     """The per-fold table, each paired comparison, where the files are, and the label-issue command to run next."""
-    console.print(summary_table(result))
+    console.print(cv_summary_table(result))
     for c in result.get("comparison", []):
         verdict = "significant" if c["significant"] else "not significant"
         console.print(
-            f"{c['a']} vs {c['b']}: pooled OOF AUROC {_f(c['auroc_a'])} vs {_f(c['auroc_b'])}, difference "
-            f"{_f(c['difference'])} (95% CI {_f(c['difference_ci95'][0])} to {_f(c['difference_ci95'][1])}), "
-            f"paired bootstrap p = {_f(c['p_value'], 4)}: {verdict} at the "
+            f"{c['a']} vs {c['b']}: pooled OOF AUROC {fmt(c['auroc_a'])} vs {fmt(c['auroc_b'])}, difference "
+            f"{fmt(c['difference'])} (95% CI {fmt(c['difference_ci95'][0])} to {fmt(c['difference_ci95'][1])}), "
+            f"paired bootstrap p = {fmt(c['p_value'], 4)}: {verdict} at the "
             f"5% level; {c['a']} better in "
             f"{c['folds_a_better']} of {c['n_folds']} folds",
             highlight=False,
@@ -149,11 +157,7 @@ def _print_result(result: dict[str, Any], data: Path) -> None:
     console.print(f"next, likely label errors: fracturekit audit {data} --label-issues --scores {oof}", highlight=False)
 
 
-def _f(v: Any, digits: int = 3) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def summary_table(result: dict[str, Any]) -> Table:
+def cv_summary_table(result: dict[str, Any]) -> Table:
     """Per-fold AUROC of each model, mean ± sd, pooled out-of-fold AUROC with its CI."""
     task = result["settings"]["task"]
     key = "auroc" if task == "classify" else "image_auroc"
@@ -164,15 +168,15 @@ def summary_table(result: dict[str, Any]) -> Table:
     for k in range(result["settings"]["folds"]):
         row = {f["model"]: f for f in result["folds"] if f["fold"] == k}
         first = next(iter(row.values()))
-        table.add_row(f"{k} ({first['val_fold']})", *[_f(row[m][key]) for m in result["models"]])
+        table.add_row(f"{k} ({first['val_fold']})", *[fmt(row[m][key]) for m in result["models"]])
     table.add_row(
-        "mean ± sd", *[f"{_f(result['mean'][m][key])} ± {_f(result['std'][m][key])}" for m in result["models"]]
+        "mean ± sd", *[f"{fmt(result['mean'][m][key])} ± {fmt(result['std'][m][key])}" for m in result["models"]]
     )
     oof = result["oof"]
     table.add_row(
         "pooled out-of-fold (95% CI)",
         *[
-            f"{_f(oof[m]['auroc'])} ({_f(oof[m]['auroc_ci95'][0])}-{_f(oof[m]['auroc_ci95'][1])})"
+            f"{fmt(oof[m]['auroc'])} ({fmt(oof[m]['auroc_ci95'][0])}-{fmt(oof[m]['auroc_ci95'][1])})"
             for m in result["models"]
         ],
     )

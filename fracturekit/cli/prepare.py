@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,6 +13,9 @@ from fracturekit.cli.app import app, out_console, user_errors
 from fracturekit.errors import UserError
 from fracturekit.imageio import MAX_PIXELS
 from fracturekit.layout import SPLITS
+
+if TYPE_CHECKING:
+    from fracturekit.prepare import PrepareResult
 
 
 def parse_mapping(text: str | None) -> dict[str, str] | None:
@@ -96,7 +99,6 @@ def prepare(
     ] = None,
 ) -> None:
     """Turn a raw fracture dataset into leak-free YOLO classification + detection datasets, then audit them."""
-    from fracturekit.prepare import grouping_line
     from fracturekit.prepare import prepare as run_prepare
     from fracturekit.split import parse_ratios
 
@@ -119,6 +121,13 @@ def prepare(
         corrections=corrections,
         progress=True,
     )
+    _print_result(result)
+
+
+def _print_result(result: PrepareResult) -> None:
+    """What prepare made: the summary table, skipped and other files, notes, grouping, corrections, the audit."""
+    from fracturekit.prepare import grouping_line
+
     s = result.summary
     out_console.print(_summary_table(s))
     out_console.print(

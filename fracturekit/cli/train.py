@@ -37,14 +37,14 @@ def train_command(
     set_: options.SetOptions = None,
 ) -> None:
     """Train a YOLOv8 classifier or fracture detector on a prepared dataset (offline-safe, CPU or GPU)."""
-    from fracturekit.config import parse_set_options
+    from fracturekit.config import training_overrides
     from fracturekit.train import KEY_METRICS, train_recorded
 
     flags = {
         "project": project,
         "name": name,
         "model": model,
-        "weights": str(weights) if weights else None,
+        "weights": weights,
         "epochs": epochs,
         "imgsz": imgsz,
         "batch": batch,
@@ -57,7 +57,7 @@ def train_command(
         "freeze_epochs": freeze_epochs,
         "logger": logger,
     }
-    overrides = {**parse_set_options(set_), **{k: v for k, v in flags.items() if v is not None}}
+    overrides = training_overrides(set_, flags)
     with library_notes():  # fracturekit's notices (e.g. "training from scratch") as yellow lines
         trained = train_recorded(task, data, config=config, **overrides)
     run, record = trained.run, trained.record

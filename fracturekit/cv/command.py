@@ -7,7 +7,6 @@ report.html; the other modules of `fracturekit.cv` do the parts.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from fracturekit.errors import UserError
 from fracturekit.folderlock import lock_folder, release_on_error
 from fracturekit.layout import PreparedDataset
 from fracturekit.options import check_threshold
+from fracturekit.report import fmt
 
 if TYPE_CHECKING:
     from fracturekit.metrics import ThresholdRule
@@ -154,10 +154,9 @@ def _check_options(
     task: str, folds: int, executor: str, parallel: int, ray_timeout: float, threshold: str
 ) -> ThresholdRule:
     """Refuse bad cv options before any work; the --threshold rule, parsed once for every fold."""
-    from fracturekit.config import TASKS
+    from fracturekit.config import check_known_task
 
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; use --task classify or --task detect.")
+    check_known_task(task)
     if folds < 3:
         raise UserError(f"--folds {folds}: use at least 3 (one test fold, one validation fold, one to train on).")
     if executor not in EXECUTORS:
@@ -230,8 +229,8 @@ def _reporter(
         auroc = m["auroc"] if task == "classify" else m["image_auroc"]
         how = "finished earlier, reused" if result["reused"] else f"trained in {result['train_s']:.0f} s"
         say(
-            f"fold {result['fold']} model {result['model']}: AUROC {_f(auroc)}, threshold {_f(m['threshold'])}, "
-            f"sensitivity {_f(m['sensitivity'])}, specificity {_f(m['specificity'])} ({how}) "
+            f"fold {result['fold']} model {result['model']}: AUROC {fmt(auroc)}, threshold {fmt(m['threshold'])}, "
+            f"sensitivity {fmt(m['sensitivity'])}, specificity {fmt(m['specificity'])} ({how}) "
             f"[{len(results)}/{n_jobs}]"
         )
 
@@ -241,7 +240,3 @@ def _reporter(
 def _model_label(spec: str) -> str:
     """A model's short name in folder names and tables: n, s, ... or the file stem."""
     return spec if "/" not in spec and "." not in spec else Path(spec).stem
-
-
-def _f(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"

@@ -23,9 +23,9 @@ def _link(src: Path, dst: Path) -> None:
     try:
         os.symlink(src, dst)
     except OSError:
-        from fracturekit.prepare import _link_or_copy
+        from fracturekit.prepare.datasets import link_or_copy
 
-        _link_or_copy(src, dst)
+        link_or_copy(src, dst)
 
 
 def build_fold_dataset(ds: PreparedDataset, films: pd.DataFrame, task: str, k: int, n_folds: int, out: Path) -> Path:

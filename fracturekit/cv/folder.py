@@ -68,12 +68,11 @@ def cv_settings(
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
     """What makes two cvs the same (so a re-run may reuse finished folds): not threads, device or executor."""
-    summary = json.loads(ds.summary.read_text()) if ds.summary.is_file() else {}
     skip = ("threads", "device", "project", "seed", "model", "exist_ok")
     return {
         "task": task,
         "data": str(ds.root.resolve()),
-        "data_hash": summary.get("data_hash"),
+        "data_hash": ds.recorded_data_hash(),
         "manifest_sha256": sha(ds.manifest.read_text()),
         "folds": folds,
         "seed": seed,
@@ -90,6 +89,6 @@ def cv_settings(
 
 def json_safe(obj: Any) -> Any:
     """`obj` as cv.json holds it: NaN and inf as null, tuples as lists, anything else JSON lacks as its str."""
-    from fracturekit.evaluate import _nan_to_none
+    from fracturekit.evaluate import nan_to_none
 
-    return json.loads(json.dumps(_nan_to_none(obj), default=str))
+    return json.loads(json.dumps(nan_to_none(obj), default=str))

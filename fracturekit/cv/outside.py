@@ -78,27 +78,8 @@ def _label(pattern: str) -> str:
     return parent or Path(pattern).stem.replace("{k}", "")
 
 
-def cv_scores(
-    task: str,
-    data: str | Path,
-    patterns: Sequence[str],
-    *,
-    folds: int = 5,
-    seed: int | None = None,
-    project: str | Path | None = None,
-    name: str | None = None,
-    threshold: str = "youden",
-    bootstrap: int = 1000,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Pool outside out-of-fold scores: `patterns` (one per model) name each fold's file with `{k}`.
-
-    Fold k's file scores the films of its val fold (threshold, temperature) and its test fold, named as
-    `export_folds` wrote them; each is evaluated on the fold's dataset like a fold run, then pooled.
-    """
-    from fracturekit.evaluate import evaluate
-
-    say = progress or (lambda _msg: None)
+def _score_files(patterns: Sequence[str], folds: int) -> tuple[list[str], dict[tuple[str, int], Path]]:
+    """The models' short names and (name, fold) -> scores file, each checked to exist, from the `{k}` patterns."""
     if folds < 3:
         raise UserError(f"--folds {folds}: use at least 3 (one test fold, one validation fold, one to train on).")
     for pattern in patterns:
@@ -117,17 +98,58 @@ def cv_scores(
         raise UserError(
             f"--scores: {len(absent)} fold files are missing (e.g. {absent[0]}); write one per fold, 0 to {folds - 1}."
         )
+    return labels, files
+
+
+def _evaluate_fold_scores(
+    task: str, fold_data: Path, scores: Path, label: str, run: Path, threshold: str, bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """Evaluate one model's scores of one fold on the fold's dataset (into `run`/eval); the numbers cv.json keeps."""
+    from fracturekit.evaluate import evaluate
+
+    metrics = evaluate(
+        fold_data,
+        scores=[scores],
+        name=label,
+        out=run / "eval",
+        exist_ok=True,
+        threshold=threshold,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    return _fold_metrics(task, metrics)
+
+
+def cv_scores(
+    task: str,
+    data: str | Path,
+    patterns: Sequence[str],
+    *,
+    folds: int = 5,
+    seed: int | None = None,
+    project: str | Path | None = None,
+    name: str | None = None,
+    threshold: str = "youden",
+    bootstrap: int = 1000,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Pool outside out-of-fold scores: `patterns` (one per model) name each fold's file with `{k}`.
+
+    Fold k's file scores the films of its val fold (threshold, temperature) and its test fold, named as
+    `export_folds` wrote them; each is evaluated on the fold's dataset like a fold run, then pooled.
+    """
+    say = progress or (lambda _msg: None)
+    labels, files = _score_files(patterns, folds)
     ds = PreparedDataset.open(data)
     seed = _seed(task, seed)
     films, _, _ = plan_folds(ds, task, folds, seed)
     folds_csv = films[list(FOLD_COLUMNS)].to_csv(index=False)
     cv_dir = cv_folder(Path(project or "runs").expanduser(), name)
     check_ours(cv_dir)
-    summary = json.loads(ds.summary.read_text()) if ds.summary.is_file() else {}
     settings = {
         "task": task,
         "data": str(ds.root.resolve()),
-        "data_hash": summary.get("data_hash"),
+        "data_hash": ds.recorded_data_hash(),
         "manifest_sha256": sha(ds.manifest.read_text()),
         "folds": folds,
         "seed": seed,
@@ -147,17 +169,7 @@ def cv_scores(
         fold_data = build_fold_dataset(ds, films, task, k, folds, cv_dir / "data" / f"fold{k}")
         for label in labels:
             run = cv_dir / (f"fold{k}" if len(labels) == 1 else f"fold{k}-{label}")
-            metrics = evaluate(
-                fold_data,
-                scores=[files[(label, k)]],
-                name=label,
-                out=run / "eval",
-                exist_ok=True,
-                threshold=threshold,
-                bootstrap=bootstrap,
-                seed=seed,
-            )
-            m = _fold_metrics(task, metrics)
+            m = _evaluate_fold_scores(task, fold_data, files[(label, k)], label, run, threshold, bootstrap, seed)
             results.append({"fold": k, "model": label, "run": str(run), "data": str(fold_data), "metrics": m})
             auroc = m["auroc"] if task == "classify" else m["image_auroc"]
             say(f"fold {k} model {label}: AUROC {auroc:.3f}, threshold {m['threshold']:.3f} ({files[(label, k)]})")

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fracturekit.audit import AuditItem, _hash_film
+from fracturekit.audit import AuditItem, hash_film
 from fracturekit.errors import UserError
 from fracturekit.evaluation.classification import classifier_result, split_films
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, ModelResult
@@ -417,7 +417,7 @@ def seen_items(file: Path, ds: PreparedDataset) -> list[AuditItem]:
             items.append(AuditItem(r.get("source") or film, "seen", "", None, sha, "", _phashes(phash)))
             continue
         path = Path(name).expanduser()
-        hashed = _hash_film(path, copies=False) if path.is_file() else "missing"
+        hashed = hash_film(path, copies=False) if path.is_file() else "missing"
         if isinstance(hashed, str):
             unknown.append(name)
             continue

@@ -117,6 +117,49 @@ def load_coco(
       the JSON's folder, or the common folder of the listed files). image_dirs: extra folders where
       `file_name` may live (FracAtlas keeps its JSON apart from its images).
     """
+    files, data_root, index = _coco_files(root_or_json_files, root)
+    result = IngestResult(format=fmt)
+    explicit = not (isinstance(root_or_json_files, (str, Path)) and Path(root_or_json_files).is_dir())
+    parsed = _parse_coco_files(files, explicit, index, data_root, result)
+    cat_maps = _categories(parsed, index, mapping, result)
+    extra_dirs = [os.path.realpath(d) for d in image_dirs]
+    seen: dict[str, str] = {}
+    for (path, data), cats in zip(parsed, cat_maps, strict=True):
+        rel_json = index.rel(str(path))
+        json_dir = str(path.parent)
+        bases = [
+            json_dir,
+            index.root,
+            os.path.join(json_dir, "images"),
+            os.path.join(index.root, "images"),
+            *extra_dirs,
+        ]
+        rel_parts = Path(rel_json).parts
+        split = split_from_parts(rel_parts[:-1]) or split_from_parts([path.stem])
+        entries, anns_by_image = _images_and_annotations(data, rel_json, result)
+        for img in entries:
+            anns = anns_by_image.get(img["id"], [])
+            src, why = index.locate(img["file_name"], bases)
+            label_src = f"{rel_json}: {img['file_name']}"
+            if src is None:
+                extra = f" ({len(anns)} annotations lost)" if anns else ""
+                result.skipped.append(Skipped(label_src, f"{why}{extra}"))
+                continue
+            if src in seen:
+                result.skipped.append(Skipped(label_src, f"same image already listed in {seen[src]}"))
+                continue
+            seen[src] = rel_json
+            _add_record(result, src, img, anns, cats, mapping, rel_json, split)
+    if report_unlisted:
+        _report_unlisted(index, seen, result)
+    assign_image_labels(result)
+    return result
+
+
+def _coco_files(
+    root_or_json_files: Path | str | Iterable[Path | str], root: Path | None
+) -> tuple[list[Path], Path, FileIndex]:
+    """The COCO JSON files to read, the dataset root and its file index, from what load_coco was given."""
     if isinstance(root_or_json_files, (str, Path)):
         given = Path(root_or_json_files)
         if not given.exists():
@@ -129,20 +172,24 @@ def load_coco(
                 raise UserError(f"{given}: no COCO JSON file found; pass --format to read it another way")
         else:
             files = [Path(os.path.realpath(given))]
-    else:
-        files = [Path(os.path.realpath(p)) for p in root_or_json_files]
-        if not files:
-            raise UserError("no COCO JSON file given")
-        for p in files:
-            if not p.is_file():
-                raise UserError(f"{p}: no such file")
-        data_root = Path(root or os.path.commonpath([str(p.parent) for p in files]))
-        index = FileIndex(data_root)
+        return files, data_root, index
+    files = [Path(os.path.realpath(p)) for p in root_or_json_files]
+    if not files:
+        raise UserError("no COCO JSON file given")
+    for p in files:
+        if not p.is_file():
+            raise UserError(f"{p}: no such file")
+    data_root = Path(root or os.path.commonpath([str(p.parent) for p in files]))
+    return files, data_root, FileIndex(data_root)
 
-    result = IngestResult(format=fmt)
+
+def _parse_coco_files(
+    files: list[Path], explicit: bool, index: FileIndex, data_root: Path, result: IngestResult
+) -> list[tuple[Path, dict]]:
+    """(path, JSON) of each readable COCO file; an unreadable one is skipped with a note (its images are then
+    reported as not listed), and a JSON that is no COCO file too when it was named explicitly."""
     parsed: list[tuple[Path, dict]] = []
     unreadable: list[tuple[Path, str]] = []
-    explicit = not (isinstance(root_or_json_files, (str, Path)) and Path(root_or_json_files).is_dir())
     for path in files:
         data, err = _load_json(path)
         if err:
@@ -159,8 +206,14 @@ def load_coco(
     for path, err in unreadable:
         result.skipped.append(Skipped(str(path), err))
         result.notes.append(f"{index.rel(str(path))}: {err}; its images are reported as not listed")
+    return parsed
 
-    # categories by name, across files; drop the empty supercategory Roboflow adds
+
+def _categories(
+    parsed: list[tuple[Path, dict]], index: FileIndex, mapping: dict[str, str] | None, result: IngestResult
+) -> list[dict[object, str]]:
+    """Each file's category id -> name; sets `result.class_names` (by name, across files), dropping the empty
+    supercategory Roboflow adds."""
     used_names: set[str] = set()
     super_names: set[str] = set()
     cat_maps: list[dict[object, str]] = []
@@ -193,95 +246,90 @@ def load_coco(
             if canon not in class_names:
                 class_names.append(canon)
     result.class_names = class_names
+    return cat_maps
 
-    extra_dirs = [os.path.realpath(d) for d in image_dirs]
-    seen: dict[str, str] = {}
-    for (path, data), cats in zip(parsed, cat_maps, strict=True):
-        rel_json = index.rel(str(path))
-        json_dir = str(path.parent)
-        bases = [
-            json_dir,
-            index.root,
-            os.path.join(json_dir, "images"),
-            os.path.join(index.root, "images"),
-            *extra_dirs,
-        ]
-        rel_parts = Path(rel_json).parts
-        split = split_from_parts(rel_parts[:-1]) or split_from_parts([path.stem])
-        anns_by_image: dict[object, list[dict]] = {}
-        images_by_id: dict[object, dict] = {}
-        entries: list[tuple[int, dict]] = []
-        for i, img in enumerate(data.get("images") or []):
-            if not isinstance(img, dict) or _key(img.get("id")) is None or not isinstance(img.get("file_name"), str):
-                result.skipped.append(Skipped(f"{rel_json}: images[{i}]", "image entry without id/file_name"))
-                continue
-            if img["id"] in images_by_id:
-                result.skipped.append(
-                    Skipped(f"{rel_json}: images[{i}] ({img['file_name']})", f"duplicate image id {img['id']}")
-                )
-                continue
-            images_by_id[img["id"]] = img
-            entries.append((i, img))
-        for j, a in enumerate(_entries(data, "annotations", rel_json, result.notes)):
-            if not isinstance(a, dict) or _key(a.get("image_id")) not in images_by_id:
-                image_id = a.get("image_id") if isinstance(a, dict) else None
-                result.skipped.append(
-                    Skipped(f"{rel_json}: annotations[{j}]", f"annotation for unknown image_id {image_id!r}")
-                )
-                continue
-            anns_by_image.setdefault(a["image_id"], []).append(a)
 
-        for _i, img in entries:
-            anns = anns_by_image.get(img["id"], [])
-            src, why = index.locate(img["file_name"], bases)
-            label_src = f"{rel_json}: {img['file_name']}"
-            if src is None:
-                extra = f" ({len(anns)} annotations lost)" if anns else ""
-                result.skipped.append(Skipped(label_src, f"{why}{extra}"))
-                continue
-            if src in seen:
-                result.skipped.append(Skipped(label_src, f"same image already listed in {seen[src]}"))
-                continue
-            seen[src] = rel_json
-            problems: list[str] = []
-            try:
-                header: ImageHeader | None = image_header(Path(src))
-            except HeaderError as exc:
-                header = None
-                problems.append(f"image header unreadable ({exc}); boxes checked against the declared size only")
-            header, frame = resolve_frame(_declared(img), header, problems)
-            boxes: list[Box] = []
-            for a in anns:
-                aid = a.get("id", "?")
-                cid = _key(a.get("category_id"))
-                if cid not in cats:
-                    problems.append(f"annotation {aid}: unknown category_id {cid!r}, dropped")
-                    continue
-                box, bad = _box_from_bbox(a.get("bbox"), canonical_label(cats[cid], mapping), header, frame)
-                if box is None:
-                    problems.append(f"annotation {aid}: {bad}, dropped")
-                else:
-                    boxes.append(box)
-            if anns and not boxes:
-                result.skipped.append(Skipped(src, f"all {len(anns)} annotations invalid: " + "; ".join(problems[-3:])))
-                continue
-            meta = {"annotation_file": rel_json}
-            if header is not None and header.orientation != 1:
-                meta["exif_orientation"] = str(header.orientation)
-            result.records.append(Record(source=Path(src), boxes=boxes, split=split, meta=meta, problems=problems))
+def _images_and_annotations(
+    data: dict, rel_json: str, result: IngestResult
+) -> tuple[list[dict], dict[object, list[dict]]]:
+    """One file's image entries (in order, a malformed or repeated id skipped) and its annotations by image id
+    (one for an unknown image skipped)."""
+    anns_by_image: dict[object, list[dict]] = {}
+    images_by_id: dict[object, dict] = {}
+    entries: list[dict] = []
+    for i, img in enumerate(data.get("images") or []):
+        if not isinstance(img, dict) or _key(img.get("id")) is None or not isinstance(img.get("file_name"), str):
+            result.skipped.append(Skipped(f"{rel_json}: images[{i}]", "image entry without id/file_name"))
+            continue
+        if img["id"] in images_by_id:
+            result.skipped.append(
+                Skipped(f"{rel_json}: images[{i}] ({img['file_name']})", f"duplicate image id {img['id']}")
+            )
+            continue
+        images_by_id[img["id"]] = img
+        entries.append(img)
+    for j, a in enumerate(_entries(data, "annotations", rel_json, result.notes)):
+        if not isinstance(a, dict) or _key(a.get("image_id")) not in images_by_id:
+            image_id = a.get("image_id") if isinstance(a, dict) else None
+            result.skipped.append(
+                Skipped(f"{rel_json}: annotations[{j}]", f"annotation for unknown image_id {image_id!r}")
+            )
+            continue
+        anns_by_image.setdefault(a["image_id"], []).append(a)
+    return entries, anns_by_image
 
-    if report_unlisted:
-        listed = set(seen) | {sk.source for sk in result.skipped}
-        unlisted = [p for p in index.images if p not in listed]
-        listed_names = {os.path.basename(p): rel for p, rel in seen.items()}
-        for p in unlisted:
-            twin = listed_names.get(os.path.basename(p))
-            also = f" (a file of the same name is listed in {twin})" if twin else ""
-            result.skipped.append(Skipped(p, f"image not listed in any COCO annotation file{also}"))
-        if unlisted:
-            result.notes.append(f"{len(unlisted)} image files under the root are not listed in any COCO file")
-    assign_image_labels(result)
-    return result
+
+def _add_record(
+    result: IngestResult,
+    src: str,
+    img: dict,
+    anns: list[dict],
+    cats: dict[object, str],
+    mapping: dict[str, str] | None,
+    rel_json: str,
+    split: str | None,
+) -> None:
+    """The Record of one located film with its boxes checked against its header, or a skip when every one of
+    its annotations is invalid."""
+    problems: list[str] = []
+    try:
+        header: ImageHeader | None = image_header(Path(src))
+    except HeaderError as exc:
+        header = None
+        problems.append(f"image header unreadable ({exc}); boxes checked against the declared size only")
+    header, frame = resolve_frame(_declared(img), header, problems)
+    boxes: list[Box] = []
+    for a in anns:
+        aid = a.get("id", "?")
+        cid = _key(a.get("category_id"))
+        if cid not in cats:
+            problems.append(f"annotation {aid}: unknown category_id {cid!r}, dropped")
+            continue
+        box, bad = _box_from_bbox(a.get("bbox"), canonical_label(cats[cid], mapping), header, frame)
+        if box is None:
+            problems.append(f"annotation {aid}: {bad}, dropped")
+        else:
+            boxes.append(box)
+    if anns and not boxes:
+        result.skipped.append(Skipped(src, f"all {len(anns)} annotations invalid: " + "; ".join(problems[-3:])))
+        return
+    meta = {"annotation_file": rel_json}
+    if header is not None and header.orientation != 1:
+        meta["exif_orientation"] = str(header.orientation)
+    result.records.append(Record(source=Path(src), boxes=boxes, split=split, meta=meta, problems=problems))
+
+
+def _report_unlisted(index: FileIndex, seen: dict[str, str], result: IngestResult) -> None:
+    """Each image file under the root that no COCO file lists, skipped with the reason (and a same-named twin)."""
+    listed = set(seen) | {sk.source for sk in result.skipped}
+    unlisted = [p for p in index.images if p not in listed]
+    listed_names = {os.path.basename(p): rel for p, rel in seen.items()}
+    for p in unlisted:
+        twin = listed_names.get(os.path.basename(p))
+        also = f" (a file of the same name is listed in {twin})" if twin else ""
+        result.skipped.append(Skipped(p, f"image not listed in any COCO annotation file{also}"))
+    if unlisted:
+        result.notes.append(f"{len(unlisted)} image files under the root are not listed in any COCO file")
 
 
 def coco_dict(records: Iterable[Record], class_names: Sequence[str], root: Path) -> dict:

@@ -127,25 +127,9 @@ def load_fracatlas(root: Path, annotations: str = "coco", mapping: dict[str, str
     split_dir = next((d for d in (root / "splits", root / "Utilities" / "Fracture Split") if d.is_dir()), None)
     splits, notes = read_splits(split_dir) if split_dir else ({}, ["no splits/ folder: fractured images get no split"])
     result.notes.extend(notes)
-
-    # boxes per image file (absolute path) from the chosen annotation format
-    boxes_by_image: dict[str, list] = {}
-    problems_by_image: dict[str, list[str]] = {}
-    if annotations == "yolo":
-        _yolo_boxes(root, index, mapping, result, boxes_by_image, problems_by_image)
-    else:
-        sub = _annotation_result(root, annotations, [frac_dir, normal_dir], mapping)
-        result.notes.extend(sub.notes)
-        for rec in sub.records:
-            boxes_by_image[str(rec.source)] = rec.boxes or []
-            problems_by_image[str(rec.source)] = rec.problems
-        for sk in sub.skipped:
-            if sk.source in index.files:  # an image whose annotation was unusable: decided below
-                problems_by_image.setdefault(sk.source, []).append(f"{annotations} annotation unusable: {sk.reason}")
-                boxes_by_image.setdefault(sk.source, [])
-            else:
-                result.skipped.append(Skipped(sk.source, sk.reason))
-
+    boxes_by_image, problems_by_image = _boxes_by_image(
+        root, annotations, index, [frac_dir, normal_dir], mapping, result
+    )
     seen_names: dict[str, str] = {}
     folder_counts = {POSITIVE_CLASS: 0, NEGATIVE_CLASS: 0}
     for image in index.images:
@@ -160,8 +144,7 @@ def load_fracatlas(root: Path, annotations: str = "coco", mapping: dict[str, str
             continue
         seen_names[name] = folder
         fractured = folder == "Fractured"
-        label = POSITIVE_CLASS if fractured else NEGATIVE_CLASS
-        folder_counts[label] += 1
+        folder_counts[POSITIVE_CLASS if fractured else NEGATIVE_CLASS] += 1
         problems = list(problems_by_image.get(image, []))
         boxes = boxes_by_image.get(image)
         if boxes is None:
@@ -169,34 +152,87 @@ def load_fracatlas(root: Path, annotations: str = "coco", mapping: dict[str, str
                 problems.append(f"no {annotations} annotation for this image")
             boxes = []
         meta = dict(meta_rows.get(name, {}))
-        if meta_rows and not meta:
-            problems.append("not in dataset.csv")
-        if meta:
-            if meta.get("fractured") not in (None, "", "1" if fractured else "0"):
-                problems.append(f"dataset.csv says fractured={meta['fractured']} but the image is in images/{folder}")
-            count = meta.get("fracture_count", "")
-            if count.isdigit() and boxes and int(count) != len(boxes):
-                problems.append(f"dataset.csv fracture_count {count} but {len(boxes)} boxes")
-        try:
-            header = image_header(Path(image))
-            if header.orientation != 1:
-                meta["exif_orientation"] = str(header.orientation)
-        except HeaderError as exc:
-            problems.append(f"image header unreadable ({exc})")
-        if fractured and not boxes:
-            problems.append("fractured image without a usable box: classification only (boxes=None)")
-        if not fractured and boxes:
-            problems.append(f"non-fractured image has {len(boxes)} boxes")
-        result.records.append(
-            Record(
-                source=Path(image),
-                label=label,
-                boxes=boxes if (boxes or not fractured) else None,
-                split=splits.get(name),
-                meta=meta,
-                problems=problems,
-            )
-        )
+        result.records.append(_film_record(image, fractured, boxes, splits.get(name), meta, bool(meta_rows), problems))
+    _coverage_notes(result, splits, meta_rows, folder_counts, annotations)
+    return result
+
+
+def _boxes_by_image(
+    root: Path,
+    annotations: str,
+    index: FileIndex,
+    image_dirs: list[Path],
+    mapping: dict[str, str] | None,
+    result: IngestResult,
+) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """Boxes and problems per image file (absolute path) from the chosen annotation format; an annotation that
+    names no FracAtlas image is skipped."""
+    boxes_by_image: dict[str, list] = {}
+    problems_by_image: dict[str, list[str]] = {}
+    if annotations == "yolo":
+        _yolo_boxes(root, index, mapping, result, boxes_by_image, problems_by_image)
+        return boxes_by_image, problems_by_image
+    sub = _annotation_result(root, annotations, image_dirs, mapping)
+    result.notes.extend(sub.notes)
+    for rec in sub.records:
+        boxes_by_image[str(rec.source)] = rec.boxes or []
+        problems_by_image[str(rec.source)] = rec.problems
+    for sk in sub.skipped:
+        if sk.source in index.files:  # an image whose annotation was unusable: decided below
+            problems_by_image.setdefault(sk.source, []).append(f"{annotations} annotation unusable: {sk.reason}")
+            boxes_by_image.setdefault(sk.source, [])
+        else:
+            result.skipped.append(Skipped(sk.source, sk.reason))
+    return boxes_by_image, problems_by_image
+
+
+def _film_record(
+    image: str,
+    fractured: bool,
+    boxes: list,
+    split: str | None,
+    meta: dict[str, str],
+    has_csv: bool,
+    problems: list[str],
+) -> Record:
+    """One FracAtlas film's Record, its folder's label checked against dataset.csv and its boxes."""
+    folder = "Fractured" if fractured else "Non_fractured"
+    if has_csv and not meta:
+        problems.append("not in dataset.csv")
+    if meta:
+        if meta.get("fractured") not in (None, "", "1" if fractured else "0"):
+            problems.append(f"dataset.csv says fractured={meta['fractured']} but the image is in images/{folder}")
+        count = meta.get("fracture_count", "")
+        if count.isdigit() and boxes and int(count) != len(boxes):
+            problems.append(f"dataset.csv fracture_count {count} but {len(boxes)} boxes")
+    try:
+        header = image_header(Path(image))
+        if header.orientation != 1:
+            meta["exif_orientation"] = str(header.orientation)
+    except HeaderError as exc:
+        problems.append(f"image header unreadable ({exc})")
+    if fractured and not boxes:
+        problems.append("fractured image without a usable box: classification only (boxes=None)")
+    if not fractured and boxes:
+        problems.append(f"non-fractured image has {len(boxes)} boxes")
+    return Record(
+        source=Path(image),
+        label=POSITIVE_CLASS if fractured else NEGATIVE_CLASS,
+        boxes=boxes if (boxes or not fractured) else None,
+        split=split,
+        meta=meta,
+        problems=problems,
+    )
+
+
+def _coverage_notes(
+    result: IngestResult,
+    splits: dict[str, str],
+    meta_rows: dict[str, dict[str, str]],
+    folder_counts: dict[str, int],
+    annotations: str,
+) -> None:
+    """Notes on what the splits/ lists and dataset.csv name that is not on disk, and the counts read."""
     missing_split = sum(1 for r in result.records if r.label == POSITIVE_CLASS and r.split is None)
     listed = {os.path.basename(r.source) for r in result.records}
     not_on_disk = sorted(set(splits) - listed)
@@ -211,7 +247,6 @@ def load_fracatlas(root: Path, annotations: str = "coco", mapping: dict[str, str
         f"boxes from {annotations}: {sum(len(r.boxes or []) for r in result.records)}; "
         f"the authors' splits cover fractured images only ({missing_split} fractured without split)"
     )
-    return result
 
 
 def _yolo_boxes(

@@ -204,6 +204,43 @@ def load_yolo(
         raise UserError(f"{root}: no such folder")
     index = FileIndex(root)
     result = IngestResult(format=fmt)
+    names, split_dirs = _names_and_splits(index, names, result)
+    if not index.images:
+        raise UserError(f"{root}: no image files found")
+    used_labels: set[str] = set()
+    missing = 0
+    seen_ids: set[int] = set()
+    for image in index.images:
+        label = next((c for c in _label_candidates(image) if c in index.files), None)
+        folder = os.path.dirname(image)
+        split = next((s for d, s in split_dirs.items() if folder == d or folder.startswith(d + os.sep)), None)
+        split = split or split_from_parts(index.rel(image).split("/")[:-1])
+        if label is None:
+            missing += 1
+            result.records.append(
+                Record(source=Path(image), boxes=[], split=split, problems=["no label file: taken as background"])
+            )
+            continue
+        used_labels.add(label)
+        record = _labelled_record(index, image, label, split, names, mapping, result)
+        if record is not None:
+            result.records.append(record)
+            if names is None:
+                seen_ids.update(int(b.label.split("_")[-1]) for b in record.boxes if b.label.startswith("class_"))
+    if missing:
+        result.notes.append(f"{missing} images have no label file and were taken as backgrounds")
+    _report_orphan_labels(index, used_labels, result)
+    top = max(names, default=-1) if names is not None else max(seen_ids, default=-1)  # class_<id>: the ids seen
+    result.class_names = [canonical_label((names or {}).get(i, f"class_{i}"), mapping) for i in range(top + 1)]
+    assign_image_labels(result)
+    return result
+
+
+def _names_and_splits(
+    index: FileIndex, names: dict[int, str] | None, result: IngestResult
+) -> tuple[dict[int, str] | None, dict[str, str]]:
+    """The class names (given, from data.yaml, or from a classes.txt; None: class_<id>) and the yaml's split
+    folders (folder -> split)."""
     yaml_path, data, notes = _find_yaml(index)
     result.notes.extend(notes)
     split_dirs: dict[str, str] = {}
@@ -227,55 +264,47 @@ def load_yolo(
             result.notes.append(
                 "no data.yaml or classes.txt: classes named class_<id>; map them with --map class_0=fracture"
             )
-    if not index.images:
-        raise UserError(f"{root}: no image files found")
+    return names, split_dirs
 
-    used_labels: set[str] = set()
-    missing = 0
-    seen_ids: set[int] = set()
-    for image in index.images:
-        label = next((c for c in _label_candidates(image) if c in index.files), None)
-        folder = os.path.dirname(image)
-        split = next((s for d, s in split_dirs.items() if folder == d or folder.startswith(d + os.sep)), None)
-        split = split or split_from_parts(index.rel(image).split("/")[:-1])
-        meta: dict[str, str] = {}
-        if label is None:
-            missing += 1
-            result.records.append(
-                Record(source=Path(image), boxes=[], split=split, problems=["no label file: taken as background"])
-            )
-            continue
-        used_labels.add(label)
-        meta["label_file"] = index.rel(label)
-        if os.path.islink(label) and not index.inside(os.path.realpath(label)):
-            result.skipped.append(Skipped(image, f"label file {index.rel(label)} points outside the dataset root"))
-            continue
-        try:
-            with open(label, "rb") as f:
-                text = f.read().decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            result.skipped.append(Skipped(image, f"unreadable label file {index.rel(label)} ({type(exc).__name__})"))
-            continue
-        if not text.strip():
-            result.records.append(Record(source=Path(image), boxes=[], split=split, meta=meta))
-            continue
-        try:
-            header = image_header(Path(image))
-        except HeaderError as exc:
-            result.skipped.append(Skipped(image, f"image header unreadable ({exc}); cannot place YOLO boxes"))
-            continue
-        boxes, problems, n_rows = parse_yolo_rows(text, names, header, mapping)
-        if n_rows and not boxes:
-            result.skipped.append(Skipped(image, f"all {n_rows} label rows invalid: " + "; ".join(problems[:3])))
-            continue
-        if names is None:
-            seen_ids.update(int(b.label.split("_")[-1]) for b in boxes if b.label.startswith("class_"))
-        if header.orientation != 1:
-            meta["exif_orientation"] = str(header.orientation)
-        result.records.append(Record(source=Path(image), boxes=boxes, split=split, meta=meta, problems=problems))
-    if missing:
-        result.notes.append(f"{missing} images have no label file and were taken as backgrounds")
 
+def _labelled_record(
+    index: FileIndex,
+    image: str,
+    label: str,
+    split: str | None,
+    names: dict[int, str] | None,
+    mapping: dict[str, str] | None,
+    result: IngestResult,
+) -> Record | None:
+    """The Record of an image with a label file, or None with the image skipped and the reason."""
+    meta = {"label_file": index.rel(label)}
+    if os.path.islink(label) and not index.inside(os.path.realpath(label)):
+        result.skipped.append(Skipped(image, f"label file {index.rel(label)} points outside the dataset root"))
+        return None
+    try:
+        with open(label, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        result.skipped.append(Skipped(image, f"unreadable label file {index.rel(label)} ({type(exc).__name__})"))
+        return None
+    if not text.strip():
+        return Record(source=Path(image), boxes=[], split=split, meta=meta)
+    try:
+        header = image_header(Path(image))
+    except HeaderError as exc:
+        result.skipped.append(Skipped(image, f"image header unreadable ({exc}); cannot place YOLO boxes"))
+        return None
+    boxes, problems, n_rows = parse_yolo_rows(text, names, header, mapping)
+    if n_rows and not boxes:
+        result.skipped.append(Skipped(image, f"all {n_rows} label rows invalid: " + "; ".join(problems[:3])))
+        return None
+    if header.orientation != 1:
+        meta["exif_orientation"] = str(header.orientation)
+    return Record(source=Path(image), boxes=boxes, split=split, meta=meta, problems=problems)
+
+
+def _report_orphan_labels(index: FileIndex, used_labels: set[str], result: IngestResult) -> None:
+    """Each .txt under a labels/ folder that no image uses, skipped as a label file without image."""
     orphans = [
         p
         for p in sorted(index.files)
@@ -288,15 +317,6 @@ def load_yolo(
         result.skipped.append(Skipped(p, "label file without image"))
     if orphans:
         result.notes.append(f"{len(orphans)} label files have no image")
-
-    if names is not None:
-        top = max(names) if names else -1
-        result.class_names = [canonical_label(names.get(i, f"class_{i}"), mapping) for i in range(top + 1)]
-    else:
-        top = max(seen_ids) if seen_ids else -1
-        result.class_names = [canonical_label(f"class_{i}", mapping) for i in range(top + 1)]
-    assign_image_labels(result)
-    return result
 
 
 def yolo_lines(boxes: Iterable[Box], class_ids: dict[str, int], width: float, height: float) -> str:

@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from fracturekit import callable_stage
 from fracturekit.audit import AuditResult, audit_items, parallel_map
@@ -31,17 +32,17 @@ from fracturekit.diskspace import is_no_space, no_space
 from fracturekit.errors import UserError
 from fracturekit.folderlock import lock_folder
 from fracturekit.imageio import MAX_PIXELS
+from fracturekit.ingest.records import IngestResult
 from fracturekit.layout import PreparedDataset
 from fracturekit.options import check_max_pixels
 from fracturekit.outputs import clean_stale_tmp, files_under, new_tmp
 from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.prepare.corrections import apply_corrections, drop_excluded, uncorrected_labels
-from fracturekit.prepare.datasets import _link_or_copy as _link_or_copy  # re-exported: fracturekit.cv uses it
 from fracturekit.prepare.datasets import _write_datasets
 from fracturekit.prepare.decode import _process_safely, _unique_stems
 from fracturekit.prepare.film import _Film
 from fracturekit.prepare.grouping import GROUP_SOURCES, _find_preset_file, _join_meta, _split_films, grouping_line
-from fracturekit.prepare.install import _check_out, _data_hash, _install, _stale_runs_notes
+from fracturekit.prepare.install import _check_out, _install, _stale_runs_notes
 from fracturekit.prepare.report import _other_files, _reason_kind, _summary, _write_manifest, data_hash
 from fracturekit.split import DEFAULT_RATIOS, check_ratios
 
@@ -109,78 +110,33 @@ def prepare(
     root = source if source.is_dir() else source.parent  # a COCO JSON file names its images relative to its folder
     group_column = key_column = None
     if preset:
-        from fracturekit.presets import load_preset
-
-        p = load_preset(preset)
-        fmt = p.format if fmt == "auto" else fmt
-        mapping = mapping if mapping is not None else (p.mapping or None)
-        group_regex = group_regex or p.group_regex
-        group_column, key_column = p.group_column, p.meta_key
-        if meta is None and p.meta_csv and not film_split:
-            meta = _find_preset_file(root, p.meta_csv, preset, "patient ids" if p.group_column else "metadata")
+        fmt, mapping, group_regex, group_column, key_column, meta = _apply_preset(
+            preset, root, fmt, mapping, group_regex, meta, film_split
+        )
     if split is None:
         keep_splits, ratios = True, DEFAULT_RATIOS
     else:
         ratios = check_ratios(split)
-    check_max_pixels(max_pixels)
-    if max_side is not None and max_side < 32:
-        raise UserError(f"--max-side {max_side}: use at least 32 px.")
-    try:
-        regex = re.compile(group_regex) if group_regex else None
-    except re.error as exc:
-        raise UserError(f"--group-regex {group_regex!r}: not a valid regular expression ({exc}).") from None
+    regex = _check_film_options(max_pixels, max_side, group_regex)
     if out is None:
         out = user_path(Path("datasets") / (source.name if source.is_dir() else source.stem))
     _check_out(root, out, exist_ok)  # a wrong --out is refused before the lock creates it
     lock = lock_folder(out, "prepare")  # held until prepare returns: one prepare per --out
     try:  # an input refused here leaves no folder behind: the lock made it, and goes now
         earlier = _check_out(root, out, exist_ok)  # again under the lock: another prepare may have just finished
-        old_hash = _data_hash(out) if earlier else None
+        old_hash = PreparedDataset(out).recorded_data_hash() if earlier else None
         cleaned = clean_stale_tmp(out)
 
         from fracturekit.ingest.source import load_source
 
         ingest = load_source(source, fmt=fmt, mapping=mapping)
         t_ingest = time.perf_counter()
-
-        films: list[_Film] = [
-            _Film(source=s.source, record=None, rel=_shown(s.source, root), status="skipped", reason=s.reason)
-            for s in ingest.skipped
-        ]
-        seen: set[Path] = set()
-        for rec in ingest.records:
-            film = _Film(
-                source=str(rec.source),
-                record=rec,
-                rel=rel_to(rec.source, root),
-                group=rec.group,
-                group_source="annotations" if rec.group else "none",
-                meta=dict(rec.meta),
-            )
-            film.warnings.extend(rec.problems)
-            key = Path(rec.source).resolve()
-            label = rec.image_label
-            if key in seen:
-                film.status, film.reason = "skipped", "listed twice in the annotations"
-            elif label is None:
-                film.status, film.reason = "skipped", "no label: not in a class folder and no annotation"
-            else:
-                film.label = label
-            seen.add(key)
-            films.append(film)
+        films = _films(ingest, root)
         corrected = apply_corrections(films, corrections, root) if corrections is not None else None
         usable = [f for f in films if f.status == "ok"]
         meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
-        if (
-            regex is not None
-            and usable
-            and not film_split
-            and not any(regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable)
-        ):
-            raise UserError(
-                f"--group-regex '{group_regex}' matches none of the {len(usable)} films "
-                f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
-            )
+        if regex is not None and not film_split:
+            _check_regex_matches(regex, usable)
         _unique_stems(usable)
     except BaseException:
         lock.release()
@@ -193,9 +149,7 @@ def prepare(
         decode = partial(_process_safely, stage=stage, clahe=clahe, max_side=max_side, max_pixels=max_pixels)
         parallel_map(decode, usable, progress, "decoding films")
         t_decode = time.perf_counter()
-        if not any(f.status == "ok" for f in films):
-            reasons = "; ".join(f"{n} x {r}" for r, n in Counter(f.reason for f in films).most_common(3))
-            raise UserError(f"{source}: none of the {len(films)} images is usable ({reasons or 'no images found'}).")
+        _check_some_usable(source, films)
         summary, audit_result = _assemble(
             tmp, films, ingest.class_names, ratios, keep_splits, seed, None if film_split else regex, meta_columns,
             audit, film_split,
@@ -203,40 +157,26 @@ def prepare(
         summary["grouping"]["meta_csv"] = rel_to(meta, root) if meta else None
         if corrected is not None:
             summary["corrections"] = corrected
-        other = _other_files(root, films, meta, ingest.format)
-        summary.update(
-            other_files=other, other_files_reasons=dict(Counter(_reason_kind(o["reason"]) for o in other).most_common())
-        )
+        summary.update(_other_files_summary(root, films, meta, ingest.format))
         shutil.rmtree(stage)
-        notes = [*ingest.notes, *summary["notes"]]
-        notes += [f"removed {p}, left by a killed prepare" for p in cleaned]
-        foreign = [f for f in files_under(out) if f.split("/")[0] in ("cls", "det") and f not in earlier]
-        if foreign and out.is_dir():
-            notes.append(
-                f"kept {len(foreign)} file(s) in {out} that prepare did not write, inside its cls/ or det/ folders "
-                f"({', '.join(foreign[:2])}): Ultralytics would train on them; move them out"
-            )
+        notes = [*ingest.notes, *summary["notes"], *_folder_notes(out, cleaned, earlier)]
         if old_hash is not None and old_hash != summary["data_hash"] and runs_dir is not None:
             notes += _stale_runs_notes(out, old_hash, runs_dir)
-        summary.update(
-            source=str(source),
-            format=ingest.format,
-            notes=notes,
-            options={
-                "split": list(ratios),
-                "keep_splits": keep_splits,
-                "seed": seed,
-                "group_regex": group_regex,
-                "meta": str(meta) if meta else None,
-                "mapping": mapping,
-                "clahe": clahe,
-                "max_side": max_side,
-                "max_pixels": max_pixels,
-                "preset": preset,
-                "film_split": film_split,
-                "corrections": str(corrections) if corrections else None,
-            },
-        )
+        options = {
+            "split": list(ratios),
+            "keep_splits": keep_splits,
+            "seed": seed,
+            "group_regex": group_regex,
+            "meta": str(meta) if meta else None,
+            "mapping": mapping,
+            "clahe": clahe,
+            "max_side": max_side,
+            "max_pixels": max_pixels,
+            "preset": preset,
+            "film_split": film_split,
+            "corrections": str(corrections) if corrections else None,
+        }
+        summary.update(source=str(source), format=ingest.format, notes=notes, options=options)
         summary["timings_s"] = {
             "read_annotations": round(t_ingest - t0, 3),
             "decode_hash_write": round(t_decode - t_ingest, 3),
@@ -253,6 +193,106 @@ def prepare(
             raise no_space(out, need, f"the {len(usable)} films (their size on disk)", "; nothing was kept") from None
         raise
     return PrepareResult(dataset=PreparedDataset(out), summary=summary, audit=audit_result)
+
+
+def _apply_preset(
+    preset: str,
+    root: Path,
+    fmt: str,
+    mapping: dict[str, str] | None,
+    group_regex: str | None,
+    meta: Path | None,
+    film_split: bool,
+) -> tuple[str, dict[str, str] | None, str | None, str | None, str | None, Path | None]:
+    """The options a preset fills in where the user gave none: (fmt, mapping, group_regex, group_column,
+    meta_key, meta CSV found in `root` or one folder below)."""
+    from fracturekit.presets import load_preset
+
+    p = load_preset(preset)
+    fmt = p.format if fmt == "auto" else fmt
+    mapping = mapping if mapping is not None else (p.mapping or None)
+    if meta is None and p.meta_csv and not film_split:
+        meta = _find_preset_file(root, p.meta_csv, preset, "patient ids" if p.group_column else "metadata")
+    return fmt, mapping, group_regex or p.group_regex, p.group_column, p.meta_key, meta
+
+
+def _check_film_options(max_pixels: int | None, max_side: int | None, group_regex: str | None) -> re.Pattern | None:
+    """A UserError for a --max-pixels, --max-side or --group-regex that cannot work; the compiled regex."""
+    check_max_pixels(max_pixels)
+    if max_side is not None and max_side < 32:
+        raise UserError(f"--max-side {max_side}: use at least 32 px.")
+    try:
+        return re.compile(group_regex) if group_regex else None
+    except re.error as exc:
+        raise UserError(f"--group-regex {group_regex!r}: not a valid regular expression ({exc}).") from None
+
+
+def _films(ingest: IngestResult, root: Path) -> list[_Film]:
+    """One _Film per file the reader saw: its skipped entries, then its records (a film listed twice, or one
+    with no label, skipped with the reason)."""
+    films: list[_Film] = [
+        _Film(source=s.source, record=None, rel=_shown(s.source, root), status="skipped", reason=s.reason)
+        for s in ingest.skipped
+    ]
+    seen: set[Path] = set()
+    for rec in ingest.records:
+        film = _Film(
+            source=str(rec.source),
+            record=rec,
+            rel=rel_to(rec.source, root),
+            group=rec.group,
+            group_source="annotations" if rec.group else "none",
+            meta=dict(rec.meta),
+        )
+        film.warnings.extend(rec.problems)
+        key = Path(rec.source).resolve()
+        label = rec.image_label
+        if key in seen:
+            film.status, film.reason = "skipped", "listed twice in the annotations"
+        elif label is None:
+            film.status, film.reason = "skipped", "no label: not in a class folder and no annotation"
+        else:
+            film.label = label
+        seen.add(key)
+        films.append(film)
+    return films
+
+
+def _check_regex_matches(regex: re.Pattern, usable: list[_Film]) -> None:
+    """A UserError when --group-regex matches none of the films (grouping never falls back in silence)."""
+    if usable and not any(regex.search(Path(f.source).name) or regex.search(f.rel) for f in usable):
+        raise UserError(
+            f"--group-regex '{regex.pattern}' matches none of the {len(usable)} films "
+            f"(e.g. {usable[0].rel}); fix the pattern, or pass --film-split to split films one by one."
+        )
+
+
+def _check_some_usable(source: Path, films: list[_Film]) -> None:
+    """A UserError naming the three commonest reasons when no film of `source` could be used."""
+    if not any(f.status == "ok" for f in films):
+        reasons = "; ".join(f"{n} x {r}" for r, n in Counter(f.reason for f in films).most_common(3))
+        raise UserError(f"{source}: none of the {len(films)} images is usable ({reasons or 'no images found'}).")
+
+
+def _other_files_summary(root: Path, films: list[_Film], meta: Path | None, fmt: str) -> dict[str, Any]:
+    """prepare.json's `other_files` (each file that is not a film, with its reason) and their count by reason."""
+    other = _other_files(root, films, meta, fmt)
+    return {
+        "other_files": other,
+        "other_files_reasons": dict(Counter(_reason_kind(o["reason"]) for o in other).most_common()),
+    }
+
+
+def _folder_notes(out: Path, cleaned: list[Path], earlier: set[str]) -> list[str]:
+    """Notes on the --out folder: killed prepares' leftovers removed, files a user put in cls/ or det/ kept."""
+    notes = [f"removed {p}, left by a killed prepare" for p in cleaned]
+    foreign = [f for f in files_under(out) if f.split("/")[0] in ("cls", "det") and f not in earlier]
+    if foreign and out.is_dir():
+        notes.append(
+            f"kept {len(foreign)} file(s) in {out} that prepare did not write, inside its cls/ or det/ folders "
+            f"({', '.join(foreign[:2])}): Ultralytics would train on them; move them out"
+        )
+    return notes
 
 
 def _assemble(
@@ -285,7 +325,7 @@ def _assemble(
     summary["grouped_by_link"] = audit_result.files_by_link
     summary["timings_s"] = {"link_duplicates": round(t_links, 3)}
     if run_audit:
-        audit_result.write(root / "audit")
+        audit_result.write(PreparedDataset(root).audit_dir)
         return summary, audit_result
     return summary, None
 

@@ -54,7 +54,7 @@ def _place(root: Path, film: _Film, det_index: dict[str, int]) -> None:
     if film.boxes is None:
         return
     det_rel = Path("det") / "images" / film.split / film.staged.name
-    _link_or_copy(root / cls_rel, root / det_rel)
+    link_or_copy(root / cls_rel, root / det_rel)
     lbl_rel = Path("det") / "labels" / film.split / f"{film.stem}.txt"
     (root / lbl_rel).write_text(yolo_lines(film.boxes, det_index, film.width, film.height))  # "" for a background
     film.output_det, film.label_file = det_rel.as_posix(), lbl_rel.as_posix()
@@ -64,7 +64,8 @@ def _safe_dirname(label: str) -> str:
     return re.sub(r"[\\/]", "_", label).strip() or "unlabelled"
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no copy, no space); a copy where the file system refuses one (another device, FAT)."""
     try:
         os.link(src, dst)
     except OSError:

@@ -4,7 +4,6 @@ finished build in without touching the user's own files, and name the runs train
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 from pathlib import Path
@@ -55,14 +54,6 @@ def _written_by_prepare(out: Path) -> set[str]:
         for row in csv.DictReader(f):
             files.update(row[c] for c in ("output_cls", "output_det", "label_file") if row.get(c))
     return files
-
-
-def _data_hash(out: Path) -> str | None:
-    """The data_hash of the prepared dataset at `out` (None when it has no readable prepare.json)."""
-    try:
-        return json.loads((out / "prepare.json").read_text()).get("data_hash")
-    except (OSError, ValueError):
-        return None
 
 
 def _stale_runs_notes(out: Path, old_hash: str, runs_dir: Path) -> list[str]:

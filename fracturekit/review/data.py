@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fracturekit.errors import UserError
-from fracturekit.layout import MANIFEST_COLUMNS
+from fracturekit.layout import MANIFEST_COLUMNS, PreparedDataset
 
 KINDS = ("dataset", "evaluate", "predict")
 _MAX_BOXES = 10  # predicted boxes drawn per film, the highest-scoring: fracturekit.cases draws as many
@@ -101,13 +101,14 @@ def _list(columns: list[str], rows: list[dict[str, Any]], sort: str = "") -> dic
 def _dataset(root: Path) -> ReviewData:
     films, aliases, extra = _manifest_films(root)
     lists: dict[str, dict[str, Any]] = {}
-    issues = root / "audit" / "label_issues.csv"
+    audit_dir = PreparedDataset(root).audit_dir
+    issues = audit_dir / "label_issues.csv"
     if issues.is_file():
         cols = ["rank", "given_label", "suggested_label", "reason", "score", "cluster", "link"]
         lists["label issues"] = _list(
             cols, [{"film": r["path"], **{c: r.get(c, "") for c in cols}} for r in _csv(issues)]
         )
-    dups = root / "audit" / "duplicates.csv"
+    dups = audit_dir / "duplicates.csv"
     if dups.is_file():
         cols = ["cluster", "split", "label", "kind"]
         lists["duplicate clusters"] = _list(cols, [{"film": r["path"], **{c: r[c] for c in cols}} for r in _csv(dups)])
