@@ -212,7 +212,7 @@ def distinct_films(files: list[Path], n: int, rng: np.random.Generator) -> list[
     """`n` FracAtlas films in a seeded order, balanced between the two classes, none within the audit's
     near-duplicate distance of another (FracAtlas holds repeat films), so the built lineage is the only link."""
     from fracturekit.audit import parallel_map
-    from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes
+    from fracturekit.data.hashing import NEAR_THRESHOLD, dihedral_phashes
 
     by_class = {c: [p for p in files if p.parent.name == c] for c in CLASS_DIRS}
     order = {c: [f[i] for i in rng.permutation(len(f))] for c, f in by_class.items()}

@@ -1,4 +1,4 @@
-"""Speed of the AUROC cluster bootstrap (`fracturekit.metrics.bootstrap_ci`) against a plain loop.
+"""Speed of the AUROC cluster bootstrap (`fracturekit.evaluation.metrics.bootstrap_ci`) against a plain loop.
 
 Both resample the same kind of data, units with replacement with all their films: `--films` films in
 `--units` units (scores correlated within a unit), `--boot` resamples. Reference: the straightforward
@@ -18,7 +18,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from fracturekit.metrics import bootstrap_ci
+from fracturekit.evaluation.metrics import bootstrap_ci
 
 
 def loop_reference(y: np.ndarray, score: np.ndarray, unit: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:

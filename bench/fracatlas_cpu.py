@@ -68,10 +68,10 @@ def main() -> None:
     if not args.data.exists():
         raise SystemExit(f"{args.data}: FracAtlas not found; pass --data PATH (see ../shared/data/README.md).")
 
+    from fracturekit.core.yolo_env import load_ultralytics
     from fracturekit.evaluate import evaluate
     from fracturekit.prepare import prepare
     from fracturekit.train import train
-    from fracturekit.yolo_env import load_ultralytics
 
     load_ultralytics()
     timings: dict[str, float] = {}

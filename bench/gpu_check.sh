@@ -40,7 +40,7 @@ else
   "$PY" - "$WORK" <<'EOF'
 import sys
 from pathlib import Path
-from fracturekit.phantoms import write_phantom_dataset
+from fracturekit.data.phantoms import write_phantom_dataset
 from fracturekit.prepare import prepare
 work = Path(sys.argv[1])
 prepare(write_phantom_dataset(work / "raw", n=40, seed=5, size=96, fmt="coco"), work / "dataset", split=(0.6, 0.2, 0.2))
@@ -60,9 +60,9 @@ done
 "$PY" - "$WORK" "$DEVICE" "$IMGSZ" "$MODE" "$START" <<'EOF'
 import json, sys, time
 from pathlib import Path
-from fracturekit.device import cpu_info
+from fracturekit.core.device import cpu_info
 from fracturekit.predict import predict
-from fracturekit.yolo_env import load_ultralytics
+from fracturekit.core.yolo_env import load_ultralytics
 
 work, device, imgsz, mode, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 load_ultralytics()

@@ -58,11 +58,11 @@ def main() -> None:
 
     from sklearn.metrics import roc_auc_score
 
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
+    from fracturekit.core.layout import PreparedDataset, RunDir
+    from fracturekit.core.yolo_env import load_ultralytics
     from fracturekit.export import export, quantize_onnx
     from fracturekit.infer.model import training_imgsz
-    from fracturekit.layout import PreparedDataset, RunDir
-    from fracturekit.yolo_env import load_ultralytics
 
     load_ultralytics()
     imgsz = a.imgsz or training_imgsz(RunDir(a.run)) or 640

@@ -3,7 +3,7 @@
 Labels of N films are flipped on purpose (seeded); out-of-sample scores come from a simulated model of known
 AUROC that scores the films' true labels (binormal: positives ~ N(d, 1), negatives ~ N(0, 1) with
 d = sqrt(2) * Phi^-1(AUROC), then a logistic link to a probability). The table gives the share of flipped films
-ranked within the top 1.5 x (number flipped) rows by cleanlab's confident learning (`fracturekit.label_issues`),
+ranked within the top 1.5 x (number flipped) rows by cleanlab's confident learning (`fracturekit.data.label_issues`),
 mean over seeds. The reference is chance: 1.5 x the flip rate.
 
     python bench/label_noise.py [--films 200] [--seeds 20]
@@ -31,7 +31,7 @@ def flipped(n: int, n_flip: int, rng: np.random.Generator) -> np.ndarray:
 
 def found_in_top(n: int, rate: float, auroc: float, seed: int) -> float:
     """Share of flipped films in the top 1.5 x n_flip rows of the ranking, for one seed."""
-    from fracturekit.label_issues import model_issues
+    from fracturekit.data.label_issues import model_issues
 
     rng = np.random.default_rng(seed)
     y_true = (rng.random(n) < 0.5).astype(int)

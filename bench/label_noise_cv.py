@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.phantoms import write_phantom_dataset
+from fracturekit.data.phantoms import write_phantom_dataset
 from fracturekit.review.decisions import DecisionLog
 
 runner = CliRunner()

@@ -81,8 +81,8 @@ def draw_films(data: Path, n_train: int, n_heldout: int, seed: int) -> tuple[lis
     the reader warns about (FracAtlas has truncated JPEGs, which Ultralytics cannot read when scoring).
     """
     from fracturekit.audit import parallel_map
-    from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, min_dihedral_distances
-    from fracturekit.imageio import read_image
+    from fracturekit.data.hashing import NEAR_THRESHOLD, dihedral_phashes, min_dihedral_distances
+    from fracturekit.data.imageio import read_image
 
     rng = np.random.default_rng(seed)
     chosen: tuple[list[Path], list[Path]] = ([], [])
@@ -103,7 +103,7 @@ def draw_films(data: Path, n_train: int, n_heldout: int, seed: int) -> tuple[lis
 
 
 def _save(path: Path, gray: np.ndarray, max_side: int) -> None:
-    from fracturekit.imageio import limit_side
+    from fracturekit.data.imageio import limit_side
 
     cv2.imwrite(str(path), limit_side(gray, max_side)[0], [cv2.IMWRITE_JPEG_QUALITY, 95])
 
@@ -111,8 +111,8 @@ def _save(path: Path, gray: np.ndarray, max_side: int) -> None:
 def write_heldout(heldout: list[Path], max_side: int, work: Path) -> None:
     """work/heldout/cls/test/<class>/: the held-out originals under the models' class names."""
     from fracturekit.audit import parallel_map
-    from fracturekit.imageio import read_image
-    from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+    from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+    from fracturekit.data.imageio import read_image
 
     def held(path: Path) -> None:
         label = POSITIVE_CLASS if path.parent.name == "Fractured" else NEGATIVE_CLASS
@@ -133,7 +133,7 @@ def build_sets(
     Returns {file path under work/augmented: its original}.
     """
     from fracturekit.audit import parallel_map
-    from fracturekit.imageio import read_image
+    from fracturekit.data.imageio import read_image
 
     save = lambda path, gray: _save(path, gray, max_side)  # noqa: E731
 
@@ -218,10 +218,10 @@ def audit_found(audit: AuditResult, lineage: dict[str, str]) -> dict[str, int]:
 def heldout_auroc(run: Path, heldout: Path, seed: int) -> tuple[float, list[float], int]:
     """AUROC on the held-out originals, scored exactly like `evaluate` scores a test split (same function, raw
     probabilities), with a film-level bootstrap CI (honest here: the held-out films have no copies)."""
-    from fracturekit import metrics as M
+    from fracturekit.core.layout import POSITIVE_CLASS, PreparedDataset
     from fracturekit.evaluate import classify_images
+    from fracturekit.evaluation import metrics as M
     from fracturekit.infer.model import load_model
-    from fracturekit.layout import POSITIVE_CLASS, PreparedDataset
 
     model = load_model(run, "classify", device="cpu", backend="torch")
     skipped: list[dict] = []

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from augcopies import STRENGTHS, augment_copy, build_families  # noqa: E402
 from cpuinfo import cpu_line  # noqa: E402
 
-from fracturekit import copies  # noqa: E402
 from fracturekit.audit import parallel_map  # noqa: E402
-from fracturekit.hashing import dihedral_phashes, near_pairs  # noqa: E402
-from fracturekit.split import units  # noqa: E402
-from fracturekit.yolo_env import cpu_threads  # noqa: E402
+from fracturekit.core.yolo_env import cpu_threads  # noqa: E402
+from fracturekit.data import copies  # noqa: E402
+from fracturekit.data.hashing import dihedral_phashes, near_pairs  # noqa: E402
+from fracturekit.data.split import units  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA = SHARED / "fracatlas" / "images"
@@ -165,7 +165,7 @@ def run_distinct(name: str, n_copy: int, seed: int) -> dict:
     patient = the first 7 characters), beside recall on `n_copy` seeded default-strength copies of them, with the
     audit's own content test (duplicate_links: exact, near and augmented; no names)."""
     from fracturekit.audit import AuditItem, duplicate_links, joining
-    from fracturekit.hashing import pixel_sha256
+    from fracturekit.data.hashing import pixel_sha256
 
     files = sorted((SHARED / name / "images").glob("*/*.png"))
     if not files:

@@ -101,7 +101,7 @@ print(json.dumps({"n": n, "seconds": dt, "threads": torch.get_num_threads()}))
 _FK_SNIPPET = """
 import json, sys, time
 from fracturekit.predict import predict
-from fracturekit.yolo_env import load_ultralytics
+from fracturekit.core.yolo_env import load_ultralytics
 load_ultralytics()  # imports torch + Ultralytics before the clock starts, as the yolo snippet's import does
 w, folder, imgsz, conf, batch, out = sys.argv[1:7]
 t0 = time.perf_counter()
@@ -133,7 +133,7 @@ def make_images(work: Path, n: int, fracatlas: bool) -> Path:
     """n films in one folder: phantoms cropped to 1024x800 (w x h), or links to FracAtlas JPEGs."""
     import cv2
 
-    from fracturekit.phantoms import generate_phantom
+    from fracturekit.data.phantoms import generate_phantom
 
     folder = work / "images"
     if folder.is_dir() and len(list(folder.iterdir())) == n:
@@ -152,7 +152,7 @@ def make_images(work: Path, n: int, fracatlas: bool) -> Path:
 
 def make_calibration_set(work: Path) -> Path:
     """A small prepared phantom dataset (1024 px films, like the bench images) for int8 calibration."""
-    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.data.phantoms import write_phantom_dataset
     from fracturekit.prepare import prepare
 
     root = work / "calib"
@@ -183,7 +183,7 @@ _MATMUL_SNIPPET = """
 import json, time
 import numpy as np
 import torch
-from fracturekit.yolo_env import cpu_threads
+from fracturekit.core.yolo_env import cpu_threads
 n, reps = 2048, 10
 torch.set_num_threads(cpu_threads())
 out = {}
@@ -257,14 +257,14 @@ def main() -> None:
     os.environ["YOLO_CONFIG_DIR"] = str(cfg)  # keep Ultralytics' settings out of $HOME
     base_env = child_env(a.isa, cfg)
 
+    from fracturekit.core.yolo_env import cpu_threads, load_ultralytics
     from fracturekit.export import export
     from fracturekit.infer.preprocess import rect_shape
-    from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
     load_ultralytics()
     weights = make_weights(work, a.imgsz)
     folder = make_images(work, a.n, a.fracatlas)
-    from fracturekit.device import CpuInfo, cpu_info
+    from fracturekit.core.device import CpuInfo, cpu_info
     from fracturekit.infer.model import EXPORTS, VARIANTS
 
     calib = make_calibration_set(work)

@@ -7,7 +7,7 @@ temporary folder, and their ratio, in one run, with the goal (FracAtlas: under 9
 `--augment N` first writes a Kaggle-style class-folder copy of FracAtlas with N extra augmented copies
 (bench/augcopies.py, default strength, Kaggle-like names) and benchmarks that instead: N = 6,000 gives the
 10,000-film case (goal: under 4 minutes). `--threshold-study` also prints the perceptual-hash
-distance distribution used to choose `fracturekit.hashing.NEAR_THRESHOLD`: nearest different film
+distance distribution used to choose `fracturekit.data.hashing.NEAR_THRESHOLD`: nearest different film
 per film, and distances of transformed copies (flip, rotation, resize, re-encoding) of 300 films.
 """
 
@@ -33,8 +33,8 @@ from augcopies import augment_copy, copy_name  # noqa: E402
 from cpuinfo import cpu_line  # noqa: E402
 
 from fracturekit.audit import LINK_KINDS, parallel_map  # noqa: E402
-from fracturekit.hashing import dihedral_phashes, min_dihedral_distances, nearest_distances  # noqa: E402
-from fracturekit.imageio import is_image_file, read_image  # noqa: E402
+from fracturekit.data.hashing import dihedral_phashes, min_dihedral_distances, nearest_distances  # noqa: E402
+from fracturekit.data.imageio import is_image_file, read_image  # noqa: E402
 from fracturekit.prepare import prepare  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """What predict's reduced JPEG decode does to accuracy: a classifier's AUROC on FracAtlas films, full vs reduced.
 
 predict decodes a JPEG at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling) when its short side stays >= the model's
-imgsz (`fracturekit.imageio.jpeg_reduction`). This scores the same films twice with the same classifier, through
+imgsz (`fracturekit.data.imageio.jpeg_reduction`). This scores the same films twice with the same classifier, through
 the inference core predict uses (`fracturekit.infer.scoring.stream`): once at full size (`--full-size`, as
 `evaluate` decodes) and once reduced, and prints both AUROCs and their difference (the issue's bar: <= 0.002),
 how many films each reduction touched, the largest score change and the decisions at 0.5 that flipped.
@@ -46,11 +46,11 @@ def main() -> None:
         raise SystemExit(f"{FRACATLAS}: absent; this bench needs FracAtlas (see ../shared/data/README.md).")
     import numpy as np
 
-    from fracturekit.device import cpu_info
-    from fracturekit.imageio import image_header, jpeg_reduction
+    from fracturekit.core.device import cpu_info
+    from fracturekit.data.imageio import image_header, jpeg_reduction
+    from fracturekit.evaluation.metrics import auroc
     from fracturekit.infer.model import load_model
     from fracturekit.infer.scoring import Scorer, stream
-    from fracturekit.metrics import auroc
 
     paths, labels = films(a.n, a.seed)
     clf = load_model(a.classifier, "classify", a.imgsz)

@@ -7,7 +7,7 @@ The first form writes DIR/fingerprint.json with what a refactor must not change,
 `fracturekit` CLI of the checkout on PYTHONPATH (run as a subprocess, so the code under test is the one imported):
 - `prepare` of FracAtlas (the shared data's copy): its `data_hash` and the film counts per split and class;
 - the `--help` text of `fracturekit` and of every command (COLUMNS fixed at 120);
-- a tiny seeded run on phantoms (fracturekit.phantoms: 60 films of 64 px, CPU, 2 epochs, imgsz 64): the phantom
+- a tiny seeded run on phantoms (fracturekit.data.phantoms: 60 films of 64 px, CPU, 2 epochs, imgsz 64): the phantom
   dataset's data_hash and every number in evaluate's metrics.json (times, dates and paths left out).
 The second form prints each key whose value differs and exits 1 if any does, 0 if none. It is not a timing bench.
 """
@@ -113,7 +113,7 @@ def fingerprint(out: Path, fracatlas: Path | None, epochs: int, parts: set[str])
 def _phantom_run(out: Path, env: dict[str, str], epochs: int) -> dict[str, Any]:
     """Phantoms prepared, a classifier and a detector trained (seeded, CPU), evaluated: the numbers."""
     result: dict[str, Any] = {}
-    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.data.phantoms import write_phantom_dataset
 
     raw = write_phantom_dataset(out / "phantoms-raw", n=60, seed=1, size=64, fmt="coco")
     _fk(["prepare", str(raw), "--out", str(out / "phantoms"), "--split", "0.6,0.2,0.2", "--seed", "0"], env)

@@ -23,7 +23,7 @@ os.environ.setdefault("FRACTUREKIT_OFFLINE", "1")
 
 
 def _dataset(root: Path, n: int) -> Path:
-    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.data.phantoms import write_phantom_dataset
     from fracturekit.prepare import prepare
 
     raw = write_phantom_dataset(root / "raw", n=n, seed=5, size=64, fmt="coco")
@@ -33,10 +33,10 @@ def _dataset(root: Path, n: int) -> Path:
 
 def _plain_args(task: str, data: Path, settings: dict[str, Any], save_dir: Path) -> dict[str, Any]:
     """The arguments fracturekit hands to Ultralytics for the same settings (so only the wrapper differs)."""
-    from fracturekit.augment import xray_transforms
-    from fracturekit.config import resolve_config
-    from fracturekit.layout import PreparedDataset
+    from fracturekit.core.layout import PreparedDataset
     from fracturekit.train import _OWN_KEYS, _data_argument
+    from fracturekit.training.augment import xray_transforms
+    from fracturekit.training.config import resolve_config
 
     cfg = resolve_config(task, None, settings)
     args = {k: v for k, v in cfg.values.items() if k not in _OWN_KEYS}
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     opts = parser.parse_args()
 
-    from fracturekit.yolo_env import cpu_threads, load_ultralytics
+    from fracturekit.core.yolo_env import cpu_threads, load_ultralytics
 
     load_ultralytics()
     import torch

@@ -41,7 +41,7 @@ FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
 _PLAIN = """
 import json, sys
 from pathlib import Path
-from fracturekit.yolo_env import load_ultralytics
+from fracturekit.core.yolo_env import load_ultralytics
 load_ultralytics()  # the same offline-safe import fracturekit uses; threads are set below
 import torch
 from ultralytics import YOLO
@@ -131,10 +131,10 @@ def main() -> None:
     env |= {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(cfg_dir), "FRACTUREKIT_OFFLINE": "1"}
     os.environ.update(YOLO_CONFIG_DIR=str(cfg_dir))
 
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
+    from fracturekit.core.yolo_env import cpu_threads, load_ultralytics
     from fracturekit.prepare import prepare
     from fracturekit.train import _cpu_speed, _resolve
-    from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
     load_ultralytics()
     import ultralytics.utils as uu
@@ -146,7 +146,7 @@ def main() -> None:
     cores, default_threads = cpu_threads(), uu.NUM_THREADS
     settings = dict(epochs=a.epochs, imgsz=a.imgsz, batch=16, device="cpu", plots=False, seed=0, verbose=False)
 
-    from fracturekit.device import resolve_device
+    from fracturekit.core.device import resolve_device
 
     bf16, channels_last = _cpu_speed(_resolve("detect", None, dict(settings)), resolve_device("cpu"))
     rows: list[tuple[str, dict[str, float]]] = []

@@ -3,9 +3,9 @@
 Works on a raw dataset (read through `load_source`; splits from its folder names or annotation files)
 or on a prepared one (read from its manifest; the written images are hashed). Films are linked by four
 signals, each a link kind in duplicates.csv: `exact` (same file bytes or decoded pixels), `near`
-(perceptual hash within `NEAR_THRESHOLD` bits under flips and 90-degree turns, `fracturekit.hashing`),
-`augmented` (rotated, cropped, re-exposed copies verified geometrically, `fracturekit.copies`) and `name`
-(a copy's file name points to its original's, `fracturekit.copies.lineage`). Linked films form one cluster.
+(perceptual hash within `NEAR_THRESHOLD` bits under flips and 90-degree turns, `fracturekit.data.hashing`),
+`augmented` (rotated, cropped, re-exposed copies verified geometrically, `fracturekit.data.copies`) and `name`
+(a copy's file name points to its original's, `fracturekit.data.copies.lineage`). Linked films form one cluster.
 A leak is a cluster or a patient group whose films sit in more than one split.
 """
 
@@ -26,14 +26,14 @@ from rich.progress import track
 from rich.table import Table
 
 from fracturekit import callable_stage
-from fracturekit.copies import Signature, copy_pairs, name_links, signature
-from fracturekit.errors import UserError
-from fracturekit.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
-from fracturekit.imageio import ImageReadError, read_image
-from fracturekit.layout import PreparedDataset
-from fracturekit.paths import maybe_path, rel_to, user_path
-from fracturekit.split import units
-from fracturekit.yolo_env import cpu_threads
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.paths import maybe_path, rel_to, user_path
+from fracturekit.core.yolo_env import cpu_threads
+from fracturekit.data.copies import Signature, copy_pairs, name_links, signature
+from fracturekit.data.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
+from fracturekit.data.imageio import ImageReadError, read_image
+from fracturekit.data.split import units
 
 T = TypeVar("T")
 R = TypeVar("R")

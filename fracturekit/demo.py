@@ -102,8 +102,8 @@ def run_demo(
     settings = DemoSettings.fast() if fast else DemoSettings.full()
 
     # Imported here: these pull in torch/Ultralytics, which must see the environment set above.
+    from fracturekit.data.phantoms import write_phantom_dataset
     from fracturekit.evaluate import evaluate
-    from fracturekit.phantoms import write_phantom_dataset
     from fracturekit.predict import predict
     from fracturekit.prepare import prepare
     from fracturekit.train import train

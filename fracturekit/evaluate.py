@@ -6,7 +6,7 @@ temperature and chooses the threshold on the VALIDATION split, then applies both
 split; the detector half (`evaluation.detection`) reports Ultralytics `val` numbers, pycocotools on the core's
 boxes against a COCO ground truth built from the YOLO labels, and an image-level score (highest box
 confidence, 0 without a box) so the detector gets an AUROC on every image, backgrounds included. Writes
-metrics.json, predictions.csv, report.html, cases.csv + cases/ (the films to review, see fracturekit.cases)
+metrics.json, predictions.csv, report.html, cases.csv + cases/ (the films to review, see fracturekit.evaluation.cases)
 and, for a detector, ground_truth_coco.json + detections_coco.json (the very boxes COCOeval scored, so anyone
 can re-score them) into `out`.
 
@@ -15,7 +15,7 @@ boxes; `evaluation.outside` reads and checks them) and goes through the same hal
 outputs are those of a run; provenance names the scores files and their sha256 instead of a run.
 
 Before any inference, every film to be scored is compared with the films each model trained and validated
-on (a run's seen.csv, an outside model's --seen list; fracturekit.provenance, by the audit's duplicate test):
+on (a run's seen.csv, an outside model's --seen list; fracturekit.training.provenance, by the audit's duplicate test):
 a copy refuses the evaluation unless `allow_overlap`, and metrics.json's `provenance` (build_provenance)
 records the count either way.
 """
@@ -34,10 +34,17 @@ import numpy as np
 import pandas as pd
 
 from fracturekit import callable_stage
-from fracturekit import cases as C
-from fracturekit.calibration import TEMPERATURE_BOUNDS
-from fracturekit.cases import DEFAULT_N, ModelScores
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import lock_folder, release_on_error
+from fracturekit.core.layout import SPLITS, PreparedDataset, RunDir
+from fracturekit.core.options import InferenceOptions
+from fracturekit.core.outputs import check_free, claim, files_under, increment, write_record
+from fracturekit.core.paths import rel_to, user_path
+from fracturekit.data.imageio import is_image_file
+from fracturekit.data.split import unit_basis
+from fracturekit.evaluation import cases as C
+from fracturekit.evaluation.calibration import TEMPERATURE_BOUNDS
+from fracturekit.evaluation.cases import DEFAULT_N, ModelScores
 from fracturekit.evaluation.classification import classification_report, classify_images, evaluate_classifier
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, labelled_confusion
 from fracturekit.evaluation.detection import coco_ground_truth, evaluate_detector, split_images
@@ -48,16 +55,9 @@ from fracturekit.evaluation.outside import (
     outside_models,
     read_scores,
 )
-from fracturekit.folderlock import lock_folder, release_on_error
-from fracturekit.imageio import is_image_file
 from fracturekit.infer.backends import CAM_NAME, REFERENCE_NAME
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.scoring import Progress
-from fracturekit.layout import SPLITS, PreparedDataset, RunDir
-from fracturekit.options import InferenceOptions
-from fracturekit.outputs import check_free, claim, files_under, increment, write_record
-from fracturekit.paths import rel_to, user_path
-from fracturekit.split import unit_basis
 
 __all__ = [
     "THRESHOLD_SPLIT",
@@ -341,7 +341,7 @@ def _write_outputs(
     clean: dict[str, Any], plots: dict[str, Any], out_dir: Path, planned: list[str], copy_to: str | Path | None
 ) -> None:
     """metrics.json (and its copy in the detector run `copy_to`'s next eval folder), report.html, the record."""
-    from fracturekit.report import write_report
+    from fracturekit.evaluation.report import write_report
 
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2))
     if copy_to is not None:
@@ -377,7 +377,14 @@ def _seen_check(
     A run's films come from its seen.csv; an outside model's from its --seen list (not checked without one).
     """
     from fracturekit.evaluation.outside import seen_items
-    from fracturekit.provenance import Overlap, load_seen, overlap, overlap_items, require_no_overlap, scored_items
+    from fracturekit.training.provenance import (
+        Overlap,
+        load_seen,
+        overlap,
+        overlap_items,
+        require_no_overlap,
+        scored_items,
+    )
 
     models = [(role, rd) for role, rd in roles] + [(m.role, m) for m in outside]
     paths = {role: _scored_paths(ds, split, role) for role, _ in models}

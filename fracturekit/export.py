@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 
 from fracturekit import callable_stage
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import POSITIVE_CLASS, PreparedDataset, RunDir
+from fracturekit.core.options import InferenceDevice, InferenceOptions, as_inference_device
+from fracturekit.core.yolo_env import load_ultralytics
 from fracturekit.infer import backends
 from fracturekit.infer.backends.base import imgsz_value
 from fracturekit.infer.model import check_path, default_imgsz, load_checkpoint, load_model, resolve_weights
 from fracturekit.infer.postprocess import coco_detections
-from fracturekit.layout import POSITIVE_CLASS, PreparedDataset, RunDir
-from fracturekit.options import InferenceDevice, InferenceOptions, as_inference_device
-from fracturekit.yolo_env import load_ultralytics
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _drop_check(export_path: Path) -> None:
 
 
 def _count(folder: Path) -> int:
-    from fracturekit.imageio import is_image_file
+    from fracturekit.data.imageio import is_image_file
 
     return sum(1 for p in folder.rglob("*") if p.is_file() and is_image_file(p)) if folder.is_dir() else 0
 
@@ -209,7 +209,7 @@ def _run_dataset(run: RunDir | None) -> PreparedDataset | None:
 
 def _split_films(ds: PreparedDataset, task: str, split: str) -> list[Path]:
     """The films of one split, sorted: det/images/<split>/ or every class folder under cls/<split>/."""
-    from fracturekit.imageio import is_image_file
+    from fracturekit.data.imageio import is_image_file
 
     folder = ds.cls_dir / split if task == "classify" else ds.det_dir / "images" / split
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)) if folder.is_dir() else []
@@ -225,7 +225,7 @@ def quantize_onnx(fp32: Path, target: Path, task: str, ds: PreparedDataset, imgs
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from fracturekit.imageio import read_image
+    from fracturekit.data.imageio import read_image
     from fracturekit.infer.preprocess import classify_host_transform, letterbox, rect_shape, to_batch
 
     films = _split_films(ds, task, "train")
@@ -287,8 +287,8 @@ def _measure(
     weights: Path, task: str, ds: PreparedDataset, split: str, threads: int | None, device: InferenceDevice | str
 ) -> dict[str, Any]:
     """Accuracy and speed of `weights` on `split` through the inference core predict uses (no files written)."""
-    from fracturekit import metrics as M
     from fracturekit.evaluate import coco_ground_truth
+    from fracturekit.evaluation import metrics as M
     from fracturekit.infer.scoring import score
 
     model = load_model(weights, task, threads=threads, device=device)
@@ -336,7 +336,7 @@ def accuracy_check(
     with the CPU it was measured on (predict trusts the ratio only on the same kind of CPU). `device`: the
     export command's, resolved once there (a string is resolved here: a direct call).
     """
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
 
     device = as_inference_device(device)
     ref = _measure(reference, task, ds, split, threads, device)

@@ -4,7 +4,7 @@ This module owns what predict adds around the inference core (`fracturekit.infer
 models and scores the films exactly as `evaluate` does): the films named by --source (recursive folders,
 files, globs; bad files reported and skipped), the output folder with its annotated images, EigenCAM
 overlays, and the run of predictions.csv streamed film by film (so --resume can continue a killed run),
-predictions.json and predictions_coco.json, whose rows `fracturekit.predictions` writes and reads.
+predictions.json and predictions_coco.json, whose rows `fracturekit.infer.predictions` writes and reads.
 """
 
 from __future__ import annotations
@@ -26,21 +26,20 @@ import cv2
 import numpy as np
 
 from fracturekit import callable_stage
-from fracturekit.diskspace import is_no_space, no_space
-from fracturekit.errors import UserError
-from fracturekit.folderlock import lock_folder
-from fracturekit.imageio import MAX_PIXELS, is_image_file
+from fracturekit.core.diskspace import is_no_space, no_space
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import lock_folder
+from fracturekit.core.layout import POSITIVE_CLASS
+from fracturekit.core.options import NMS_IOU as IOU
+from fracturekit.core.options import InferenceOptions, check_max_pixels
+from fracturekit.core.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
+from fracturekit.core.paths import user_path
+from fracturekit.core.yolo_env import cpu_threads
+from fracturekit.data.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.backends import CAM_NAME
 from fracturekit.infer.model import Model, load_model
 from fracturekit.infer.pipeline import Pipeline
-from fracturekit.infer.scoring import Prediction, Progress, Scorer, default_batch
-from fracturekit.ingest.files import junk_reason, walk_files
-from fracturekit.layout import POSITIVE_CLASS
-from fracturekit.options import NMS_IOU as IOU
-from fracturekit.options import InferenceOptions, check_max_pixels
-from fracturekit.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
-from fracturekit.paths import user_path
-from fracturekit.predictions import (
+from fracturekit.infer.predictions import (
     CSV_COLUMNS,
     PACS_CSV_COLUMNS,
     coco_predictions,
@@ -49,7 +48,8 @@ from fracturekit.predictions import (
     read_rows,
     record,
 )
-from fracturekit.yolo_env import cpu_threads
+from fracturekit.infer.scoring import Prediction, Progress, Scorer, default_batch
+from fracturekit.ingest.files import junk_reason, walk_files
 
 log = logging.getLogger(__name__)
 FETCH_AHEAD = 32  # PACS films fetched, scored and deleted at a time: bounds the disk a long study list takes
@@ -112,7 +112,7 @@ def _annotate(gray: np.ndarray, rec: dict[str, Any], reduction: int = 1) -> np.n
 
     `reduction`: `gray` is the film decoded at 1/reduction size, the record's boxes in the film's own pixels.
     """
-    from fracturekit import annotate as A
+    from fracturekit.infer import annotate as A
 
     boxes = [
         A.Box(
@@ -132,7 +132,7 @@ def _annotate(gray: np.ndarray, rec: dict[str, Any], reduction: int = 1) -> np.n
 
 def _overlay(gray: np.ndarray, heat: np.ndarray, classifier: bool = False) -> np.ndarray:
     """A JET heatmap blended 50/50 over the film; a classifier's is hatched and labelled outside its centre crop."""
-    from fracturekit.annotate import centre_crop, heatmap_panel
+    from fracturekit.infer.annotate import centre_crop, heatmap_panel
 
     return heatmap_panel(gray, heat, centre_crop(*gray.shape[:2]) if classifier else None)
 
@@ -202,7 +202,7 @@ def _scored(
     if pacs is None:
         yield from pipe.stream(scorer, paths, batch, todo, threads, max_pixels)
         return
-    from fracturekit.pacs import FetchError
+    from fracturekit.hospital.pacs import FetchError
 
     def fetch(i: int) -> str:
         try:
@@ -223,7 +223,7 @@ def _scored(
 
 
 def _dicom_kinds(text: str | None) -> tuple[str, ...]:
-    from fracturekit.dicom_out import parse_kinds
+    from fracturekit.hospital.dicom_out import parse_kinds
 
     try:
         kinds = parse_kinds(text)
@@ -370,10 +370,10 @@ def predict(
     its annotated image drawn at that size; boxes, width and height stay in the film's own pixels. `full_size`:
     every film decoded and drawn at full size, as `evaluate` decodes them.
 
-    `source` "dicomweb://HOST:PORT/PATH" (`fracturekit.pacs`): the films of series of `modality` (default
+    `source` "dicomweb://HOST:PORT/PATH" (`fracturekit.hospital.pacs`): the films of series of `modality` (default
     CR,DX) in `studies` (all when None) from `since` (YYYY-MM-DD) on, fetched and scored; their records name
     study_uid, series_uid and sop_uid instead of a path. `dicom_out` "sr", "sc" or "sr,sc": a DICOM SR and/or
-    Secondary Capture per DICOM film in OUT/dicom/ (`fracturekit.dicom_out`); `push` stores them back on
+    Secondary Capture per DICOM film in OUT/dicom/ (`fracturekit.hospital.dicom_out`); `push` stores them back on
     the PACS (STOW-RS).
     """
     pacs, kinds = _check_sources(source, detector, classifier, dicom_out, studies, modality, since, push)
@@ -425,7 +425,7 @@ def _check_sources(
     push: bool,
 ) -> tuple[Any, tuple[str, ...]]:
     """(the PACS `source` names, or None; the DICOM output kinds): the checks of what to read and write."""
-    from fracturekit.pacs import Pacs, is_dicomweb
+    from fracturekit.hospital.pacs import Pacs, is_dicomweb
 
     pacs = Pacs(source) if is_dicomweb(source) else None  # type: ignore[arg-type]
     if pacs is None and (studies or modality or since or push):
@@ -451,7 +451,7 @@ def _plan(
     kinds: tuple[str, ...],
 ) -> _Plan:
     """The films to score (from files or a PACS), the loaded models and their scorer; refuses before writing."""
-    from fracturekit.pacs import parse_modalities, parse_since
+    from fracturekit.hospital.pacs import parse_modalities, parse_since
 
     films: list[Any] = []
     if pacs is not None:
@@ -479,7 +479,7 @@ def _plan(
     scorer = _scorer(det, clf, opts, cam)
     writer = None
     if kinds:
-        from fracturekit.dicom_out import Writer
+        from fracturekit.hospital.dicom_out import Writer
 
         writer = Writer(kinds, out, det, clf)
     settings = {

@@ -5,7 +5,7 @@ picks the device and CPU threads, finds pretrained weights without ever waiting 
 Ultralytics so that it writes straight into `<project>/<task>/<name>/`, and leaves beside the
 weights `config.yaml` (the resolved config), `run.json` (seed, versions, device, data hash,
 timings, final metrics, and what the training pipeline actually used) and `seen.csv` (the train and val
-films the model saw, for `evaluate`'s seen-film check; see fracturekit.provenance).
+films the model saw, for `evaluate`'s seen-film check; see fracturekit.training.provenance).
 
 Run names: with no name the first free of `train`, `train2`, ... is used (Ultralytics' increment);
 an existing name is refused unless `resume` (continue it) or `exist_ok` (replace it) is set, so a
@@ -30,9 +30,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fracturekit import __version__, callable_stage, interrupted
-from fracturekit.augment import describe, xray_transforms
-from fracturekit.config import (
+from fracturekit import __version__, callable_stage
+from fracturekit.core.device import Device, resolve_device
+from fracturekit.core.diskspace import is_no_space
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import LOCK, check_unlocked, lock_folder
+from fracturekit.core.layout import PreparedDataset, RunDir
+from fracturekit.core.options import check_imgsz
+from fracturekit.core.yolo_env import cpu_threads, load_ultralytics, network_available
+from fracturekit.training import interrupted
+from fracturekit.training.augment import describe, xray_transforms
+from fracturekit.training.config import (
     MODEL_SIZES,
     TrainConfig,
     check_known_task,
@@ -40,14 +48,7 @@ from fracturekit.config import (
     load_mapping,
     resolve_config,
 )
-from fracturekit.device import Device, resolve_device
-from fracturekit.diskspace import is_no_space
-from fracturekit.errors import UserError
-from fracturekit.folderlock import LOCK, check_unlocked, lock_folder
-from fracturekit.layout import PreparedDataset, RunDir
-from fracturekit.options import check_imgsz
-from fracturekit.provenance import SEEN_FILE, write_seen
-from fracturekit.yolo_env import cpu_threads, load_ultralytics, network_available
+from fracturekit.training.provenance import SEEN_FILE, write_seen
 
 log = logging.getLogger("fracturekit")
 
@@ -116,7 +117,7 @@ def train_recorded(
         resumes = interrupted.note_resume(run_dir) if cfg["resume"] else []
         release_after = _freeze_plan(cfg, device, pretrained)
 
-        from fracturekit import trainers
+        from fracturekit.training import trainers
 
         trainer_cls: type = trainers.XrayClassificationTrainer if task == "classify" else _detection_trainer()
         if task == "classify":
@@ -228,7 +229,7 @@ def _cpu_speed(cfg: TrainConfig, device: Device) -> tuple[bool, bool]:
     channels_last when asked, or by default (null) together with bf16, where bench/train_speed.py measured it."""
     if device.kind != "cpu":
         return False, False
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
 
     bf16 = bool(cfg["amp"]) and cpu_info().bf16
     wanted = cfg.values.get("channels_last")

@@ -77,7 +77,7 @@ def no_network() -> Iterator[list[str]]:
 @pytest.fixture(scope="session")
 def phantom_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A raw COCO phantom dataset: 60 films of 64 px, about half fractured, with metadata.csv."""
-    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.data.phantoms import write_phantom_dataset
 
     return write_phantom_dataset(tmp_path_factory.mktemp("raw") / "phantoms", n=60, seed=1, size=64, fmt="coco")
 

@@ -18,7 +18,7 @@ import pytest
 
 import fracturekit as fk
 from fracturekit.audit import AuditResult
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 HEAVY = ("torch", "ultralytics", "cv2", "pandas", "sklearn", "fracturekit.prepare", "fracturekit.predict")

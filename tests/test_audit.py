@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from fracturekit.audit import AuditItem, audit, audit_items
-from fracturekit.hashing import dihedral_phashes
-from fracturekit.phantoms import generate_phantom
+from fracturekit.data.hashing import dihedral_phashes
+from fracturekit.data.phantoms import generate_phantom
 
 
 def _film(i: int, size: int = 96) -> np.ndarray:

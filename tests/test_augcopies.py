@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracturekit.phantoms import generate_phantom
+from fracturekit.data.phantoms import generate_phantom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from augcopies import NAME_PATTERNS, STRENGTHS, augment_copy, copy_name  # noqa: E402

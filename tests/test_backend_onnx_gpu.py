@@ -17,10 +17,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fracturekit.device import Device
+from fracturekit.core.device import Device
+from fracturekit.core.layout import RunDir
 from fracturekit.infer.model import check_path, choose_weights, load_model
 from fracturekit.infer.scoring import default_batch
-from fracturekit.layout import RunDir
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 GPU_BUILD = [TRT, CUDA, CPU]  # what onnxruntime-gpu lists on a machine with TensorRT
@@ -136,7 +136,7 @@ def test_providers_and_fallback(
 def test_auto_trusts_only_a_check_measured_on_the_gpu(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_onnx: Path, measured_by: str, want: str, why: str
 ) -> None:
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
 
     _fake_machine(monkeypatch, 1, GPU_BUILD)
     run = RunDir(tmp_path / "run")

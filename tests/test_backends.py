@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fracturekit.device import CpuInfo, Device
+from fracturekit.core.device import CpuInfo, Device
 from fracturekit.infer import backends
 from fracturekit.infer.backends import BACKEND_MAP, EXPORTS, VARIANTS, backend_for
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from fracturekit.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from fracturekit.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
 
 
 def _calibrated_logits(n: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

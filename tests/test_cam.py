@@ -1,4 +1,4 @@
-"""fracturekit.cam: EigenCAM maps peak where the dominant feature pattern is, scaled to 0..1."""
+"""fracturekit.infer.cam: EigenCAM maps peak where the dominant feature pattern is, scaled to 0..1."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fracturekit.cam import eigen_map
+from fracturekit.infer.cam import eigen_map
 
 
 @pytest.mark.parametrize(

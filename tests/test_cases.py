@@ -1,4 +1,4 @@
-"""Cases to review, COCO interchange, warnings, provenance and readable labels (fracturekit.cases/annotate)."""
+"""Cases to review, COCO interchange, warnings, provenance and readable labels (evaluation.cases, infer.annotate)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracturekit.annotate import place_label
-from fracturekit.cases import select, worst_box_iou
 from fracturekit.evaluate import labelled_confusion, metric_warnings
+from fracturekit.evaluation.cases import select, worst_box_iou
+from fracturekit.infer.annotate import place_label
 
 
 # ------------------------------------------------------------------ which films, in which order
@@ -80,7 +80,7 @@ def test_labels_inside_and_apart_where_annotator_stacks_them() -> None:
 
 
 def test_annotate_scales_font_and_keeps_text_on_band(tmp_path: Path) -> None:
-    from fracturekit.annotate import PREDICTED, TRUTH, Box, annotate
+    from fracturekit.infer.annotate import PREDICTED, TRUTH, Box, annotate
 
     small = annotate(np.zeros((64, 64), np.uint8), [Box((0, 0, 20, 20), TRUTH, "truth")], [[("caption", TRUTH)]])
     big = annotate(np.zeros((2000, 1600), np.uint8), [Box((0, 0, 500, 500), PREDICTED, "0.91")], [[("cap", TRUTH)]])
@@ -162,9 +162,9 @@ def test_evaluate_detector_cases_coco_and_report(
     from pycocotools.cocoeval import COCOeval
 
     from fracturekit import evaluate as E
+    from fracturekit.core.layout import RunDir
     from fracturekit.evaluation import detection as D
     from fracturekit.infer import scoring
-    from fracturekit.layout import RunDir
 
     run = RunDir(tmp_path / "det_run")
     (run.root / "weights").mkdir(parents=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from fracturekit.phantoms import generate_phantom, write_phantom_dataset
+from fracturekit.data.phantoms import generate_phantom, write_phantom_dataset
 
 FRACTUREKIT = Path(sys.executable).with_name("fracturekit")  # the console script installed beside this Python
 TIMEOUT_S = 600
@@ -313,8 +313,8 @@ def test_case(case: Case, flowed: dict[str, Path]) -> None:
 
 def test_inference_on_two_gpus_says_it_uses_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--device 0,1` in evaluate/predict/export: the first GPU, with a note (no GPU here, so Device is faked)."""
-    import fracturekit.options as options
-    from fracturekit.device import Device
+    import fracturekit.core.options as options
+    from fracturekit.core.device import Device
 
     monkeypatch.setattr(options, "resolve_device", lambda requested: Device("0,1", "cuda", "fake"))
     dev, torch_device, note = options.inference_device("0,1")

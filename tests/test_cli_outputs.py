@@ -21,8 +21,8 @@ import cv2
 import pandas as pd
 import pytest
 
-from fracturekit.outputs import RECORD, TMP_MARKER
-from fracturekit.phantoms import generate_phantom, write_phantom_dataset
+from fracturekit.core.outputs import RECORD, TMP_MARKER
+from fracturekit.data.phantoms import generate_phantom, write_phantom_dataset
 
 FRACTUREKIT = Path(sys.executable).with_name("fracturekit")
 

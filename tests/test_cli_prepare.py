@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
 from fracturekit.cli.prepare import parse_mapping
-from fracturekit.errors import UserError
-from fracturekit.phantoms import generate_phantom
+from fracturekit.core.errors import UserError
+from fracturekit.data.phantoms import generate_phantom
 
 runner = CliRunner()
 

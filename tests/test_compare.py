@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.compare import compare
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.evaluation.compare import compare
 
 
 def _run(root: Path, task: str, results: str, metrics: dict | None, record: dict | None) -> Path:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fracturekit.config import default_config_path, parse_set_options, resolve_config
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.training.config import default_config_path, parse_set_options, resolve_config
 
 
 @pytest.mark.parametrize("task", ["classify", "detect"])

@@ -1,4 +1,4 @@
-"""Augmented-copy detection (fracturekit.copies): what must be caught, what must not be merged, name lineage."""
+"""Augmented-copy detection (fracturekit.data.copies): what must be caught, what must not be merged, name lineage."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from fracturekit.copies import (
+from fracturekit.data.copies import (
     MIRROR,
     RATIO,
     Signature,
@@ -22,7 +22,7 @@ from fracturekit.copies import (
     signature,
     verify,
 )
-from fracturekit.phantoms import generate_phantom
+from fracturekit.data.phantoms import generate_phantom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from augcopies import augment_copy  # noqa: E402

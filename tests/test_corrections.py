@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.hashing import file_sha256
+from fracturekit.data.hashing import file_sha256
 from fracturekit.review.decisions import DecisionLog
 
 runner = CliRunner()

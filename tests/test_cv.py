@@ -13,10 +13,10 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import RunDir
 from fracturekit.cv import assign_folds, cross_validate, fold_units, roles
-from fracturekit.errors import UserError
-from fracturekit.layout import RunDir
-from fracturekit.metrics import paired_auroc_test
+from fracturekit.evaluation.metrics import paired_auroc_test
 
 runner = CliRunner()
 F, N = "fracture", "no_fracture"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fracturekit.core.errors import UserError
 from fracturekit.cv.executors import check_ray_address
-from fracturekit.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

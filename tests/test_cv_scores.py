@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.metrics import auroc
+from fracturekit.evaluation.metrics import auroc
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "resnet18_scores.py"

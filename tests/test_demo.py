@@ -46,7 +46,7 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_demo_weights_load(demo_out: Path) -> None:
-    from fracturekit.yolo_env import load_ultralytics
+    from fracturekit.core.yolo_env import load_ultralytics
 
     load_ultralytics()
     from ultralytics import YOLO

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fracturekit.device import resolve_device
-from fracturekit.errors import UserError
+from fracturekit.core.device import resolve_device
+from fracturekit.core.errors import UserError
 
 
 def _fake_machine(monkeypatch: pytest.MonkeyPatch, gpus: int, mps: bool) -> None:
@@ -76,7 +76,7 @@ def test_resolve_device_errors(
     ],
 )
 def test_cpu_info(tmp_path, text: str, flags: int, bf16: bool, vnni: bool) -> None:
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
 
     src = tmp_path / "cpuinfo"
     src.write_text(text)

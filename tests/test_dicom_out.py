@@ -24,7 +24,7 @@ hd = pytest.importorskip("highdicom", reason="highdicom is absent (pip install '
 @pytest.fixture(scope="module")
 def dicom_run(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(films, out): three DICOM films (CR, DX MONOCHROME1, CR with a VOI LUT) and a PNG, predicted with sr,sc."""
-    from fracturekit.phantoms import generate_phantom
+    from fracturekit.data.phantoms import generate_phantom
     from fracturekit.predict import predict
 
     films = tmp_path_factory.mktemp("dicom-films")
@@ -52,7 +52,7 @@ def _pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]
 
 
 def test_sr_boxes_match_predictions_to_the_pixel(dicom_run: tuple[Path, Path]) -> None:
-    from fracturekit.dicom_out import polyline_box
+    from fracturekit.hospital.dicom_out import polyline_box
 
     films, out = dicom_run
     records = _records(out)
@@ -121,7 +121,7 @@ def test_sc_renders_as_predicts_annotated_image(dicom_run: tuple[Path, Path], tm
     ],
 )
 def test_dicom_option_errors(kwargs: dict[str, Any], message: str, tmp_path: Path) -> None:
-    from fracturekit.errors import UserError
+    from fracturekit.core.errors import UserError
     from fracturekit.predict import predict
 
     source = kwargs.pop("source", tmp_path)
@@ -130,8 +130,8 @@ def test_dicom_option_errors(kwargs: dict[str, Any], message: str, tmp_path: Pat
 
 
 def test_since_must_be_a_date() -> None:
-    from fracturekit.errors import UserError
-    from fracturekit.pacs import parse_since
+    from fracturekit.core.errors import UserError
+    from fracturekit.hospital.pacs import parse_since
 
     assert parse_since("2026-01-31") == "20260131-"
     with pytest.raises(UserError, match="YYYY-MM-DD"):
@@ -148,8 +148,8 @@ def test_since_must_be_a_date() -> None:
 )
 def test_sr_box_round_trip(box: tuple[float, float, float, float], tmp_path: Path) -> None:
     """A box written to an SR and read back with highdicom lands on the same pixels (no half-pixel shift)."""
-    from fracturekit.dicom_out import Algorithm, polyline_box, structured_report
-    from fracturekit.phantoms import generate_phantom
+    from fracturekit.data.phantoms import generate_phantom
+    from fracturekit.hospital.dicom_out import Algorithm, polyline_box, structured_report
 
     src = make_film(
         generate_phantom(1, 0, size=128).image, tmp_path / "f.dcm", kind="cr", patient_id="P", study_uid="1.2.3"
@@ -171,7 +171,7 @@ def test_sr_box_round_trip(box: tuple[float, float, float, float], tmp_path: Pat
 
 def test_film_without_uids_gets_a_warning_not_a_stop(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
     """A DICOM film that decodes but has no SOP Instance UID is scored; its row says why it has no SR."""
-    from fracturekit.phantoms import generate_phantom
+    from fracturekit.data.phantoms import generate_phantom
     from fracturekit.predict import predict
 
     films = tmp_path / "films"

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fracturekit import metrics as M
-from fracturekit.calibration import apply_temperature
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset
 from fracturekit.evaluate import classification_report, coco_ground_truth
+from fracturekit.evaluation import metrics as M
+from fracturekit.evaluation.calibration import apply_temperature
 from fracturekit.infer import scoring
 from fracturekit.infer.scoring import Prediction
-from fracturekit.layout import PreparedDataset
 
 NAMES = ["fracture", "no_fracture"]  # Ultralytics order (sorted folders): positive class at index 0
 
@@ -202,7 +202,7 @@ def _folder_score(names: list[str]):  # noqa: ANN202
 def _fake_classifier_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str]):  # noqa: ANN202
     """An empty run folder that evaluate() loads as a classifier of `names` scored by `_folder_score`."""
     from fracturekit import evaluate as E
-    from fracturekit.layout import RunDir
+    from fracturekit.core.layout import RunDir
 
     run = RunDir(tmp_path / "run")
     (run.root / "weights").mkdir(parents=True)

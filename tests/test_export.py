@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.export import export
 
 
@@ -116,7 +116,7 @@ def test_int8_needs_a_dataset(det_run: Path, tmp_path: Path) -> None:
 
 def test_openvino_export_predicts_like_pytorch(det_run: Path, tmp_path: Path) -> None:
     pytest.importorskip("openvino")
-    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.data.phantoms import write_phantom_dataset
     from fracturekit.predict import predict
 
     folder = export(det_run, "openvino", check=False)
@@ -136,7 +136,7 @@ def _fake_export(weights: Path, name: str, passed: bool, ratio: float, cpu: dict
     """An export file and its sidecar as `accuracy_check` writes them (only the keys choose_weights reads)."""
     import json
 
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
     from fracturekit.infer.model import check_path
 
     here = cpu_info()
@@ -162,8 +162,8 @@ def _fake_export(weights: Path, name: str, passed: bool, ratio: float, cpu: dict
     ],
 )
 def test_choose_weights(tmp_path: Path, exports: list, backend: str, want: str, why: str) -> None:
+    from fracturekit.core.layout import RunDir
     from fracturekit.infer.model import choose_weights
-    from fracturekit.layout import RunDir
 
     run = RunDir(tmp_path / "run")
     run.best.parent.mkdir(parents=True)
@@ -175,8 +175,8 @@ def test_choose_weights(tmp_path: Path, exports: list, backend: str, want: str, 
 
 
 def test_choose_weights_elsewhere_measured_and_errors(tmp_path: Path) -> None:
+    from fracturekit.core.layout import RunDir
     from fracturekit.infer.model import _fallback_rank, choose_weights
-    from fracturekit.layout import RunDir
 
     run = RunDir(tmp_path / "run")
     run.best.parent.mkdir(parents=True)

@@ -13,12 +13,12 @@ from pathlib import Path
 import cv2
 import pytest
 
-from fracturekit.errors import UserError
-from fracturekit.folderlock import LOCK, lock_folder
-from fracturekit.phantoms import generate_phantom
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import LOCK, lock_folder
+from fracturekit.data.phantoms import generate_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
-HOLD = "import sys, time; from fracturekit.folderlock import lock_folder; " + (
+HOLD = "import sys, time; from fracturekit.core.folderlock import lock_folder; " + (
     "h = lock_folder(sys.argv[1], sys.argv[2]); print('held', flush=True); time.sleep(120)"
 )
 

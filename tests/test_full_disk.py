@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fracturekit.errors import UserError
-from fracturekit.folderlock import LOCK
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import LOCK
 
 
 def _tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:

@@ -26,8 +26,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, reject, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from fracturekit.errors import UserError  # noqa: E402
-from fracturekit.imageio import HeaderError, ImageReadError, image_header, read_image  # noqa: E402
+from fracturekit.core.errors import UserError  # noqa: E402
+from fracturekit.data.imageio import HeaderError, ImageReadError, image_header, read_image  # noqa: E402
 from fracturekit.ingest.records import IngestResult  # noqa: E402
 from fracturekit.ingest.source import load_source  # noqa: E402
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracturekit.hashing import (
+from fracturekit.data.hashing import (
     NEAR_THRESHOLD,
     dihedral_phashes,
     min_dihedral_distances,
@@ -17,7 +17,7 @@ from fracturekit.hashing import (
     phash_hex,
     pixel_sha256,
 )
-from fracturekit.phantoms import generate_phantom
+from fracturekit.data.phantoms import generate_phantom
 
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:

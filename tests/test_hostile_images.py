@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fracturekit.errors import UserError
-from fracturekit.imageio import ImageReadError, read_image
+from fracturekit.core.errors import UserError
+from fracturekit.data.imageio import ImageReadError, read_image
+from fracturekit.data.phantoms import generate_phantom
 from fracturekit.infer.preprocess import load_item
-from fracturekit.phantoms import generate_phantom
 from fracturekit.prepare import prepare
 
 

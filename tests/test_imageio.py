@@ -1,4 +1,4 @@
-"""fracturekit.imageio: the type of a file comes from its content, and every listed type is read."""
+"""fracturekit.data.imageio: the type of a file comes from its content, and every listed type is read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracturekit.imageio import (
+from fracturekit.data.imageio import (
     IMAGE_SUFFIXES,
     MIN_SIDE,
     SUFFIX_KINDS,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.ingest.coco import load_coco, save_coco
 
 

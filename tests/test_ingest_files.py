@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fracturekit.imageio import ImageHeader
+from fracturekit.data.imageio import ImageHeader
 from fracturekit.ingest.files import FileIndex
 from fracturekit.ingest.geometry import clip_box, display_to_stored
 from fracturekit.ingest.labels import split_from_parts

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.ingest.folders import folder_label, load_folders
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.ingest.fracatlas import load_fracatlas, read_dataset_csv
 from fracturekit.ingest.source import load_source
 

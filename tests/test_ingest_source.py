@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.ingest.source import detect_format, load_source
 
 
@@ -114,7 +114,7 @@ def test_explicit_format_wins_over_detection(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["coco", "yolo", "folders"])
 def test_phantom_datasets_round_trip(tmp_path: Path, fmt: str) -> None:
-    from fracturekit.phantoms import generate_phantom, write_phantom_dataset
+    from fracturekit.data.phantoms import generate_phantom, write_phantom_dataset
 
     root = write_phantom_dataset(tmp_path / fmt, n=8, seed=3, size=64, fmt=fmt)
     assert detect_format(root) == fmt

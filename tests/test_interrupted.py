@@ -19,8 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.errors import UserError
-from fracturekit.folderlock import LOCK
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import LOCK
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -55,8 +55,8 @@ def test_killed_training_resumes(prepared_phantoms: Path, tmp_path: Path) -> Non
 
 
 def test_resume_keeps_only_saved_rows(tmp_path: Path) -> None:
-    from fracturekit.interrupted import note_resume
     from fracturekit.train import _epoch_times
+    from fracturekit.training.interrupted import note_resume
 
     (tmp_path / "weights").mkdir()
     torch.save({"epoch": 1}, tmp_path / "weights" / "last.pt")  # epochs 1 and 2 saved

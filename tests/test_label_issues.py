@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.phantoms import write_phantom_dataset
+from fracturekit.data.phantoms import write_phantom_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from label_noise import flipped, simulated_scores  # noqa: E402
@@ -191,7 +191,7 @@ F, N = "fracture", "no_fracture"
 )  # fmt: skip
 def test_conflicts_weigh_links_and_boxes(members: list[tuple[str, str, bool]], flagged: dict[int, tuple[str, float]]):
     from fracturekit.audit import AuditResult, ClusterMember, DuplicateCluster
-    from fracturekit.label_issues import Film, conflict_issues
+    from fracturekit.data.label_issues import Film, conflict_issues
 
     films = [Film(f"f{i}.png", f"src/f{i}.png", label, boxed=boxed) for i, (label, _, boxed) in enumerate(members)]
     cluster = DuplicateCluster(

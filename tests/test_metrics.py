@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fracturekit import metrics as M
+from fracturekit.evaluation import metrics as M
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def test_wheel_carries_configs_and_presets(tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(site)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from fracturekit.config import default_config_path; from fracturekit.presets import load_preset;"
+        "from fracturekit.training.config import default_config_path; from fracturekit.data.presets import load_preset;"
         "print(default_config_path('detect')); print(load_preset('fracatlas').path)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, cwd=tmp_path)

@@ -151,7 +151,7 @@ def _real_films(n: int) -> list[np.ndarray]:
     found = sorted((SHARED_DATA / "fracatlas" / "images" / "Fractured").glob("*.jpg"))[:n]
     if len(found) == n:
         return [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in found]
-    from fracturekit.phantoms import generate_phantom
+    from fracturekit.data.phantoms import generate_phantom
 
     return [generate_phantom(7, i, size=256).image for i in range(n)]
 
@@ -160,7 +160,7 @@ def _real_films(n: int) -> list[np.ndarray]:
 def films(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The films Orthanc gets: 2 patients, 2 studies; CR MONOCHROME2, DX MONOCHROME1, CR with a VOI LUT, a phantom
     CR, a CR whose pixel data is cut short (unreadable), and an MG film that --modality CR,DX must leave out."""
-    from fracturekit.phantoms import generate_phantom
+    from fracturekit.data.phantoms import generate_phantom
 
     folder = tmp_path_factory.mktemp("pacs-films")
     a, b = generate_uid(), generate_uid()
@@ -263,7 +263,7 @@ def test_pacs_round_trip_push_and_resume(
     assert sorted(found) == sorted((n, m) for n in scored for m in ("SR", "OT")), sorted(found)
 
     # --resume: every instance is in predictions.csv, so nothing is fetched or pushed again
-    from fracturekit.pacs import Pacs
+    from fracturekit.hospital.pacs import Pacs
 
     calls: list[str] = []
     real_fetch, real_push = Pacs.fetch, Pacs.push
@@ -294,7 +294,7 @@ def test_pacs_stopped_mid_run_keeps_rows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from fracturekit import predict as predict_module
-    from fracturekit.pacs import Pacs
+    from fracturekit.hospital.pacs import Pacs
 
     for name in ("cr", "dx_mono1", "cr_voilut", "phantom"):
         orthanc.upload(films[name])
@@ -343,7 +343,7 @@ def test_pacs_film_gone_before_fetch_is_a_row(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A film deleted from the PACS between the search and its retrieve (WADO-RS 404) is a row with the reason."""
-    from fracturekit.pacs import Pacs
+    from fracturekit.hospital.pacs import Pacs
 
     for name in ("cr", "phantom"):
         orthanc.upload(films[name])

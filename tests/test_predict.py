@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from fracturekit.calibration import apply_temperature
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.data.phantoms import generate_phantom, write_phantom_dataset
+from fracturekit.evaluation.calibration import apply_temperature
 from fracturekit.infer.preprocess import letterbox, rect_shape
-from fracturekit.phantoms import generate_phantom, write_phantom_dataset
 from fracturekit.predict import list_sources, predict
 
 
@@ -177,7 +177,7 @@ def test_batching_does_not_change_results(films: Path, runs: dict[str, Path], tm
 
 
 def test_pytorch_path_matches_ultralytics_predict(films: Path, runs: dict[str, Path], tmp_path: Path) -> None:
-    from fracturekit.yolo_env import load_ultralytics
+    from fracturekit.core.yolo_env import load_ultralytics
 
     load_ultralytics()
     from ultralytics import YOLO
@@ -313,7 +313,7 @@ def test_output_inside_source_is_not_read_back(runs: dict[str, Path], tmp_path: 
 def test_coco_predictions_and_readable_cam(films: Path, runs: dict[str, Path], tmp_path: Path) -> None:
     from pycocotools.coco import COCO
 
-    from fracturekit.annotate import BELOW
+    from fracturekit.infer.annotate import BELOW
 
     out = tmp_path / "out"
     recs = predict(films / "ward", detector=runs["detect"], classifier=runs["classify"], out=out, conf=0.001, cam=True)

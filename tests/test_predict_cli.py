@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.phantoms import write_phantom_dataset
+from fracturekit.data.phantoms import write_phantom_dataset
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fracturekit.imageio import jpeg_reduction, read_image
+from fracturekit.data.imageio import jpeg_reduction, read_image
+from fracturekit.data.phantoms import generate_phantom
 from fracturekit.infer import pipeline
 from fracturekit.infer.backends.pytorch import PyTorch
-from fracturekit.phantoms import generate_phantom
 from fracturekit.predict import predict
 
 FILM_W, FILM_H = 2048, 1600  # a film 4x imgsz 320 on its short side: decoded at 1/4
@@ -217,7 +217,7 @@ def test_ctrl_c_leaves_a_resumable_run(runs: dict[str, Path], tmp_path: Path) ->
     import subprocess
     import sys
 
-    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.data.phantoms import write_phantom_dataset
 
     write_phantom_dataset(tmp_path / "films", n=40, seed=11, size=64, fmt="images")
     out = tmp_path / "pred"

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.outputs import write_record
 from fracturekit.infer.postprocess import nms
-from fracturekit.outputs import write_record
+from fracturekit.infer.predictions import CSV_COLUMNS
 from fracturekit.predict import _resume_state
-from fracturekit.predictions import CSV_COLUMNS
 
 _BEFORE = {"detector": "det.pt", "classifier": None, "conf": 0.25, "iou": 0.7, "imgsz": None}
 

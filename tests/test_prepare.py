@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from fracturekit.errors import UserError
-from fracturekit.layout import MANIFEST_COLUMNS, NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS
-from fracturekit.phantoms import generate_phantom, write_phantom_dataset
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import MANIFEST_COLUMNS, NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS
+from fracturekit.data.phantoms import generate_phantom, write_phantom_dataset
 from fracturekit.prepare import prepare
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fracturekit.errors import UserError
-from fracturekit.presets import PRESETS_DIR, list_presets, load_preset
+from fracturekit.core.errors import UserError
+from fracturekit.data.presets import PRESETS_DIR, list_presets, load_preset
 
 EXPECTED = {
     "fracatlas",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fracturekit.audit import AuditItem, seen_overlap
-from fracturekit.hashing import dihedral_phashes, phash_hex, pixel_sha256
-from fracturekit.phantoms import generate_phantom
-from fracturekit.provenance import Seen, seen_items
+from fracturekit.data.hashing import dihedral_phashes, phash_hex, pixel_sha256
+from fracturekit.data.phantoms import generate_phantom
+from fracturekit.training.provenance import Seen, seen_items
 
 
 def _scored(pixels: np.ndarray, sha: str) -> AuditItem:

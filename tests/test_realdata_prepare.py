@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import shared_data
 
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS
 from fracturekit.prepare import prepare
 
 pytestmark = pytest.mark.realdata

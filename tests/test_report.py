@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from fracturekit import metrics as M
-from fracturekit.calibration import reliability_bins
 from fracturekit.evaluate import classification_report, nan_to_none
-from fracturekit.report import summary_table, write_report
+from fracturekit.evaluation import metrics as M
+from fracturekit.evaluation.calibration import reliability_bins
+from fracturekit.evaluation.report import summary_table, write_report
 
 
 class _Collector(HTMLParser):

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-import fracturekit.device
-import fracturekit.metrics
-import fracturekit.options
+import fracturekit.core.device
+import fracturekit.core.options
+import fracturekit.evaluation.metrics
 
 COUNTED = {
-    "resolve_device": fracturekit.device.resolve_device,  # --device -> a Device
-    "check_imgsz": fracturekit.options.check_imgsz,  # --imgsz checked and rounded
-    "parse_threshold": fracturekit.metrics.parse_threshold,  # --threshold parsed
+    "resolve_device": fracturekit.core.device.resolve_device,  # --device -> a Device
+    "check_imgsz": fracturekit.core.options.check_imgsz,  # --imgsz checked and rounded
+    "parse_threshold": fracturekit.evaluation.metrics.parse_threshold,  # --threshold parsed
 }
 
 
@@ -49,7 +49,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 
 def test_predict_resolves_each_option_once(tiny_runs: dict[str, Path], tmp_path: Path, calls: Counter[str]) -> None:
-    from fracturekit.phantoms import write_phantom_dataset
+    from fracturekit.data.phantoms import write_phantom_dataset
     from fracturekit.predict import predict
 
     films = write_phantom_dataset(tmp_path / "films", n=3, seed=5, size=64, fmt="images")

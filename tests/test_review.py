@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.phantoms import write_phantom_dataset
+from fracturekit.data.phantoms import write_phantom_dataset
 
 pytest.importorskip("fastapi", reason="fracturekit review needs the [review] extra (fastapi, uvicorn)")
 pytest.importorskip("uvicorn", reason="fracturekit review needs the [review] extra (fastapi, uvicorn)")

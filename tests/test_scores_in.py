@@ -48,9 +48,9 @@ def _assert_same(a: dict, b: dict, tol: float, skip: tuple[str, ...] = ()) -> No
 @pytest.fixture(scope="module")
 def classifier_scores(prepared_phantoms: Path, tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """The tiny classifier evaluated directly, and its raw probabilities on val + test as a scores CSV."""
+    from fracturekit.core.layout import PreparedDataset
     from fracturekit.evaluation.classification import classify_images
     from fracturekit.infer.model import load_model
-    from fracturekit.layout import PreparedDataset
 
     tmp = tmp_path_factory.mktemp("cls-scores")
     ds = PreparedDataset(prepared_phantoms)

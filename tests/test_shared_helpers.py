@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fracturekit.config import check_known_task, training_overrides
-from fracturekit.errors import UserError
-from fracturekit.layout import PreparedDataset
-from fracturekit.report import fmt
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.evaluation.report import fmt
+from fracturekit.training.config import check_known_task, training_overrides
 
 
 def test_recorded_data_hash_reads_prepare_json_and_is_none_without_one(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fracturekit.errors import UserError
-from fracturekit.split import assign_splits, check_ratios, film_units, manifest_units, parse_ratios, unit_basis
+from fracturekit.core.errors import UserError
+from fracturekit.data.split import assign_splits, check_ratios, film_units, manifest_units, parse_ratios, unit_basis
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -16,8 +16,8 @@ from conftest import network_guard
 from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
-from fracturekit.config import resolve_config
-from fracturekit.phantoms import generate_phantom
+from fracturekit.data.phantoms import generate_phantom
+from fracturekit.training.config import resolve_config
 
 runner = CliRunner()
 RUN_JSON_KEYS = {"seed", "versions", "device", "threads", "data", "data_hash", "timings", "pretrained", "metrics"}
@@ -173,7 +173,7 @@ def test_multiclass_two_phase_classification(tmp_path: Path) -> None:
     ],
 )
 def test_balanced_sample_weights(labels: list[int], expected: list[float]) -> None:
-    from fracturekit.trainers import balanced_sample_weights
+    from fracturekit.training.trainers import balanced_sample_weights
 
     weights = balanced_sample_weights(labels)
     np.testing.assert_allclose(weights, expected)
@@ -182,7 +182,7 @@ def test_balanced_sample_weights(labels: list[int], expected: list[float]) -> No
 
 
 def test_release_frozen_layers() -> None:
-    from fracturekit.trainers import release_frozen_layers
+    from fracturekit.training.trainers import release_frozen_layers
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     for p in net[0].parameters():

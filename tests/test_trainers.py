@@ -1,4 +1,4 @@
-"""fracturekit.trainers.cpu_fast: bf16 autocast and channels_last for CPU training, float32 everywhere else."""
+"""fracturekit.training.trainers.cpu_fast: bf16 autocast and channels_last for CPU training, float32 everywhere else."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fracturekit.yolo_env import load_ultralytics
+from fracturekit.core.yolo_env import load_ultralytics
 
 load_ultralytics()
 
@@ -18,7 +18,7 @@ def test_bf16_predict_runs_the_network_in_bf16_and_returns_float32() -> None:
 
     from ultralytics.nn.tasks import DetectionModel
 
-    from fracturekit.trainers import _bf16_predict
+    from fracturekit.training.trainers import _bf16_predict
 
     torch.manual_seed(0)
     model = DetectionModel("yolov8n.yaml", nc=1, verbose=False).eval()
@@ -34,7 +34,7 @@ def test_bf16_predict_runs_the_network_in_bf16_and_returns_float32() -> None:
 def test_cpu_fast_off_is_the_trainer_itself() -> None:
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from fracturekit.trainers import cpu_fast
+    from fracturekit.training.trainers import cpu_fast
 
     assert cpu_fast(DetectionTrainer, bf16=False, channels_last=False) is DetectionTrainer
     assert cpu_fast(DetectionTrainer, bf16=True, channels_last=False).__mro__[1] is DetectionTrainer
@@ -42,7 +42,7 @@ def test_cpu_fast_off_is_the_trainer_itself() -> None:
 
 @pytest.mark.parametrize("task", ["classify", "detect"])
 def test_training_records_cpu_levers_and_saves_float_weights(tiny_runs: dict[str, Path], task: str) -> None:
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
 
     record = json.loads((tiny_runs[task] / "run.json").read_text())
     bf16 = cpu_info().bf16  # amp is on by default: bf16 exactly where the CPU has it, channels_last with it

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.infer.model import load_model
 
 

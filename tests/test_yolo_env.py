@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fracturekit import yolo_env
+from fracturekit.core import yolo_env
 
 
 def test_load_ultralytics_sets_environment() -> None:
@@ -119,8 +119,8 @@ def test_cpu_threads(requested: int | None, expected: int) -> None:
 def test_import_time_load_keeps_the_requested_threads() -> None:
     """`train(threads=1)` applies 1, then imports trainers (which loads Ultralytics at import): still 1."""
     code = (
-        "import torch; from fracturekit.yolo_env import load_ultralytics; load_ultralytics(1);"
-        "import fracturekit.trainers; from ultralytics.utils import torch_utils;"
+        "import torch; from fracturekit.core.yolo_env import load_ultralytics; load_ultralytics(1);"
+        "import fracturekit.training.trainers; from ultralytics.utils import torch_utils;"
         "print(torch.get_num_threads(), torch_utils.NUM_THREADS)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from fracturekit import __version__
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 
 app = typer.Typer(
     name="fracturekit",

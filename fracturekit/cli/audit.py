@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fracturekit.cli.app import app, library_notes, out_console, user_errors
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 
 
 @app.command()
@@ -47,7 +47,7 @@ def audit(
     if written is not None:
         out_console.print(f"wrote {written / 'duplicates.csv'} and {written / 'audit.json'}", highlight=False)
     if label_issues and written is not None:
-        from fracturekit.label_issues import label_issues as find_issues
+        from fracturekit.data.label_issues import label_issues as find_issues
 
         with library_notes():
             issues = find_issues(path, result, scores)

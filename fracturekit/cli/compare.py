@@ -1,4 +1,4 @@
-"""`fracturekit compare`: a thin layer over `fracturekit.compare.compare`."""
+"""`fracturekit compare`: a thin layer over `fracturekit.evaluation.compare.compare`."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def compare(
     csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table to this CSV file.")] = None,
 ) -> None:
     """Side-by-side table of training runs: model size, task, settings, time, val and test metrics."""
-    from fracturekit.compare import compare as run_compare
-    from fracturekit.compare import compare_table, data_warnings, films_note
+    from fracturekit.evaluation.compare import compare as run_compare
+    from fracturekit.evaluation.compare import compare_table, data_warnings, films_note
 
     df = run_compare(runs)
     out_console.print(compare_table(df))

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fracturekit.cli import options
+from fracturekit.cli import flags
 from fracturekit.cli.app import app, console, library_notes, user_errors
-from fracturekit.errors import UserError
-from fracturekit.report import fmt
+from fracturekit.core.errors import UserError
+from fracturekit.evaluation.report import fmt
 
 
 @app.command("cv")
@@ -36,18 +36,18 @@ def cv_command(
         str, typer.Option(help="Threshold rule on the val fold: youden, f1, sens:0.95 or 0.5.")
     ] = "youden",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for CIs and the paired test.")] = 1000,
-    weights: options.Weights = None,
-    epochs: options.Epochs = None,
-    imgsz: options.TrainImgsz = None,
-    batch: options.Batch = None,
+    weights: flags.Weights = None,
+    epochs: flags.Epochs = None,
+    imgsz: flags.TrainImgsz = None,
+    batch: flags.Batch = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs, on the val fold).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the folds, the training and the bootstrap.")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA, MPS, CPU), cpu, mps, 0 or 0,1.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads per fold (default: all cores / --parallel).")] = None,
-    freeze: options.Freeze = None,
-    freeze_epochs: options.FreezeEpochs = None,
-    config: options.ConfigFile = None,
-    set_: options.SetOptions = None,
+    freeze: flags.Freeze = None,
+    freeze_epochs: flags.FreezeEpochs = None,
+    config: flags.ConfigFile = None,
+    set_: flags.SetOptions = None,
     export_folds: Annotated[
         Path | None,
         typer.Option(help="Write each fold's train/val/test file lists here for an outside model, and stop."),
@@ -58,8 +58,8 @@ def cv_command(
     ] = None,
 ) -> None:
     """K-fold cross-validation on patient- and duplicate-grouped folds, locally or on a Ray cluster."""
-    from fracturekit.config import training_overrides
     from fracturekit.cv import cross_validate, outside
+    from fracturekit.training.config import training_overrides
 
     flags = {
         "weights": weights,

@@ -29,7 +29,7 @@ def demo(
 ) -> None:
     """Generate phantom X-rays, then prepare, train, evaluate and predict, all offline on this machine."""
     from fracturekit.demo import DemoStep, run_demo
-    from fracturekit.report import summary_table
+    from fracturekit.evaluation.report import summary_table
 
     def show(step: DemoStep) -> None:
         if step.seconds is None:

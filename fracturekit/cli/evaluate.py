@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli import options
+from fracturekit.cli import flags
 from fracturekit.cli.app import app, console, library_notes, out_console, progress_bars, user_errors
 
 
@@ -57,8 +57,8 @@ def evaluate(
     by: Annotated[
         list[str] | None, typer.Option("--by", help="Manifest column(s) to break metrics down by: --by region,view.")
     ] = None,
-    imgsz: options.Imgsz = None,
-    device: options.Device = "auto",
+    imgsz: flags.Imgsz = None,
+    device: flags.Device = "auto",
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the AUROC 95% CI.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap random seed.")] = 0,
     cases: Annotated[
@@ -67,7 +67,7 @@ def evaluate(
 ) -> None:
     """Metrics (mAP both ways, AUROC + CI, calibrated threshold, subgroups) into metrics.json and report.html."""
     from fracturekit.evaluate import evaluate as run_evaluate
-    from fracturekit.report import summary_table
+    from fracturekit.evaluation.report import summary_table
 
     with library_notes(), progress_bars(transient=True) as bar:  # notes (imgsz rounded, ...): yellow lines
         m = run_evaluate(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli import options
+from fracturekit.cli import flags
 from fracturekit.cli.app import app, console, library_notes, user_errors
 from fracturekit.infer import backends
 
@@ -20,8 +20,8 @@ def export(
         str,
         typer.Option("--format", help=f"{backends.format_help()}: formats that work offline."),
     ] = backends.DEFAULT_FORMAT,
-    imgsz: options.Imgsz = None,
-    device: options.Device = "auto",
+    imgsz: flags.Imgsz = None,
+    device: flags.Device = "auto",
     int8: Annotated[
         bool,
         typer.Option(

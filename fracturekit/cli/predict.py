@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli import options
+from fracturekit.cli import flags
 from fracturekit.cli.app import app, console, progress_bars, user_errors
-from fracturekit.imageio import MAX_PIXELS
+from fracturekit.core.options import NMS_IOU
+from fracturekit.data.imageio import MAX_PIXELS
 from fracturekit.infer import backends
-from fracturekit.options import NMS_IOU
 
 _WEIGHTS = backends.weights_help()  # e.g. ".pt, .onnx, OpenVINO folder": what the backends read
 
@@ -40,9 +40,9 @@ def predict(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue a killed predict in --out: skip films already in its CSV.")
     ] = False,
-    imgsz: options.Imgsz = None,
-    conf: options.Conf = 0.25,
-    iou: options.Iou = NMS_IOU,
+    imgsz: flags.Imgsz = None,
+    conf: flags.Conf = 0.25,
+    iou: flags.Iou = NMS_IOU,
     cam: Annotated[bool, typer.Option("--cam", help="Also write EigenCAM heatmap overlays to OUT/cam/.")] = False,
     batch: Annotated[
         int | None,
@@ -50,8 +50,8 @@ def predict(
             help=f"Images per inference batch; default: the largest of the models' own ({backends.batch_help()})."
         ),
     ] = None,
-    device: options.Device = "auto",
-    max_pixels: options.MaxPixels = MAX_PIXELS,
+    device: flags.Device = "auto",
+    max_pixels: flags.MaxPixels = MAX_PIXELS,
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: all cores this process may use.")] = None,
     backend: Annotated[
         str,

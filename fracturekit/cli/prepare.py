@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fracturekit.cli import options
+from fracturekit.cli import flags
 from fracturekit.cli.app import app, out_console, user_errors
-from fracturekit.errors import UserError
-from fracturekit.imageio import MAX_PIXELS
-from fracturekit.layout import SPLITS
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import SPLITS
+from fracturekit.data.imageio import MAX_PIXELS
 
 if TYPE_CHECKING:
     from fracturekit.prepare import PrepareResult
@@ -87,7 +87,7 @@ def prepare(
     ] = False,
     clahe: Annotated[bool, typer.Option("--clahe", help="Apply CLAHE contrast enhancement to every film.")] = False,
     max_side: Annotated[int | None, typer.Option("--max-side", help="Downscale films to this long side (px).")] = None,
-    max_pixels: options.MaxPixels = MAX_PIXELS,
+    max_pixels: flags.MaxPixels = MAX_PIXELS,
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", help="Replace what an earlier prepare wrote in --out; nothing else.")
     ] = False,
@@ -99,8 +99,8 @@ def prepare(
     ] = None,
 ) -> None:
     """Turn a raw fracture dataset into leak-free YOLO classification + detection datasets, then audit them."""
+    from fracturekit.data.split import parse_ratios
     from fracturekit.prepare import prepare as run_prepare
-    from fracturekit.split import parse_ratios
 
     result = run_prepare(
         source,

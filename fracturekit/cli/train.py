@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli import options
+from fracturekit.cli import flags
 from fracturekit.cli.app import app, console, library_notes, user_errors
 
 
@@ -19,26 +19,26 @@ def train_command(
     project: Annotated[str | None, typer.Option(help="Parent folder of runs (default runs).")] = None,
     name: Annotated[str | None, typer.Option(help="Run folder name (default train, train2, ...).")] = None,
     model: Annotated[str | None, typer.Option(help="n|s|m|l|x or a model .yaml/.pt path.")] = None,
-    weights: options.Weights = None,
-    epochs: options.Epochs = None,
-    imgsz: options.TrainImgsz = None,
-    batch: options.Batch = None,
+    weights: flags.Weights = None,
+    epochs: flags.Epochs = None,
+    imgsz: flags.TrainImgsz = None,
+    batch: flags.Batch = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name from last.pt.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    device: Annotated[str | None, typer.Option(help=options.DEVICE_HELP + " Default: the config's (auto).")] = None,
+    device: Annotated[str | None, typer.Option(help=flags.DEVICE_HELP + " Default: the config's (auto).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all allowed cores).")] = None,
-    freeze: options.Freeze = None,
-    freeze_epochs: options.FreezeEpochs = None,
+    freeze: flags.Freeze = None,
+    freeze_epochs: flags.FreezeEpochs = None,
     logger: Annotated[
         str | None, typer.Option(help="Experiment log in the run folder: none, tensorboard or mlflow.")
     ] = None,
-    config: options.ConfigFile = None,
-    set_: options.SetOptions = None,
+    config: flags.ConfigFile = None,
+    set_: flags.SetOptions = None,
 ) -> None:
     """Train a YOLOv8 classifier or fracture detector on a prepared dataset (offline-safe, CPU or GPU)."""
-    from fracturekit.config import training_overrides
     from fracturekit.train import KEY_METRICS, train_recorded
+    from fracturekit.training.config import training_overrides
 
     flags = {
         "project": project,

@@ -21,8 +21,8 @@ from fracturekit import callable_stage
 from fracturekit.cv.command import cross_validate
 from fracturekit.cv.datasets import build_fold_dataset
 from fracturekit.cv.executors import EXECUTORS, run_local, run_ray
-from fracturekit.cv.fold import FoldJob, run_fold
-from fracturekit.cv.folds import FOLD_COLUMNS, assign_folds, fold_units, load_films, roles
+from fracturekit.cv.fold_job import FoldJob, run_fold
+from fracturekit.cv.fold_plan import FOLD_COLUMNS, assign_folds, fold_units, load_films, roles
 from fracturekit.cv.pooling import OOF_COLUMNS, SUMMARY_KEYS, compare_models, positive, summarize
 
 __all__ = [

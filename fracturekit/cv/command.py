@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import lock_folder, release_on_error
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.options import check_threshold
+from fracturekit.cv.cv_folder import check_ours, check_same_settings, cv_folder, cv_settings, json_safe, sha
 from fracturekit.cv.datasets import build_fold_dataset
 from fracturekit.cv.executors import EXECUTORS, check_ray_address, run_local, run_ray
-from fracturekit.cv.fold import FoldJob
-from fracturekit.cv.folder import check_ours, check_same_settings, cv_folder, cv_settings, json_safe, sha
-from fracturekit.cv.folds import FOLD_COLUMNS, plan_folds
+from fracturekit.cv.fold_job import FoldJob
+from fracturekit.cv.fold_plan import FOLD_COLUMNS, plan_folds
 from fracturekit.cv.pooling import summarize
-from fracturekit.errors import UserError
-from fracturekit.folderlock import lock_folder, release_on_error
-from fracturekit.layout import PreparedDataset
-from fracturekit.options import check_threshold
-from fracturekit.report import fmt
+from fracturekit.evaluation.report import fmt
 
 if TYPE_CHECKING:
-    from fracturekit.metrics import ThresholdRule
+    from fracturekit.evaluation.metrics import ThresholdRule
 
 
 @release_on_error  # a refusal after the lock is taken leaves no lock, nor the folder it made
@@ -84,7 +84,7 @@ def cross_validate(
     record["parallel"] = parallel
     clean = json_safe(record)
     (cv_dir / "cv.json").write_text(json.dumps(clean, indent=2))
-    from fracturekit.report import write_cv_report
+    from fracturekit.evaluation.report import write_cv_report
 
     oof = pd.read_csv(cv_dir / "oof_predictions.csv", dtype={"path": str, "source": str})
     write_cv_report(clean, oof, cv_dir / "report.html")
@@ -123,8 +123,8 @@ def _common_job(
     The device is resolved here once, to plan where the folds go; each fold resolves its own where it runs
     (another process or Ray node), once, for its training and evaluation.
     """
-    from fracturekit.device import resolve_device
-    from fracturekit.yolo_env import cpu_threads
+    from fracturekit.core.device import resolve_device
+    from fracturekit.core.yolo_env import cpu_threads
 
     device = resolve_device(overrides.get("device", base_cfg["device"]))
     spread = parallel > 1 or executor == "ray"
@@ -154,7 +154,7 @@ def _check_options(
     task: str, folds: int, executor: str, parallel: int, ray_timeout: float, threshold: str
 ) -> ThresholdRule:
     """Refuse bad cv options before any work; the --threshold rule, parsed once for every fold."""
-    from fracturekit.config import check_known_task
+    from fracturekit.training.config import check_known_task
 
     check_known_task(task)
     if folds < 3:
@@ -176,7 +176,7 @@ def _model_specs(
     Files become absolute paths (in `overrides` too): a worker process or Ray task need not share this
     working directory.
     """
-    from fracturekit.config import resolve_config
+    from fracturekit.training.config import resolve_config
 
     base_cfg = resolve_config(task, config, overrides)
     specs = [str(Path(m).resolve()) if Path(m).is_file() else m for m in (models or [str(base_cfg["model"])])]

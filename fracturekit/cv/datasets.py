@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from fracturekit.cv.folds import roles
-from fracturekit.layout import MANIFEST_COLUMNS, PreparedDataset
+from fracturekit.core.layout import MANIFEST_COLUMNS, PreparedDataset
+from fracturekit.cv.fold_plan import roles
 
 
 def _link(src: Path, dst: Path) -> None:

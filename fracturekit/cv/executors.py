@@ -17,8 +17,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from fracturekit.cv.fold import FoldJob, run_fold
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.cv.fold_job import FoldJob, run_fold
 
 EXECUTORS = ("local", "ray")
 

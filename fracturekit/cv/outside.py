@@ -17,23 +17,23 @@ from typing import Any
 
 import pandas as pd
 
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.outputs import check_free, claim, write_record
+from fracturekit.core.paths import user_path
+from fracturekit.cv.cv_folder import check_ours, check_same_settings, cv_folder, json_safe, sha
 from fracturekit.cv.datasets import build_fold_dataset
-from fracturekit.cv.fold import _fold_metrics
-from fracturekit.cv.folder import check_ours, check_same_settings, cv_folder, json_safe, sha
-from fracturekit.cv.folds import FOLD_COLUMNS, plan_folds, roles
+from fracturekit.cv.fold_job import _fold_metrics
+from fracturekit.cv.fold_plan import FOLD_COLUMNS, plan_folds, roles
 from fracturekit.cv.pooling import summarize
-from fracturekit.errors import UserError
-from fracturekit.hashing import file_sha256
-from fracturekit.layout import PreparedDataset
-from fracturekit.outputs import check_free, claim, write_record
-from fracturekit.paths import user_path
+from fracturekit.data.hashing import file_sha256
 
 LIST_COLUMNS = ("path", "file", "label", "group", "cluster")
 
 
 def _seed(task: str, seed: int | None) -> int:
     """The seed `cross_validate` would fold with: the flag, else the task config's default."""
-    from fracturekit.config import resolve_config
+    from fracturekit.training.config import resolve_config
 
     return int(seed) if seed is not None else int(resolve_config(task, None, {})["seed"])
 
@@ -176,7 +176,7 @@ def cv_scores(
     record = summarize(task, cv_dir, films, results, labels, bootstrap, seed)
     clean = json_safe({"status": "finished", "out": str(cv_dir), "settings": settings, "executor": "scores", **record})
     (cv_dir / "cv.json").write_text(json.dumps(clean, indent=2))
-    from fracturekit.report import write_cv_report
+    from fracturekit.evaluation.report import write_cv_report
 
     oof = pd.read_csv(cv_dir / "oof_predictions.csv", dtype={"path": str, "source": str})
     write_cv_report(clean, oof, cv_dir / "report.html")

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fracturekit import metrics as M
-from fracturekit.cv.folds import fold_units, roles
-from fracturekit.layout import POSITIVE_CLASS, RunDir
+from fracturekit.core.layout import POSITIVE_CLASS, RunDir
+from fracturekit.cv.fold_plan import fold_units, roles
+from fracturekit.evaluation import metrics as M
 
 OOF_COLUMNS = ("path", "label", "fold", "model", "score", "score_raw", "source")
 # Per-fold numbers averaged over folds (mean and sample sd, ddof=1), per task.

@@ -14,10 +14,19 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from fracturekit import metrics as M
-from fracturekit.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
-from fracturekit.cases import ModelScores
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.paths import rel_to
+from fracturekit.data.imageio import is_image_file
+from fracturekit.data.split import film_units
+from fracturekit.evaluation import metrics as M
+from fracturekit.evaluation.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from fracturekit.evaluation.cases import ModelScores
 from fracturekit.evaluation.common import (
     THRESHOLD_SPLIT,
     EvalContext,
@@ -27,13 +36,9 @@ from fracturekit.evaluation.common import (
     skip_errors,
     subgroup_values,
 )
-from fracturekit.imageio import is_image_file
 from fracturekit.infer import scoring
 from fracturekit.infer.model import Model
 from fracturekit.infer.policy import positive_index
-from fracturekit.layout import PreparedDataset
-from fracturekit.paths import rel_to
-from fracturekit.split import film_units
 
 
 def binary_positive(names: list[str]) -> int | None:

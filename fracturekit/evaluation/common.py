@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fracturekit.cases import ModelScores
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.evaluation.cases import ModelScores
+from fracturekit.evaluation.metrics import ThresholdRule
 from fracturekit.infer.scoring import Prediction, Progress
-from fracturekit.layout import PreparedDataset
-from fracturekit.metrics import ThresholdRule
 
 THRESHOLD_SPLIT = "val"
 

@@ -20,10 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fracturekit import cases as C
-from fracturekit import metrics as M
-from fracturekit.cases import ModelScores
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS, PreparedDataset
+from fracturekit.core.options import NMS_IOU
+from fracturekit.core.paths import rel_to
+from fracturekit.data.imageio import HeaderError, image_header, is_image_file
+from fracturekit.data.split import film_units
+from fracturekit.evaluation import cases as C
+from fracturekit.evaluation import metrics as M
+from fracturekit.evaluation.cases import ModelScores
 from fracturekit.evaluation.common import (
     THRESHOLD_SPLIT,
     EvalContext,
@@ -32,7 +37,6 @@ from fracturekit.evaluation.common import (
     labelled_confusion,
     subgroup_values,
 )
-from fracturekit.imageio import HeaderError, image_header, is_image_file
 from fracturekit.infer import scoring
 from fracturekit.infer.model import Model, load_checkpoint
 from fracturekit.infer.postprocess import MAX_DET, coco_detections
@@ -41,10 +45,6 @@ from fracturekit.ingest.coco import coco_dict
 from fracturekit.ingest.labels import canonical_label
 from fracturekit.ingest.records import Record
 from fracturekit.ingest.yolo import parse_yolo_rows
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS, PreparedDataset
-from fracturekit.options import NMS_IOU
-from fracturekit.paths import rel_to
-from fracturekit.split import film_units
 
 
 def split_images(ds: PreparedDataset, split: str) -> list[Path]:

@@ -7,7 +7,7 @@ probabilities in [0, 1]) and hand the same arrays a run's scoring would give to 
 ones of a run. Films are named as manifest.csv's `source` or as the prepared file (`cls/test/fracture/x.png`,
 `det/images/test/x.png`, relative to the dataset or absolute); a detection may name its film by `image_id`
 equal to the file's stem, as Ultralytics' `save_json` writes it. `--seen FILE` lists the films the outside
-model trained on (same names, or image files anywhere) for the seen-film check of `fracturekit.provenance`.
+model trained on (same names, or image files anywhere) for the seen-film check of `fracturekit.training.provenance`.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import pandas as pd
 import yaml
 
 from fracturekit.audit import AuditItem, hash_film
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import SPLITS, PreparedDataset
+from fracturekit.core.paths import user_path
+from fracturekit.data.hashing import file_sha256
 from fracturekit.evaluation.classification import classifier_result, split_films
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, ModelResult
 from fracturekit.evaluation.detection import check_detection_data, coco_ground_truth, detector_result, image_labels
-from fracturekit.hashing import file_sha256
-from fracturekit.layout import SPLITS, PreparedDataset
-from fracturekit.paths import user_path
-from fracturekit.provenance import _phashes
+from fracturekit.training.provenance import _phashes
 
 log = logging.getLogger("fracturekit.evaluate")
 _ROLE_OF_SUFFIX = {".csv": "classifier", ".json": "detector"}

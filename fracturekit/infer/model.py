@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fracturekit.device import Device
-from fracturekit.errors import UserError
+from fracturekit.core.device import Device
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import RunDir
+from fracturekit.core.options import InferenceDevice, as_inference_device, check_task, inference_device
+from fracturekit.core.paths import user_path
+from fracturekit.core.yolo_env import cpu_threads, load_ultralytics
 from fracturekit.infer.backends import BACKEND_MAP, BACKENDS, EXPORTS, REFERENCE_NAME, VARIANTS, backend_for, reads_any
 from fracturekit.infer.backends.base import Backend
-from fracturekit.layout import RunDir
-from fracturekit.options import InferenceDevice, as_inference_device, check_task, inference_device
-from fracturekit.paths import user_path
-from fracturekit.yolo_env import cpu_threads, load_ultralytics
 
 DEFAULT_IMGSZ = 640  # Ultralytics' default imgsz, for weights that record none
 
@@ -103,7 +103,7 @@ def check_path(export_path: Path) -> Path:
 def _fallback_rank(name: str) -> int | None:
     """Where export `name` ranks on this kind of CPU when it was measured elsewhere (lower = preferred; None:
     never chosen unmeasured): its backend's `rank`."""
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
 
     backend, variant = VARIANTS[name]
     return backend.rank(variant, cpu_info())
@@ -136,7 +136,7 @@ def choose_weights(run: RunDir, backend: str = "auto", device: Device | None = N
         if check and not check.get("passed"):
             why += f"; WARNING: it failed its accuracy check ({check.get('summary', '')})"
         return target, why
-    from fracturekit.device import cpu_info
+    from fracturekit.core.device import cpu_info
 
     here, dev = cpu_info(), device or inference_device("auto")[0]
     candidates = []

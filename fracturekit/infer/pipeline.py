@@ -21,10 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from fracturekit.imageio import MAX_PIXELS
+from fracturekit.core.yolo_env import cpu_threads
+from fracturekit.data.imageio import MAX_PIXELS
 from fracturekit.infer.model import Model
 from fracturekit.infer.scoring import Prediction, Scorer, stream
-from fracturekit.yolo_env import cpu_threads
 
 WRITE_AHEAD = 16  # films whose images may wait for a writer: bounds the pixels held (16 reduced films, a few MB)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 if TYPE_CHECKING:
     from fracturekit.infer.model import Model

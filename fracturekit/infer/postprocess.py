@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fracturekit.options import NMS_IOU
+from fracturekit.core.options import NMS_IOU
 
 MAX_DET = 300  # boxes kept per film, Ultralytics' predict and val default
 

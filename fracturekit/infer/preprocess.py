@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fracturekit.imageio import MAX_PIXELS, ImageReadError, read_image
-from fracturekit.yolo_env import load_ultralytics
+from fracturekit.core.yolo_env import load_ultralytics
+from fracturekit.data.imageio import MAX_PIXELS, ImageReadError, read_image
 
 if TYPE_CHECKING:
     from fracturekit.infer.model import Model

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fracturekit.calibration import apply_temperature
-from fracturekit.imageio import MAX_PIXELS
+from fracturekit.core.layout import POSITIVE_CLASS
+from fracturekit.core.options import NMS_IOU
+from fracturekit.core.yolo_env import cpu_threads
+from fracturekit.data.imageio import MAX_PIXELS
+from fracturekit.evaluation.calibration import apply_temperature
 from fracturekit.infer.model import Model
 from fracturekit.infer.policy import Policy, negative_label, policy, positive_index
 from fracturekit.infer.postprocess import boxes_to_film, map_to_film, nms, uncrop
 from fracturekit.infer.preprocess import Item, classify_host_transform, load_item, pad_to, to_batch
-from fracturekit.layout import POSITIVE_CLASS
-from fracturekit.options import NMS_IOU
-from fracturekit.yolo_env import cpu_threads
 
 SCORE_FLOOR = 0.001  # Ultralytics' val conf: every box that can count towards mAP or the image score is kept
 # A progress report: (what is being scored, films done, films in all). The library calls it; the CLI draws it.
@@ -82,7 +82,7 @@ def detect_batch(
     x = to_batch(ims)
     maps: list[np.ndarray | None] = [None] * len(items)
     if cam and model.cam:
-        from fracturekit.cam import eigencam
+        from fracturekit.infer.cam import eigencam
 
         raw, cams = eigencam(model.net, x, model.device)
     else:
@@ -105,7 +105,7 @@ def classify_batch(model: Model, items: list[Item], cam: bool = False) -> tuple[
     x = to_batch([it.cls_in for it in items])  # type: ignore[misc]
     maps: list[np.ndarray | None] = [None] * len(items)
     if cam and model.cam:
-        from fracturekit.cam import eigencam
+        from fracturekit.infer.cam import eigencam
 
         probs, cams = eigencam(model.net, x, model.device)
         for k, it in enumerate(items):

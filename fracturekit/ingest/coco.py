@@ -26,8 +26,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.core.errors import UserError
+from fracturekit.data.imageio import HeaderError, ImageHeader, image_header
 from fracturekit.ingest.files import FileIndex
 from fracturekit.ingest.geometry import fmt_nums, frame_box, resolve_frame
 from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts

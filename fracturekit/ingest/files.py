@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from fracturekit.imageio import IMAGE_SUFFIXES
+from fracturekit.data.imageio import IMAGE_SUFFIXES
 
 # Folders archivers and tools leave behind; never dataset content.
 JUNK_DIRS = frozenset({"__MACOSX", "__pycache__", "@eaDir", "$RECYCLE.BIN", "System Volume Information"})

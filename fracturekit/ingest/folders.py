@@ -16,12 +16,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.core.paths import user_path
 from fracturekit.ingest.files import iter_images
 from fracturekit.ingest.labels import NUMERIC_SYNONYMS, canonical_label, canonical_split, fold, split_from_parts
 from fracturekit.ingest.records import IngestResult, Record, Skipped
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
-from fracturekit.paths import user_path
 
 
 def folder_label(name: str, mapping: dict[str, str] | None = None, numeric: bool = True) -> str:

@@ -23,12 +23,12 @@ import csv
 import os
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.imageio import HeaderError, image_header
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.data.imageio import HeaderError, image_header
 from fracturekit.ingest.files import FileIndex
 from fracturekit.ingest.labels import canonical_label
 from fracturekit.ingest.records import IngestResult, Record, Skipped
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 ANNOTATION_FORMATS = ("coco", "voc", "yolo")
 REGIONS = ("hand", "leg", "hip", "shoulder")

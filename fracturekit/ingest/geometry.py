@@ -1,17 +1,17 @@
 """Box geometry of the readers: boxes drawn on the displayed film mapped to, and checked against, the stored one.
 
-Box frame: boxes are in the pixels of the file AS STORED, i.e. as `fracturekit.imageio.read_image`
+Box frame: boxes are in the pixels of the file AS STORED, i.e. as `fracturekit.data.imageio.read_image`
 decodes it (EXIF orientation is NOT applied). Annotation tools label the image as displayed (EXIF
 applied), so readers map such boxes back to the stored frame (`display_to_stored`) and keep the
 orientation in `meta["exif_orientation"]` when it is not 1. Image sizes come from file headers only
-(`fracturekit.imageio.image_header`).
+(`fracturekit.data.imageio.image_header`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fracturekit.imageio import ImageHeader
+from fracturekit.data.imageio import ImageHeader
 from fracturekit.ingest.records import Box
 
 

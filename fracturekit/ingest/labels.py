@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 from fracturekit.ingest.records import IngestResult
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 # Folder / category names users give the two binary classes, lower-cased with separators folded.
 POSITIVE_SYNONYMS = frozenset(

@@ -1,7 +1,7 @@
 """What every annotation-format reader produces: records of source films, their boxes, and what was skipped.
 
 Readers are pure functions `load_<format>(root, ...) -> IngestResult`: they parse annotations and list
-images but never decode pixels (prepare does that once, through `fracturekit.imageio`).
+images but never decode pixels (prepare does that once, through `fracturekit.data.imageio`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 
 @dataclass

@@ -17,12 +17,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.imageio import is_image_file
+from fracturekit.core.errors import UserError
+from fracturekit.core.paths import user_path
+from fracturekit.data.imageio import is_image_file
 from fracturekit.ingest.coco import looks_like_coco
 from fracturekit.ingest.files import walk
 from fracturekit.ingest.records import IngestResult
-from fracturekit.paths import user_path
 
 FORMATS = ("folders", "coco", "voc", "yolo", "fracatlas")
 _MAX_DEPTH = 4

@@ -19,8 +19,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.imageio import IMAGE_SUFFIXES, HeaderError, ImageHeader, image_header
+from fracturekit.core.errors import UserError
+from fracturekit.data.imageio import IMAGE_SUFFIXES, HeaderError, ImageHeader, image_header
 from fracturekit.ingest.files import FileIndex
 from fracturekit.ingest.geometry import frame_box, resolve_frame
 from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts

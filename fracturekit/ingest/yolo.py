@@ -25,8 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from fracturekit.errors import UserError
-from fracturekit.imageio import HeaderError, ImageHeader, image_header
+from fracturekit.core.errors import UserError
+from fracturekit.data.imageio import HeaderError, ImageHeader, image_header
 from fracturekit.ingest.files import FileIndex
 from fracturekit.ingest.geometry import frame_box
 from fracturekit.ingest.labels import assign_image_labels, canonical_label, split_from_parts

@@ -6,7 +6,7 @@ seeded stratified grouped splits, move the staged files into `cls/` and `det/`, 
 the summary and the audit. Everything is built in `<out>.tmp-<pid>` and then renamed to `out`; over an
 earlier dataset (`exist_ok`) only the files that prepare recorded writing there are replaced, the
 manifest last, so an interrupted run never leaves a complete-looking dataset and a user's own files in
-`out` stay. A later prepare removes the `<out>.tmp-<pid>` of a killed run (see fracturekit.outputs).
+`out` stay. A later prepare removes the `<out>.tmp-<pid>` of a killed run (see fracturekit.core.outputs).
 
 This package runs those steps; each of its modules owns one concern: `film` (the per-film record),
 `decode` (decode, hash, stage), `grouping` (patient groups and the split), `datasets` (cls/ and det/),
@@ -28,15 +28,16 @@ from typing import Any
 
 from fracturekit import callable_stage
 from fracturekit.audit import AuditResult, audit_items, parallel_map
-from fracturekit.diskspace import is_no_space, no_space
-from fracturekit.errors import UserError
-from fracturekit.folderlock import lock_folder
-from fracturekit.imageio import MAX_PIXELS
+from fracturekit.core.diskspace import is_no_space, no_space
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import lock_folder
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.options import check_max_pixels
+from fracturekit.core.outputs import clean_stale_tmp, files_under, new_tmp
+from fracturekit.core.paths import maybe_path, rel_to, user_path
+from fracturekit.data.imageio import MAX_PIXELS
+from fracturekit.data.split import DEFAULT_RATIOS, check_ratios
 from fracturekit.ingest.records import IngestResult
-from fracturekit.layout import PreparedDataset
-from fracturekit.options import check_max_pixels
-from fracturekit.outputs import clean_stale_tmp, files_under, new_tmp
-from fracturekit.paths import maybe_path, rel_to, user_path
 from fracturekit.prepare.corrections import apply_corrections, drop_excluded, uncorrected_labels
 from fracturekit.prepare.datasets import _write_datasets
 from fracturekit.prepare.decode import _process_safely, _unique_stems
@@ -44,7 +45,6 @@ from fracturekit.prepare.film import _Film
 from fracturekit.prepare.grouping import GROUP_SOURCES, _find_preset_file, _join_meta, _split_films, grouping_line
 from fracturekit.prepare.install import _check_out, _install, _stale_runs_notes
 from fracturekit.prepare.report import _other_files, _reason_kind, _summary, _write_manifest, data_hash
-from fracturekit.split import DEFAULT_RATIOS, check_ratios
 
 __all__ = ["GROUP_SOURCES", "PrepareResult", "data_hash", "grouping_line", "prepare"]
 
@@ -206,7 +206,7 @@ def _apply_preset(
 ) -> tuple[str, dict[str, str] | None, str | None, str | None, str | None, Path | None]:
     """The options a preset fills in where the user gave none: (fmt, mapping, group_regex, group_column,
     meta_key, meta CSV found in `root` or one folder below)."""
-    from fracturekit.presets import load_preset
+    from fracturekit.data.presets import load_preset
 
     p = load_preset(preset)
     fmt = p.format if fmt == "auto" else fmt

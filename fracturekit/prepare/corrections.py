@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from fracturekit.audit import AuditItem, Link
-from fracturekit.errors import UserError
-from fracturekit.hashing import file_sha256
-from fracturekit.layout import POSITIVE_CLASS
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import POSITIVE_CLASS
+from fracturekit.data.hashing import file_sha256
 from fracturekit.prepare.film import _Film
 from fracturekit.review.decisions import DECISIONS, latest, read
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from fracturekit.audit import parallel_map
+from fracturekit.core.layout import POSITIVE_CLASS, SPLITS
 from fracturekit.ingest.yolo import yolo_lines
-from fracturekit.layout import POSITIVE_CLASS, SPLITS
 from fracturekit.prepare.film import _Film
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 
 from fracturekit.audit import film_hashes
-from fracturekit.diskspace import is_no_space
-from fracturekit.imageio import (
+from fracturekit.core.diskspace import is_no_space
+from fracturekit.data.imageio import (
     MAX_PIXELS,
     SUFFIX_KINDS,
     HeaderError,

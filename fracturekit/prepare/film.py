@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fracturekit.copies import Signature
+from fracturekit.data.copies import Signature
 from fracturekit.ingest.records import Box, Record
 
 

@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 from fracturekit.audit import AuditItem, Link, duplicate_links, joining
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
+from fracturekit.core.paths import rel_to
+from fracturekit.data.split import assign_splits
 from fracturekit.ingest.labels import fold
-from fracturekit.paths import rel_to
 from fracturekit.prepare.film import _Film
-from fracturekit.split import assign_splits
 
 # Column names (folded: lower-case alphanumerics) recognised in a --meta CSV.
 _KEY_COLUMNS = ("filename", "file", "imageid", "image", "imagename", "filestem", "path", "filepath", "name", "id")

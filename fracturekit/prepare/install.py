@@ -8,8 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.outputs import (
+from fracturekit.core.errors import UserError
+from fracturekit.core.outputs import (
     RECORD,
     TMP_MARKER,
     _entries,
@@ -58,7 +58,7 @@ def _written_by_prepare(out: Path) -> set[str]:
 
 def _stale_runs_notes(out: Path, old_hash: str, runs_dir: Path) -> list[str]:
     """One note per run under `runs_dir` that was trained on the dataset this prepare replaces."""
-    from fracturekit.provenance import runs_trained_on
+    from fracturekit.training.provenance import runs_trained_on
 
     runs = runs_trained_on(out, old_hash, runs_dir)
     if not runs:

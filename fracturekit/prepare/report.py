@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fracturekit.audit import AuditResult
-from fracturekit.hashing import phash_hex
-from fracturekit.imageio import SUFFIX_KINDS, sniff_file
+from fracturekit.core.layout import MANIFEST_COLUMNS, SPLITS
+from fracturekit.data.hashing import phash_hex
+from fracturekit.data.imageio import SUFFIX_KINDS, sniff_file
 from fracturekit.ingest.files import junk_reason, walk
 from fracturekit.ingest.records import Box
-from fracturekit.layout import MANIFEST_COLUMNS, SPLITS
 from fracturekit.prepare.film import _Film
 from fracturekit.prepare.grouping import _grouping
 

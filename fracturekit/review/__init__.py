@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fracturekit.errors import UserError
-from fracturekit.paths import user_path
+from fracturekit.core.errors import UserError
+from fracturekit.core.paths import user_path
 
 
 @dataclass

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fracturekit.errors import UserError
-from fracturekit.layout import MANIFEST_COLUMNS, PreparedDataset
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import MANIFEST_COLUMNS, PreparedDataset
 
 KINDS = ("dataset", "evaluate", "predict")
-_MAX_BOXES = 10  # predicted boxes drawn per film, the highest-scoring: fracturekit.cases draws as many
+_MAX_BOXES = 10  # predicted boxes drawn per film, the highest-scoring: fracturekit.evaluation.cases draws as many
 _MAX_GROUPS = 30  # a metadata column with more distinct values (patient ids, dates) is no subgroup to filter by
 
 

@@ -14,8 +14,8 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
 
 COLUMNS = ("path", "decision", "new_label", "note", "reviewer", "time")
 # decision -> the label it sets ("" : the label stays). `box_wrong` keeps the label and drops the film from

@@ -12,7 +12,7 @@ import socket
 from importlib import resources
 from typing import Any
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.review.data import ReviewData
 from fracturekit.review.decisions import DECISIONS, DecisionLog
 
@@ -100,7 +100,7 @@ def create_app(data: ReviewData, log: DecisionLog, reviewer: str, token: str | N
             return FileResponse(file)
         import cv2
 
-        from fracturekit.imageio import read_image
+        from fracturekit.data.imageio import read_image
 
         ok, png = cv2.imencode(".png", read_image(file).pixels)
         return Response(png.tobytes(), media_type="image/png")

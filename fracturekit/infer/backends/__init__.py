@@ -14,7 +14,7 @@ import importlib.util
 import pkgutil
 from pathlib import Path
 
-from fracturekit.device import Device
+from fracturekit.core.device import Device
 from fracturekit.infer.backends.base import BACKEND_MAP, Backend, Loaded, Variant
 
 for _module in pkgutil.iter_modules(__path__):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from fracturekit.device import CpuInfo, Device
+    from fracturekit.core.device import CpuInfo, Device
     from fracturekit.infer.model import Model
 
 BACKEND_MAP: dict[str, type[Backend]] = {}  # Model.backend name -> class, filled as the modules are imported

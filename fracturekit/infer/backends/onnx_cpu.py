@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.infer.backends.base import Backend, Loaded, Variant, chunks, imgsz_value, padded
 
 if TYPE_CHECKING:
-    from fracturekit.device import CpuInfo, Device
+    from fracturekit.core.device import CpuInfo, Device
     from fracturekit.infer.model import Model
 
 

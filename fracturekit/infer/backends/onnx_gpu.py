@@ -20,7 +20,7 @@ from fracturekit.infer.backends.base import Variant
 from fracturekit.infer.backends.onnx_cpu import OnnxRuntime
 
 if TYPE_CHECKING:
-    from fracturekit.device import CpuInfo, Device
+    from fracturekit.core.device import CpuInfo, Device
     from fracturekit.infer.model import Model
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import numpy as np
 from fracturekit.infer.backends.base import Backend, Loaded, Variant, imgsz_value
 
 if TYPE_CHECKING:
-    from fracturekit.device import Device
+    from fracturekit.core.device import Device
     from fracturekit.infer.model import Model
 
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.infer.model import Model
 from fracturekit.infer.scoring import Prediction
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from fracturekit import __version__
-from fracturekit.hashing import file_sha256
+from fracturekit.data.hashing import file_sha256
 
 KINDS = ("sr", "sc")
 MANUFACTURER = "fracturekit"
@@ -229,7 +229,7 @@ def _film_group(
 
 
 def _positive_class() -> str:
-    from fracturekit.layout import POSITIVE_CLASS
+    from fracturekit.core.layout import POSITIVE_CLASS
 
     return POSITIVE_CLASS
 
@@ -306,7 +306,7 @@ class Writer:
         """The DICOM header (no pixels) of a scored film, or None when the film is not DICOM."""
         import pydicom
 
-        from fracturekit.imageio import is_dicom
+        from fracturekit.data.imageio import is_dicom
 
         with path.open("rb") as f:
             if not is_dicom(f.read(132), path):

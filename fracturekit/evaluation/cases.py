@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fracturekit import annotate as A
-from fracturekit.imageio import ImageReadError, read_image
-from fracturekit.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+from fracturekit.data.imageio import ImageReadError, read_image
+from fracturekit.infer import annotate as A
 
 if TYPE_CHECKING:
     from fracturekit.infer.model import Model

@@ -1,7 +1,7 @@
 """Augmented copies: the same film rotated, cropped, re-exposed, mirrored and re-encoded under a new name.
 
 Public fracture sets are often "augmented" before upload and then split at random, so a perceptual hash
-(fracturekit.hashing, which only survives flips, 90-degree turns, resizes and re-encodes) misses most of their
+(fracturekit.data.hashing, which only survives flips, 90-degree turns, resizes and re-encodes) misses most of their
 copies. This module finds them in three steps, each measured by bench/near_duplicates.py:
 
 1. Signature per film (`signature`): SIFT keypoints (OpenCV) on the film shrunk to SIFT_SIDE px after CLAHE,
@@ -406,7 +406,7 @@ def copy_pairs(
     because its members' top-k slots held only their nearest relatives.
     map_fn: a parallel `map(fn, items) -> list` (the audit's thread pool); plain map when None.
     """
-    from fracturekit.split import units
+    from fracturekit.data.split import units
 
     group = units(len(sigs), together)
     best_rep: dict[int, int] = {}

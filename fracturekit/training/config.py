@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from fracturekit import shipped_dir
-from fracturekit.errors import UserError
-from fracturekit.options import imgsz_problem
+from fracturekit.core.errors import UserError
+from fracturekit.core.options import imgsz_problem
 
 TASKS = ("classify", "detect")
 MODEL_SIZES = ("n", "s", "m", "l", "x")
@@ -94,7 +94,7 @@ def training_overrides(set_options: list[str] | None, flags: Mapping[str, Any]) 
 
 
 def _ultralytics_defaults() -> dict[str, Any]:
-    from fracturekit.yolo_env import load_ultralytics
+    from fracturekit.core.yolo_env import load_ultralytics
 
     load_ultralytics()
     from ultralytics.cfg import DEFAULT_CFG_DICT
@@ -132,7 +132,7 @@ def _check_device(v: Any) -> str | None:
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return None
     if isinstance(v, str) and v.strip():
-        return None  # availability is checked by fracturekit.device at train time
+        return None  # availability is checked by fracturekit.core.device at train time
     return "must be auto, cpu, mps, a GPU index (0) or a list (0,1)"
 
 

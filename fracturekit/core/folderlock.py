@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 
 LOCK = ".fracturekit.lock"
 F = TypeVar("F", bound=Callable[..., Any])

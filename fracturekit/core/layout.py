@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.paths import user_path
+from fracturekit.core.errors import UserError
+from fracturekit.core.paths import user_path
 
 POSITIVE_CLASS = "fracture"
 NEGATIVE_CLASS = "no_fracture"
@@ -127,7 +127,7 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         """metrics.json of the run's latest default evaluation (the highest of eval/, eval2/, ...)."""
-        from fracturekit.outputs import latest
+        from fracturekit.core.outputs import latest
 
         found = latest(self.eval_dir, "metrics.json")
         return (found or self.eval_dir) / "metrics.json"

@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fracturekit.diskspace import no_space
-from fracturekit.errors import UserError
-from fracturekit.folderlock import LOCK
+from fracturekit.core.diskspace import no_space
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import LOCK
 
 RESUMES = "resumes.json"
 # Bytes per parameter of a checkpoint saved mid-run: the fp16 EMA (2) and AdamW's two moments, which Ultralytics

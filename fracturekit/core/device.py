@@ -3,7 +3,7 @@
 `resolve_device`: `auto` = CUDA, then Apple MPS, then CPU; several GPUs = Ultralytics DDP. The answer is an
 Ultralytics device string plus what fracturekit decides from it (AMP only on CUDA, DDP when more than one GPU
 index is given), so `train` and the run record agree on one value; evaluate, predict and export reach it through
-`fracturekit.options.inference_device`, which keeps one GPU. `cpu_info`: the CPU model and the flags that decide
+`fracturekit.core.options.inference_device`, which keeps one GPU. `cpu_info`: the CPU model and the flags that decide
 which backend and precision are fast here (benches print it).
 """
 
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 
 _GPU_LIST = re.compile(r"^(cuda:)?\d+(,\d+)*$")
 

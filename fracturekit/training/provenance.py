@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from fracturekit.audit import AuditItem, hash_film, parallel_map, seen_overlap
-from fracturekit.errors import UserError
-from fracturekit.hashing import N_TRANSFORMS
-from fracturekit.layout import PreparedDataset, RunDir
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset, RunDir
+from fracturekit.data.hashing import N_TRANSFORMS
 
 SEEN_FILE = "seen.csv"
 SEEN_COLUMNS = ("split", "path", "sha256", "phash")

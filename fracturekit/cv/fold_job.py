@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fracturekit.metrics import ThresholdRule
+    from fracturekit.evaluation.metrics import ThresholdRule
 
 _MARKER = "cv_fold.json"  # written last into a fold run: its presence means the fold is finished
 
@@ -45,8 +45,8 @@ def run_fold(job: FoldJob) -> dict[str, Any]:
     marker = run / _MARKER
     if marker.is_file():
         return {**json.loads(marker.read_text()), "reused": True}
+    from fracturekit.core.options import InferenceDevice
     from fracturekit.evaluate import evaluate
-    from fracturekit.options import InferenceDevice
     from fracturekit.train import train_recorded
 
     with _cpu_share(job.threads, job.slot):

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fracturekit.augment import AlbumentationsStep
-from fracturekit.yolo_env import load_ultralytics
+from fracturekit.core.yolo_env import load_ultralytics
+from fracturekit.training.augment import AlbumentationsStep
 
 load_ultralytics(apply_threads=False)  # train() has applied --threads already
 

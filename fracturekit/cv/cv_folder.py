@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fracturekit.errors import UserError
-from fracturekit.folderlock import LOCK
-from fracturekit.layout import PreparedDataset
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import LOCK
+from fracturekit.core.layout import PreparedDataset
 
 
 def cv_folder(project: Path, name: str | None) -> Path:

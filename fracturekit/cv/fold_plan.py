@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fracturekit.errors import UserError
-from fracturekit.layout import PreparedDataset
-from fracturekit.split import units
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset
+from fracturekit.data.split import units
 
 if TYPE_CHECKING:
     from fracturekit.audit import AuditResult

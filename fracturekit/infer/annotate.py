@@ -88,7 +88,7 @@ def annotate(
 
     Returns a BGR image: the film (enlarged to `MIN_SIDE` or shrunk to `max_side` for display) under its band.
     """
-    from fracturekit.yolo_env import load_ultralytics
+    from fracturekit.core.yolo_env import load_ultralytics
 
     load_ultralytics(apply_threads=False)  # the font check must find the local TTF, never download
     from ultralytics.utils.plotting import Annotator
@@ -191,7 +191,7 @@ def heatmap_panel(gray: np.ndarray, heat: np.ndarray, seen: Rect | None = None) 
 
 def _note(image: np.ndarray, text: str, area: Rect) -> np.ndarray:
     """`text` on a solid chip at the top-left of `area`, in Annotator's film-scaled font, wrapped to fit its width."""
-    from fracturekit.yolo_env import load_ultralytics
+    from fracturekit.core.yolo_env import load_ultralytics
 
     load_ultralytics(apply_threads=False)
     from ultralytics.utils.plotting import Annotator

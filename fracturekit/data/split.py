@@ -19,8 +19,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from fracturekit.errors import UserError
-from fracturekit.layout import SPLITS
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import SPLITS
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
 # manifest.csv columns whose equal non-empty values tie films into one unit: patient/study, duplicate cluster

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from fracturekit.device import Device, resolve_device
-from fracturekit.errors import UserError
+from fracturekit.core.device import Device, resolve_device
+from fracturekit.core.errors import UserError
 
 if TYPE_CHECKING:
-    from fracturekit.metrics import ThresholdRule
+    from fracturekit.evaluation.metrics import ThresholdRule
 
 NMS_IOU = 0.7  # Ultralytics' predict default NMS IoU
 STRIDE = 32  # the largest YOLOv8 stride: Ultralytics' check_imgsz rounds up to a multiple of it
@@ -44,7 +44,7 @@ def check_threshold(value: str | ThresholdRule) -> ThresholdRule:
 
     A rule parsed already (a cv fold's, parsed by cv) passes through.
     """
-    from fracturekit.metrics import THRESHOLD_HELP, ThresholdRule
+    from fracturekit.evaluation.metrics import THRESHOLD_HELP, ThresholdRule
 
     if isinstance(value, ThresholdRule):
         return value

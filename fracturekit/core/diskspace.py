@@ -11,7 +11,7 @@ import errno
 import shutil
 from pathlib import Path
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 

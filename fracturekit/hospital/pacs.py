@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

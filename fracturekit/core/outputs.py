@@ -6,7 +6,7 @@
   them, so that a later `exist_ok` run of the same command removes exactly those (a killed run's too) and
   nothing else; a file it would write over that it did not record is refused, never replaced.
 - `prepare` builds in `<out>.tmp-<pid>`; a later prepare removes such folders once their process is gone.
-- One command at a time per folder: `fracturekit.folderlock` (its lock file is not counted as content).
+- One command at a time per folder: `fracturekit.core.folderlock` (its lock file is not counted as content).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fracturekit.errors import UserError
-from fracturekit.folderlock import LOCK
+from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import LOCK
 
 RECORD = ".fracturekit-written.json"
 TMP_MARKER = ".fracturekit-prepare-tmp"  # inside every `<out>.tmp-<pid>`: only such folders are ever cleaned
@@ -99,7 +99,7 @@ def write_record(out: Path, command: str, files: Iterable[str], settings: dict |
 
 
 def _entries(out: Path) -> list[str]:
-    """Names in `out`, without the lock file of a command holding it (`fracturekit.folderlock`)."""
+    """Names in `out`, without the lock file of a command holding it (`fracturekit.core.folderlock`)."""
     return sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
 
 

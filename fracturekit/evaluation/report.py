@@ -179,7 +179,7 @@ img{max-width:100%}.warn{background:#fff4e5;border-left:4px solid #e67700;paddin
 .prov td{text-align:left}.small{color:#a61e4d;font-weight:bold}
 .cases{display:flex;flex-wrap:wrap;gap:12px}.cases figure{margin:0;width:520px}.cases figure.wide{width:100%}
 .cases figcaption{font-size:.85em;color:#444}"""
-# What each kind of case is, for the report (fracturekit.cases decides membership and order).
+# What each kind of case is, for the report (fracturekit.evaluation.cases decides membership and order).
 CASE_KINDS = {
     "false_negative": "Missed fractures (false negatives), most confident miss (lowest score) first",
     "false_positive": "False alarms (false positives), most confident (highest score) first",

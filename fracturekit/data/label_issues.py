@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from fracturekit.audit import LINK_KINDS, AuditResult
-from fracturekit.errors import UserError
-from fracturekit.layout import POSITIVE_CLASS
-from fracturekit.paths import rel_to, user_path
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import POSITIVE_CLASS
+from fracturekit.core.paths import rel_to, user_path
 
 log = logging.getLogger("fracturekit")
 

@@ -16,9 +16,9 @@ import pandas as pd
 import yaml
 from rich.table import Table
 
-from fracturekit.errors import UserError
-from fracturekit.layout import RunDir
-from fracturekit.paths import user_path
+from fracturekit.core.errors import UserError
+from fracturekit.core.layout import RunDir
+from fracturekit.core.paths import user_path
 
 # results.csv column that ranks epochs per task (Ultralytics keeps best.pt by a fitness close to these).
 _BEST_BY = {"detect": "metrics/mAP50-95(B)", "classify": "metrics/accuracy_top1"}

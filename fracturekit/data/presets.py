@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from fracturekit import shipped_dir
-from fracturekit.errors import UserError
+from fracturekit.core.errors import UserError
 from fracturekit.ingest.source import FORMATS as SOURCE_FORMATS
 
 PRESETS_DIR = shipped_dir("preset_files", "datasets")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fracturekit.native import native_messages
+from fracturekit.data.native import native_messages
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

@@ -1,6 +1,6 @@
 """Typer options shared by train, evaluate, predict and export: one spelling, one help text, one default.
 
-Values are checked by `fracturekit.options` inside the Python API, so a mistake reads the same from
+Values are checked by `fracturekit.core.options` inside the Python API, so a mistake reads the same from
 the CLI and from Python: one sentence and exit code 2.
 """
 

@@ -84,7 +84,7 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile cluster-bootstrap CI of the AUROC: resamples UNITS with replacement, each with all its films.
 
-    units: one id per film (patient group / duplicate cluster, see fracturekit.split.manifest_units); None
+    units: one id per film (patient group / duplicate cluster, see fracturekit.data.split.manifest_units); None
     makes every film its own unit. Films of one unit are not independent (copies of a film, films of one
     patient), so resampling films shrinks the interval by about sqrt(films per unit): 30 originals copied
     50 times each gave a film-level interval 7.5-7.9x narrower than the originals' own (tests/test_metrics.py).

@@ -1,0 +1,1 @@
+"""`fracturekit train`'s parts (the entry point is fracturekit/train.py): config, trainers, augment."""
