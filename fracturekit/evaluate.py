@@ -87,8 +87,9 @@ def _ci_width(ci: Any) -> float:
 def metric_warnings(metrics: dict[str, Any]) -> list[str]:
     """Warning signs a reader should see before the numbers; subgroups too small to judge are marked in place.
 
-    A temperature at its search bound, subgroups under MIN_POSITIVES positives or MIN_FILMS films, 95% CIs
-    wider than WIDE_CI, runs trained on another dataset version, evaluation on the threshold split.
+    A temperature at its search bound, a test split of under MIN_FILMS independent units, subgroups under
+    MIN_POSITIVES positives or MIN_FILMS films, 95% CIs wider than WIDE_CI, runs trained on another dataset
+    version, evaluation on the threshold split.
     """
     out: list[str] = []
     if metrics.get("warning"):
@@ -112,6 +113,15 @@ def metric_warnings(metrics: dict[str, Any]) -> list[str]:
         )
     d = metrics.get("detection") or {}
     for model, section, ci in (("classifier", c, c.get("auroc_ci95")), ("detector", d, d.get("image_auroc_ci95"))):
+        units = section.get("n_units") if section else None
+        if units is not None and units < MIN_FILMS:
+            # a split of a copy-family set can hold hundreds of films and two units (bench/leakage_bench.py
+            # --families: 212 test films, 2 units, AUROC 0.999 that only ranked two families)
+            out.append(
+                f"the {model}'s test films are {units} independent unit{'s' * (units != 1)} "
+                f"(films linked as copies or by patient count once; < {MIN_FILMS}): its AUROC ranks those units, "
+                "not films; use cross-validation (fracturekit cv) or a larger test split."
+            )
         if section and _ci_width(ci) > WIDE_CI:
             out.append(
                 f"the {model}'s AUROC 95% CI [{ci[0]:.3f}, {ci[1]:.3f}] is {_ci_width(ci):.2f} wide (> {WIDE_CI}): "

@@ -103,6 +103,8 @@ def test_labelled_confusion() -> None:
         ({"classification": {"temperature": 20.0}}, "search bound"),  # temperature stuck at the upper bound
         ({"classification": {"temperature": 0.05}}, "search bound"),  # ... and at the lower one
         ({"classification": {"temperature": 1.3, "auroc_ci95": [0.55, 0.95]}}, "0.40 wide"),  # very wide CI
+        ({"classification": {"n": 212, "n_units": 2}}, "are 2 independent units"),  # one copy family per class
+        ({"detection": {"n": 40, "n_units": 29}}, "are 29 independent units"),  # just under MIN_FILMS units
         ({"detection": {"subgroups": {"region": {"hip": {"n": 40, "n_positive": 3}}}}}, "too few to judge"),
         ({"detection": {"subgroups": {"region": {"hip": {"n": 12, "n_positive": 11}}}}}, "hip (12 films"),
         (
@@ -117,7 +119,14 @@ def test_warnings_raised(metrics: dict, fragment: str) -> None:
 
 def test_no_warnings_for_a_sound_evaluation() -> None:
     groups = {"hand": {"n": 300, "n_positive": 60}, "leg": {"n": 200, "n_positive": 40}}
-    m = {"classification": {"temperature": 1.4, "auroc_ci95": [0.85, 0.93], "subgroups": {"region": groups}}}
+    m = {
+        "classification": {
+            "temperature": 1.4,
+            "auroc_ci95": [0.85, 0.93],
+            "n_units": 30,  # MIN_FILMS units: enough
+            "subgroups": {"region": groups},
+        }
+    }
     assert metric_warnings(m) == []
     assert groups["hand"]["too_few_to_judge"] is False
 
