@@ -22,13 +22,13 @@ from typing import TypeVar
 
 import numpy as np
 from rich.markup import escape
-from rich.progress import track
 from rich.table import Table
 
 from fracturekit import callable_stage
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset
 from fracturekit.core.paths import maybe_path, rel_to, user_path
+from fracturekit.core.progress import Progress
 from fracturekit.core.yolo_env import cpu_threads
 from fracturekit.data.copies import Signature, copy_pairs, name_links, signature
 from fracturekit.data.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
@@ -45,19 +45,20 @@ LINK_KINDS = ("exact", "near", "augmented", "name")
 POSSIBLE_KINDS = {"name": "names point to one original", "copy": "a copy check just under its threshold"}
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T], progress: bool = False, description: str = "") -> list[R]:
-    """`[fn(x) for x in items]` on a thread pool, in order, with a rich progress bar when asked.
+def parallel_map(
+    fn: Callable[[T], R], items: Sequence[T], progress: Progress | None = None, label: str = ""
+) -> list[R]:
+    """`[fn(x) for x in items]` on a thread pool, in order; `progress(label, done, total)` after each item.
 
     One thread per CPU this process may use (`cpu_threads`): OpenCV and zlib release the GIL.
     """
     results: list[R | None] = [None] * len(items)
     with ThreadPoolExecutor(cpu_threads()) as pool:
         futures = {pool.submit(fn, item): k for k, item in enumerate(items)}
-        done: Iterable = as_completed(futures)
-        if progress:
-            done = track(done, total=len(items), description=description, transient=True)
-        for fut in done:
+        for n, fut in enumerate(as_completed(futures), 1):
             results[futures[fut]] = fut.result()
+            if progress is not None:
+                progress(label, n, len(items))
     return results  # type: ignore[return-value]
 
 
@@ -398,7 +399,7 @@ def audit_folder(path: Path, out: Path | None) -> Path | None:
     return PreparedDataset(path).audit_dir if (path / "manifest.csv").is_file() else None
 
 
-def audit(path: str | Path, out: str | Path | None = None, progress: bool = False) -> AuditResult:
+def audit(path: str | Path, out: str | Path | None = None, progress: Progress | None = None) -> AuditResult:
     """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `audit_folder(path, out)`; return
     the AuditResult."""
     path, out = user_path(path), maybe_path(out)

@@ -184,7 +184,6 @@ def evaluate(
     exist_ok: bool = False,
     allow_overlap: bool = False,
     cases: int = DEFAULT_N,
-    show_progress: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier and/or detector run on `split` of a prepared dataset; returns metrics.json's dict.
@@ -196,8 +195,8 @@ def evaluate(
     evaluate's own earlier files there are replaced). Films the runs trained or validated on refuse the
     evaluation unless `allow_overlap`. Prints nothing: notes (imgsz rounded, one GPU of several) go to the
     `fracturekit.evaluate` logger, and `report.summary_table` renders the returned dict as a table.
-    `show_progress` draws the seen-film check's hashing bar; `progress` hears each scored batch
-    (("classify test", films done, films)).
+    `progress` hears the seen-film check's hashing (("hashing films", films done, films)) and each scored
+    batch (("classify test", films done, films)).
 
     `device` may also be an `options.InferenceDevice` already resolved (a cv fold passes the one it trained on).
 
@@ -222,7 +221,7 @@ def evaluate(
     det = _load_model(detector, "detect", opts) if detector is not None else None
     for m in outside:
         read_scores(m, ds, manifest, split)  # every check of the scores files before anything is written
-    overlaps = _seen_check(ds, split, roles, outside, allow_overlap, show_progress)
+    overlaps = _seen_check(ds, split, roles, outside, allow_overlap, progress)
     out_dir = _out_dir(out, roles, outside)
     planned = ["metrics.json", "predictions.csv", "report.html"]
     lock = lock_folder(out_dir, "evaluate")  # noqa: F841 - held until evaluate returns: one command per --out
@@ -380,7 +379,7 @@ def _seen_check(
     roles: list[tuple[str, RunDir]],
     outside: list[OutsideModel],
     allow: bool,
-    show_progress: bool,
+    progress: Progress | None,
 ) -> list[Any]:
     """Compare the films each model will score with the films it trained/validated on; refuse on overlap.
 
@@ -398,7 +397,7 @@ def _seen_check(
 
     models = [(role, rd) for role, rd in roles] + [(m.role, m) for m in outside]
     paths = {role: _scored_paths(ds, split, role) for role, _ in models}
-    items, key_of = scored_items(ds, sorted(set().union(*paths.values())), show_progress)
+    items, key_of = scored_items(ds, sorted(set().union(*paths.values())), progress)
     overlaps = []
     for role, who in models:
         films = [items[k] for k in sorted({key_of[p] for p in paths[role]})]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli.app import app, library_notes, out_console, user_errors
+from fracturekit.cli.app import app, library_notes, out_console, progress_bars, user_errors
 from fracturekit.core.errors import UserError
 
 
@@ -42,7 +42,8 @@ def audit(
     written = audit_folder(path, out)  # the library's rule, on the paths as typed
     if label_issues and written is None:
         raise UserError(f"{path}: a raw dataset; pass --out DIR for label_issues.csv (nothing is written into SOURCE).")
-    result = run_audit(path, out, progress=True)
+    with progress_bars(transient=True) as bar:
+        result = run_audit(path, out, progress=bar)
     out_console.print(result.table())
     if written is not None:
         out_console.print(f"wrote {written / 'duplicates.csv'} and {written / 'audit.json'}", highlight=False)

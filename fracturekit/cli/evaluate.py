@@ -88,7 +88,6 @@ def evaluate(
             exist_ok=exist_ok,
             cases=cases,
             allow_overlap=allow_overlap,
-            show_progress=True,
             progress=bar,
         )
     out_console.print(summary_table(m))

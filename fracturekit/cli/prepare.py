@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from fracturekit.cli import flags
-from fracturekit.cli.app import app, out_console, user_errors
+from fracturekit.cli.app import app, out_console, progress_bars, user_errors
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import SPLITS
 from fracturekit.data.imageio import MAX_PIXELS
@@ -102,25 +102,26 @@ def prepare(
     from fracturekit.data.split import parse_ratios
     from fracturekit.prepare import prepare as run_prepare
 
-    result = run_prepare(
-        source,
-        out,
-        fmt=fmt,
-        split=parse_ratios(split),
-        keep_splits=keep_splits,
-        seed=seed,
-        group_regex=group_regex,
-        meta=meta,
-        mapping=parse_mapping(mapping),
-        clahe=clahe,
-        max_side=max_side,
-        max_pixels=max_pixels,
-        preset=preset,
-        film_split=film_split,
-        exist_ok=exist_ok,
-        corrections=corrections,
-        progress=True,
-    )
+    with progress_bars(transient=True) as bar:
+        result = run_prepare(
+            source,
+            out,
+            fmt=fmt,
+            split=parse_ratios(split),
+            keep_splits=keep_splits,
+            seed=seed,
+            group_regex=group_regex,
+            meta=meta,
+            mapping=parse_mapping(mapping),
+            clahe=clahe,
+            max_side=max_side,
+            max_pixels=max_pixels,
+            preset=preset,
+            film_split=film_split,
+            exist_ok=exist_ok,
+            corrections=corrections,
+            progress=bar,
+        )
     _print_result(result)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from fracturekit.core.layout import POSITIVE_CLASS
 from fracturekit.core.options import NMS_IOU
+from fracturekit.core.progress import Progress
 from fracturekit.core.yolo_env import cpu_threads
 from fracturekit.data.imageio import MAX_PIXELS
 from fracturekit.evaluation.calibration import apply_temperature
@@ -32,8 +33,6 @@ from fracturekit.infer.postprocess import boxes_to_film, map_to_film, nms, uncro
 from fracturekit.infer.preprocess import Item, classify_host_transform, load_item, pad_to, to_batch
 
 SCORE_FLOOR = 0.001  # Ultralytics' val conf: every box that can count towards mAP or the image score is kept
-# A progress report: (what is being scored, films done, films in all). The library calls it; the CLI draws it.
-Progress = Callable[[str, int, int], None]
 PREFETCH = 8  # films decoded ahead of inference: keeps both cores busy on a 2-core CPU (bench/predict_bench.py)
 
 

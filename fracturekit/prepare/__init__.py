@@ -35,6 +35,7 @@ from fracturekit.core.layout import PreparedDataset
 from fracturekit.core.options import check_max_pixels
 from fracturekit.core.outputs import clean_stale_tmp, files_under, new_tmp
 from fracturekit.core.paths import maybe_path, rel_to, user_path
+from fracturekit.core.progress import Progress
 from fracturekit.data.imageio import MAX_PIXELS
 from fracturekit.data.split import DEFAULT_RATIOS, check_ratios
 from fracturekit.ingest.records import IngestResult
@@ -83,7 +84,7 @@ def prepare(
     exist_ok: bool = False,
     corrections: str | Path | None = None,
     runs_dir: Path | None = Path("runs"),
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> PrepareResult:
     """Turn the raw dataset at `source` into `out` (default `datasets/<source name>`); see the module doc.
 

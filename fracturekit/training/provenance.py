@@ -20,6 +20,7 @@ import numpy as np
 from fracturekit.audit import AuditItem, hash_film, parallel_map, seen_overlap
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset, RunDir
+from fracturekit.core.progress import Progress
 from fracturekit.data.hashing import N_TRANSFORMS
 
 SEEN_FILE = "seen.csv"
@@ -102,7 +103,7 @@ def seen_items(seen: Seen) -> list[AuditItem]:
 
 
 def scored_items(
-    ds: PreparedDataset, rel_paths: list[str], progress: bool = False
+    ds: PreparedDataset, rel_paths: list[str], progress: Progress | None = None
 ) -> tuple[dict[str, AuditItem | None], dict[str, str]]:
     """The films behind `rel_paths` keyed by their manifest source (a film in cls/ and det/ counts once),
     and each path's key.
