@@ -58,6 +58,15 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def dataset_identity(ds: PreparedDataset) -> dict[str, Any]:
+    """The dataset a cv ran on, for its settings: its folder, recorded data_hash and manifest's sha256."""
+    return {
+        "data": str(ds.root.resolve()),
+        "data_hash": ds.recorded_data_hash(),
+        "manifest_sha256": sha(ds.manifest.read_text()),
+    }
+
+
 def cv_settings(
     task: str,
     ds: PreparedDataset,
@@ -71,9 +80,7 @@ def cv_settings(
     skip = ("threads", "device", "project", "seed", "model", "exist_ok")
     return {
         "task": task,
-        "data": str(ds.root.resolve()),
-        "data_hash": ds.recorded_data_hash(),
-        "manifest_sha256": sha(ds.manifest.read_text()),
+        **dataset_identity(ds),
         "folds": folds,
         "seed": seed,
         "models": models,

@@ -21,7 +21,7 @@ from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset
 from fracturekit.core.outputs import check_free, claim, write_record
 from fracturekit.core.paths import user_path
-from fracturekit.cv.cv_folder import check_ours, check_same_settings, cv_folder, json_safe, sha
+from fracturekit.cv.cv_folder import check_ours, check_same_settings, cv_folder, dataset_identity, json_safe
 from fracturekit.cv.datasets import build_fold_dataset
 from fracturekit.cv.fold_job import _fold_metrics
 from fracturekit.cv.fold_plan import FOLD_COLUMNS, plan_folds, roles
@@ -148,9 +148,7 @@ def cv_scores(
     check_ours(cv_dir)
     settings = {
         "task": task,
-        "data": str(ds.root.resolve()),
-        "data_hash": ds.recorded_data_hash(),
-        "manifest_sha256": sha(ds.manifest.read_text()),
+        **dataset_identity(ds),
         "folds": folds,
         "seed": seed,
         "models": dict(zip(labels, patterns, strict=True)),
