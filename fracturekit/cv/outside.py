@@ -21,7 +21,7 @@ from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset
 from fracturekit.core.outputs import check_free, claim, write_record
 from fracturekit.core.paths import user_path
-from fracturekit.cv.cv_folder import check_ours, check_same_settings, cv_folder, dataset_identity, json_safe
+from fracturekit.cv.cv_folder import check_ours, check_same_settings, cv_folder, dataset_identity, json_safe, sha
 from fracturekit.cv.datasets import build_fold_dataset
 from fracturekit.cv.fold_job import _fold_metrics
 from fracturekit.cv.fold_plan import FOLD_COLUMNS, plan_folds, roles
