@@ -385,11 +385,13 @@ def _seen_check(
     """Compare the films each model will score with the films it trained/validated on; refuse on overlap.
 
     A run's films come from its seen.csv; an outside model's from its --seen list (not checked without one).
-    The scored films are signed for the augmented-copy test when some run kept its films' signatures.
+    The scored films are signed for the augmented-copy test when some run kept its films' signatures and
+    trained on another dataset (on its own, prepare's audit ran that test and split by it: `for_dataset`).
     """
     from fracturekit.evaluation.outside import seen_items
     from fracturekit.training.provenance import (
         Overlap,
+        for_dataset,
         load_seen,
         overlap,
         overlap_items,
@@ -399,7 +401,9 @@ def _seen_check(
 
     models = [(role, rd) for role, rd in roles] + [(m.role, m) for m in outside]
     paths = {role: _scored_paths(ds, split, role) for role, _ in models}
-    seen = {role: load_seen(who, "classify" if role == "classifier" else "detect") for role, who in roles}
+    seen = {
+        role: for_dataset(load_seen(who, "classify" if role == "classifier" else "detect"), ds) for role, who in roles
+    }
     copies = any(s is not None and s.copies is not None for s in seen.values())
     items, key_of = scored_items(ds, sorted(set().union(*paths.values())), show_progress, copies=copies)
     overlaps = []
@@ -431,7 +435,7 @@ def build_provenance(
     instead of a run. train_overlap: scored films that are copies of a film some model trained or validated on
     (0 = clean; None when a model has no record of its films, so no check was made); a run's
     seen_copies_checked says whether augmented copies were looked for too (False: a run without seen_copies.npz,
-    checked by hashes only).
+    or scored on its own dataset, whose split prepare made by that test; checked by hashes only).
     """
 
     def _version(package: str) -> str | None:

@@ -96,6 +96,16 @@ def test_a_run_without_the_sidecar_keeps_the_hash_check(copy_run: tuple[Path, Pa
     assert run_prov["seen_copies_checked"] is False
 
 
+def test_on_its_own_dataset_the_split_prepare_made_stands(copy_run: tuple[Path, Path], tmp_path: Path) -> None:
+    # prepare's audit ran the copy test over the whole dataset and split by it: evaluate does not search again
+    # (on FracAtlas a second search over train+val and test linked 36 borderline test films), hashes only
+    ds, run = copy_run
+    m = evaluate(ds, classifier=run, bootstrap=20, out=tmp_path / "eval", device="cpu", cases=0)
+    run_prov = m["provenance"]["runs"]["classifier"]
+    assert m["provenance"]["train_overlap"] == 0 and run_prov["same_data"] is True
+    assert run_prov["seen_checked"] is True and run_prov["seen_copies_checked"] is False
+
+
 def test_the_sidecar_keeps_what_the_copy_test_needs(copy_run: tuple[Path, Path], tmp_path: Path) -> None:
     ds, run = copy_run
     seen = pd.read_csv(run / "seen.csv")
