@@ -98,8 +98,9 @@ def for_dataset(seen: Seen | None, ds: PreparedDataset) -> Seen | None:
     """`seen` as the check of films of `ds` uses it: without its copy signatures when `ds` is the dataset the run
     trained on (same data_hash), since prepare's audit ran the augmented-copy test over that whole dataset and
     split it by its clusters. A second search over the run's films and one split finds other borderline pairs,
-    and would refuse the split prepare made: on FracAtlas 36 of its 613 test films (44 pairs, correlations
-    mostly 0.70-0.75, measured against the train+val films). The copy test is for films from elsewhere."""
+    and would refuse the split prepare made: on FracAtlas 36 of its 613 test films against its train+val films
+    (44 pairs, 26 of them at correlation 0.70-0.75, just over COPY_CORRELATION; bench/seen_check.py). The copy
+    test is for films from elsewhere."""
     if seen is None or seen.copies is None or not seen.data_hash or seen.data_hash != ds.recorded_data_hash():
         return seen
     return replace(seen, copies=None)
