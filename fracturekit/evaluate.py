@@ -384,10 +384,13 @@ def _seen_check(
     """Compare the films each model will score with the films it trained/validated on; refuse on overlap.
 
     A run's films come from its seen.csv; an outside model's from its --seen list (not checked without one).
+    The scored films are signed for the augmented-copy test when some run kept its films' signatures and
+    trained on another dataset (on its own, prepare's audit ran that test and split by it: `for_dataset`).
     """
     from fracturekit.evaluation.outside import seen_items
     from fracturekit.training.provenance import (
         Overlap,
+        for_dataset,
         load_seen,
         overlap,
         overlap_items,
@@ -397,12 +400,16 @@ def _seen_check(
 
     models = [(role, rd) for role, rd in roles] + [(m.role, m) for m in outside]
     paths = {role: _scored_paths(ds, split, role) for role, _ in models}
-    items, key_of = scored_items(ds, sorted(set().union(*paths.values())), progress)
+    seen = {
+        role: for_dataset(load_seen(who, "classify" if role == "classifier" else "detect"), ds) for role, who in roles
+    }
+    copies = any(s is not None and s.copies is not None for s in seen.values())
+    items, key_of = scored_items(ds, sorted(set().union(*paths.values())), progress, copies=copies)
     overlaps = []
     for role, who in models:
         films = [items[k] for k in sorted({key_of[p] for p in paths[role]})]
         if isinstance(who, RunDir):
-            overlaps.append(overlap(load_seen(who, "classify" if role == "classifier" else "detect"), who, films))
+            overlaps.append(overlap(seen[role], who, films))
         elif who.seen is None:
             overlaps.append(Overlap(who.files[0], [], checked=False))
         else:
@@ -425,7 +432,9 @@ def build_provenance(
     run (classifier/detector) its path, training data and data_hash (from run.json) and the films of this
     evaluation it trained or validated on; for an outside model, its name and scores files with their sha256
     instead of a run. train_overlap: scored films that are copies of a film some model trained or validated on
-    (0 = clean; None when a model has no record of its films, so no check was made).
+    (0 = clean; None when a model has no record of its films, so no check was made); a run's
+    seen_copies_checked says whether augmented copies were looked for too (False: a run without seen_copies.npz,
+    or scored on its own dataset, whose split prepare made by that test; checked by hashes only).
     """
 
     def _version(package: str) -> str | None:
@@ -447,6 +456,7 @@ def build_provenance(
             "data_hash": record.get("data_hash"),
             "same_data": record.get("data_hash") is not None and record.get("data_hash") == data_hash,
             "seen_checked": ov.checked,
+            "seen_copies_checked": ov.copies_checked,
             "train_overlap": len(ov.films) if ov.checked else None,
         }
     for m, ov in zip(outside, overlaps[len(roles) :], strict=True):

@@ -5,7 +5,8 @@ picks the device and CPU threads, finds pretrained weights without ever waiting 
 Ultralytics so that it writes straight into `<project>/<task>/<name>/`, and leaves beside the
 weights `config.yaml` (the resolved config), `run.json` (seed, versions, device, data hash,
 timings, final metrics, and what the training pipeline actually used) and `seen.csv` (the train and val
-films the model saw, for `evaluate`'s seen-film check; see fracturekit.training.provenance).
+films the model saw, for `evaluate`'s seen-film check, with `seen_copies.npz`, their copy signatures; see
+fracturekit.training.provenance).
 
 Run names: with no name the first free of `train`, `train2`, ... is used (Ultralytics' increment);
 an existing name is refused unless `resume` (continue it) or `exist_ok` (replace it) is set, so a
@@ -49,6 +50,7 @@ from fracturekit.training.config import (
     resolve_config,
 )
 from fracturekit.training.provenance import SEEN_FILE, write_seen
+from fracturekit.training.seen_copies import SEEN_COPIES_FILE
 
 log = logging.getLogger("fracturekit")
 
@@ -159,7 +161,7 @@ def train_recorded(
         total = time.perf_counter() - t0
         run = RunDir(run_dir)
         record = _record(task, cfg, ds, device, threads, pretrained, run, result, pipeline, started, total, resumes)
-        record["seen"] = {"file": SEEN_FILE, "films": seen}
+        record["seen"] = {"file": SEEN_FILE, "copies": SEEN_COPIES_FILE, "films": seen}
         run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
         (run_dir / interrupted.RESUMES).unlink(missing_ok=True)  # now in run.json
     except BaseException as exc:

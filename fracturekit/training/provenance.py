@@ -3,16 +3,18 @@ not scored on them.
 
 A run keeps `seen.csv` beside its weights: one row per train/val film the model saw (split, path in its
 dataset, content sha256 and perceptual hash), copied from the dataset's manifest, so nothing is decoded
-and the file stays small (~130 bytes a film: ~450 KB for FracAtlas). `evaluate` hashes the films it
-scores the way `audit` does and asks the audit's own duplicate test (`fracturekit.audit.seen_overlap`)
-which of them are copies of a seen film, whichever dataset they come from.
+and the file stays small (~130 bytes a film: ~450 KB for FracAtlas). Beside it `seen_copies.npz`
+(`fracturekit.training.seen_copies`) keeps each film's copy signature, for the augmented-copy test.
+`evaluate` hashes the films it scores the way `audit` does (and signs them when the run has signatures)
+and asks the audit's own duplicate test (`fracturekit.audit.seen_overlap`) which of them are copies of a
+seen film, whichever dataset they come from.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,9 @@ from fracturekit.audit import AuditItem, hash_film, parallel_map, seen_overlap
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset, RunDir
 from fracturekit.core.progress import Progress
+from fracturekit.data.copies import Signature
 from fracturekit.data.hashing import N_TRANSFORMS
+from fracturekit.training.seen_copies import SEEN_COPIES_FILE, read_seen_copies, write_seen_copies
 
 SEEN_FILE = "seen.csv"
 SEEN_COLUMNS = ("split", "path", "sha256", "phash")
@@ -41,12 +45,14 @@ def seen_rows(ds: PreparedDataset, task: str) -> list[dict[str, str]]:
 
 
 def write_seen(run_dir: Path, ds: PreparedDataset, task: str) -> dict[str, int]:
-    """Write `run_dir/seen.csv`; returns the film count per split (for run.json)."""
+    """Write `run_dir/seen.csv` and its copy signatures `run_dir/seen_copies.npz`; returns the film count per
+    split (for run.json)."""
     rows = seen_rows(ds, task)
     with (run_dir / SEEN_FILE).open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=SEEN_COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    write_seen_copies(run_dir / SEEN_COPIES_FILE, [r["path"] for r in rows], ds.root)
     return {s: sum(r["split"] == s for r in rows) for s in SEEN_SPLITS}
 
 
@@ -60,6 +66,7 @@ class Seen:
     source: str  # "seen.csv", or the dataset manifest for runs trained before seen.csv existed
     data: str | None
     data_hash: str | None
+    copies: dict[str, Signature] | None = None  # path -> copy signature (seen_copies.npz); None: hashes only
 
 
 def _run_record(run: RunDir) -> dict:
@@ -71,18 +78,33 @@ def _run_record(run: RunDir) -> dict:
 
 def load_seen(run: RunDir, task: str) -> Seen | None:
     """The run's seen films: its seen.csv, else its training dataset's manifest when that dataset is still
-    there with the data_hash the run recorded; None when neither is available."""
+    there with the data_hash the run recorded; None when neither is available. Its copy signatures come from
+    seen_copies.npz when the run has one (runs trained before it existed have hashes only)."""
     record = _run_record(run)
     data, data_hash = record.get("data"), record.get("data_hash")
     if (run.root / SEEN_FILE).is_file():
         with (run.root / SEEN_FILE).open(newline="") as f:
             rows = list(csv.DictReader(f))
-        return Seen(run, task, rows, SEEN_FILE, data, data_hash)
+        sidecar = run.root / SEEN_COPIES_FILE
+        copies = read_seen_copies(sidecar) if sidecar.is_file() else None
+        return Seen(run, task, rows, SEEN_FILE, data, data_hash, copies)
     if data and data_hash and (Path(data) / "manifest.csv").is_file():
         ds = PreparedDataset(Path(data))
         if ds.recorded_data_hash() == data_hash:
             return Seen(run, task, seen_rows(ds, task), str(ds.manifest), data, data_hash)
     return None
+
+
+def for_dataset(seen: Seen | None, ds: PreparedDataset) -> Seen | None:
+    """`seen` as the check of films of `ds` uses it: without its copy signatures when `ds` is the dataset the run
+    trained on (same data_hash), since prepare's audit ran the augmented-copy test over that whole dataset and
+    split it by its clusters. A second search over the run's films and one split finds other borderline pairs,
+    and would refuse the split prepare made: on FracAtlas 36 of its 613 test films against its train+val films
+    (44 pairs, 26 of them at correlation 0.70-0.75, just over COPY_CORRELATION; bench/seen_check.py). The copy
+    test is for films from elsewhere."""
+    if seen is None or seen.copies is None or not seen.data_hash or seen.data_hash != ds.recorded_data_hash():
+        return seen
+    return replace(seen, copies=None)
 
 
 def _phashes(hex_hash: str) -> np.ndarray:
@@ -94,22 +116,25 @@ def _phashes(hex_hash: str) -> np.ndarray:
 
 
 def seen_items(seen: Seen) -> list[AuditItem]:
-    """AuditItems of the seen films (no pixel hash recorded: an empty one, which matches nothing)."""
+    """AuditItems of the seen films (no pixel hash recorded: an empty one, which matches nothing), with their
+    copy signatures when the run kept them."""
+    sigs = seen.copies or {}
     return [
-        AuditItem(r["path"], r["split"], "", None, r["sha256"], "", _phashes(r["phash"]))
+        AuditItem(r["path"], r["split"], "", None, r["sha256"], "", _phashes(r["phash"]), sigs.get(r["path"]))
         for r in seen.rows
         if r.get("sha256") or r.get("phash")
     ]
 
 
 def scored_items(
-    ds: PreparedDataset, rel_paths: list[str], progress: Progress | None = None
+    ds: PreparedDataset, rel_paths: list[str], progress: Progress | None = None, copies: bool = False
 ) -> tuple[dict[str, AuditItem | None], dict[str, str]]:
     """The films behind `rel_paths` keyed by their manifest source (a film in cls/ and det/ counts once),
     and each path's key.
 
     Each film is hashed from its file like `audit` does; the content sha256 is the manifest's (the source
     file's bytes, as in seen.csv) and the item's path is the source. None for a file that cannot be read.
+    copies: also sign each film for the augmented-copy test (when some model's seen films carry signatures).
     """
     rows: dict[str, dict[str, str]] = {}
     with ds.manifest.open(newline="") as f:
@@ -121,14 +146,13 @@ def scored_items(
     first: dict[str, str] = {}
     for rel, key in key_of.items():
         first.setdefault(key, rel)
-    # no SIFT signatures: seen.csv keeps none for the training films, so the augmented-copy test has no other side
     hashed = parallel_map(
-        lambda rel: hash_film(ds.root / rel, copies=False), list(first.values()), progress, "hashing films"
+        lambda rel: hash_film(ds.root / rel, copies=copies), list(first.values()), progress, "hashing films"
     )
     items: dict[str, AuditItem | None] = {}
     for (key, rel), h in zip(first.items(), hashed, strict=True):
         sha = rows[rel].get("sha256", "") if rel in rows else ""
-        items[key] = None if isinstance(h, str) else AuditItem(key, "", "", None, sha or h[0], h[1], h[2])
+        items[key] = None if isinstance(h, str) else AuditItem(key, "", "", None, sha or h[0], h[1], h[2], h[3])
     return items, key_of
 
 
@@ -140,6 +164,7 @@ class Overlap:
     pairs: list[tuple[str, str, str]]
     checked: bool  # False when there is no record of the model's films (run trained before seen.csv, no --seen)
     who: str = ""  # the model in the refusal sentence (default: the run folder)
+    copies_checked: bool = False  # the augmented-copy test ran too (the model's films carry copy signatures)
 
     @property
     def films(self) -> set[str]:
@@ -154,11 +179,18 @@ def overlap(seen: Seen | None, run: RunDir, scored: list[AuditItem | None]) -> O
 
 
 def overlap_items(train: list[AuditItem], source: Path, scored: list[AuditItem | None], who: str = "") -> Overlap:
-    """Which scored films duplicate one of `train` (the films a model saw), by the audit's duplicate test."""
+    """Which scored films duplicate one of `train` (the films a model saw), by the audit's duplicate test.
+
+    The augmented-copy search runs when the seen films carry signatures; otherwise the scored films' own are
+    dropped, since a search among scored films alone could only link them to each other.
+    """
     kept = [it for it in scored if it is not None]
+    copies = any(it.copy_sig is not None for it in train) and any(it.copy_sig is not None for it in kept)
+    if not copies:
+        kept = [replace(it, copy_sig=None) for it in kept]
     pairs = seen_overlap(train, kept)
     found = sorted({(kept[j].path, train[i].split, train[i].path) for i, j in pairs})
-    return Overlap(source, found, checked=True, who=who)
+    return Overlap(source, found, checked=True, who=who, copies_checked=copies)
 
 
 def overlap_sentence(overlaps: list[Overlap], n_scored: int, ds: PreparedDataset, split: str) -> str:
