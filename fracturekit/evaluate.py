@@ -35,7 +35,7 @@ import pandas as pd
 
 from fracturekit import callable_stage
 from fracturekit.core.errors import UserError
-from fracturekit.core.folderlock import lock_folder, release_on_error
+from fracturekit.core.folderlock import FolderLock, lock_folder, release_on_error
 from fracturekit.core.layout import SPLITS, PreparedDataset, RunDir
 from fracturekit.core.options import InferenceOptions
 from fracturekit.core.outputs import check_free, claim, files_under, increment, write_record
@@ -210,10 +210,7 @@ def evaluate(
     opts = InferenceOptions.build(device=device, imgsz=imgsz, threshold=threshold)  # resolved once, passed down
     for note in opts.notes:
         log.warning(note)
-    if split not in SPLITS:
-        raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
-    if cases < 0:
-        raise UserError(f"--cases {cases}: must be 0 (no pictures) or more pictures per kind.")
+    _check_split_and_cases(split, cases)
     manifest, by = _manifest_with(ds, by)
     roles = [(role, RunDir.find(r)) for role, r in (("classifier", classifier), ("detector", detector)) if r]
     # Both models are loaded and their tasks checked before anything is written: a wrong run leaves no folder.
@@ -224,12 +221,55 @@ def evaluate(
     overlaps = _seen_check(ds, split, roles, outside, allow_overlap, progress)
     out_dir = _out_dir(out, roles, outside)
     planned = ["metrics.json", "predictions.csv", "report.html"]
-    lock = lock_folder(out_dir, "evaluate")  # noqa: F841 - held until evaluate returns: one command per --out
+    lock = _claim_out_dir(out_dir, planned, exist_ok)  # noqa: F841 - held until evaluate returns
+
+    result = _result_header(ds, split, roles, overlaps, outside, out_dir, manifest, by)
+    skipped: list[dict] = []
+    rule = opts.threshold
+    assert rule is not None  # built with a threshold above
+    ctx = EvalContext(ds, split, out_dir, rule, opts.device.torch, bootstrap, seed, manifest, by, skipped, progress)
+    rows, plots, scored = _run_halves(result, ctx, clf, det, outside)
+    result["skipped"] = skipped
+    result["warnings"] = metric_warnings(result)
+    pd.concat(rows, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
+    table = C.write(out_dir, ds.root, manifest, scored, cases, _cam_model(clf, opts))
+    result["cases"] = _cases_record(table, cases)
+    plots["cases"] = table[table["picture"] != ""]
+    clean = nan_to_none(result)
+    _write_outputs(clean, plots, out_dir, planned, detector if out is None and classifier is not None else None)
+    return clean
+
+
+def _check_split_and_cases(split: str, cases: int) -> None:
+    """A UserError for an unknown --split or a negative --cases."""
+    if split not in SPLITS:
+        raise UserError(f"--split {split}: unknown split; use one of {', '.join(SPLITS)}.")
+    if cases < 0:
+        raise UserError(f"--cases {cases}: must be 0 (no pictures) or more pictures per kind.")
+
+
+def _claim_out_dir(out_dir: Path, planned: list[str], exist_ok: bool) -> FolderLock:
+    """Lock `out_dir` for this evaluate (one command per --out), refuse it when used by something else (or
+    by an earlier evaluate, unless `exist_ok`), record the files `planned` there, and create it; the lock."""
+    lock = lock_folder(out_dir, "evaluate")
     ours = claim(out_dir, "evaluate", exist_ok)
     check_free(out_dir, planned, ours, "evaluate")
     write_record(out_dir, "evaluate", planned)  # before writing: a killed run's files are known too
     out_dir.mkdir(parents=True, exist_ok=True)
+    return lock
 
+
+def _result_header(
+    ds: PreparedDataset,
+    split: str,
+    roles: list[tuple[str, RunDir]],
+    overlaps: list[Any],
+    outside: list[OutsideModel],
+    out_dir: Path,
+    manifest: pd.DataFrame,
+    by: list[str],
+) -> dict[str, Any]:
+    """metrics.json's first keys: what was evaluated, on what, where it was written, and how CIs resample."""
     result: dict[str, Any] = {
         "provenance": build_provenance(ds, split, roles, overlaps, outside),
         "data": str(ds.root),
@@ -241,24 +281,16 @@ def evaluate(
     }
     if split == THRESHOLD_SPLIT:
         result["warning"] = "evaluated on the split the threshold and temperature were fitted on: optimistic."
-    skipped: list[dict] = []
-    rule = opts.threshold
-    assert rule is not None  # built with a threshold above
-    ctx = EvalContext(ds, split, out_dir, rule, opts.device.torch, bootstrap, seed, manifest, by, skipped, progress)
-    rows, plots, scored = _run_halves(result, ctx, clf, det, outside)
-    result["skipped"] = skipped
-    result["warnings"] = metric_warnings(result)
-    pd.concat(rows, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
-    table = C.write(out_dir, ds.root, manifest, scored, cases, _cam_model(clf, opts))
-    result["cases"] = {
+    return result
+
+
+def _cases_record(table: pd.DataFrame, per_kind: int) -> dict[str, Any]:
+    """metrics.json's `cases`: the cases.csv file, the pictures per kind, and the count of cases per model and kind."""
+    return {
         "csv": "cases.csv",
-        "per_kind": cases,
+        "per_kind": per_kind,
         "counts": {f"{m} {k}": int(v) for (m, k), v in table.groupby(["model", "kind"]).size().items()},
     }
-    plots["cases"] = table[table["picture"] != ""]
-    clean = nan_to_none(result)
-    _write_outputs(clean, plots, out_dir, planned, detector if out is None and classifier is not None else None)
-    return clean
 
 
 def _out_dir(out: str | Path | None, roles: list[tuple[str, RunDir]], outside: list[OutsideModel]) -> Path:

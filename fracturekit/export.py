@@ -153,18 +153,7 @@ def export_checked(
             f"{path}: --int8 calibrates on the run's training films, but its dataset is unknown; "
             "pass --data PREPARED_DATASET, or a run folder whose prepared dataset still exists."
         )
-    args: dict[str, Any] = {"format": fmt, "imgsz": size, "device": opts.device.torch, "verbose": False}
-    if fmt == "onnx":
-        args["simplify"] = importlib.util.find_spec("onnxslim") is not None
-        args["dynamic"] = True
-        onnx_friendly(model.model)
-    if fmt == "openvino":
-        args["dynamic"] = model.task == "detect"  # rectangular letterbox per film; classify is a fixed crop
-        if int8:
-            assert ds is not None
-            data, n = (ds.cls_dir, _count(ds.cls_dir / "train")) if model.task == "classify" else (ds.data_yaml, 0)
-            n = n or _count(ds.det_dir / "images" / "train")
-            args.update(quantize=8, data=str(data), split="train", fraction=min(1.0, OPENVINO_CALIB_FILMS / max(n, 1)))
+    args = _export_args(model, fmt, size, opts.device.torch, ds if int8 else None)
     args.update(kw)
     try:
         written = Path(model.export(**args))
@@ -182,6 +171,25 @@ def export_checked(
         )
         return Exported(written, result)
     return Exported(written, None)
+
+
+def _export_args(model: Any, fmt: str, size: int, device: str, int8_data: PreparedDataset | None) -> dict[str, Any]:
+    """Ultralytics' export arguments for `fmt` (see export_checked); readies an ONNX export's box head.
+
+    `int8_data`: for int8 exports, the dataset whose training films calibrate OpenVINO's quantization."""
+    args: dict[str, Any] = {"format": fmt, "imgsz": size, "device": device, "verbose": False}
+    if fmt == "onnx":
+        args["simplify"] = importlib.util.find_spec("onnxslim") is not None
+        args["dynamic"] = True
+        onnx_friendly(model.model)
+    if fmt == "openvino":
+        args["dynamic"] = model.task == "detect"  # rectangular letterbox per film; classify is a fixed crop
+        if int8_data is not None:
+            ds = int8_data
+            data, n = (ds.cls_dir, _count(ds.cls_dir / "train")) if model.task == "classify" else (ds.data_yaml, 0)
+            n = n or _count(ds.det_dir / "images" / "train")
+            args.update(quantize=8, data=str(data), split="train", fraction=min(1.0, OPENVINO_CALIB_FILMS / max(n, 1)))
+    return args
 
 
 def _drop_check(export_path: Path) -> None:

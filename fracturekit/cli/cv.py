@@ -58,10 +58,10 @@ def cv_command(
     ] = None,
 ) -> None:
     """K-fold cross-validation on patient- and duplicate-grouped folds, locally or on a Ray cluster."""
-    from fracturekit.cv import cross_validate, outside
+    from fracturekit.cv import cross_validate
     from fracturekit.training.config import training_overrides
 
-    flags = {
+    training_flags = {
         "weights": weights,
         "epochs": epochs,
         "imgsz": imgsz,
@@ -81,33 +81,15 @@ def cv_command(
             "--parallel": parallel != 1,
             "--config": config,
         }
-        _refuse_training_options(what, training, flags, set_)
+        _refuse_training_options(what, training, training_flags, set_)
     if export_folds is not None:
-        done = outside.export_folds(task, data, export_folds, folds=folds, seed=seed)
-        console.print(
-            f"wrote folds.csv and fold0..fold{folds - 1}/{{train,val,test}}.csv ({done['films']} films, seed "
-            f"{done['seed']}) to {done['out']}",
-            highlight=False,
-        )
+        _export_folds(task, data, export_folds, folds, seed)
         return
     if scores:
-        with library_notes():
-            result = outside.cv_scores(
-                task,
-                data,
-                scores,
-                folds=folds,
-                seed=seed,
-                project=project,
-                name=name,
-                threshold=threshold,
-                bootstrap=bootstrap,
-                progress=lambda msg: console.print(msg, highlight=False),
-            )
-        _print_result(result, data)
+        _pool_outside_scores(task, data, scores, folds, seed, project, name, threshold, bootstrap)
         return
 
-    overrides = training_overrides(set_, flags)
+    overrides = training_overrides(set_, training_flags)
     models = [m.strip() for m in model.split(",") if m.strip()] if model else None
     with library_notes():
         result = cross_validate(
@@ -125,6 +107,48 @@ def cv_command(
             bootstrap=bootstrap,
             progress=lambda msg: console.print(msg, highlight=False),
             **overrides,
+        )
+    _print_result(result, data)
+
+
+def _export_folds(task: str, data: Path, out: Path, folds: int, seed: int | None) -> None:
+    """--export-folds: write the folds' file lists for an outside model and say where."""
+    from fracturekit.cv import outside
+
+    done = outside.export_folds(task, data, out, folds=folds, seed=seed)
+    console.print(
+        f"wrote folds.csv and fold0..fold{folds - 1}/{{train,val,test}}.csv ({done['films']} films, seed "
+        f"{done['seed']}) to {done['out']}",
+        highlight=False,
+    )
+
+
+def _pool_outside_scores(
+    task: str,
+    data: Path,
+    scores: list[str],
+    folds: int,
+    seed: int | None,
+    project: str | None,
+    name: str | None,
+    threshold: str,
+    bootstrap: int,
+) -> None:
+    """--scores: pool an outside model's out-of-fold scores like a cv of fracturekit's own, and show the result."""
+    from fracturekit.cv import outside
+
+    with library_notes():
+        result = outside.cv_scores(
+            task,
+            data,
+            scores,
+            folds=folds,
+            seed=seed,
+            project=project,
+            name=name,
+            threshold=threshold,
+            bootstrap=bootstrap,
+            progress=lambda msg: console.print(msg, highlight=False),
         )
     _print_result(result, data)
 

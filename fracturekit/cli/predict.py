@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from fracturekit.cli.app import app, console, progress_bars, user_errors
 from fracturekit.core.options import NMS_IOU
 from fracturekit.data.imageio import MAX_PIXELS
 from fracturekit.infer import backends
+
+if TYPE_CHECKING:
+    from fracturekit.predict import Predictions
 
 _WEIGHTS = backends.weights_help()  # e.g. ".pt, .onnx, OpenVINO folder": what the backends read
 
@@ -115,6 +118,11 @@ def predict(
             push=push,
             full_size=full_size,
         )
+    _print_records(records)
+
+
+def _print_records(records: Predictions) -> None:
+    """What predict did: the model used per role and why, the decisions, the films skipped, the notes."""
     folder = records.out  # the folder predict chose (--out, or the next runs/predict*)
     for role, m in records.meta["models"].items():
         console.print(f"{role}: {m['used']}" + (f" - {m['why']}" if m["why"] else ""), highlight=False)

@@ -39,40 +39,9 @@ def summarize(
         unit=fold_units(films["group"].tolist(), films["cluster"].tolist()),
     ).set_index("name")
     results = sorted(results, key=lambda r: (labels.index(r["model"]), r["fold"]))
-    fold_rows, oof_parts = [], []
-    for r in results:
-        ro = roles(r["fold"], int(films["fold"].max()) + 1)
-        fold_rows.append(
-            {
-                "fold": r["fold"],
-                "model": r["model"],
-                "val_fold": ro["val"],
-                "train_folds": ro["train"],
-                "run": r["run"],
-                **r["metrics"],
-            }
-        )
-        pred = pd.read_csv(RunDir(Path(r["run"])).eval_dir / "predictions.csv", dtype={"path": str})
-        name = pred["path"].map(lambda p: Path(p).name)
-        film = by_name.loc[name]
-        if (film["fold"].astype(int) != r["fold"]).any():
-            raise RuntimeError(f"{r['run']}: predictions on films outside test fold {r['fold']}")
-        calibrated = "score_calibrated" in pred.columns
-        oof_parts.append(
-            pd.DataFrame(
-                {
-                    "path": film["path"].to_numpy(),
-                    "label": film["label"].to_numpy(),
-                    "unit": film["unit"].to_numpy(),  # for the bootstraps, not written to oof_predictions.csv
-                    "fold": r["fold"],
-                    "model": r["model"],
-                    "score": (pred["score_calibrated"] if calibrated else pred["score"]).to_numpy(),
-                    "score_raw": pred["score"].to_numpy(),
-                    "source": film["source"].to_numpy(),
-                }
-            )
-        )
-    oof = pd.concat(oof_parts, ignore_index=True)
+    n_folds = int(films["fold"].max()) + 1
+    fold_rows = [_fold_row(r, n_folds) for r in results]
+    oof = pd.concat([_oof_part(r, by_name) for r in results], ignore_index=True)
     oof.to_csv(cv_dir / "oof_predictions.csv", index=False, columns=list(OOF_COLUMNS))
     keys = SUMMARY_KEYS[task]
     mean, std, pooled = {}, {}, {}
@@ -80,20 +49,7 @@ def summarize(
         rows = [f for f in fold_rows if f["model"] == label]
         mean[label] = {k: _nanstat(np.nanmean, [f[k] for f in rows]) for k in keys}
         std[label] = {k: _nanstat(lambda a: np.nanstd(a, ddof=1), [f[k] for f in rows]) for k in keys}
-        part = oof[oof["model"] == label]
-        y = positive(part["label"])
-        lo, hi = M.bootstrap_ci(y, part["score"].to_numpy(), part["unit"].to_numpy(), n_boot, seed)
-        pooled[label] = {
-            "n": len(part),
-            "n_positive": int(y.sum()),
-            "auroc": M.auroc(y, part["score"].to_numpy()),
-            "auroc_ci95": [lo, hi],
-            "n_units": M.n_units(part["unit"].to_numpy(), len(part)),
-            "average_precision": M.average_precision(y, part["score"].to_numpy()),
-            "score": "calibrated fracture probability (temperature from the val fold)"
-            if task == "classify"
-            else "image score: highest box confidence, 0 without a box",
-        }
+        pooled[label] = _pooled_oof(oof[oof["model"] == label], task, n_boot, seed)
     out: dict[str, Any] = {"models": labels, "folds": fold_rows, "mean": mean, "std": std, "oof": pooled}
     out["std_note"] = "sample standard deviation over folds (ddof=1)"
     if len(labels) > 1:
@@ -103,6 +59,58 @@ def summarize(
             for b in labels[i + 1 :]
         ]
     return out
+
+
+def _fold_row(result: dict[str, Any], n_folds: int) -> dict[str, Any]:
+    """One fold record as a row of the per-fold table: which folds it trained and validated on, its metrics."""
+    ro = roles(result["fold"], n_folds)
+    return {
+        "fold": result["fold"],
+        "model": result["model"],
+        "val_fold": ro["val"],
+        "train_folds": ro["train"],
+        "run": result["run"],
+        **result["metrics"],
+    }
+
+
+def _oof_part(result: dict[str, Any], by_name: pd.DataFrame) -> pd.DataFrame:
+    """A fold run's scores on its test fold (read from its predictions.csv) as out-of-fold rows, calibrated
+    where the run calibrated; a RuntimeError when it scored a film outside that fold."""
+    pred = pd.read_csv(RunDir(Path(result["run"])).eval_dir / "predictions.csv", dtype={"path": str})
+    film = by_name.loc[pred["path"].map(lambda p: Path(p).name)]
+    if (film["fold"].astype(int) != result["fold"]).any():
+        raise RuntimeError(f"{result['run']}: predictions on films outside test fold {result['fold']}")
+    calibrated = "score_calibrated" in pred.columns
+    return pd.DataFrame(
+        {
+            "path": film["path"].to_numpy(),
+            "label": film["label"].to_numpy(),
+            "unit": film["unit"].to_numpy(),  # for the bootstraps, not written to oof_predictions.csv
+            "fold": result["fold"],
+            "model": result["model"],
+            "score": (pred["score_calibrated"] if calibrated else pred["score"]).to_numpy(),
+            "score_raw": pred["score"].to_numpy(),
+            "source": film["source"].to_numpy(),
+        }
+    )
+
+
+def _pooled_oof(part: pd.DataFrame, task: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """One model's pooled out-of-fold numbers: AUROC with its unit-bootstrap CI, average precision, counts."""
+    y = positive(part["label"])
+    lo, hi = M.bootstrap_ci(y, part["score"].to_numpy(), part["unit"].to_numpy(), n_boot, seed)
+    return {
+        "n": len(part),
+        "n_positive": int(y.sum()),
+        "auroc": M.auroc(y, part["score"].to_numpy()),
+        "auroc_ci95": [lo, hi],
+        "n_units": M.n_units(part["unit"].to_numpy(), len(part)),
+        "average_precision": M.average_precision(y, part["score"].to_numpy()),
+        "score": "calibrated fracture probability (temperature from the val fold)"
+        if task == "classify"
+        else "image score: highest box confidence, 0 without a box",
+    }
 
 
 def positive(labels: pd.Series) -> np.ndarray:

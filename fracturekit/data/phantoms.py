@@ -78,12 +78,25 @@ def _crack_points(rng: np.random.Generator, center: tuple[float, float], angle: 
 
 
 def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: float = 0.5) -> Phantom:
-    """Render phantom number `index` of the series `seed` (deterministic)."""
+    """Render phantom number `index` of the series `seed` (deterministic).
+
+    Each step draws from the one generator in this order; changing the order changes every phantom.
+    """
     rng = np.random.default_rng([seed, index])
     s = size
     img = np.full((s, s), rng.uniform(0.02, 0.08), np.float32)
+    angle, center = _add_soft_tissue(rng, img)
+    bone_layer, crack_layer, boxes = _bones(rng, s, angle, center, fracture_prob)
+    bone_gain = rng.uniform(0.45, 0.65)
+    bone_layer = bone_layer * (1 - rng.uniform(0.8, 1.0) * crack_layer)
+    img += bone_layer * bone_gain
+    _add_distractors(rng, img, bone_layer)
+    return Phantom(image=_acquire(rng, img), boxes=boxes, region=_REGIONS[index % len(_REGIONS)])
 
-    # soft tissue: a limb-shaped ellipse with uneven thickness
+
+def _add_soft_tissue(rng: np.random.Generator, img: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Add soft tissue to `img` in place: a limb-shaped ellipse with uneven thickness; the limb's angle and centre."""
+    s = img.shape[0]
     tissue = np.zeros((s, s), np.float32)
     angle = rng.uniform(-0.5, 0.5) + (math.pi / 2 if rng.random() < 0.5 else 0.0)
     center = (s / 2 + rng.uniform(-0.08, 0.08) * s, s / 2 + rng.uniform(-0.08, 0.08) * s)
@@ -91,8 +104,14 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
     cv2.ellipse(tissue, (int(center[0]), int(center[1])), axes, math.degrees(angle), 0, 360, 1.0, -1)
     tissue = cv2.GaussianBlur(tissue, (0, 0), s * 0.03)
     img += tissue * (rng.uniform(0.18, 0.3) + 0.06 * _smooth_noise(rng, s, 24))
+    return angle, center
 
-    # one or two bones along the limb; a fractured one is two fragments, angulated and shifted at the break
+
+def _bones(
+    rng: np.random.Generator, s: int, angle: float, center: tuple[float, float], fracture_prob: float
+) -> tuple[np.ndarray, np.ndarray, list[Box]]:
+    """One or two bones along the limb, at most one of them broken: the bone layer, the crack layer (zero
+    where no bone is broken) and the fracture's box."""
     n_bones = 1 if rng.random() < 0.4 else 2
     broken = int(rng.integers(n_bones)) if rng.random() < fracture_prob else -1
     bone_layer = np.zeros((s, s), np.float32)
@@ -104,40 +123,52 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
         width = s * rng.uniform(0.05, 0.09)
         length = s * rng.uniform(0.55, 0.8)
         ba = angle + rng.uniform(-0.08, 0.08)
-        axis = np.array([math.cos(ba), math.sin(ba)])
-        p1, p2 = bc - axis * length / 2, bc + axis * length / 2
         if b != broken:
-            bone_layer = np.maximum(bone_layer, _bone_intensity(_bone_mask(s, [(p1, p2)], width), width))
-            continue
-        t = rng.uniform(-0.3, 0.3) * length
-        fc = bc + axis * t
-        bend = rng.uniform(0.06, 0.22) * rng.choice([-1.0, 1.0])  # angulation, radians
-        axis2 = np.array([math.cos(ba + bend), math.sin(ba + bend)])
-        shift = width * rng.uniform(0.1, 0.45) * rng.choice([-1.0, 1.0])  # lateral displacement
-        fc2 = fc + np.array([-axis[1], axis[0]]) * shift
-        mask = _bone_mask(s, [(p1, fc), (fc2, fc2 + axis2 * (length / 2 - t))], width)
+            axis = np.array([math.cos(ba), math.sin(ba)])
+            mask = _bone_mask(s, [(bc - axis * length / 2, bc + axis * length / 2)], width)
+        else:
+            mask, crack_layer, box = _broken_bone(rng, s, bc, ba, width, length)
+            boxes += [box] if box is not None else []
         bone_layer = np.maximum(bone_layer, _bone_intensity(mask, width))
-        pts = _crack_points(rng, tuple((fc + fc2) / 2), ba, width)
-        thickness = max(1, int(round(s / 96 * rng.uniform(0.8, 1.6))))
-        cv2.polylines(crack_layer, [np.round(pts).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA)
-        crack_layer *= (mask > 0.3).astype(np.float32)
-        ys, xs = np.nonzero(crack_layer > 0.2)
-        if len(xs):
-            pad = max(3.0, width * 0.3)
-            boxes.append(
-                Box(
-                    FRACTURE_CLASS,
-                    float(max(0, xs.min() - pad)),
-                    float(max(0, ys.min() - pad)),
-                    float(min(s - 1, xs.max() + pad)),
-                    float(min(s - 1, ys.max() + pad)),
-                )
-            )
-    bone_gain = rng.uniform(0.45, 0.65)
-    bone_layer = bone_layer * (1 - rng.uniform(0.8, 1.0) * crack_layer)
-    img += bone_layer * bone_gain
+    return bone_layer, crack_layer, boxes
 
-    # distractors on every film: skin folds (dark lines outside bone) and dense marks
+
+def _broken_bone(
+    rng: np.random.Generator, s: int, bc: np.ndarray, ba: float, width: float, length: float
+) -> tuple[np.ndarray, np.ndarray, Box | None]:
+    """A fractured bone: two fragments, angulated and shifted at the break. Its mask, its crack line (inside the
+    bone) and the crack's box, padded (None if the crack fell outside the bone)."""
+    axis = np.array([math.cos(ba), math.sin(ba)])
+    p1 = bc - axis * length / 2
+    t = rng.uniform(-0.3, 0.3) * length
+    fc = bc + axis * t
+    bend = rng.uniform(0.06, 0.22) * rng.choice([-1.0, 1.0])  # angulation, radians
+    axis2 = np.array([math.cos(ba + bend), math.sin(ba + bend)])
+    shift = width * rng.uniform(0.1, 0.45) * rng.choice([-1.0, 1.0])  # lateral displacement
+    fc2 = fc + np.array([-axis[1], axis[0]]) * shift
+    mask = _bone_mask(s, [(p1, fc), (fc2, fc2 + axis2 * (length / 2 - t))], width)
+    crack = np.zeros((s, s), np.float32)
+    pts = _crack_points(rng, tuple((fc + fc2) / 2), ba, width)
+    thickness = max(1, int(round(s / 96 * rng.uniform(0.8, 1.6))))
+    cv2.polylines(crack, [np.round(pts).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA)
+    crack *= (mask > 0.3).astype(np.float32)
+    ys, xs = np.nonzero(crack > 0.2)
+    if not len(xs):
+        return mask, crack, None
+    pad = max(3.0, width * 0.3)
+    box = Box(
+        FRACTURE_CLASS,
+        float(max(0, xs.min() - pad)),
+        float(max(0, ys.min() - pad)),
+        float(min(s - 1, xs.max() + pad)),
+        float(min(s - 1, ys.max() + pad)),
+    )
+    return mask, crack, box
+
+
+def _add_distractors(rng: np.random.Generator, img: np.ndarray, bone_layer: np.ndarray) -> None:
+    """Add to `img` in place what every film may carry: skin folds (dark lines outside bone) and dense marks."""
+    s = img.shape[0]
     for _ in range(int(rng.integers(0, 3))):
         p1 = rng.uniform(0.1, 0.9, 2) * s
         p2 = p1 + rng.normal(0, s * 0.15, 2)
@@ -148,13 +179,15 @@ def generate_phantom(seed: int, index: int, size: int = 256, fracture_prob: floa
         p = tuple(int(v) for v in rng.uniform(0.15, 0.85, 2) * s)
         cv2.circle(img, p, int(s * rng.uniform(0.01, 0.025)), float(rng.uniform(0.85, 1.0)), -1)
 
-    # acquisition: blur, exposure, quantum noise
+
+def _acquire(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """The acquisition: blur, exposure, quantum noise and gamma; the 8-bit film."""
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.0))
     img = img * rng.uniform(0.85, 1.2) + rng.uniform(-0.05, 0.05)
     img += rng.normal(0, rng.uniform(0.01, 0.03), img.shape).astype(np.float32)
     gamma = rng.uniform(0.8, 1.25)
     img = np.clip(img, 0, 1) ** gamma
-    return Phantom(image=(img * 255).astype(np.uint8), boxes=boxes, region=_REGIONS[index % len(_REGIONS)])
+    return (img * 255).astype(np.uint8)
 
 
 _REGIONS = ("forearm", "leg", "hand")

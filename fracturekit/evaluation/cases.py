@@ -135,6 +135,35 @@ def write(
     if det is not None:
         det.extra["det_path_of"] = det_path_of
     cls = next((m for m in models if m.model == "classifier"), None)
+    table = pd.DataFrame(_case_rows(models, n), columns=[*COLUMNS, "rank_in_kind"])
+    drawn = table[table["picture"] != ""]
+    if len(drawn):
+        (out_dir / "cases").mkdir(exist_ok=True)
+    cams = _classifier_cams(classifier, drawn, ds_root) if cls is not None and cls.run and classifier else {}
+    cls_score = dict(zip(cls.paths, cls.score, strict=True)) if cls is not None else {}
+    cls_path_of = {v: k for k, v in det_path_of.items()}
+    for row in drawn.itertuples():
+        try:
+            film = read_image(ds_root / row.path).pixels
+        except ImageReadError:  # scored earlier, unreadable now (changed on disk): listed, without a picture
+            table.loc[row.Index, "picture"] = ""
+            continue
+        gt, preds, has_det = _film_boxes(row.path, ds_root, manifest_boxes, det)
+        p_cls = cls_score.get(row.path, cls_score.get(cls_path_of.get(row.path, ""), None))
+        boxes = _drawn_boxes(gt, preds, has_det, det.threshold if det is not None else None)
+        lines = _caption(row, p_cls, cls, preds if has_det else None, det, bool(gt))
+        picture = A.annotate(film, boxes, lines, max_side=_MAX_SIDE)
+        cam = cams.get(row.path)
+        if cam is not None:
+            picture = _side_by_side(picture, _cam_panel(film, cam))
+        cv2.imwrite(str(out_dir / row.picture), picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    table = table.drop(columns="rank_in_kind")
+    table.to_csv(out_dir / "cases.csv", index=False)
+    return table
+
+
+def _case_rows(models: list[ModelScores], n: int) -> list[dict[str, Any]]:
+    """cases.csv's rows in review order, per model; the first `n` of each kind named a picture file."""
     rows: list[dict[str, Any]] = []
     for m in models:
         counts: dict[str, int] = {}
@@ -154,61 +183,63 @@ def write(
                     "rank_in_kind": counts[kind],
                 }
             )
-    table = pd.DataFrame(rows, columns=[*COLUMNS, "rank_in_kind"])
-    drawn = table[table["picture"] != ""]
-    if len(drawn):
-        (out_dir / "cases").mkdir(exist_ok=True)
-    cams = _classifier_cams(classifier, drawn, ds_root) if cls is not None and cls.run and classifier else {}
-    cls_score = dict(zip(cls.paths, cls.score, strict=True)) if cls is not None else {}
-    cls_path_of = {v: k for k, v in det_path_of.items()}
-    for row in drawn.itertuples():
-        try:
-            film = read_image(ds_root / row.path).pixels
-        except ImageReadError:  # scored earlier, unreadable now (changed on disk): listed, without a picture
-            table.loc[row.Index, "picture"] = ""
-            continue
-        gt, preds, has_det = _film_boxes(row.path, ds_root, manifest_boxes, det)
-        thr = det.threshold if det is not None else None
-        boxes = [A.Box(_xyxy(b), A.TRUTH, "truth") for b in gt]
-        above = [(b, s) for b, s in preds if thr is not None and s >= thr][:_MAX_BOXES]
-        boxes += [A.Box(_xyxy(b), A.PREDICTED, f"{s:.2f}") for b, s in above]
-        if has_det and not above and preds:
-            b, s = preds[0]
-            boxes.append(A.Box(_xyxy(b), A.BELOW, f"best {s:.2f} < {thr:.2f}"))
-        mistake = row.kind in ("false_negative", "false_positive")
-        title = f"{row.kind.replace('_', ' ')} #{row.rank_in_kind} ({row.model})"
-        lines = [[(title, A.POSITIVE if mistake else A.NEGATIVE), (f"truth: {row.label}", A.NEUTRAL)]]
-        evidence = []
-        p_cls = cls_score.get(row.path, cls_score.get(cls_path_of.get(row.path, ""), None))
-        if p_cls is not None and cls is not None:
-            call = POSITIVE_CLASS if p_cls >= cls.threshold else NEGATIVE_CLASS
-            evidence.append((f"classifier p {_vs(p_cls, cls.threshold)} -> {call}", _call_colour(call)))
-        if has_det and det is not None:
-            best = preds[0][1] if preds else 0.0
-            call = POSITIVE_CLASS if best >= det.threshold else NEGATIVE_CLASS
-            evidence.append((f"detector best box {_vs(best, det.threshold)} -> {call}", _call_colour(call)))
-        if row.iou is not None and not pd.isna(row.iou):
-            evidence.append((f"worst truth-box IoU {row.iou:.2f}", A.NEUTRAL))
-        lines.append(evidence)
-        legend = [("truth", A.TRUTH)] if gt else []
-        if has_det:
-            legend += [("predicted box >= thr", A.PREDICTED), ("best box < thr", A.BELOW)]
-        if legend:
-            lines.append(legend)
-        picture = A.annotate(film, boxes, lines, max_side=_MAX_SIDE)
-        cam = cams.get(row.path)
-        if cam is not None:
-            seen = A.centre_crop(*film.shape[:2])
-            panel = A.annotate(
-                A.heatmap_panel(film, cam, seen),
-                caption=[[("classifier EigenCAM: where it looked", A.NEUTRAL)]],
-                max_side=_MAX_SIDE,
-            )
-            picture = _side_by_side(picture, panel)
-        cv2.imwrite(str(out_dir / row.picture), picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    table = table.drop(columns="rank_in_kind")
-    table.to_csv(out_dir / "cases.csv", index=False)
-    return table
+    return rows
+
+
+def _drawn_boxes(
+    gt: list[list[float]], preds: list[tuple[list[float], float]], has_det: bool, thr: float | None
+) -> list[A.Box]:
+    """A picture's boxes: the truth, the detector's boxes at or above `thr` (at most _MAX_BOXES), or else its
+    best box marked as below the threshold."""
+    boxes = [A.Box(_xyxy(b), A.TRUTH, "truth") for b in gt]
+    above = [(b, s) for b, s in preds if thr is not None and s >= thr][:_MAX_BOXES]
+    boxes += [A.Box(_xyxy(b), A.PREDICTED, f"{s:.2f}") for b, s in above]
+    if has_det and not above and preds:
+        b, s = preds[0]
+        boxes.append(A.Box(_xyxy(b), A.BELOW, f"best {s:.2f} < {thr:.2f}"))
+    return boxes
+
+
+def _caption(
+    row: Any,
+    p_cls: float | None,
+    cls: ModelScores | None,
+    preds: list[tuple[list[float], float]] | None,
+    det: ModelScores | None,
+    has_truth: bool,
+) -> list[list[tuple[str, tuple[int, int, int]]]]:
+    """A picture's caption lines: the case and its truth; each model's call against its threshold (`preds`:
+    the detector's boxes, None where no detector ran on the film) and the IoU; the legend of the boxes drawn."""
+    mistake = row.kind in ("false_negative", "false_positive")
+    title = f"{row.kind.replace('_', ' ')} #{row.rank_in_kind} ({row.model})"
+    lines = [[(title, A.POSITIVE if mistake else A.NEGATIVE), (f"truth: {row.label}", A.NEUTRAL)]]
+    evidence = []
+    if p_cls is not None and cls is not None:
+        call = POSITIVE_CLASS if p_cls >= cls.threshold else NEGATIVE_CLASS
+        evidence.append((f"classifier p {_vs(p_cls, cls.threshold)} -> {call}", _call_colour(call)))
+    if preds is not None and det is not None:
+        best = preds[0][1] if preds else 0.0
+        call = POSITIVE_CLASS if best >= det.threshold else NEGATIVE_CLASS
+        evidence.append((f"detector best box {_vs(best, det.threshold)} -> {call}", _call_colour(call)))
+    if row.iou is not None and not pd.isna(row.iou):
+        evidence.append((f"worst truth-box IoU {row.iou:.2f}", A.NEUTRAL))
+    lines.append(evidence)
+    legend = [("truth", A.TRUTH)] if has_truth else []
+    if preds is not None:
+        legend += [("predicted box >= thr", A.PREDICTED), ("best box < thr", A.BELOW)]
+    if legend:
+        lines.append(legend)
+    return lines
+
+
+def _cam_panel(film: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """The classifier's EigenCAM over the part of the film it saw, captioned, for beside the case picture."""
+    seen = A.centre_crop(*film.shape[:2])
+    return A.annotate(
+        A.heatmap_panel(film, cam, seen),
+        caption=[[("classifier EigenCAM: where it looked", A.NEUTRAL)]],
+        max_side=_MAX_SIDE,
+    )
 
 
 def _vs(score: float, threshold: float) -> str:

@@ -124,24 +124,14 @@ def prepare(
     _check_out(root, out, exist_ok)  # a wrong --out is refused before the lock creates it
     lock = lock_folder(out, "prepare")  # held until prepare returns: one prepare per --out
     try:  # an input refused here leaves no folder behind: the lock made it, and goes now
-        earlier = _check_out(root, out, exist_ok)  # again under the lock: another prepare may have just finished
-        old_hash = PreparedDataset(out).recorded_data_hash() if earlier else None
-        cleaned = clean_stale_tmp(out)
-
-        from fracturekit.ingest.source import load_source
-
-        ingest = load_source(source, fmt=fmt, mapping=mapping)
-        t_ingest = time.perf_counter()
-        films = _films(ingest, root)
-        corrected = apply_corrections(films, corrections, root) if corrections is not None else None
-        usable = [f for f in films if f.status == "ok"]
-        meta_columns = _join_meta(usable, meta, group_column, key_column) if meta else []
-        if regex is not None and not film_split:
-            _check_regex_matches(regex, usable)
-        _unique_stems(usable)
+        read = _read_films(
+            source, root, out, exist_ok, fmt, mapping, corrections, meta, (group_column, key_column),
+            None if film_split else regex,
+        )  # fmt: skip
     except BaseException:
         lock.release()
         raise
+    films, usable = read.films, read.usable
 
     tmp = new_tmp(out)
     stage = tmp / ".stage"
@@ -152,40 +142,23 @@ def prepare(
         t_decode = time.perf_counter()
         _check_some_usable(source, films)
         summary, audit_result = _assemble(
-            tmp, films, ingest.class_names, ratios, keep_splits, seed, None if film_split else regex, meta_columns,
-            audit, film_split,
+            tmp, films, read.ingest.class_names, ratios, keep_splits, seed, None if film_split else regex,
+            read.meta_columns, audit, film_split,
         )  # fmt: skip
-        summary["grouping"]["meta_csv"] = rel_to(meta, root) if meta else None
-        if corrected is not None:
-            summary["corrections"] = corrected
-        summary.update(_other_files_summary(root, films, meta, ingest.format))
         shutil.rmtree(stage)
-        notes = [*ingest.notes, *summary["notes"], *_folder_notes(out, cleaned, earlier)]
-        if old_hash is not None and old_hash != summary["data_hash"] and runs_dir is not None:
-            notes += _stale_runs_notes(out, old_hash, runs_dir)
-        options = {
-            "split": list(ratios),
-            "keep_splits": keep_splits,
-            "seed": seed,
-            "group_regex": group_regex,
-            "meta": str(meta) if meta else None,
-            "mapping": mapping,
-            "clahe": clahe,
-            "max_side": max_side,
-            "max_pixels": max_pixels,
-            "preset": preset,
-            "film_split": film_split,
-            "corrections": str(corrections) if corrections else None,
-        }
-        summary.update(source=str(source), format=ingest.format, notes=notes, options=options)
+        options = _options_record(
+            ratios, keep_splits, seed, group_regex, meta, mapping, clahe, max_side, max_pixels, preset, film_split,
+            corrections,
+        )  # fmt: skip
+        _finish_summary(summary, read, source, root, meta, out, runs_dir, options)
         summary["timings_s"] = {
-            "read_annotations": round(t_ingest - t0, 3),
-            "decode_hash_write": round(t_decode - t_ingest, 3),
+            "read_annotations": round(read.t_ingest - t0, 3),
+            "decode_hash_write": round(t_decode - read.t_ingest, 3),
             **summary["timings_s"],
             "total": round(time.perf_counter() - t0, 3),
         }
         (tmp / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _install(tmp, out, earlier)
+        _install(tmp, out, read.earlier)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         lock.release()  # now, not when the traceback that holds this frame is dropped
@@ -194,6 +167,114 @@ def prepare(
             raise no_space(out, need, f"the {len(usable)} films (their size on disk)", "; nothing was kept") from None
         raise
     return PrepareResult(dataset=PreparedDataset(out), summary=summary, audit=audit_result)
+
+
+@dataclass
+class _Read:
+    """What prepare read under the --out lock, before decoding: the folder's state and the films."""
+
+    earlier: set[str]  # the files an earlier prepare recorded writing in --out (empty for a new folder)
+    old_hash: str | None  # that earlier dataset's data_hash
+    cleaned: list[Path]  # killed prepares' build folders removed
+    ingest: IngestResult
+    films: list[_Film]  # every file the reader saw, skipped ones included
+    usable: list[_Film]
+    corrected: dict[str, Any] | None  # the --corrections record
+    meta_columns: list[str]
+    t_ingest: float  # perf_counter when the annotations were read
+
+
+def _read_films(
+    source: Path,
+    root: Path,
+    out: Path,
+    exist_ok: bool,
+    fmt: str,
+    mapping: dict[str, str] | None,
+    corrections: Path | None,
+    meta: Path | None,
+    meta_keys: tuple[str | None, str | None],
+    regex: re.Pattern | None,
+) -> _Read:
+    """Under the --out lock: check --out again, clean killed runs' leftovers, read the annotations into films,
+    apply --corrections, join --meta (`meta_keys`: its group and key columns), check that `regex` (None: no
+    check) groups some film and that output names are unique."""
+    earlier = _check_out(root, out, exist_ok)  # again under the lock: another prepare may have just finished
+    old_hash = PreparedDataset(out).recorded_data_hash() if earlier else None
+    cleaned = clean_stale_tmp(out)
+
+    from fracturekit.ingest.source import load_source
+
+    ingest = load_source(source, fmt=fmt, mapping=mapping)
+    t_ingest = time.perf_counter()
+    films = _films(ingest, root)
+    corrected = apply_corrections(films, corrections, root) if corrections is not None else None
+    usable = [f for f in films if f.status == "ok"]
+    meta_columns = _join_meta(usable, meta, *meta_keys) if meta else []
+    if regex is not None:
+        _check_regex_matches(regex, usable)
+    _unique_stems(usable)
+    return _Read(earlier, old_hash, cleaned, ingest, films, usable, corrected, meta_columns, t_ingest)
+
+
+def _finish_summary(
+    summary: dict[str, Any],
+    read: _Read,
+    source: Path,
+    root: Path,
+    meta: Path | None,
+    out: Path,
+    runs_dir: Path | None,
+    options: dict[str, Any],
+) -> None:
+    """Add to `_assemble`'s summary what else prepare.json records: the --meta CSV, the corrections, the files
+    that are not films, the source and its format, the notes and the options."""
+    summary["grouping"]["meta_csv"] = rel_to(meta, root) if meta else None
+    if read.corrected is not None:
+        summary["corrections"] = read.corrected
+    summary.update(_other_files_summary(root, read.films, meta, read.ingest.format))
+    notes = _notes(read, summary, out, runs_dir)
+    summary.update(source=str(source), format=read.ingest.format, notes=notes, options=options)
+
+
+def _notes(read: _Read, summary: dict[str, Any], out: Path, runs_dir: Path | None) -> list[str]:
+    """prepare.json's notes: the reader's, the summary's, the --out folder's, and the runs under `runs_dir`
+    trained on the dataset this prepare replaced when its data_hash changed."""
+    notes = [*read.ingest.notes, *summary["notes"], *_folder_notes(out, read.cleaned, read.earlier)]
+    if read.old_hash is not None and read.old_hash != summary["data_hash"] and runs_dir is not None:
+        notes += _stale_runs_notes(out, read.old_hash, runs_dir)
+    return notes
+
+
+def _options_record(
+    ratios: tuple[float, float, float],
+    keep_splits: bool,
+    seed: int,
+    group_regex: str | None,
+    meta: Path | None,
+    mapping: dict[str, str] | None,
+    clahe: bool,
+    max_side: int | None,
+    max_pixels: int | None,
+    preset: str | None,
+    film_split: bool,
+    corrections: Path | None,
+) -> dict[str, Any]:
+    """prepare.json's `options`: the options prepare ran with, a preset's filled in."""
+    return {
+        "split": list(ratios),
+        "keep_splits": keep_splits,
+        "seed": seed,
+        "group_regex": group_regex,
+        "meta": str(meta) if meta else None,
+        "mapping": mapping,
+        "clahe": clahe,
+        "max_side": max_side,
+        "max_pixels": max_pixels,
+        "preset": preset,
+        "film_split": film_split,
+        "corrections": str(corrections) if corrections else None,
+    }
 
 
 def _apply_preset(
