@@ -108,7 +108,8 @@ def train_recorded(
         log.warning(size_note)
     device = resolve_device(cfg["device"])
     reproducible = bool(cfg.values.get("reproducible"))
-    threads = cpu_threads(cfg["threads"] or (REPRODUCIBLE_THREADS if reproducible else None))
+    fixed = REPRODUCIBLE_THREADS if reproducible and device.kind == "cpu" else None
+    threads = cpu_threads(cfg["threads"] or fixed)
     check_logger(cfg.values.get("logger") or "none")
     load_ultralytics(threads)
     run_dir = _run_folder(task, cfg, folder)
