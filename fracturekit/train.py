@@ -230,8 +230,8 @@ def experiment_logger(logger: str, run_dir: Path, task: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-# --deterministic without --threads: one torch thread, a count every machine can run. oneDNN splits its reductions
-# by thread count, so 1 and 2 threads give other weights (bench/demo_variants.py; README "The demo").
+# --deterministic without --threads: one torch thread, a count every machine can run. Weights depend on the thread
+# count even in float32 (a tiny detect training: 1 vs 2 threads, other digests; README "The demo").
 REPRODUCIBLE_THREADS = 1
 
 
