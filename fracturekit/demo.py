@@ -99,7 +99,7 @@ def run_demo(
     """Run every stage on freshly generated phantoms and return the artefacts and headline metrics.
 
     `deterministic` trains both models with train's `reproducible` (CLI `--deterministic`): float32, one fixed
-    thread count, deterministic algorithms, so that machines of one kind give the same numbers (README "The demo").
+    thread count, deterministic algorithms, so that machines of one kind train the same weights (README "The demo").
 
     `steps` hears each stage start and finish (the CLI prints them); the demo itself prints nothing.
     """
