@@ -89,9 +89,17 @@ def _keep_caches_inside(out: Path) -> None:
 
 
 def run_demo(
-    out: str | Path = "runs/demo", *, fast: bool = False, seed: int = 0, steps: Callable[[DemoStep], None] | None = None
+    out: str | Path = "runs/demo",
+    *,
+    fast: bool = False,
+    seed: int = 0,
+    deterministic: bool = False,
+    steps: Callable[[DemoStep], None] | None = None,
 ) -> DemoResult:
     """Run every stage on freshly generated phantoms and return the artefacts and headline metrics.
+
+    `deterministic` trains both models with train's `reproducible` (CLI `--deterministic`): float32, one fixed
+    thread count, deterministic algorithms, so that machines of one kind train the same weights (README "The demo").
 
     `steps` hears each stage start and finish (the CLI prints them); the demo itself prints nothing.
     """
@@ -143,6 +151,8 @@ def run_demo(
         "exist_ok": True,
         "plots": False,
     }
+    if deterministic:
+        common["reproducible"] = True
     detector = train(
         task="detect", data=prepared.dataset.root, imgsz=settings.det_imgsz, epochs=settings.det_epochs, **common
     )

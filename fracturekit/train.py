@@ -57,6 +57,7 @@ log = logging.getLogger("fracturekit")
 # fracturekit keys that are not Ultralytics train arguments.
 _OWN_KEYS = frozenset(
     {"model", "weights", "device", "threads", "balance", "freeze_epochs", "project", "name", "resume", "logger"}
+    | {"reproducible"}
     | {"aug_clahe", "aug_brightness_contrast", "aug_gamma"}
 )
 # Ultralytics' final metric names -> the short names printed and recorded.
@@ -108,7 +109,9 @@ def train_recorded(
     if size_note:  # rounded here, not by Ultralytics, so config.yaml and run.json hold the size trained at
         log.warning(size_note)
     device = resolve_device(cfg["device"])
-    threads = cpu_threads(cfg["threads"])
+    reproducible = bool(cfg.values.get("reproducible"))
+    fixed = REPRODUCIBLE_THREADS if reproducible and device.kind == "cpu" else None
+    threads = cpu_threads(cfg["threads"] or fixed)
     check_logger(cfg.values.get("logger") or "none")
     load_ultralytics(threads)
     run_dir = _run_folder(task, cfg, folder)
@@ -144,6 +147,8 @@ def train_recorded(
             amp=bool(cfg["amp"]) and device.amp,
             augmentations=augmentations or None,
         )
+        if reproducible:
+            args["deterministic"] = True  # Ultralytics: seeds + torch.use_deterministic_algorithms(warn_only=True)
         if device.kind == "cpu":
             args["channels_last"] = False  # applied by trainers.cpu_fast; Ultralytics would only warn and ignore it
         if cfg["resume"]:
@@ -162,6 +167,7 @@ def train_recorded(
         run = RunDir(run_dir)
         record = _record(task, cfg, ds, device, threads, pretrained, run, result, pipeline, started, total, resumes)
         record["seen"] = {"file": SEEN_FILE, "copies": SEEN_COPIES_FILE, "films": seen}
+        record["deterministic"] = _determinism(reproducible, bool(args.get("deterministic")), threads, bf16)
         run.record.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
         (run_dir / interrupted.RESUMES).unlink(missing_ok=True)  # now in run.json
     except BaseException as exc:
@@ -226,10 +232,27 @@ def experiment_logger(logger: str, run_dir: Path, task: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# --deterministic without --threads: one torch thread, a count every machine can run. Weights depend on the thread
+# count even in float32 (a tiny detect training: 1 vs 2 threads, other digests; README "The demo").
+REPRODUCIBLE_THREADS = 1
+
+
+def _determinism(reproducible: bool, algorithms: bool, threads: int, bf16: bool) -> dict[str, Any]:
+    """run.json `deterministic`: the switch and what decides whether another machine gets the same weights."""
+    return {
+        "switch": reproducible,  # --deterministic (config key `reproducible`)
+        "torch_deterministic_algorithms": algorithms,
+        "threads": threads,
+        "cpu_bf16_autocast": bf16,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),  # None: the CPU's own (AVX-512 here)
+    }
+
+
 def _cpu_speed(cfg: TrainConfig, device: Device) -> tuple[bool, bool]:
     """(bf16 autocast, channels_last) for CPU training: bf16 when `amp` is on and the CPU has native bf16;
-    channels_last when asked, or by default (null) together with bf16, where bench/train_speed.py measured it."""
-    if device.kind != "cpu":
+    channels_last when asked, or by default (null) together with bf16, where bench/train_speed.py measured it.
+    Neither with `reproducible` (--deterministic): bf16 kernels differ between CPUs far more than float32 ones."""
+    if device.kind != "cpu" or cfg.values.get("reproducible"):
         return False, False
     from fracturekit.core.device import cpu_info
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from fracturekit.cli import flags
 from fracturekit.cli.app import app, console, user_errors
 
 
@@ -26,6 +27,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
     fast: Annotated[bool, typer.Option("--fast", help="Tiny sizes for tests: seconds, numbers mean nothing.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the phantoms, split and training.")] = 0,
+    deterministic: flags.Deterministic = False,
 ) -> None:
     """Generate phantom X-rays, then prepare, train, evaluate and predict, all offline on this machine."""
     from fracturekit.demo import DemoStep, run_demo
@@ -39,7 +41,7 @@ def demo(
             console.print(summary_table(step.metrics))
         console.print(f"[green]done[/] {step.stage} in {step.seconds:.1f} s")
 
-    result = run_demo(out, fast=fast, seed=seed, steps=show)
+    result = run_demo(out, fast=fast, seed=seed, deterministic=deterministic, steps=show)
     m = result.metrics
     table = Table(title="fracturekit demo: test split of the phantoms")
     table.add_column("model")

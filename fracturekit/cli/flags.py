@@ -29,6 +29,14 @@ Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
 TrainImgsz = Annotated[int | None, typer.Option(help="Square training image size, rounded up to a multiple of 32.")]
 Batch = Annotated[int | None, typer.Option(help="Batch size.")]
 Freeze = Annotated[int | None, typer.Option(help="Hold the first N layers (phase 1).")]
+Deterministic = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="The same weights on machines of one kind: float32 on CPU, 1 thread unless --threads, deterministic "
+        "algorithms (config key reproducible); slower.",
+    ),
+]
 FreezeEpochs = Annotated[int | None, typer.Option(help="Phase-1 epochs before all layers train (default half).")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML overriding the task defaults.")]
 SetOptions = Annotated[

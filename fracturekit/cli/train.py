@@ -28,6 +28,7 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help=flags.DEVICE_HELP + " Default: the config's (auto).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all allowed cores).")] = None,
+    deterministic: flags.Deterministic = False,
     freeze: flags.Freeze = None,
     freeze_epochs: flags.FreezeEpochs = None,
     logger: Annotated[
@@ -53,6 +54,7 @@ def train_command(
         "seed": seed,
         "device": device,
         "threads": threads,
+        "reproducible": deterministic or None,
         "freeze": freeze,
         "freeze_epochs": freeze_epochs,
         "logger": logger,

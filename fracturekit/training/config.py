@@ -187,6 +187,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "device": _check_device,
     "threads": _check_optional_int(1),
     "balance": _check_bool,
+    "reproducible": _check_bool,
     "freeze": _check_freeze,
     "freeze_epochs": _check_optional_int(1),
     "aug_clahe": _check_probability,
