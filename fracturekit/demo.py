@@ -12,6 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fracturekit.core.layout import RunDir
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,6 @@ def run_demo(
     from fracturekit.evaluate import evaluate
     from fracturekit.predict import predict
     from fracturekit.prepare import prepare
-    from fracturekit.train import train
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -141,32 +144,7 @@ def run_demo(
     lap("prepare")
 
     say(DemoStep("train", "3/5 train a detector, then a classifier on its backbone (from scratch, offline)"))
-    # exist_ok: a re-run of the demo replaces its own earlier runs instead of refusing the name.
-    common = {
-        "project": out / "runs",
-        "name": "demo",
-        "device": "auto",
-        "seed": seed,
-        "batch": settings.batch,
-        "exist_ok": True,
-        "plots": False,
-    }
-    if deterministic:
-        common["reproducible"] = True
-    detector = train(
-        task="detect", data=prepared.dataset.root, imgsz=settings.det_imgsz, epochs=settings.det_epochs, **common
-    )
-    # No pretrained weights offline: the classifier starts from the backbone the detector just learned from
-    # the boxes (layers 0-8 are shared by YOLOv8-det and -cls). From random weights it stays at chance
-    # within a CPU budget of minutes.
-    classifier = train(
-        task="classify",
-        data=prepared.dataset.root,
-        imgsz=settings.cls_imgsz,
-        epochs=settings.cls_epochs,
-        weights=detector.best,
-        **common,
-    )
+    detector, classifier = _train_models(prepared.dataset.root, settings, out, seed, deterministic)
     lap("train")
 
     say(DemoStep("evaluate", "4/5 evaluate on the held-out test split"))
@@ -203,3 +181,36 @@ def run_demo(
     )
     (out / "demo.json").write_text(json.dumps({"settings": asdict(settings), **asdict(result)}, indent=2, default=str))
     return result
+
+
+def _train_models(
+    data: Path, settings: DemoSettings, out: Path, seed: int, deterministic: bool
+) -> tuple[RunDir, RunDir]:
+    """(detector, classifier) run folders: a detector from scratch, then a classifier on its backbone."""
+    from fracturekit.train import train
+
+    # exist_ok: a re-run of the demo replaces its own earlier runs instead of refusing the name.
+    common = {
+        "project": out / "runs",
+        "name": "demo",
+        "device": "auto",
+        "seed": seed,
+        "batch": settings.batch,
+        "exist_ok": True,
+        "plots": False,
+    }
+    if deterministic:
+        common["reproducible"] = True
+    detector = train(task="detect", data=data, imgsz=settings.det_imgsz, epochs=settings.det_epochs, **common)
+    # No pretrained weights offline: the classifier starts from the backbone the detector just learned from
+    # the boxes (layers 0-8 are shared by YOLOv8-det and -cls). From random weights it stays at chance
+    # within a CPU budget of minutes.
+    classifier = train(
+        task="classify",
+        data=data,
+        imgsz=settings.cls_imgsz,
+        epochs=settings.cls_epochs,
+        weights=detector.best,
+        **common,
+    )
+    return detector, classifier
