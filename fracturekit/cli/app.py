@@ -62,8 +62,9 @@ def library_notes() -> Iterator[None]:
 def progress_bars(transient: bool = False) -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar per label on stderr, drawn from the library's (label, done, total) reports.
 
-    The library reports progress through such a callback (`infer.scoring.Progress`) and draws nothing itself.
-    `transient`: the bars vanish once done (evaluate's, which scores several splits).
+    The library reports progress through such a callback (`core.progress.Progress`) and draws nothing itself.
+    `transient`: the bars vanish once done (evaluate's, which scores several splits). The display starts with the
+    first report: a command refused before any work prints its one sentence and nothing else (no blank line).
     """
     from rich.progress import Progress, TaskID
 
@@ -71,12 +72,17 @@ def progress_bars(transient: bool = False) -> Iterator[Callable[[str, int, int],
     tasks: dict[str, TaskID] = {}
 
     def report(label: str, done: int, total: int) -> None:
+        if not tasks:
+            bars.start()
         if label not in tasks:
             tasks[label] = bars.add_task(label, total=total)
         bars.update(tasks[label], completed=done, total=total)
 
-    with bars:
+    try:
         yield report
+    finally:
+        if tasks:
+            bars.stop()
 
 
 def _version(value: bool) -> None:
