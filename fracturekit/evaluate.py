@@ -40,6 +40,7 @@ from fracturekit.core.layout import SPLITS, PreparedDataset, RunDir
 from fracturekit.core.options import InferenceOptions
 from fracturekit.core.outputs import check_free, claim, files_under, increment, write_record
 from fracturekit.core.paths import rel_to, user_path
+from fracturekit.core.progress import Progress
 from fracturekit.data.imageio import is_image_file
 from fracturekit.data.split import unit_basis
 from fracturekit.evaluation import cases as C
@@ -57,7 +58,6 @@ from fracturekit.evaluation.outside import (
 )
 from fracturekit.infer.backends import CAM_NAME, REFERENCE_NAME
 from fracturekit.infer.model import Model, load_model
-from fracturekit.infer.scoring import Progress
 
 __all__ = [
     "THRESHOLD_SPLIT",

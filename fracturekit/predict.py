@@ -34,6 +34,7 @@ from fracturekit.core.options import NMS_IOU as IOU
 from fracturekit.core.options import InferenceOptions, check_max_pixels
 from fracturekit.core.outputs import check_free, claim, increment, latest, read_record, record_settings, write_record
 from fracturekit.core.paths import user_path
+from fracturekit.core.progress import Progress
 from fracturekit.core.yolo_env import cpu_threads
 from fracturekit.data.imageio import MAX_PIXELS, is_image_file
 from fracturekit.infer.backends import CAM_NAME
@@ -48,7 +49,7 @@ from fracturekit.infer.predictions import (
     read_rows,
     record,
 )
-from fracturekit.infer.scoring import Prediction, Progress, Scorer, default_batch
+from fracturekit.infer.scoring import Prediction, Scorer, default_batch
 from fracturekit.ingest.files import junk_reason, walk_files
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from sklearn.metrics import confusion_matrix
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset
 from fracturekit.core.paths import rel_to
+from fracturekit.core.progress import Progress
 from fracturekit.data.imageio import is_image_file
 from fracturekit.data.split import film_units
 from fracturekit.evaluation import metrics as M
@@ -68,7 +69,7 @@ def split_films(ds: PreparedDataset, split: str, names: list[str]) -> list[tuple
 
 
 def classify_images(
-    model: Model, ds: PreparedDataset, split: str, skipped: list[dict], progress: scoring.Progress | None = None
+    model: Model, ds: PreparedDataset, split: str, skipped: list[dict], progress: Progress | None = None
 ) -> tuple[list[Path], np.ndarray, np.ndarray]:
     """Uncalibrated probabilities (N, C) ordered like the model's class ids for every image under cls/<split>/<class>/.
 

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.progress import Progress
 from fracturekit.evaluation.cases import ModelScores
 from fracturekit.evaluation.metrics import ThresholdRule
-from fracturekit.infer.scoring import Prediction, Progress
+from fracturekit.infer.scoring import Prediction
 
 THRESHOLD_SPLIT = "val"
 

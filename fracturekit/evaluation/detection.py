@@ -24,6 +24,7 @@ from fracturekit.core.errors import UserError
 from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS, PreparedDataset
 from fracturekit.core.options import NMS_IOU
 from fracturekit.core.paths import rel_to
+from fracturekit.core.progress import Progress
 from fracturekit.data.imageio import HeaderError, image_header, is_image_file
 from fracturekit.data.split import film_units
 from fracturekit.evaluation import cases as C
@@ -107,7 +108,7 @@ def score_split(
     split: str,
     ids: dict[str, int],
     skipped: list[dict],
-    progress: scoring.Progress | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Image scores (indexed by image id - 1) and COCO results for the films of `ids`, through the core.
 
