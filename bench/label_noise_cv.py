@@ -90,6 +90,13 @@ def main() -> None:
     ap.add_argument("--cls-epochs", type=int, default=10)
     ap.add_argument("--pretrain-seed", type=int, default=100)
     ap.add_argument("--weights", type=Path, help="a detector's best.pt to start from instead of pretraining one")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument(
+        "--nbs", type=int, default=8, help="Ultralytics' nominal batch: it steps the optimizer every nbs/batch batches"
+    )
+    ap.add_argument("--freeze", type=int, help="hold the first N layers for --freeze-epochs (9: the backbone)")
+    ap.add_argument("--freeze-epochs", type=int)
+    ap.add_argument("--audit-only", action="store_true", help="stop after the ranking (no reviewer, no retraining)")
     args = ap.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -102,7 +109,10 @@ def main() -> None:
     truth = flipped_phantoms(run / "raw", args.films, args.flip, args.seed, args.size)
     moved = set(truth.pop("flipped"))  # type: ignore[arg-type]
     fk("prepare", run / "raw", "--out", run / "before", "--film-split")
-    cls = ("--imgsz", args.size, "--epochs", args.cls_epochs, "--device", "cpu", "--seed", 0, "--weights", weights)
+    cls: tuple[object, ...] = ("--imgsz", args.size, "--epochs", args.cls_epochs, "--device", "cpu", "--seed", 0,
+                               "--weights", weights, "--batch", args.batch, "--set", f"nbs={args.nbs}")  # fmt: skip
+    if args.freeze is not None:
+        cls += ("--freeze", args.freeze) + (("--freeze-epochs", args.freeze_epochs) if args.freeze_epochs else ())
     t1 = time.perf_counter()
     fk("cv", "--task", "classify", "--data", run / "before", "--folds", args.folds, "--project", run, "--name", "cv",
        "--bootstrap", 200, *cls)  # fmt: skip
@@ -116,6 +126,8 @@ def main() -> None:
     print(f"RESULT seed {args.seed}: {len(hits)} of {len(moved)} flipped films in the top {len(top)} "
           f"({len(rows)} rows)", flush=True)  # fmt: skip
 
+    if args.audit_only:
+        return
     # 2. the reviewer relabels the flipped films among the top rows; retrain and evaluate before and after
     if not hits:
         raise SystemExit("no flipped film in the top rows: nothing for a reviewer to fix")
