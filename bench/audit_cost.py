@@ -56,10 +56,11 @@ def build_items(files: list[Path], phases: Phases) -> list[AuditItem]:
     hashes = parallel_map(lambda fp: (file_sha256(fp[0]), pixel_sha256(fp[1]), dihedral_phashes(fp[1])),
                           list(zip(files, pixels, strict=True)))  # fmt: skip
     phases.end("hashes")
-    sigs = parallel_map(copies.signature, pixels)
+    first = {h[1]: k for k, h in reversed(list(enumerate(hashes)))}  # as film_hashes: a pixel twin is not signed
+    sigs = parallel_map(lambda k: copies.signature(pixels[k]) if first[hashes[k][1]] == k else None, range(len(files)))
     pixels.clear()  # the decoded films are done with (this bench holds them all, prepare one per thread)
-    kp = [len(s.points) for s in sigs]
-    phases.end("signature", f"keypoints/film median {sorted(kp)[len(kp) // 2]}, total {sum(kp)}")
+    kp = sorted(len(s.points) for s in sigs if s is not None)
+    phases.end("signature", f"{len(kp)} films signed; keypoints/film median {kp[len(kp) // 2]}, total {sum(kp)}")
     return [AuditItem(str(f), "", "", None, *h, s) for f, h, s in zip(files, hashes, sigs, strict=True)]
 
 
