@@ -137,7 +137,8 @@ class VocabularyTree:
 
         In chunks of `chunk` descriptors, each converted to float32 alone, and within a chunk the descriptors of
         one node taken as one slice after a sort by node: on FracAtlas (2 x 549k descriptors) the whole array in
-        float32 and a scan of it per node (`node == n`) cost 10 s of CPU and 860 MB at peak; this, 2 s and 8 MB.
+        float32 and a scan of it per node (`node == n`) cost ~10 s of CPU and ~860 MB at peak; this, ~2 s and a
+        chunk's two float32 copies (64 MB): the copy search's peak RSS rose 91 MB over the signatures' instead.
         """
         return np.concatenate(
             [self._chunk_words(desc[s : s + chunk]) for s in range(0, len(desc), chunk)] + [np.zeros(0, np.int64)]
@@ -207,7 +208,7 @@ class CandidateSearch:
             return
         rng = np.random.default_rng(seed)
         # one BLAS thread: the tree's products are small (16 centres), and OpenBLAS's threads spun on them, above
-        # all on a busy machine (FracAtlas's words: 14 s of CPU with its threads, 1.7 s with one)
+        # all on a busy machine (FracAtlas's words, one pass: 6-7 s of CPU with its threads at load 10, 0.8 s with one)
         with threadpool_limits(1, user_api="blas"):
             tree = VocabularyTree(every[rng.choice(len(every), min(len(every), VOCAB_SAMPLE), replace=False)], seed)
             words, mirror_words = tree.words(every), tree.words(every[:, MIRROR])
