@@ -50,10 +50,10 @@ BRANCH = 16
 DEPTH = 3
 VOCAB_SAMPLE = 40_000
 WORDS_CHUNK = 65_536  # descriptors converted to float32 at a time (32 MB)
-# Top 4 per film, as is and mirrored: on bench/near_duplicates.py --strength default --seed 0 1, 4 kept recall at
-# 95.3% / 96.0% with 19% fewer checks than 5 (4,779 vs 5,905 and 4,820 vs 5,951) and fewer false merges (9 / 13
-# films vs 9 / 17); 3 cut them by 38% but lost a copy (seed 1: 94.7%).
-CANDIDATES = 4
+# Top 5 per film, as is and mirrored. 4 kept bench/near_duplicates.py's recall (95.3% / 96.0%, seeds 0 1) with 19%
+# fewer checks, but on FracAtlas itself it left 31 of the 710 films the audit clusters alone (68 films changed
+# cluster; 29,453 checks vs 36,580) and lost one of 150 knee copies (88.7% vs 89.3%): not worth ~4 s of CPU.
+CANDIDATES = 5
 EXPANSION_ROUNDS = 4  # candidate rounds: by film, then by cluster while a round links something new
 # Members of a cluster paired with each of its candidates: 3 cost FracAtlas 15% more checks (42.0k vs 36.6k,
 # +6 s of its prepare) for no family of bench/near_duplicates.py --families kept whole that 1 did not keep.
