@@ -353,9 +353,21 @@ def joining(links: Iterable[Link]) -> list[Link]:
     return [lk for lk in links if lk.kind in LINK_KINDS]
 
 
-def film_hashes(pixels: np.ndarray) -> tuple[str, np.ndarray, Signature]:
-    """(pixel sha256, dihedral phashes, copy signature) of one decoded 8-bit film: what the audit compares."""
-    return pixel_sha256(pixels), dihedral_phashes(pixels), signature(pixels)
+def film_hashes(pixels: np.ndarray, signed: set[str] | None = None) -> tuple[str, np.ndarray, Signature | None]:
+    """(pixel sha256, dihedral phashes, copy signature) of one decoded 8-bit film: what the audit compares.
+
+    signed: the pixel hashes of the films signed so far, shared by the calls of one audit (this call adds its
+    own). A film whose pixels were signed already gets no signature (None): `duplicate_links` links it to its
+    twin as `exact`, and the copy search looks at an exact group through one member, so its SIFT (15 ms, most
+    of a film's cost) would never be used. Two twins decoded at once may both be signed: harmless.
+    """
+    key, phashes = pixel_sha256(pixels), dihedral_phashes(pixels)
+    if signed is not None and key in signed:
+        return key, phashes, None
+    sig = signature(pixels)
+    if signed is not None:
+        signed.add(key)  # once signed: a film whose SIFT failed leaves its twins to be signed
+    return key, phashes, sig
 
 
 def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditItem]) -> list[tuple[int, int]]:
@@ -375,16 +387,19 @@ def seen_overlap(train_items: Sequence[AuditItem], eval_items: Sequence[AuditIte
     return sorted(pairs)
 
 
-def hash_film(path: Path, copies: bool = True) -> tuple[str, str, np.ndarray, Signature | None] | str:
+def hash_film(
+    path: Path, copies: bool = True, signed: set[str] | None = None
+) -> tuple[str, str, np.ndarray, Signature | None] | str:
     """(file sha256, pixel sha256, dihedral phashes, copy signature) of one film, or why it cannot be read.
 
     copies=False skips the SIFT signature (None): for callers whose other side has none to compare with.
+    signed: as in `film_hashes` (a pixel twin of a film already signed gets no signature).
     """
     try:
         img = read_image(path)
         if not copies:
             return file_sha256(path), pixel_sha256(img.pixels), dihedral_phashes(img.pixels), None
-        return file_sha256(path), *film_hashes(img.pixels)
+        return file_sha256(path), *film_hashes(img.pixels, signed)
     except ImageReadError as exc:
         return str(exc)
     except Exception as exc:  # one odd file must not stop the audit of the others
@@ -416,7 +431,8 @@ def audit(path: str | Path, out: str | Path | None = None, progress: Progress | 
         entries = [
             (r.source, rel_to(r.source, path), r.split or "", r.image_label or "", r.group) for r in ingest.records
         ]
-    hashed = parallel_map(lambda e: hash_film(e[0]), entries, progress, "hashing films")
+    signed: set[str] = set()
+    hashed = parallel_map(lambda e: hash_film(e[0], signed=signed), entries, progress, "hashing films")
     items: list[AuditItem] = []
     unreadable: list[tuple[str, str]] = []
     for (_, shown, split, label, group), h in zip(entries, hashed, strict=True):

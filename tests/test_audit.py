@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fracturekit.audit import AuditItem, audit, audit_items
+from fracturekit.audit import AuditItem, audit, audit_items, film_hashes
 from fracturekit.data.hashing import dihedral_phashes
 from fracturekit.data.phantoms import generate_phantom
 
@@ -53,6 +53,16 @@ def test_copy_across_splits_is_a_leak(tmp_path: Path, transform: Callable[[np.nd
         "train_fractured_2.png",
     }
     assert list(rows[0]) == ["cluster", "path", "split", "label", "kind"]
+
+
+def test_a_pixel_twin_is_signed_once() -> None:
+    # the copy search looks at an exact group through one member: a second film of the same pixels gets no SIFT
+    signed: set[str] = set()
+    first, twin, other = (film_hashes(img, signed) for img in (_film(3), _film(3).copy(), _film(4)))
+    assert first[2] is not None and not first[2].empty
+    assert twin[2] is None and twin[0] == first[0] and (twin[1] == first[1]).all()  # hashes still computed
+    assert other[2] is not None  # another film is signed
+    assert film_hashes(_film(3))[2] is not None  # no shared set: every film signed
 
 
 def test_clean_dataset_has_no_findings(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from fracturekit.data.copies import (
     MIRROR,
     RATIO,
     Signature,
+    VocabularyTree,
     copy_pairs,
     lineage,
     name_links,
@@ -135,6 +136,25 @@ def test_ratio_matches_are_opencvs_knn_matches() -> None:
             query, train = ratio_matches(a.descriptors, b.descriptors)
             assert set(zip(query.tolist(), train.tolist(), strict=True)) == want
     assert len(ratio_matches(sigs[0].descriptors, sigs[0].descriptors[:1])[0]) == 0  # one descriptor: no second
+
+
+def test_vocabulary_words_do_not_depend_on_the_chunk() -> None:
+    """Words are computed in chunks sorted by node: any chunk size gives each descriptor the leaf a plain descent
+    of the tree (nearest centre at each level) gives it."""
+    desc = np.concatenate([signature(_film(seed)).descriptors for seed in range(6)])
+    tree = VocabularyTree(desc, seed=0, branch=4, depth=3)
+    x = desc.astype(np.float32)
+    want = []
+    for row in x:  # one descriptor at a time, down the tree
+        node = 0
+        for level in range(tree.depth):
+            centres = tree.nodes.get((level, node))
+            nearest = 0 if centres is None else int(np.argmin(((centres - row) ** 2).sum(axis=1)))
+            node = node * tree.branch + nearest
+        want.append(node)
+    for chunk in (7, 100, len(desc) + 1):
+        assert tree.words(desc, chunk).tolist() == want
+    assert tree.words(desc[:0]).shape == (0,)
 
 
 @pytest.mark.parametrize(

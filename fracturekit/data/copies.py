@@ -49,6 +49,10 @@ MIRROR = np.arange(128).reshape(4, 4, 8)[::-1][..., (-np.arange(8)) % 8].ravel()
 BRANCH = 16
 DEPTH = 3
 VOCAB_SAMPLE = 40_000
+WORDS_CHUNK = 65_536  # descriptors converted to float32 at a time (32 MB)
+# Top 5 per film, as is and mirrored. 4 kept bench/near_duplicates.py's recall (95.3% / 96.0%, seeds 0 1) with 19%
+# fewer checks, but on FracAtlas itself it left 31 of the 710 films the audit clusters alone (68 films changed
+# cluster; 29,453 checks vs 36,580) and lost one of 150 knee copies (88.7% vs 89.3%): not worth ~4 s of CPU.
 CANDIDATES = 5
 EXPANSION_ROUNDS = 4  # candidate rounds: by film, then by cluster while a round links something new
 # Members of a cluster paired with each of its candidates: 3 cost FracAtlas 15% more checks (42.0k vs 36.6k,
@@ -128,19 +132,35 @@ class VocabularyTree:
         for k in range(self.branch):
             self._grow(x[nearest == k], node * self.branch + k, level + 1)
 
-    def words(self, desc: np.ndarray) -> np.ndarray:
-        """The leaf (word id in [0, size)) of each descriptor; a descriptor stops where the tree stops growing."""
+    def words(self, desc: np.ndarray, chunk: int = WORDS_CHUNK) -> np.ndarray:
+        """The leaf (word id in [0, size)) of each descriptor; a descriptor stops where the tree stops growing.
+
+        In chunks of `chunk` descriptors, each converted to float32 alone, and within a chunk the descriptors of
+        one node taken as one slice after a sort by node: on FracAtlas (2 x 549k descriptors) the whole array in
+        float32 and a scan of it per node (`node == n`) cost ~10 s of CPU and ~860 MB at peak; this, ~2 s and a
+        chunk's two float32 copies (64 MB): the copy search's peak RSS rose 91 MB over the signatures' instead.
+        """
+        return np.concatenate(
+            [self._chunk_words(desc[s : s + chunk]) for s in range(0, len(desc), chunk)] + [np.zeros(0, np.int64)]
+        )
+
+    def _chunk_words(self, desc: np.ndarray) -> np.ndarray:
         x = desc.astype(np.float32)
         node = np.zeros(len(x), np.int64)
+        where = np.arange(len(x))  # the caller's row of each row of x
         for level in range(self.depth):
+            order = np.argsort(node, kind="stable")
+            x, node, where = x[order], node[order], where[order]  # one node's descriptors are now one slice
             nxt = node * self.branch
-            for n in np.unique(node):
-                centres = self.nodes.get((level, int(n)))
-                idx = np.nonzero(node == n)[0]
+            ids, starts = np.unique(node, return_index=True)
+            for n, a, b in zip(ids.tolist(), starts.tolist(), [*starts[1:].tolist(), len(node)], strict=True):
+                centres = self.nodes.get((level, n))
                 if centres is not None:
-                    nxt[idx] += _nearest(x[idx], centres)
+                    nxt[a:b] += _nearest(x[a:b], centres)
             node = nxt
-        return node
+        out = np.empty_like(node)
+        out[where] = node
+        return out
 
 
 def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -187,9 +207,12 @@ class CandidateSearch:
         if not self.usable:
             return
         rng = np.random.default_rng(seed)
-        tree = VocabularyTree(every[rng.choice(len(every), min(len(every), VOCAB_SAMPLE), replace=False)], seed)
+        # one BLAS thread: the tree's products are small (16 centres), and OpenBLAS's threads spun on them, above
+        # all on a busy machine (FracAtlas's words, one pass: 6-7 s of CPU with its threads at load 10, 0.8 s with one)
+        with threadpool_limits(1, user_api="blas"):
+            tree = VocabularyTree(every[rng.choice(len(every), min(len(every), VOCAB_SAMPLE), replace=False)], seed)
+            words, mirror_words = tree.words(every), tree.words(every[:, MIRROR])
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        words, mirror_words = tree.words(every), tree.words(every[:, MIRROR])
         self.bow, idf = _bow([words[offsets[i] : offsets[i + 1]] for i in range(n)], tree.size, None)
         self.mirror, _ = _bow([mirror_words[offsets[i] : offsets[i + 1]] for i in range(n)], tree.size, idf)
         self.bow_t = self.bow.T.tocsr()

@@ -137,7 +137,9 @@ def prepare(
     stage = tmp / ".stage"
     stage.mkdir()
     try:
-        decode = partial(_process_safely, stage=stage, clahe=clahe, max_side=max_side, max_pixels=max_pixels)
+        decode = partial(
+            _process_safely, stage=stage, clahe=clahe, max_side=max_side, max_pixels=max_pixels, signed=set()
+        )
         parallel_map(decode, usable, progress, "decoding films")
         t_decode = time.perf_counter()
         _check_some_usable(source, films)

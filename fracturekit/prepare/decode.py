@@ -54,8 +54,17 @@ def _exif_rotated(path: Path) -> bool:
         return True
 
 
-def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pixels: int | None = MAX_PIXELS) -> None:
-    """Decode, hash, transform and stage one film; on failure mark it skipped with the reason."""
+def _process(
+    film: _Film,
+    stage: Path,
+    clahe: bool,
+    max_side: int | None,
+    max_pixels: int | None = MAX_PIXELS,
+    signed: set[str] | None = None,
+) -> None:
+    """Decode, hash, transform and stage one film; on failure mark it skipped with the reason.
+
+    signed: the pixel hashes of films signed so far (`film_hashes`): a pixel twin is not signed again."""
     src = Path(film.source)
     try:
         img = read_image(src, max_pixels)  # before reading the bytes: a film over --max-pixels is never loaded
@@ -64,7 +73,7 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pi
         film.status, film.reason = "skipped", f"unreadable image: {exc}"
         return
     film.sha256 = hashlib.sha256(data).hexdigest()
-    film.pixel_sha256, film.phashes, film.copy_sig = film_hashes(img.pixels)
+    film.pixel_sha256, film.phashes, film.copy_sig = film_hashes(img.pixels, signed)
     film.warnings.extend(img.warnings)
     film.meta.update(img.meta)
     pixels, scale = limit_side(img.pixels, max_side)
@@ -109,11 +118,16 @@ def _process(film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pi
 
 
 def _process_safely(
-    film: _Film, stage: Path, clahe: bool, max_side: int | None, max_pixels: int | None = MAX_PIXELS
+    film: _Film,
+    stage: Path,
+    clahe: bool,
+    max_side: int | None,
+    max_pixels: int | None = MAX_PIXELS,
+    signed: set[str] | None = None,
 ) -> None:
     """`_process`, but any unexpected error on one file marks that file skipped instead of stopping the run."""
     try:
-        _process(film, stage, clahe, max_side, max_pixels)
+        _process(film, stage, clahe, max_side, max_pixels, signed)
     except OSError as exc:
         if is_no_space(exc):
             raise  # a full disk stops the whole run (prepare says so), it is not this film's fault
