@@ -71,7 +71,7 @@ class Model:
 
     @property
     def parallel(self) -> int:
-        """Films one forward call runs at once without slowing each (one per OpenVINO stream, else 1)."""
+        """Films its backend runs at once without slowing each (one per OpenVINO stream, else 1)."""
         return self.runner.parallel(self)
 
     @property

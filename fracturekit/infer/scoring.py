@@ -67,6 +67,13 @@ def default_batch(models: Sequence[Model | None]) -> int:
     return max((m.default_batch for m in models if m is not None), default=1)
 
 
+def calls_at_once(models: Sequence[Model | None], batch: int) -> int:
+    """Scorer calls `stream` runs at once: the models' smallest `parallel // batch`, at least 1. OpenVINO at its
+    default batch 1 gets one call per stream, each from its own thread, so a stream starts its next film while
+    the films before are post-processed (NMS, boxes) instead of waiting for that between batches."""
+    return max(1, min((m.parallel // batch for m in models if m is not None), default=1))
+
+
 def detect_batch(
     model: Model, items: list[Item], cam: bool = False, iou: float = NMS_IOU, box_floor: float = SCORE_FLOOR
 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray | None]]:
@@ -227,7 +234,8 @@ def stream(
     max_pixels: int | None = MAX_PIXELS,
     min_side: int | None = None,
 ) -> Iterator[list[Prediction]]:
-    """Predictions for `paths` (only the indices in `todo` when given), one list per batch, decoding ahead in `pool`.
+    """Predictions for `paths` (only the indices in `todo` when given), one list per batch, in order, decoding
+    ahead in `pool` and running `calls_at_once` scorer calls at once.
 
     A film of more than `max_pixels` pixels is not decoded: its size is its error. `min_side`: large JPEGs are
     decoded reduced, short side kept >= this (`read_image`); scores then come from the reduced film, boxes and
@@ -239,8 +247,25 @@ def stream(
     def load(i: int, p: Path) -> Item:
         return load_item(i, p, det, cls_tf, max_pixels, min_side)
 
-    for items in batches(paths, list(range(len(paths))) if todo is None else todo, batch, pool, load):
-        yield scorer(items)
+    decoded = batches(paths, list(range(len(paths))) if todo is None else todo, batch, pool, load)
+    at_once = calls_at_once([det, clf], batch)
+    if at_once == 1:
+        for items in decoded:
+            yield scorer(items)
+        return
+    # One call more than run at once waits with its input ready: a model call that ends is followed at once.
+    with ThreadPoolExecutor(at_once + 1, thread_name_prefix="fracturekit-infer") as runs:
+        ahead: deque[Future[list[Prediction]]] = deque()
+        try:
+            for items in decoded:
+                ahead.append(runs.submit(scorer, items))
+                if len(ahead) > at_once:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # stopped early (an error, Ctrl-C, the consumer gone): queued calls are dropped
+            for f in ahead:
+                f.cancel()
 
 
 def score(

@@ -87,7 +87,8 @@ class Backend:
 
     @classmethod
     def parallel(cls, model: Model) -> int:
-        """Films one forward call runs at once without slowing each."""
+        """Films the backend runs at once without slowing each. Above 1, `forward` must be safe from several
+        threads: given smaller batches, `scoring.stream` makes `parallel // batch` calls at once."""
         return 1
 
     @classmethod
