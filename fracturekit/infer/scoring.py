@@ -63,7 +63,8 @@ class Prediction:
 
 def default_batch(models: Sequence[Model | None]) -> int:
     """Films per forward call: the largest of the models' own (`Backend.default_batch`: 8 with PyTorch, 1 with
-    ONNX Runtime on CPU, one per OpenVINO stream), so that a batched backend is not fed film by film."""
+    ONNX Runtime on CPU, 1 with OpenVINO, a call per stream at once), so that a batched backend is not fed film
+    by film."""
     return max((m.default_batch for m in models if m is not None), default=1)
 
 
