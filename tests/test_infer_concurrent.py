@@ -14,29 +14,33 @@ import cv2
 import pytest
 
 from fracturekit.data.phantoms import generate_phantom
+from fracturekit.infer.backends import BACKEND_MAP
 from fracturekit.infer.backends.openvino_cpu import Requests
 from fracturekit.infer.preprocess import Item
 from fracturekit.infer.scoring import Prediction, calls_at_once, stream
 
 
-def _model(parallel: int) -> SimpleNamespace:
-    """What `calls_at_once` and `load_item` read of a detector: its parallel films and a fixed 64x64 input."""
-    return SimpleNamespace(parallel=parallel, fixed_shape=(64, 64), imgsz=64, stride=32)
+def _model(backend: str, streams: int = 1) -> SimpleNamespace:
+    """A loaded model as `calls_at_once` and `load_item` read it: its backend's `calls`, a fixed 64x64 input."""
+    m = SimpleNamespace(net=Requests(list(range(streams))), fixed_batch=None, fixed_shape=(64, 64), imgsz=64, stride=32)
+    m.calls = lambda batch: BACKEND_MAP[backend].calls(m, batch)
+    return m
 
 
 @pytest.mark.parametrize(
-    ("parallels", "batch", "want"),
+    ("models", "batch", "want"),
     [
-        ((2,), 1, 2),  # OpenVINO, 2 streams, its default batch 1: a call per stream
-        ((2,), 2, 1),  # --batch 2: one call fills both streams
-        ((4,), 3, 1),  # a batch that does not divide the streams: never more films than streams
-        ((1,), 1, 1),  # ONNX Runtime or PyTorch: one call at a time, as before
-        ((2, 1), 1, 1),  # a detector on OpenVINO with a classifier that is not: the slower model decides
+        ((("openvino", 2),), 1, 2),  # OpenVINO, 2 streams, its default batch 1: a call per stream
+        ((("openvino", 2),), 2, 1),  # --batch 2: one call fills both streams
+        ((("openvino", 4),), 3, 1),  # a batch that does not divide the streams: never more films than streams
+        ((("onnx", 1),), 1, 1),  # ONNX Runtime: one call at a time, as before
+        ((("torch", 1),), 8, 1),  # PyTorch: the same
+        ((("openvino", 2), ("torch", 1)), 1, 1),  # OpenVINO with a PyTorch model: one call at a time
         ((), 1, 1),  # no model (never called so, but not zero)
     ],
 )
-def test_calls_at_once(parallels: tuple[int, ...], batch: int, want: int) -> None:
-    assert calls_at_once([_model(p) for p in parallels] + [None], batch) == want  # type: ignore[list-item]
+def test_calls_at_once(models: tuple[tuple[str, int], ...], batch: int, want: int) -> None:
+    assert calls_at_once([_model(*m) for m in models] + [None], batch) == want  # type: ignore[list-item]
 
 
 def test_request_pool_lends_all_at_once() -> None:
@@ -65,8 +69,8 @@ def test_request_pool_lends_all_at_once() -> None:
 class _SlowScorer:
     """A scorer whose calls take random times, counting how many run at once."""
 
-    def __init__(self, parallel: int, fail_at: int | None = None) -> None:
-        self.det, self.clf = _model(parallel), None
+    def __init__(self, streams: int, fail_at: int | None = None) -> None:
+        self.det, self.clf = _model("openvino", streams), None
         self.running = self.most = 0
         self.lock = threading.Lock()
         self.rng = random.Random(0)
@@ -94,7 +98,7 @@ def _films(folder: Path, n: int) -> list[Path]:
 
 def test_stream_runs_calls_at_once_in_film_order(tmp_path: Path) -> None:
     paths = _films(tmp_path / "films", 16)
-    scorer = _SlowScorer(parallel=2)
+    scorer = _SlowScorer(streams=2)
     with ThreadPoolExecutor(2) as pool:
         got = [p.index for preds in stream(scorer, paths, pool, 1) for p in preds]  # type: ignore[arg-type]
     assert got == list(range(16))  # every film once, in order, whichever call ended first
@@ -105,5 +109,5 @@ def test_stream_call_error_surfaces(tmp_path: Path) -> None:
     """A failed model call raises from the stream, as a serial call did (it is not a film's decode error)."""
     paths = _films(tmp_path / "films", 8)
     with ThreadPoolExecutor(2) as pool, pytest.raises(RuntimeError, match="model call failed"):
-        for _ in stream(_SlowScorer(parallel=2, fail_at=5), paths, pool, 1):  # type: ignore[arg-type]
+        for _ in stream(_SlowScorer(streams=2, fail_at=5), paths, pool, 1):  # type: ignore[arg-type]
             pass

@@ -74,6 +74,10 @@ class Model:
         """Films its backend runs at once without slowing each (one per OpenVINO stream, else 1)."""
         return self.runner.parallel(self)
 
+    def calls(self, batch: int) -> int:
+        """Forward calls of `batch` films `scoring.stream` makes at once from several threads (`Backend.calls`)."""
+        return self.runner.calls(self, batch)
+
     @property
     def default_batch(self) -> int:
         """Films per forward call its backend runs fastest with when --batch is not given."""

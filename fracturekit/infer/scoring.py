@@ -69,10 +69,10 @@ def default_batch(models: Sequence[Model | None]) -> int:
 
 
 def calls_at_once(models: Sequence[Model | None], batch: int) -> int:
-    """Scorer calls `stream` runs at once: the models' smallest `parallel // batch`, at least 1. OpenVINO at its
+    """Scorer calls `stream` runs at once: the smallest of the models' `Model.calls(batch)`. OpenVINO at its
     default batch 1 gets one call per stream, each from its own thread, so a stream starts its next film while
     the films before are post-processed (NMS, boxes) instead of waiting for that between batches."""
-    return max(1, min((m.parallel // batch for m in models if m is not None), default=1))
+    return max(1, min((m.calls(batch) for m in models if m is not None), default=1))
 
 
 def detect_batch(

@@ -87,8 +87,13 @@ class Backend:
 
     @classmethod
     def parallel(cls, model: Model) -> int:
-        """Films the backend runs at once without slowing each. Above 1, `forward` must be safe from several
-        threads: given smaller batches, `scoring.stream` makes `parallel // batch` calls at once."""
+        """Films one forward call runs at once without slowing each."""
+        return 1
+
+    @classmethod
+    def calls(cls, model: Model, batch: int) -> int:
+        """Forward calls of `batch` films `scoring.stream` makes at once, each from its own thread; above 1,
+        `forward` must be safe from several threads at once."""
         return 1
 
     @classmethod

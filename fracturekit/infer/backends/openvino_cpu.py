@@ -3,8 +3,8 @@
 bf16 on CPUs with BF16 (OpenVINO's own default, which export's accuracy check measures), float32 elsewhere;
 an NNCF export runs its int8 layers as int8. One infer request per CPU stream, each film (each static
 batch) on its own request, the requests running at once. The requests are a pool that several threads
-draw from: `scoring.stream` runs one film per stream at once from its own thread (`Backend.parallel`), so
-a stream starts its next film while the others' films are post-processed.
+draw from: `scoring.stream` runs one film per stream at once from its own thread (`calls`), so a stream
+starts its next film while the others' films are post-processed.
 """
 
 from __future__ import annotations
@@ -152,6 +152,11 @@ class OpenVino(Backend):
     def parallel(cls, model: Model) -> int:
         """One (static) batch per stream."""
         return model.net.size * (model.fixed_batch or 1)
+
+    @classmethod
+    def calls(cls, model: Model, batch: int) -> int:
+        """A call per stream when a call's batch fills one stream (a larger batch is spread over the streams)."""
+        return max(1, cls.parallel(model) // batch)
 
     @classmethod
     def default_batch(cls, model: Model) -> int:
