@@ -16,6 +16,7 @@ import pytest
 from fracturekit.data.phantoms import generate_phantom
 from fracturekit.infer.backends import BACKEND_MAP
 from fracturekit.infer.backends.openvino_cpu import Requests
+from fracturekit.infer.model import Model
 from fracturekit.infer.preprocess import Item
 from fracturekit.infer.scoring import Prediction, calls_at_once, stream
 
@@ -23,6 +24,7 @@ from fracturekit.infer.scoring import Prediction, calls_at_once, stream
 def _model(backend: str, streams: int = 1) -> SimpleNamespace:
     """A loaded model as `calls_at_once` and `load_item` read it: its backend's `calls`, a fixed 64x64 input."""
     m = SimpleNamespace(net=Requests(list(range(streams))), fixed_batch=None, fixed_shape=(64, 64), imgsz=64, stride=32)
+    m.threads = streams  # ONNX Runtime on CPU: the cores it was loaded with
     m.calls = lambda batch: BACKEND_MAP[backend].calls(m, batch)
     return m
 
@@ -33,9 +35,12 @@ def _model(backend: str, streams: int = 1) -> SimpleNamespace:
         ((("openvino", 2),), 1, 2),  # OpenVINO, 2 streams, its default batch 1: a call per stream
         ((("openvino", 2),), 2, 1),  # --batch 2: one call fills both streams
         ((("openvino", 4),), 3, 1),  # a batch that does not divide the streams: never more films than streams
-        ((("onnx", 1),), 1, 1),  # ONNX Runtime: one call at a time, as before
-        ((("torch", 1),), 8, 1),  # PyTorch: the same
-        ((("openvino", 2), ("torch", 1)), 1, 1),  # OpenVINO with a PyTorch model: one call at a time
+        ((("onnx", 2),), 1, 2),  # ONNX Runtime on 2 cores: two single-thread calls
+        ((("onnx", 2),), 8, 2),  # the same with --batch 8: each call on one core
+        ((("onnx", 1),), 1, 1),  # ONNX Runtime with --threads 1: one call at a time
+        ((("onnx-gpu", 8),), 1, 1),  # ONNX Runtime on a GPU: one thread feeds it
+        ((("torch", 1),), 8, 1),  # PyTorch: one call at a time, as before
+        ((("openvino", 2), ("torch", 1)), 1, 2),  # with a PyTorch model: two calls, its own forward one at a time
         ((), 1, 1),  # no model (never called so, but not zero)
     ],
 )
@@ -111,3 +116,34 @@ def test_stream_call_error_surfaces(tmp_path: Path) -> None:
     with ThreadPoolExecutor(2) as pool, pytest.raises(RuntimeError, match="model call failed"):
         for _ in stream(_SlowScorer(streams=2, fail_at=5), paths, pool, 1):  # type: ignore[arg-type]
             pass
+
+
+@pytest.mark.parametrize(
+    ("backend", "threads", "most"),
+    [
+        ("torch", 2, 1),  # PyTorch uses every thread in one call: its calls wait for each other
+        ("onnx", 2, 2),  # ONNX Runtime on CPU: one single-thread call per core at once
+        ("onnx", 1, 1),  # --threads 1: one
+    ],
+)
+def test_model_forward_lets_its_backends_calls_at_once(
+    monkeypatch: pytest.MonkeyPatch, backend: str, threads: int, most: int
+) -> None:
+    """Four threads call one model's forward: no more run at once than its backend allows."""
+    runner = BACKEND_MAP[backend]
+    running, seen, lock = [0], [0], threading.Lock()
+
+    def forward(cls: type, model: object, x: object) -> object:
+        with lock:
+            running[0] += 1
+            seen[0] = max(seen[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return x
+
+    monkeypatch.setattr(runner, "forward", classmethod(forward))
+    model = Model("detect", backend, Path("w"), {0: "fracture"}, 64, 32, None, None, None, None, threads=threads)
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(model.forward, range(4)))
+    assert seen[0] == most

@@ -69,10 +69,12 @@ def default_batch(models: Sequence[Model | None]) -> int:
 
 
 def calls_at_once(models: Sequence[Model | None], batch: int) -> int:
-    """Scorer calls `stream` runs at once: the smallest of the models' `Model.calls(batch)`. OpenVINO at its
-    default batch 1 gets one call per stream, each from its own thread, so a stream starts its next film while
-    the films before are post-processed (NMS, boxes) instead of waiting for that between batches."""
-    return max(1, min((m.calls(batch) for m in models if m is not None), default=1))
+    """Scorer calls `stream` runs at once: the largest of the models' `Model.calls(batch)` (each model lets no more
+    of its own forward calls run at once than it allows). OpenVINO at its default batch 1 gets one call per
+    stream, ONNX Runtime on CPU one single-thread call per core, each from its own thread, so a core starts its
+    next film while the films before are post-processed (NMS, boxes) instead of waiting for that between batches.
+    EigenCAM needs PyTorch models (one call at a time): with it, calls run one at a time."""
+    return max(1, max((m.calls(batch) for m in models if m is not None), default=1))
 
 
 def detect_batch(
