@@ -12,8 +12,8 @@ every backend alike):
 - yolo predict (all threads): the same call with torch using every allowed core, to separate that lever.
 - fracturekit predict (PyTorch / ONNX): `fracturekit.predict.predict(folder, detector=w or w.onnx, imgsz=640,
   conf=conf, batch=B, save_images=False)` for each --batch B (it still writes predictions.csv/.json).
-- fracturekit predict on the faster exports, at predict's default batch (1 for ONNX, one film per OpenVINO
-  stream): ONNX int8 (onnxruntime static QDQ), OpenVINO at its default
+- fracturekit predict on the faster exports, at predict's default batch (1 for ONNX; 1 for OpenVINO, one
+  call per stream at once): ONNX int8 (onnxruntime static QDQ), OpenVINO at its default
   precision (bf16 on a CPU with BF16) and OpenVINO int8 (NNCF), each written by `fracturekit.export.export`;
   the int8 ones calibrated on 32 phantom films of a prepared dataset made here. OpenVINO rows need the
   `openvino` extra and are left out without it.

@@ -12,6 +12,7 @@ inference command.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,12 @@ class Model:
     device: str = "cpu"  # torch device string of where it runs
     precision: str = "float32"  # what the arithmetic runs in: float32, int8, bf16 (OpenVINO's choice), fp16
     chosen: str = ""  # why these weights were used when a run folder was given (choose_weights)
+    threads: int = 1  # the CPU threads it was loaded with (`cpu_threads(threads)`)
+    # At most `calls(1)` forward calls at once: another model's calls may run several scorer calls at once
+    _gate: threading.BoundedSemaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._gate = threading.BoundedSemaphore(max(1, self.runner.calls(self, 1)))
 
     @property
     def runner(self) -> type[Backend]:
@@ -66,13 +73,19 @@ class Model:
         return self.runner.cam
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run a float32 (B, 3, H, W) batch in 0..1; returns the raw head output as numpy."""
-        return self.runner.forward(self, x)
+        """Run a float32 (B, 3, H, W) batch in 0..1; returns the raw head output as numpy. Safe from several
+        threads: at most as many calls as its backend allows run at once, the others wait."""
+        with self._gate:
+            return self.runner.forward(self, x)
 
     @property
     def parallel(self) -> int:
-        """Films one forward call runs at once without slowing each (one per OpenVINO stream, else 1)."""
+        """Films its backend runs at once without slowing each (one per OpenVINO stream, else 1)."""
         return self.runner.parallel(self)
+
+    def calls(self, batch: int) -> int:
+        """Forward calls of `batch` films `scoring.stream` makes at once from several threads (`Backend.calls`)."""
+        return self.runner.calls(self, batch)
 
     @property
     def default_batch(self) -> int:
@@ -243,6 +256,7 @@ def load_model(
         device=loaded.device,
         precision=loaded.precision,
         chosen=chosen,
+        threads=n,
     )
 
 

@@ -63,8 +63,18 @@ class Prediction:
 
 def default_batch(models: Sequence[Model | None]) -> int:
     """Films per forward call: the largest of the models' own (`Backend.default_batch`: 8 with PyTorch, 1 with
-    ONNX Runtime on CPU, one per OpenVINO stream), so that a batched backend is not fed film by film."""
+    ONNX Runtime on CPU, 1 with OpenVINO, a call per stream at once), so that a batched backend is not fed film
+    by film."""
     return max((m.default_batch for m in models if m is not None), default=1)
+
+
+def calls_at_once(models: Sequence[Model | None], batch: int) -> int:
+    """Scorer calls `stream` runs at once: the largest of the models' `Model.calls(batch)` (each model lets no more
+    of its own forward calls run at once than it allows). OpenVINO at its default batch 1 gets one call per
+    stream, ONNX Runtime on CPU one single-thread call per core, each from its own thread, so a core starts its
+    next film while the films before are post-processed (NMS, boxes) instead of waiting for that between batches.
+    EigenCAM needs PyTorch models (one call at a time): with it, calls run one at a time."""
+    return max(1, max((m.calls(batch) for m in models if m is not None), default=1))
 
 
 def detect_batch(
@@ -227,7 +237,8 @@ def stream(
     max_pixels: int | None = MAX_PIXELS,
     min_side: int | None = None,
 ) -> Iterator[list[Prediction]]:
-    """Predictions for `paths` (only the indices in `todo` when given), one list per batch, decoding ahead in `pool`.
+    """Predictions for `paths` (only the indices in `todo` when given), one list per batch, in order, decoding
+    ahead in `pool` and running `calls_at_once` scorer calls at once.
 
     A film of more than `max_pixels` pixels is not decoded: its size is its error. `min_side`: large JPEGs are
     decoded reduced, short side kept >= this (`read_image`); scores then come from the reduced film, boxes and
@@ -239,8 +250,25 @@ def stream(
     def load(i: int, p: Path) -> Item:
         return load_item(i, p, det, cls_tf, max_pixels, min_side)
 
-    for items in batches(paths, list(range(len(paths))) if todo is None else todo, batch, pool, load):
-        yield scorer(items)
+    decoded = batches(paths, list(range(len(paths))) if todo is None else todo, batch, pool, load)
+    at_once = calls_at_once([det, clf], batch)
+    if at_once == 1:
+        for items in decoded:
+            yield scorer(items)
+        return
+    # One call more than run at once waits with its input ready: a model call that ends is followed at once.
+    with ThreadPoolExecutor(at_once + 1, thread_name_prefix="fracturekit-infer") as runs:
+        ahead: deque[Future[list[Prediction]]] = deque()
+        try:
+            for items in decoded:
+                ahead.append(runs.submit(scorer, items))
+                if len(ahead) > at_once:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # stopped early (an error, Ctrl-C, the consumer gone): queued calls are dropped
+            for f in ahead:
+                f.cancel()
 
 
 def score(

@@ -91,6 +91,12 @@ class Backend:
         return 1
 
     @classmethod
+    def calls(cls, model: Model, batch: int) -> int:
+        """Forward calls of `batch` films `scoring.stream` makes at once, each from its own thread; above 1,
+        `forward` must be safe from several threads at once."""
+        return 1
+
+    @classmethod
     def default_batch(cls, model: Model) -> int:
         """Films per forward call when --batch is not given."""
         return cls.parallel(model)

@@ -78,6 +78,16 @@ class OnnxRuntimeGpu(OnnxRuntime):
         return "cpu"
 
     @classmethod
+    def intra_threads(cls, threads: int) -> int:
+        """All `threads`: the GPU runs the model, the CPU threads what falls back to it, one call at a time."""
+        return threads
+
+    @classmethod
+    def calls(cls, model: Model, batch: int) -> int:
+        """One call at a time: the GPU is fed by one thread."""
+        return 1
+
+    @classmethod
     def default_batch(cls, model: Model) -> int:
         """8, as PyTorch: a GPU is fed batches (not measured with ONNX Runtime: no GPU here)."""
         return 8

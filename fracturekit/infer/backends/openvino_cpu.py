@@ -2,12 +2,17 @@
 
 bf16 on CPUs with BF16 (OpenVINO's own default, which export's accuracy check measures), float32 elsewhere;
 an NNCF export runs its int8 layers as int8. One infer request per CPU stream, each film (each static
-batch) on its own request, the requests running at once.
+batch) on its own request, the requests running at once. The requests are a pool that several threads
+draw from: `scoring.stream` runs one film per stream at once from its own thread (`calls`), so a stream
+starts its next film while the others' films are post-processed.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,12 +43,35 @@ def precision_hint() -> dict[str, str]:
     return {"INFERENCE_PRECISION_HINT": "f32"} if isa in _BELOW_AVX512 else {}
 
 
+class Requests:
+    """A model's infer requests (one per stream), lent to the threads that run forward calls at once."""
+
+    def __init__(self, requests: list) -> None:
+        self.size = len(requests)
+        self._free = list(requests)
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def take(self, k: int) -> Iterator[list]:
+        """min(k, size) requests, all at once (a caller never holds some while waiting for more: no deadlock)."""
+        k = min(k, self.size)
+        with self._changed:
+            self._changed.wait_for(lambda: len(self._free) >= k)
+            got = [self._free.pop() for _ in range(k)]
+        try:
+            yield got
+        finally:
+            with self._changed:
+                self._free.extend(got)
+                self._changed.notify_all()
+
+
 class OpenVino(Backend):
     name = "openvino"
     title = "OpenVINO"
     order = 30
     weights_help = "OpenVINO folder"
-    batch_help = "one per OpenVINO stream"
+    batch_help = "1 with OpenVINO (a film per stream at once)"
     variants = (
         Variant("openvino", "best_openvino_model"),
         Variant("openvino-int8", "best_int8_openvino_model", int8=True),
@@ -62,7 +90,7 @@ class OpenVino(Backend):
         """Compile the export for this CPU with `threads` threads.
 
         THROUGHPUT hint: OpenVINO splits `threads` into streams (2 single-thread streams on 2 cores) and we
-        keep one infer request per stream (`forward` says why).
+        keep one infer request per stream (`forward` says why), in a `Requests` pool.
         """
         try:
             import openvino as ov
@@ -87,7 +115,7 @@ class OpenVino(Backend):
         hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16 or f16
         n = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         return Loaded(
-            net=[compiled.create_infer_request() for _ in range(n)],
+            net=Requests([compiled.create_infer_request() for _ in range(n)]),
             task=meta["task"],
             names=meta["names"],
             stride=int(meta.get("stride", 32)),
@@ -103,24 +131,38 @@ class OpenVino(Backend):
         Why not one request over the batch: with OpenVINO's THROUGHPUT hint two single-thread streams ran
         an int8 YOLOv8n-det at 640x512 at 63.4 img/s on 2 cores, one two-thread LATENCY request at 44.2
         (bench/predict_bench.py's model, same run). Films are independent, so the numbers do not depend on
-        how they are batched. Outputs are copied: a request reuses its buffer.
+        how they are batched. Safe from several threads at once: each call takes the requests it runs on from
+        the pool. Inputs are shared, not copied (`x` outlives the requests' runs); outputs are copied: a request
+        reuses its buffer.
         """
         fb = model.fixed_batch or 1
         parts = chunks(x, fb)
         outs: list[np.ndarray] = []
-        for k in range(0, len(parts), len(model.net)):
-            running = list(zip(model.net, parts[k : k + len(model.net)], strict=False))  # the last group may be short
-            for req, chunk in running:
-                req.start_async({0: padded(chunk, fb)})
-            for req, chunk in running:
-                req.wait()
-                outs.append(req.get_output_tensor(0).data[: len(chunk)].copy())
+        with model.net.take(len(parts)) as requests:
+            for k in range(0, len(parts), len(requests)):
+                running = list(zip(requests, parts[k : k + len(requests)], strict=False))  # the last may be short
+                for req, chunk in running:
+                    req.start_async({0: padded(chunk, fb)}, share_inputs=True)
+                for req, chunk in running:
+                    req.wait()
+                    outs.append(req.get_output_tensor(0).data[: len(chunk)].copy())
         return np.concatenate(outs)
 
     @classmethod
     def parallel(cls, model: Model) -> int:
         """One (static) batch per stream."""
-        return len(model.net) * (model.fixed_batch or 1)
+        return model.net.size * (model.fixed_batch or 1)
+
+    @classmethod
+    def calls(cls, model: Model, batch: int) -> int:
+        """A call per stream when a call's batch fills one stream (a larger batch is spread over the streams)."""
+        return max(1, cls.parallel(model) // batch)
+
+    @classmethod
+    def default_batch(cls, model: Model) -> int:
+        """One film (one static batch) per call, `parallel` calls at once (`scoring.stream`): a stream never waits
+        for another stream's film, nor for the post-processing of its own last one."""
+        return model.fixed_batch or 1
 
     @classmethod
     def rank(cls, variant: Variant, cpu: CpuInfo) -> int | None:
