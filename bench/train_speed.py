@@ -39,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--levers", action="store_true", help="also fracturekit with each CPU lever changed alone")
-    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder, reusable (default: a new temp folder)")
     a = ap.parse_args()
     if not FRACATLAS.is_dir():
         raise SystemExit(f"{FRACATLAS}: absent; this bench needs FracAtlas (see ../shared/data/README.md).")
@@ -148,7 +149,8 @@ def main() -> None:
     full = work / "fracatlas"
     if not (full / "manifest.csv").is_file():
         prepare(FRACATLAS, full, fmt="fracatlas", split=(0.7, 0.15, 0.15), seed=0)
-    data = subset(full, work / "subset", a.train_films, a.val_films)
+    data = subset(full, work / f"subset-{a.train_films}-{a.val_films}", a.train_films, a.val_films)
+    runs = work / "runs" / time.strftime("%Y%m%d-%H%M%S")  # a --work folder is reused: its prepared set, not its runs
     cores, default_threads = cpu_threads(), uu.NUM_THREADS
     settings = dict(epochs=a.epochs, imgsz=a.imgsz, batch=16, device="cpu", plots=False, seed=0, verbose=False)
 
@@ -160,14 +162,14 @@ def main() -> None:
     rows: list[tuple[str, dict[str, float]]] = []
 
     def plain(label: str, threads: int) -> None:
-        target = work / "runs" / label.replace(" ", "_")
+        target = runs / label.replace(" ", "_")
         run(_PLAIN, [json.dumps(settings), str(data), str(target), str(threads)], env)
         rows.append((label, read_results(target, a.epochs)))
 
     failed: list[tuple[str, str]] = []
 
     def fk(label: str, lever: bool = False, **extra: object) -> None:
-        kw = dict(settings, data=str(data), project=str(work / "runs"), name=label.replace(" ", "_"), **extra)
+        kw = dict(settings, data=str(data), project=str(runs), name=label.replace(" ", "_"), **extra)
         try:
             run(_FK, [json.dumps(kw)], env)
         except SystemExit as exc:
@@ -175,7 +177,7 @@ def main() -> None:
                 raise
             failed.append((label, str(exc).strip().splitlines()[-1]))  # one lever failing keeps the others' rows
             return
-        rows.append((label, read_results(work / "runs" / "detect" / label.replace(" ", "_"), a.epochs)))
+        rows.append((label, read_results(runs / "detect" / label.replace(" ", "_"), a.epochs)))
 
     plain(f"plain Ultralytics ({default_threads} thread)", default_threads)
     plain(f"plain Ultralytics ({cores} threads)", cores)
