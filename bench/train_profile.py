@@ -130,9 +130,10 @@ def main() -> None:
     print(f"pipeline: {done.record['pipeline']}")
     print(f"{'epoch':>5s} {'what':5s} " + " ".join(f"{p:>9s}" for p in PHASES) + f" {'total':>9s}")
     for i, (cpu, wall) in enumerate(clock.epochs, 1):
+        epoch = str(i) if i <= a.epochs else "final"  # Ultralytics' last on_fit_epoch_end: best.pt's validation
         for what, d in (("cpu", cpu), ("wall", wall)):
             cells = " ".join(f"{d.get(p, 0.0):9.2f}" for p in PHASES)
-            print(f"{i:5d} {what:5s} {cells} {sum(d.values()):9.2f}")
+            print(f"{epoch:>5s} {what:5s} {cells} {sum(d.values()):9.2f}")
     print(f"final metrics: {done.record['metrics']}")
 
 
