@@ -13,9 +13,9 @@ scratch for --epochs epochs, seed 0, batch 16, in its own Python process, one af
 - with --levers, fracturekit again with one lever changed at a time: everything float32 (amp off: no bf16 in
   training or validation, no channels_last), no channels_last, float32 per-epoch validation (val_bf16 off),
   cache='ram' (decoded films kept in memory), and torch.compile (Ultralytics' `compile`, inductor; off by default:
-  its compile time is counted in s/epoch, see bench/train_step.py for when it pays). No "dataloader workers" lever:
-  Ultralytics sets workers=0 on CPU whatever is asked, and the loader is ~6% of an epoch's CPU time here
-  (bench/train_profile.py).
+  its compile time is counted in s/epoch; bench/train_step.py measured no steady gain here). No "dataloader
+  workers" lever: Ultralytics sets workers=0 on CPU whatever is asked, and the loader is ~6% of an epoch's CPU time
+  here (bench/train_profile.py).
 
 s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Final metrics: mAP50,
 mAP50-95 and the summed box/cls/dfl loss of the last epoch's validation (on the val subset, EMA weights on every
