@@ -9,14 +9,20 @@ scratch for --epochs epochs, seed 0, batch 16, in its own Python process, one af
   for the same settings (its augmentation recipe included, so only speed levers differ), at Ultralytics' default
   thread count (cores - 1) and at all cores;
 - fracturekit: `fracturekit.train.train(...)` with its CPU defaults (all cores; bf16 autocast and channels_last on
-  a CPU with native bf16);
-- with --levers, fracturekit again with one lever changed at a time: float32, no channels_last, cache='ram',
-  2 dataloader workers.
+  a CPU with native bf16, and bf16 autocast in the per-epoch validation with them);
+- with --levers, fracturekit again with one lever changed at a time: everything float32 (amp off: no bf16 in
+  training or validation, no channels_last), no channels_last, float32 per-epoch validation (val_bf16 off),
+  cache='ram' (decoded films kept in memory), and torch.compile (Ultralytics' `compile`, inductor; off by default:
+  its compile time is counted in s/epoch; bench/train_step.py measured no steady gain here). No "dataloader
+  workers" lever: Ultralytics sets workers=0 on CPU whatever is asked, and the loader is ~6% of an epoch's CPU time
+  here (bench/train_profile.py).
 
 s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Final metrics: mAP50,
-mAP50-95 and the summed box/cls/dfl loss of the last epoch's validation (on the val subset, float32 EMA weights on
-every side). The last line is `ratio_vs_ultralytics: X.XX` = fracturekit s/epoch / plain Ultralytics s/epoch at the
-SAME thread count (the stricter reference; the ratio against Ultralytics' default thread count is printed above it).
+mAP50-95 and the summed box/cls/dfl loss of the last epoch's validation (on the val subset, EMA weights on every
+side: float32 on plain Ultralytics' side, under bf16 autocast where fracturekit's val_bf16 is on; the "val float32"
+lever row is the same training validated in float32). The last line is `ratio_vs_ultralytics: X.XX` = fracturekit
+s/epoch / plain Ultralytics s/epoch at the SAME thread count (the stricter reference; the ratio against Ultralytics'
+default thread count is printed above it).
 From scratch, a few epochs learn little on FracAtlas: equal metrics here mean "no lever broke training", not
 "equally good models".
 
@@ -33,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +127,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--levers", action="store_true", help="also fracturekit with each CPU lever changed alone")
-    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder, reusable (default: a new temp folder)")
     a = ap.parse_args()
     if not FRACATLAS.is_dir():
         raise SystemExit(f"{FRACATLAS}: absent; this bench needs FracAtlas (see ../shared/data/README.md).")
@@ -134,7 +141,7 @@ def main() -> None:
     from fracturekit.core.device import cpu_info
     from fracturekit.core.yolo_env import cpu_threads, load_ultralytics
     from fracturekit.prepare import prepare
-    from fracturekit.train import _cpu_speed, _resolve
+    from fracturekit.train import _cpu_speed, _resolve, _val_bf16
 
     load_ultralytics()
     import ultralytics.utils as uu
@@ -142,49 +149,67 @@ def main() -> None:
     full = work / "fracatlas"
     if not (full / "manifest.csv").is_file():
         prepare(FRACATLAS, full, fmt="fracatlas", split=(0.7, 0.15, 0.15), seed=0)
-    data = subset(full, work / "subset", a.train_films, a.val_films)
+    data = subset(full, work / f"subset-{a.train_films}-{a.val_films}", a.train_films, a.val_films)
+    runs = work / "runs" / time.strftime("%Y%m%d-%H%M%S")  # a --work folder is reused: its prepared set, not its runs
     cores, default_threads = cpu_threads(), uu.NUM_THREADS
     settings = dict(epochs=a.epochs, imgsz=a.imgsz, batch=16, device="cpu", plots=False, seed=0, verbose=False)
 
     from fracturekit.core.device import resolve_device
 
-    bf16, channels_last = _cpu_speed(_resolve("detect", None, dict(settings)), resolve_device("cpu"))
+    cfg, cpu = _resolve("detect", None, dict(settings)), resolve_device("cpu")
+    bf16, channels_last = _cpu_speed(cfg, cpu)
+    val_bf16 = _val_bf16(cfg, cpu, bf16)
     rows: list[tuple[str, dict[str, float]]] = []
 
     def plain(label: str, threads: int) -> None:
-        target = work / "runs" / label.replace(" ", "_")
+        target = runs / label.replace(" ", "_")
         run(_PLAIN, [json.dumps(settings), str(data), str(target), str(threads)], env)
         rows.append((label, read_results(target, a.epochs)))
 
-    def fk(label: str, **extra: object) -> None:
-        kw = dict(settings, data=str(data), project=str(work / "runs"), name=label.replace(" ", "_"), **extra)
-        run(_FK, [json.dumps(kw)], env)
-        rows.append((label, read_results(work / "runs" / "detect" / label.replace(" ", "_"), a.epochs)))
+    failed: list[tuple[str, str]] = []
+
+    def fk(label: str, lever: bool = False, **extra: object) -> None:
+        kw = dict(settings, data=str(data), project=str(runs), name=label.replace(" ", "_"), **extra)
+        try:
+            run(_FK, [json.dumps(kw)], env)
+        except SystemExit as exc:
+            if not lever:
+                raise
+            failed.append((label, str(exc).strip().splitlines()[-1]))  # one lever failing keeps the others' rows
+            return
+        rows.append((label, read_results(runs / "detect" / label.replace(" ", "_"), a.epochs)))
 
     plain(f"plain Ultralytics ({default_threads} thread)", default_threads)
     plain(f"plain Ultralytics ({cores} threads)", cores)
-    levers = "+".join(n for n, on in (("bf16", bf16), ("channels_last", channels_last)) if on) or "float32"
+    on = (("bf16", bf16), ("channels_last", channels_last), ("val bf16", val_bf16))
+    levers = "+".join(n for n, v in on if v) or "float32"
     fk(f"fracturekit ({levers})")
     if a.levers:
-        fk("fracturekit float32", amp=False, channels_last=False)
-        fk("fracturekit bf16 only", channels_last=False)
-        fk("fracturekit cache ram", cache="ram")
-        fk("fracturekit workers 2", workers=2)
+        fk("fracturekit float32", lever=True, amp=False, channels_last=False)
+        fk("fracturekit no channels_last", lever=True, channels_last=False)
+        fk("fracturekit val float32", lever=True, val_bf16=False)
+        fk("fracturekit cache ram", lever=True, cache="ram")
+        fk("fracturekit compile", lever=True, compile=True)
 
     print(cpu_info().line)
     print(
         f"FracAtlas subset: {a.train_films} train + {a.val_films} val films (evenly spaced over the prepared "
         f"splits, seed 0); YOLOv8n-det from scratch, imgsz {a.imgsz}, batch 16, {a.epochs} epochs, seed 0"
     )
-    print(f"fracturekit's CPU choice here: bf16 autocast {bf16}, channels_last {channels_last}, {cores} threads")
-    print(f"{'side':36s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s}")
+    print(
+        f"fracturekit's CPU choice here: bf16 autocast {bf16}, channels_last {channels_last}, "
+        f"bf16 per-epoch validation {val_bf16}, {cores} threads"
+    )
+    print(f"{'side':44s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s}")
     strict = rows[1][1]["s_per_epoch"]
     for label, r in rows:
         ratio = r["s_per_epoch"] / strict
         print(
-            f"{label:36s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} "
+            f"{label:44s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} "
             f"{r['val_loss']:9.3f} {ratio:6.2f}"
         )
+    for label, why in failed:
+        print(f"{label:44s} failed: {why}")
     fk_s = rows[2][1]["s_per_epoch"]
     print(f"ratio vs plain Ultralytics at its default {default_threads} thread: {fk_s / rows[0][1]['s_per_epoch']:.2f}")
     print(f"ratio_vs_ultralytics: {fk_s / strict:.2f}")

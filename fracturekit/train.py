@@ -57,7 +57,7 @@ log = logging.getLogger("fracturekit")
 # fracturekit keys that are not Ultralytics train arguments.
 _OWN_KEYS = frozenset(
     {"model", "weights", "device", "threads", "balance", "freeze_epochs", "project", "name", "resume", "logger"}
-    | {"reproducible"}
+    | {"reproducible", "val_bf16"}
     | {"aug_clahe", "aug_brightness_contrast", "aug_gamma"}
 )
 # Ultralytics' final metric names -> the short names printed and recorded.
@@ -128,9 +128,11 @@ def train_recorded(
         if task == "classify":
             trainer_cls = type(trainer_cls.__name__, (trainer_cls,), {"balance": bool(cfg["balance"])})
         bf16, channels_last = _cpu_speed(cfg, device)
-        trainer_cls = trainers.cpu_fast(trainer_cls, bf16=bf16, channels_last=channels_last)
+        val_bf16 = _val_bf16(cfg, device, bf16)
+        trainer_cls = trainers.cpu_fast(trainer_cls, bf16=bf16, channels_last=channels_last, val_bf16=val_bf16)
         trainer_cls = trainers.atomic_checkpoints(trainer_cls)  # a kill or full disk keeps the last whole epoch
         pipeline: dict[str, Any] = {"cpu_bf16_autocast": bf16, "cpu_channels_last": channels_last}
+        pipeline["cpu_val_bf16"] = val_bf16
         model.add_callback("on_pretrain_routine_end", lambda tr: pipeline.update(_observe_pipeline(tr, task)))
         if release_after is not None:
             model.add_callback("on_train_epoch_start", trainers.release_frozen_layers(release_after))
@@ -259,6 +261,17 @@ def _cpu_speed(cfg: TrainConfig, device: Device) -> tuple[bool, bool]:
     bf16 = bool(cfg["amp"]) and cpu_info().bf16
     wanted = cfg.values.get("channels_last")
     return bf16, bool(wanted) if wanted is not None else bf16
+
+
+def _val_bf16(cfg: TrainConfig, device: Device, bf16: bool) -> bool:
+    """bf16 autocast in the per-epoch validation: by default (null) with bf16 training; `val_bf16: true|false` sets it
+    alone, on a CPU with native bf16 only and never with `reproducible`. Numbers: bench/train_profile.py."""
+    wanted = cfg.values.get("val_bf16")
+    if wanted is None or device.kind != "cpu" or cfg.values.get("reproducible"):
+        return bf16 and wanted is None
+    from fracturekit.core.device import cpu_info
+
+    return bool(wanted) and cpu_info().bf16
 
 
 def _detection_trainer() -> type:

@@ -52,3 +52,83 @@ def test_training_records_cpu_levers_and_saves_float_weights(tiny_runs: dict[str
     params = list(ckpt["model"].parameters())
     assert all(p.dtype == torch.float16 for p in params)  # Ultralytics' usual half checkpoint, never bf16
     assert all(p.is_contiguous() for p in params)  # and NCHW, whatever the training layout
+
+
+class _FakeTrainer:
+    """The parts of a BaseTrainer that cpu_fast's `validate` touches; `validate` reports what the EMA model ran in."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        from ultralytics.nn.tasks import DetectionModel
+        from ultralytics.utils.torch_utils import ModelEMA
+
+        torch.manual_seed(0)
+        self.device = torch.device(device)
+        self.model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
+        self.ema = ModelEMA(self.model)
+
+    def validate(self) -> tuple[bool, torch.Tensor]:
+        ema = self.ema.ema.eval()
+        return "predict" in vars(ema), ema(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))[0]
+
+
+@pytest.mark.parametrize(
+    ("val_bf16", "device", "patched"),
+    [
+        (True, "cpu", True),  # the per-epoch validation's forward runs under bf16 autocast
+        (False, "cpu", False),  # switched off alone (`--set val_bf16=false`): float32 as before
+        (True, "meta", False),  # not on a CPU: Ultralytics' own autocast rules (fp16 on CUDA) stay in charge
+    ],
+)
+def test_val_bf16_patches_the_ema_model_for_validation_only(val_bf16: bool, device: str, patched: bool) -> None:
+    from fracturekit.training.trainers import cpu_fast
+
+    trainer = cpu_fast(_FakeTrainer, bf16=False, channels_last=False, val_bf16=val_bf16)()
+    trainer.device = torch.device(device)
+    ran_patched, out = trainer.validate()
+    assert ran_patched is patched
+    assert out.dtype == torch.float32  # outputs back in float32 for the loss, NMS and metrics
+    assert "predict" not in vars(trainer.ema.ema)  # gone again: last.pt/best.pt pickle the plain EMA model
+    _, ref = _FakeTrainer.validate(trainer)
+    assert torch.equal(out, ref) is not patched  # bf16 really changed the numbers where it was on
+
+
+@pytest.mark.parametrize(
+    ("val_bf16", "bf16", "kind", "reproducible", "cpu_has_bf16", "expected"),
+    [
+        (None, True, "cpu", False, True, True),  # default: with bf16 training
+        (None, False, "cpu", False, True, False),  # default with amp=false: float32 validation too
+        (False, True, "cpu", False, True, False),  # off alone
+        (True, False, "cpu", False, True, True),  # on alone (float32 training)
+        (True, False, "cpu", False, False, False),  # ... never on a CPU without native bf16
+        (True, False, "cpu", True, True, False),  # ... nor with --deterministic
+        (True, False, "cuda", False, True, False),  # ... nor off the CPU
+    ],
+)
+def test_val_bf16_choice(
+    monkeypatch: pytest.MonkeyPatch,
+    val_bf16: bool | None,
+    bf16: bool,
+    kind: str,
+    reproducible: bool,
+    cpu_has_bf16: bool,
+    expected: bool,
+) -> None:
+    from types import SimpleNamespace
+
+    from fracturekit.core import device
+    from fracturekit.core.device import CpuInfo
+    from fracturekit.train import _val_bf16
+    from fracturekit.training.config import resolve_config
+
+    flags = ("avx2", "avx512f", "avx512_bf16") if cpu_has_bf16 else ("avx2",)
+    monkeypatch.setattr(device, "cpu_info", lambda: CpuInfo("test cpu", flags))
+    cfg = resolve_config("detect", None, {"val_bf16": val_bf16, "reproducible": reproducible})
+    assert _val_bf16(cfg, SimpleNamespace(kind=kind), bf16) is expected
+
+
+def test_val_bf16_refuses_a_non_boolean() -> None:
+    from fracturekit.core.errors import UserError
+    from fracturekit.training.config import resolve_config
+
+    with pytest.raises(UserError, match="val_bf16"):
+        resolve_config("detect", None, {"val_bf16": "yes please"})

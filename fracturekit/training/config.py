@@ -153,6 +153,10 @@ def _check_bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
+def _check_optional_bool(v: Any) -> str | None:
+    return None if v is None or isinstance(v, bool) else "must be true, false or null"
+
+
 def _check_name(v: Any) -> str | None:
     if v is None:
         return None
@@ -188,6 +192,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "threads": _check_optional_int(1),
     "balance": _check_bool,
     "reproducible": _check_bool,
+    "val_bf16": _check_optional_bool,
     "freeze": _check_freeze,
     "freeze_epochs": _check_optional_int(1),
     "aug_clahe": _check_probability,

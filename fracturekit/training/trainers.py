@@ -6,7 +6,8 @@
 - `XrayClassificationTrainer`: class-balanced sampling of the training split (`balance`), for any
   number of class folders. Ultralytics' `cls_pw` class weighting exists for detection losses only.
 - `release_frozen_layers`: the second phase of `--freeze` (a callback that unfreezes mid-run).
-- `cpu_fast`: bf16 autocast and channels_last for CPU training (Ultralytics applies both on CUDA only).
+- `cpu_fast`: bf16 autocast and channels_last for CPU training, bf16 autocast in its per-epoch validation
+  (Ultralytics applies them on CUDA only).
 - `atomic_checkpoints`: last.pt and best.pt replaced whole or not at all (a kill or a full disk mid-write).
 
 This module imports Ultralytics at its top, after `load_ultralytics()` has set the environment; the
@@ -144,16 +145,19 @@ def _bf16_predict(self: Any, *args: Any, **kwargs: Any) -> Any:
     return _to_float(out)
 
 
-def cpu_fast(trainer_cls: type, bf16: bool, channels_last: bool) -> type:
-    """`trainer_cls` with bf16 autocast and/or channels_last on the CPU training model.
+def cpu_fast(trainer_cls: type, bf16: bool, channels_last: bool, val_bf16: bool = False) -> type:
+    """`trainer_cls` with bf16 autocast and/or channels_last on the CPU training model, and `val_bf16`: the
+    per-epoch validation's forward under the same bf16 autocast.
 
     Ultralytics runs both on CUDA only (its `autocast` refuses bf16 off CUDA, and it ignores
     `channels_last` on CPU). Hooked after `_setup_train`, on the live training model only: the EMA copy,
-    which validation uses and the checkpoints save, was made before, so validation, metrics and the
-    saved weights stay float32 and contiguous. Only the network forward runs in bf16 (an instance
-    `predict`, like `export.onnx_friendly`); the loss sees float32 outputs. Numbers: bench/train_speed.py.
+    which validation uses and the checkpoints save, was made before, so its weights, the saved checkpoints
+    and the final validation of best.pt stay float32 and contiguous. Only the network forward runs in bf16 (an
+    instance `predict`, like `export.onnx_friendly`); the loss sees float32 outputs. With `val_bf16` the EMA
+    model gets that `predict` for the length of each per-epoch validation only (never while a checkpoint is
+    written; Ultralytics on CUDA validates under fp16 autocast in the same way). Numbers: bench/train_speed.py.
     """
-    if not (bf16 or channels_last):
+    if not (bf16 or channels_last or val_bf16):
         return trainer_cls
 
     def _setup_train(self: Any) -> None:
@@ -167,9 +171,20 @@ def cpu_fast(trainer_cls: type, bf16: bool, channels_last: bool) -> type:
             model.predict = types.MethodType(_bf16_predict, model)
         if RANK in {-1, 0}:
             on = [n for n, v in (("bf16 autocast", bf16), ("channels_last", channels_last)) if v]
-            LOGGER.info(f"CPU training: {' + '.join(on)} on the training model (EMA, validation, weights: float32)")
+            on += ["bf16 autocast in per-epoch validation"] if val_bf16 else []
+            LOGGER.info(f"CPU training: {' + '.join(on)} (EMA weights, checkpoints, final validation: float32)")
 
-    return type(trainer_cls.__name__, (trainer_cls,), {"_setup_train": _setup_train})
+    def validate(self: Any) -> Any:
+        target = unwrap_model(self.ema.ema if self.ema else self.model)
+        if not val_bf16 or self.device.type != "cpu" or "predict" in vars(target):
+            return trainer_cls.validate(self)
+        target.predict = types.MethodType(_bf16_predict, target)
+        try:
+            return trainer_cls.validate(self)
+        finally:
+            del target.predict  # the EMA model is what last.pt/best.pt pickle: no patched method in them
+
+    return type(trainer_cls.__name__, (trainer_cls,), {"_setup_train": _setup_train, "validate": validate})
 
 
 def atomic_checkpoints(trainer_cls: type) -> type:
