@@ -31,6 +31,7 @@ pretrains (mAP@0.5 0.62 on its own val split):
 | `cv` 192 px, 15 epochs, classify.yaml's batch 32 (the earlier run: pooled) | - / 0.640 | 3 |
 | `cv` 128 px, 8 epochs, `--batch 8 --nbs 8`: fold 0's 67 test films (b) | - / 0.445 | - |
 | `cv` 128 px, 8 epochs, `--batch 8 --nbs 8 --freeze 9 --freeze-epochs 2`: fold 0 (b) | - / 0.579 | - |
+| `cv --folds 5`, 192 px, 20 epochs, `--batch 8 --nbs 8` (idle machine, cv 346 s) | - / 0.683 | 2 (69 rows) |
 
 Rows 1-3 are one-off diagnostics outside this bench (Ultralytics' predict and torch on the same films).
 (a) films ranked by abs(score - given label), not through `audit`.
