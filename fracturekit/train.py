@@ -267,11 +267,13 @@ def _val_bf16(cfg: TrainConfig, device: Device, bf16: bool) -> bool:
     """bf16 autocast in the per-epoch validation: by default (null) with bf16 training; `val_bf16: true|false` sets it
     alone, on a CPU with native bf16 only and never with `reproducible`. Numbers: bench/train_profile.py."""
     wanted = cfg.values.get("val_bf16")
-    if wanted is None or device.kind != "cpu" or cfg.values.get("reproducible"):
-        return bf16 and wanted is None
+    if wanted is None:
+        return bf16
+    if not wanted or device.kind != "cpu" or cfg.values.get("reproducible"):
+        return False
     from fracturekit.core.device import cpu_info
 
-    return bool(wanted) and cpu_info().bf16
+    return cpu_info().bf16
 
 
 def _detection_trainer() -> type:
