@@ -71,6 +71,6 @@ def train_command(
     console.print(
         f"time: {record['timings']['total_s']:.1f} s total, "
         f"{per_epoch if per_epoch is not None else float('nan'):.2f} s/epoch over {record['epochs_completed']} epochs "
-        f"on {record['device']['name']} ({record['threads']} threads)",
+        f"on {record['device']['name']} ({record['threads']} thread{'' if record['threads'] == 1 else 's'})",
         highlight=False,
     )
