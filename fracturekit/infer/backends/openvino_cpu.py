@@ -1,7 +1,8 @@
 """OpenVINO on CPU: a run's `best_openvino_model/` and its NNCF int8 `best_int8_openvino_model/`.
 
 bf16 on CPUs with BF16 (OpenVINO's own default, which export's accuracy check measures), float32 elsewhere;
-an NNCF export runs its int8 layers as int8. One infer request per CPU stream, each film (each static
+an NNCF export runs its int8 layers as int8. The graph is given a uint8 gray input (`gray_input`): the host
+hands over the letterboxed pixels as they are. One infer request per CPU stream, each film (each static
 batch) on its own request, the requests running at once. The requests are a pool that several threads
 draw from: `scoring.stream` runs one film per stream at once from its own thread (`calls`), so a stream
 starts its next film while the others' films are post-processed.
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -41,6 +42,27 @@ def precision_hint() -> dict[str, str]:
     """
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
     return {"INFERENCE_PRECISION_HINT": "f32"} if isa in _BELOW_AVX512 else {}
+
+
+def gray_input(model: Any) -> Any:
+    """`model` (an ov.Model whose input is float32 (B, 3, H, W) in 0..1) with a uint8 (B, 1, H, W) gray input in its
+    place: the cast, the 1/255 scale and the copy into 3 channels run inside the graph, as `to_batch` does them on
+    the host (same float32 arithmetic: the outputs are equal, tests/test_openvino_gray_input.py).
+
+    Why: the host then builds no float32 3-channel batch, 12x the gray film's bytes (3.9 MB at 640x512) written
+    per film and read back by the first convolution; in OpenVINO the three steps cost about 0.3 ms CPU a film.
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    (old,) = model.get_parameters()
+    shape = old.get_partial_shape()
+    gray = ops.parameter(ov.PartialShape([shape[0], 1, shape[2], shape[3]]), ov.Type.u8, name=old.get_friendly_name())
+    x = ops.multiply(ops.convert(gray, ov.Type.f32), ops.constant(np.float32(1.0 / 255.0)))
+    x = ops.concat([x, x, x], 1)
+    for target in list(old.output(0).get_target_inputs()):
+        target.replace_source_output(x.output(0))
+    return ov.Model(model.get_results(), [gray], model.get_friendly_name())
 
 
 class Requests:
@@ -106,7 +128,8 @@ class OpenVino(Backend):
         xml = next(path.glob("*.xml"))
         try:
             config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT", **precision_hint()}
-            compiled = ov.Core().compile_model(str(xml), "CPU", config)
+            core = ov.Core()
+            compiled = core.compile_model(gray_input(core.read_model(str(xml))), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
             raise UserError(
                 f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`."
@@ -123,6 +146,11 @@ class OpenVino(Backend):
             shape=[d.get_length() if d.is_static else None for d in ps],
             precision="int8" if "_int8_" in path.name else {"bf16": "bf16", "f16": "fp16"}.get(hint, "float32"),
         )
+
+    @classmethod
+    def inputs(cls, model: Model, images: list[np.ndarray]) -> np.ndarray:
+        """The uint8 gray images as they are, (B, 1, H, W): `gray_input` scales them inside the graph."""
+        return np.stack(images)[:, None]
 
     @classmethod
     def forward(cls, model: Model, x: np.ndarray) -> np.ndarray:
