@@ -123,7 +123,7 @@ def export_checked(
     last axis (`onnx_friendly`, same outputs, about 7% faster in onnxruntime); graph simplification only when
     onnxslim is installed, because Ultralytics would otherwise try to pip-install it (no network
     here) and the unsimplified graph runs correctly. OpenVINO detectors are dynamic too. The backend that reads
-    the export readies it for this machine (`Backend.prepare`: OpenVINO keeps the compiled model in the export's
+    the export readies it for this machine (`Backend.prepare`: OpenVINO keeps the compiled model beside the export's
     folder, so predict loads it in a third of the compile time).
 
     `int8`: ONNX gets onnxruntime static QDQ quantization (`quantize_onnx`) of the float32 export,

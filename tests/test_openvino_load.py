@@ -1,6 +1,6 @@
 """How the OpenVINO backend loads an export: the compiled model export keeps, and the uint8 gray input.
 
-`OpenVino.prepare` (run by `fracturekit export`) keeps the export compiled for this machine in its folder; predict
+`OpenVino.prepare` (run by `fracturekit export`) keeps the export compiled for this machine beside it; predict
 loads that instead of compiling, only when it was compiled with the same settings, and scores alike.
 `gray_input`: the graph casts, scales by 1/255 and copies the gray channel three times, as `to_batch` does on the
 host; both are compiled in float32 here (bf16 would round the two differently placed casts differently) and must
@@ -64,12 +64,12 @@ def test_export_keeps_the_compiled_model(det_run: Path, tmp_path: Path, monkeypa
     pytest.importorskip("openvino")
     from fracturekit.core.yolo_env import cpu_threads
     from fracturekit.data.phantoms import write_phantom_dataset
-    from fracturekit.infer.backends.openvino_cpu import COMPILED
+    from fracturekit.infer.backends.openvino_cpu import compiled_folder
     from fracturekit.infer.model import load_model
     from fracturekit.predict import predict
 
     folder = export(det_run, "openvino", check=False)
-    kept = sorted((folder / COMPILED).iterdir())
+    kept = sorted(compiled_folder(folder).iterdir())
     assert len(kept) == 1 and kept[0].suffix == ".blob"
     films = write_phantom_dataset(tmp_path / "films", n=3, seed=3, size=96, fmt="images")
     kw = {"conf": 0.001, "save_images": False}  # predict's default threads, as export compiled with
@@ -79,7 +79,7 @@ def test_export_keeps_the_compiled_model(det_run: Path, tmp_path: Path, monkeypa
     load_model(
         folder, "detect", threads=cpu_threads() + 1
     )  # other settings than export compiled with: compiled, not written
-    assert calls == ["compile"] and sorted((folder / COMPILED).iterdir()) == kept
+    assert calls == ["compile"] and sorted(compiled_folder(folder).iterdir()) == kept
     kept[0].write_bytes(b"not a compiled model")  # unreadable: compiled again (with a warning), same scores
     compiled = predict(films, detector=folder, out=tmp_path / "compiled", **kw)
     assert calls == ["compile", "compile"]

@@ -3,7 +3,7 @@
 bf16 on CPUs with BF16 (OpenVINO's own default, which export's accuracy check measures), float32 elsewhere;
 an NNCF export runs its int8 layers as int8. The graph is given a uint8 gray input (`gray_input`): the host
 hands over the letterboxed pixels as they are. `fracturekit export` also compiles the export for this machine and
-keeps the compiled model in the export folder (`OpenVino.prepare`), which predict then loads instead of compiling
+keeps the compiled model beside the export folder (`OpenVino.prepare`), which predict then loads instead of compiling
 again (`compiled_blob`). One infer request per CPU stream, each film (each static
 batch) on its own request, the requests running at once. The requests are a pool that several threads
 draw from: `scoring.stream` runs one film per stream at once from its own thread (`calls`), so a stream
@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 # oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) below AVX-512: under them OpenVINO 2026.4 still picks bf16 from CPUID on a
 # BF16 CPU and then fails to compile ("object is not initialized"), so float32 is asked for (see `precision_hint`).
 _BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
-COMPILED = "compiled"  # in the export folder: the export compiled for this machine by `OpenVino.prepare`
+# Beside the export folder, named after it (like its `.check.json`): the export compiled for this machine by
+# `OpenVino.prepare`. Not inside it: the folder's hash names the model in DICOM SRs (`dicom_out.weights_sha256`),
+# and a compiled blob differs from one CPU to the next.
+COMPILED = ".compiled"
 GRAPH = "gray-u8-1"  # what `gray_input` makes of the export; a new edit needs a new name (old blobs then unused)
 log = logging.getLogger(__name__)
 
@@ -58,9 +61,9 @@ def config(threads: int) -> dict[str, Any]:
 
 
 def compiled_blob(core: Any, xml: Path, settings: dict[str, Any]) -> Path:
-    """Where `OpenVino.prepare` keeps the export compiled with `settings`: a file in COMPILED named by a hash of all a
-    compiled model depends on (the IR files, GRAPH, `settings`, OpenVINO's version, the CPU and its oneDNN ISA
-    limit), so a blob compiled for other weights, options, runtime or CPU is never loaded.
+    """Where `OpenVino.prepare` keeps the export compiled with `settings`: a file in `compiled_folder` named by a
+    hash of all a compiled model depends on (the IR files, GRAPH, `settings`, OpenVINO's version, the CPU and its
+    oneDNN ISA limit), so a blob compiled for other weights, options, runtime or CPU is never loaded.
 
     Why: compiling the int8 YOLOv8n-det took 0.46 CPU s (one thread, nothing else running yet: about a tenth of
     a 200-film predict), importing the compiled model 0.13 CPU s.
@@ -72,7 +75,12 @@ def compiled_blob(core: Any, xml: Path, settings: dict[str, Any]) -> Path:
     isa = [os.environ.get(k, "") for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")]
     device = core.get_property("CPU", "FULL_DEVICE_NAME")
     h.update(json.dumps([GRAPH, ov.get_version(), device, isa, sorted(settings.items())]).encode())
-    return xml.parent / COMPILED / f"{h.hexdigest()[:20]}.blob"
+    return compiled_folder(xml.parent) / f"{h.hexdigest()[:20]}.blob"
+
+
+def compiled_folder(export: Path) -> Path:
+    """The folder beside `export` that `OpenVino.prepare` keeps its compiled model in (COMPILED)."""
+    return export.with_name(export.name + COMPILED)
 
 
 def gray_input(model: Any) -> Any:
@@ -193,7 +201,7 @@ class OpenVino(Backend):
 
     @classmethod
     def prepare(cls, path: Path, threads: int) -> None:
-        """Compile the export for this machine as `load` does and keep it in COMPILED (`compiled_blob`), replacing
+        """Compile the export for this machine as `load` does and keep it beside (`compiled_blob`), replacing
         what an earlier export kept there."""
         import openvino as ov
 
