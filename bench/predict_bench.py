@@ -16,7 +16,9 @@ every backend alike):
   call per stream at once): ONNX int8 (onnxruntime static QDQ), OpenVINO at its default
   precision (bf16 on a CPU with BF16) and OpenVINO int8 (NNCF), each written by `fracturekit.export.export`;
   the int8 ones calibrated on 32 phantom films of a prepared dataset made here. OpenVINO rows need the
-  `openvino` extra and are left out without it.
+  `openvino` extra and are left out without it. Export also keeps each OpenVINO export compiled for this machine
+  beside it (`Backend.prepare`), as it does for a user; its timed predict loads that instead of compiling (an
+  export reused from an older --work has none, and with --isa avx2 the ISA limit differs from export's: compiled).
 
 The model is random, so this bench measures speed only; each export's accuracy against float32 is measured
 on a trained model by `fracturekit export` itself (its `.check.json`). The row the ratio is taken from is the

@@ -72,9 +72,13 @@ class Model:
         """Its backend gives EigenCAM heatmaps (the PyTorch graph)."""
         return self.runner.cam
 
+    def inputs(self, images: list[np.ndarray]) -> np.ndarray:
+        """The batch `forward` takes for uint8 gray (H, W) images of one shape (`Backend.inputs`)."""
+        return self.runner.inputs(self, images)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run a float32 (B, 3, H, W) batch in 0..1; returns the raw head output as numpy. Safe from several
-        threads: at most as many calls as its backend allows run at once, the others wait."""
+        """Run a batch made by `inputs`; returns the raw head output as numpy. Safe from several threads: at most
+        as many calls as its backend allows run at once, the others wait."""
         with self._gate:
             return self.runner.forward(self, x)
 

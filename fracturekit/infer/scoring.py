@@ -30,7 +30,7 @@ from fracturekit.evaluation.calibration import apply_temperature
 from fracturekit.infer.model import Model
 from fracturekit.infer.policy import Policy, negative_label, policy, positive_index
 from fracturekit.infer.postprocess import boxes_to_film, map_to_film, nms, uncrop
-from fracturekit.infer.preprocess import Item, classify_host_transform, load_item, pad_to, to_batch
+from fracturekit.infer.preprocess import Item, classify_host_transform, load_item, pad_to
 
 SCORE_FLOOR = 0.001  # Ultralytics' val conf: every box that can count towards mAP or the image score is kept
 PREFETCH = 8  # films decoded ahead of inference: keeps both cores busy on a 2-core CPU (bench/predict_bench.py)
@@ -88,7 +88,7 @@ def detect_batch(
         im, off = pad_to(it.det_in, shape)  # type: ignore[arg-type]
         ims.append(im)
         extra.append(off)
-    x = to_batch(ims)
+    x = model.inputs(ims)
     maps: list[np.ndarray | None] = [None] * len(items)
     if cam and model.cam:
         from fracturekit.infer.cam import eigencam
@@ -111,7 +111,7 @@ def detect_batch(
 
 def classify_batch(model: Model, items: list[Item], cam: bool = False) -> tuple[np.ndarray, list[np.ndarray | None]]:
     """Softmax probabilities (B, C) for a batch (and EigenCAM maps in film pixels when asked)."""
-    x = to_batch([it.cls_in for it in items])  # type: ignore[misc]
+    x = model.inputs([it.cls_in for it in items])  # type: ignore[misc]
     maps: list[np.ndarray | None] = [None] * len(items)
     if cam and model.cam:
         from fracturekit.infer.cam import eigencam

@@ -81,8 +81,20 @@ class Backend:
         raise NotImplementedError
 
     @classmethod
+    def prepare(cls, path: Path, threads: int) -> None:
+        """After `fracturekit export` wrote `path`: ready it for `load` on this machine with `threads` threads.
+        Nothing to do by default."""
+
+    @classmethod
+    def inputs(cls, model: Model, images: list[np.ndarray]) -> np.ndarray:
+        """The batch `forward` takes for uint8 gray (H, W) images of one shape: float32 (B, 3, H, W) in 0..1."""
+        from fracturekit.infer.preprocess import to_batch
+
+        return to_batch(images)
+
+    @classmethod
     def forward(cls, model: Model, x: np.ndarray) -> np.ndarray:
-        """Run a float32 (B, 3, H, W) batch in 0..1; return the raw head output as numpy."""
+        """Run a batch made by `inputs`; return the raw head output as numpy."""
         raise NotImplementedError
 
     @classmethod

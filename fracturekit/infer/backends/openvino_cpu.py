@@ -1,7 +1,10 @@
 """OpenVINO on CPU: a run's `best_openvino_model/` and its NNCF int8 `best_int8_openvino_model/`.
 
 bf16 on CPUs with BF16 (OpenVINO's own default, which export's accuracy check measures), float32 elsewhere;
-an NNCF export runs its int8 layers as int8. One infer request per CPU stream, each film (each static
+an NNCF export runs its int8 layers as int8. The graph is given a uint8 gray input (`gray_input`): the host
+hands over the letterboxed pixels as they are. `fracturekit export` also compiles the export for this machine and
+keeps the compiled model beside the export folder (`OpenVino.prepare`), which predict then loads instead of compiling
+again (`compiled_blob`). One infer request per CPU stream, each film (each static
 batch) on its own request, the requests running at once. The requests are a pool that several threads
 draw from: `scoring.stream` runs one film per stream at once from its own thread (`calls`), so a stream
 starts its next film while the others' films are post-processed.
@@ -9,12 +12,15 @@ starts its next film while the others' films are post-processed.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -30,6 +36,12 @@ if TYPE_CHECKING:
 # oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) below AVX-512: under them OpenVINO 2026.4 still picks bf16 from CPUID on a
 # BF16 CPU and then fails to compile ("object is not initialized"), so float32 is asked for (see `precision_hint`).
 _BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+# Beside the export folder, named after it (like its `.check.json`): the export compiled for this machine by
+# `OpenVino.prepare`. Not inside it: the folder's hash names the model in DICOM SRs (`dicom_out.weights_sha256`),
+# and a compiled blob differs from one CPU to the next.
+COMPILED = ".compiled"
+GRAPH = "gray-u8-1"  # what `gray_input` makes of the export; a new edit needs a new name (old blobs then unused)
+log = logging.getLogger(__name__)
 
 
 def precision_hint() -> dict[str, str]:
@@ -41,6 +53,67 @@ def precision_hint() -> dict[str, str]:
     """
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
     return {"INFERENCE_PRECISION_HINT": "f32"} if isa in _BELOW_AVX512 else {}
+
+
+def config(threads: int) -> dict[str, Any]:
+    """How the export is compiled: `threads` CPU threads split into streams (THROUGHPUT), `precision_hint`."""
+    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT", **precision_hint()}
+
+
+def compiled_blob(core: Any, xml: Path, settings: dict[str, Any]) -> Path:
+    """Where `OpenVino.prepare` keeps the export compiled with `settings`: a file in `compiled_folder` named by a
+    hash of all a compiled model depends on (the IR files, GRAPH, `settings`, OpenVINO's version, the CPU and its
+    oneDNN ISA limit), so a blob compiled for other weights, options, runtime or CPU is never loaded.
+
+    Why: compiling the int8 YOLOv8n-det took 0.46 CPU s (one thread, nothing else running yet: about a tenth of
+    a 200-film predict), importing the compiled model 0.13 CPU s.
+    """
+    import openvino as ov
+
+    h = hashlib.sha256(xml.read_bytes())
+    h.update(xml.with_suffix(".bin").read_bytes())
+    isa = [os.environ.get(k, "") for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")]
+    device = core.get_property("CPU", "FULL_DEVICE_NAME")
+    h.update(json.dumps([GRAPH, ov.get_version(), device, isa, sorted(settings.items())]).encode())
+    return compiled_folder(xml.parent) / f"{h.hexdigest()[:20]}.blob"
+
+
+def compiled_folder(export: Path) -> Path:
+    """The folder beside `export` that `OpenVino.prepare` keeps its compiled model in (COMPILED)."""
+    return export.with_name(export.name + COMPILED)
+
+
+def gray_input(model: Any) -> Any:
+    """`model` (an ov.Model whose input is float32 (B, 3, H, W) in 0..1) with a uint8 (B, 1, H, W) gray input in its
+    place: the cast, the 1/255 scale and the copy into 3 channels run inside the graph, as `to_batch` does them on
+    the host (same float32 arithmetic: the outputs are equal, tests/test_openvino_gray_input.py).
+
+    Why: the host then builds no float32 3-channel batch, 12x the gray film's bytes (3.9 MB at 640x512) written
+    per film and read back by the first convolution; in OpenVINO the three steps cost about 0.3 ms CPU a film.
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    (old,) = model.get_parameters()
+    shape = old.get_partial_shape()
+    gray = ops.parameter(ov.PartialShape([shape[0], 1, shape[2], shape[3]]), ov.Type.u8, name=old.get_friendly_name())
+    x = ops.multiply(ops.convert(gray, ov.Type.f32), ops.constant(np.float32(1.0 / 255.0)))
+    x = ops.concat([x, x, x], 1)
+    for target in list(old.output(0).get_target_inputs()):
+        target.replace_source_output(x.output(0))
+    return ov.Model(model.get_results(), [gray], model.get_friendly_name())
+
+
+def _imported(core: Any, blob: Path, settings: dict[str, Any]) -> Any:
+    """The compiled model export kept in `blob`, or None: none kept, or one this OpenVINO cannot read (compiled
+    again then, with a warning)."""
+    if not blob.is_file():
+        return None
+    try:
+        return core.import_model(blob.read_bytes(), "CPU", settings)
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses for a blob it cannot read
+        log.warning("%s: not loadable (%s); compiling the export instead", blob, exc)
+        return None
 
 
 class Requests:
@@ -105,8 +178,10 @@ class OpenVino(Backend):
             )
         xml = next(path.glob("*.xml"))
         try:
-            config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT", **precision_hint()}
-            compiled = ov.Core().compile_model(str(xml), "CPU", config)
+            core, settings = ov.Core(), config(threads)
+            compiled = _imported(core, compiled_blob(core, xml, settings), settings) or core.compile_model(
+                gray_input(core.read_model(str(xml))), "CPU", settings
+            )
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
             raise UserError(
                 f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`."
@@ -123,6 +198,26 @@ class OpenVino(Backend):
             shape=[d.get_length() if d.is_static else None for d in ps],
             precision="int8" if "_int8_" in path.name else {"bf16": "bf16", "f16": "fp16"}.get(hint, "float32"),
         )
+
+    @classmethod
+    def prepare(cls, path: Path, threads: int) -> None:
+        """Compile the export for this machine as `load` does and keep it beside (`compiled_blob`), replacing
+        what an earlier export kept there."""
+        import openvino as ov
+
+        xml = next(path.glob("*.xml"))
+        core, settings = ov.Core(), config(threads)
+        blob = compiled_blob(core, xml, settings)
+        blob.parent.mkdir(exist_ok=True)
+        for old in blob.parent.glob("*.blob"):
+            old.unlink()
+        compiled = core.compile_model(gray_input(core.read_model(str(xml))), "CPU", settings)
+        blob.write_bytes(compiled.export_model().getvalue())
+
+    @classmethod
+    def inputs(cls, model: Model, images: list[np.ndarray]) -> np.ndarray:
+        """The uint8 gray images as they are, (B, 1, H, W): `gray_input` scales them inside the graph."""
+        return np.stack(images)[:, None]
 
     @classmethod
     def forward(cls, model: Model, x: np.ndarray) -> np.ndarray:
