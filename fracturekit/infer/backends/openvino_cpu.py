@@ -86,7 +86,7 @@ def compiled_folder(export: Path) -> Path:
 def gray_input(model: Any) -> Any:
     """`model` (an ov.Model whose input is float32 (B, 3, H, W) in 0..1) with a uint8 (B, 1, H, W) gray input in its
     place: the cast, the 1/255 scale and the copy into 3 channels run inside the graph, as `to_batch` does them on
-    the host (same float32 arithmetic: the outputs are equal, tests/test_openvino_gray_input.py).
+    the host (same float32 arithmetic: the outputs are equal, tests/test_openvino_load.py).
 
     Why: the host then builds no float32 3-channel batch, 12x the gray film's bytes (3.9 MB at 640x512) written
     per film and read back by the first convolution; in OpenVINO the three steps cost about 0.3 ms CPU a film.
