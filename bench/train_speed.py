@@ -9,13 +9,16 @@ scratch for --epochs epochs, seed 0, batch 16, in its own Python process, one af
   for the same settings (its augmentation recipe included, so only speed levers differ), at Ultralytics' default
   thread count (cores - 1) and at all cores;
 - fracturekit: `fracturekit.train.train(...)` with its CPU defaults (all cores; bf16 autocast and channels_last on
-  a CPU with native bf16, and bf16 autocast in the per-epoch validation with them);
+  a CPU with native bf16, and bf16 autocast in the per-epoch validation with them; cache='ram' where Ultralytics'
+  memory check passes; the next training batch made in a background thread, fracturekit.training.prefetch);
 - with --levers, fracturekit again with one lever changed at a time: everything float32 (amp off: no bf16 in
   training or validation, no channels_last), no channels_last, float32 per-epoch validation (val_bf16 off),
-  cache='ram' (decoded films kept in memory), and torch.compile (Ultralytics' `compile`, inductor; off by default:
-  its compile time is counted in s/epoch; bench/train_step.py measured no steady gain here). No "dataloader
-  workers" lever: Ultralytics sets workers=0 on CPU whatever is asked, and the loader is ~6% of an epoch's CPU time
-  here (bench/train_profile.py).
+  no cache (cache=false: films read and decoded again each epoch), no prefetch (prefetch=false: each batch made
+  serially between two steps, as Ultralytics does with its CPU workers=0), and torch.compile (Ultralytics'
+  `compile`, inductor; off by default: its compile time is counted in s/epoch; bench/train_step.py measured no
+  steady gain here). No "dataloader workers" lever: Ultralytics sets workers=0 on CPU whatever is asked.
+The prefetch line under the table counts, for the default fracturekit row, how long the training thread waited for
+its next batch (each epoch's first batch, which nothing precedes, apart) and the loading thread's CPU seconds.
 
 s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Final metrics: mAP50,
 mAP50-95 and the summed box/cls/dfl loss of the last epoch's validation (on the val subset, EMA weights on every
@@ -183,12 +186,14 @@ def main() -> None:
     plain(f"plain Ultralytics ({cores} threads)", cores)
     on = (("bf16", bf16), ("channels_last", channels_last), ("val bf16", val_bf16))
     levers = "+".join(n for n, v in on if v) or "float32"
-    fk(f"fracturekit ({levers})")
+    fk(f"fracturekit ({levers}, cache, prefetch)")
+    pipeline = json.loads((runs / "detect" / rows[-1][0].replace(" ", "_") / "run.json").read_text())["pipeline"]
     if a.levers:
         fk("fracturekit float32", lever=True, amp=False, channels_last=False)
         fk("fracturekit no channels_last", lever=True, channels_last=False)
         fk("fracturekit val float32", lever=True, val_bf16=False)
-        fk("fracturekit cache ram", lever=True, cache="ram")
+        fk("fracturekit no cache", lever=True, cache=False)
+        fk("fracturekit no prefetch", lever=True, prefetch=False)
         fk("fracturekit compile", lever=True, compile=True)
 
     print(cpu_info().line)
@@ -198,7 +203,7 @@ def main() -> None:
     )
     print(
         f"fracturekit's CPU choice here: bf16 autocast {bf16}, channels_last {channels_last}, "
-        f"bf16 per-epoch validation {val_bf16}, {cores} threads"
+        f"bf16 per-epoch validation {val_bf16}, cache {pipeline.get('cache')}, {cores} threads"
     )
     print(f"{'side':44s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s}")
     strict = rows[1][1]["s_per_epoch"]
@@ -210,6 +215,13 @@ def main() -> None:
         )
     for label, why in failed:
         print(f"{label:44s} failed: {why}")
+    pf = pipeline.get("cpu_prefetch")
+    if pf:
+        print(
+            f"prefetch ({rows[2][0]}): {pf['batches']} batches; the training thread waited {pf['first_wait_s']:.2f} s "
+            f"for each epoch's first batch and {pf['wait_s']:.2f} s for all the others; loading thread "
+            f"{pf['load_cpu_s']:.2f} CPU s"
+        )
     fk_s = rows[2][1]["s_per_epoch"]
     print(f"ratio vs plain Ultralytics at its default {default_threads} thread: {fk_s / rows[0][1]['s_per_epoch']:.2f}")
     print(f"ratio_vs_ultralytics: {fk_s / strict:.2f}")
