@@ -89,7 +89,9 @@ def test_a_loading_error_reaches_the_training_thread_and_an_early_stop_ends_the_
 @pytest.mark.slow  # two trainings: ~30 s on the shared 2-core machine
 def test_training_losses_equal_with_and_without_prefetch(prepared_phantoms: Path, tmp_path: Path) -> None:
     """A detect training's losses, the same seed, prefetch on and off: the batches were the same, and the training
-    thread drew no random numbers between them (two epochs of batches: test_prefetched_batches_are_the_serial_ones)."""
+    thread drew no random numbers between them (two epochs of batches: test_prefetched_batches_are_the_serial_ones).
+    Both with the CPU default cache='ram', so this also shows that the cache repeats a seed's batches (Ultralytics
+    warns that it may not, with `deterministic`: its worker processes; on CPU it has none)."""
     from fracturekit.train import train
 
     losses, pipelines = [], []
@@ -105,12 +107,43 @@ def test_training_losses_equal_with_and_without_prefetch(prepared_phantoms: Path
             device="cpu",
             plots=False,
             prefetch=prefetch,
-            cache=False,
         ).root
         with (run / "results.csv").open() as f:
             losses.append([[row[k] for k in row if k.strip().startswith("train/")] for row in csv.DictReader(f)])
         pipelines.append(json.loads((run / "run.json").read_text())["pipeline"])
     assert losses[0] == losses[1]
-    assert pipelines[0]["cpu_prefetch"] is False and pipelines[0]["cache"] is None
+    assert pipelines[0]["cpu_prefetch"] is False
+    assert pipelines[0]["cache"] == pipelines[1]["cache"] == "ram" and pipelines[1]["cpu_cache_ram_default"] is True
     counts = pipelines[1]["cpu_prefetch"]
     assert counts["batches"] == 5 and counts["load_cpu_s"] > 0  # 36 train films / batch 8 = 5 batches
+
+
+@pytest.mark.parametrize(
+    ("task", "kind", "overrides", "cache_ram", "prefetch"),
+    [
+        ("detect", "cpu", {}, True, True),  # the CPU defaults: cache='ram' (if it fits) and the prefetch thread
+        ("detect", "cpu", {"cache": False}, False, True),  # cache switched off alone
+        ("detect", "cpu", {"cache": "disk"}, False, True),  # the user's own cache choice stands
+        ("detect", "cpu", {"prefetch": False}, True, False),  # prefetch switched off alone
+        ("detect", "cpu", {"reproducible": True}, False, True),  # --deterministic: no cache (a seed's mosaic partners)
+        ("detect", "cuda", {}, False, False),  # on a GPU Ultralytics' workers load: nothing changes
+        ("classify", "cpu", {}, False, False),  # classification: neither (Ultralytics refuses its RAM cache)
+    ],
+)
+def test_cpu_loading_choices(task: str, kind: str, overrides: dict[str, Any], cache_ram: bool, prefetch: bool) -> None:
+    from types import SimpleNamespace
+
+    from fracturekit.train import _cpu_cache_ram, _cpu_prefetch
+    from fracturekit.training.config import resolve_config
+
+    cfg = resolve_config(task, None, overrides)
+    device = SimpleNamespace(kind=kind)
+    assert (_cpu_cache_ram(cfg, device, task), _cpu_prefetch(cfg, device, task)) == (cache_ram, prefetch)
+
+
+def test_prefetch_must_be_a_boolean() -> None:
+    from fracturekit.core.errors import UserError
+    from fracturekit.training.config import resolve_config
+
+    with pytest.raises(UserError, match="prefetch='yes' must be true, false or null"):
+        resolve_config("detect", None, {"prefetch": "yes"})
