@@ -211,16 +211,16 @@ def main() -> None:
         f"fracturekit's CPU choice here: bf16 autocast {bf16}, channels_last {channels_last}, "
         f"bf16 per-epoch validation {val_bf16}, cache {pipeline.get('cache')}, {cores} threads"
     )
-    print(f"{'side':44s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s} {'whole s':>8s}")
+    print(f"{'side':58s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s} {'whole s':>8s}")
     strict = rows[1][1]["s_per_epoch"]
     for label, r in rows:
         ratio = r["s_per_epoch"] / strict
         print(
-            f"{label:44s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} "
+            f"{label:58s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} "
             f"{r['val_loss']:9.3f} {ratio:6.2f} {r['whole_s']:8.1f}"
         )
     for label, why in failed:
-        print(f"{label:44s} failed: {why}")
+        print(f"{label:58s} failed: {why}")
     pf = pipeline.get("cpu_prefetch")
     if pf:
         print(
