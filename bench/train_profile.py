@@ -5,6 +5,9 @@ take and valid under load as CPU time): data (the train loader's next batch: dec
 collate), forward (preprocess + network + loss), backward, optimizer (step, zero_grad, EMA update, every
 `accumulate` batches), val (the epoch's validation: its loader, EMA forward, NMS, metrics), other (epoch start and
 end, checkpoint save, logging). CPU = this process's user+sys (all its threads) plus its live dataloader workers'.
+With fracturekit's CPU prefetch (the default for detection), "data" is the time the training thread still waits
+for its next batch; the loading thread's CPU falls into the phases it runs beside, and the `pipeline` line gives
+its own count (run.json `pipeline.cpu_prefetch`). `--set prefetch=false` profiles the serial loader.
 
 Usage: PYTHONPATH=. .venv/bin/python bench/train_profile.py DATA [--epochs 2] [--imgsz 320] [--set key=value ...]
 DATA is a prepared dataset (e.g. the subset folder bench/train_speed.py writes: WORK/subset). `--set` passes

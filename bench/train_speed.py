@@ -9,15 +9,21 @@ scratch for --epochs epochs, seed 0, batch 16, in its own Python process, one af
   for the same settings (its augmentation recipe included, so only speed levers differ), at Ultralytics' default
   thread count (cores - 1) and at all cores;
 - fracturekit: `fracturekit.train.train(...)` with its CPU defaults (all cores; bf16 autocast and channels_last on
-  a CPU with native bf16, and bf16 autocast in the per-epoch validation with them);
+  a CPU with native bf16, and bf16 autocast in the per-epoch validation with them; cache='ram' where Ultralytics'
+  memory check passes; the next training batch made in a background thread, fracturekit.training.prefetch);
 - with --levers, fracturekit again with one lever changed at a time: everything float32 (amp off: no bf16 in
   training or validation, no channels_last), no channels_last, float32 per-epoch validation (val_bf16 off),
-  cache='ram' (decoded films kept in memory), and torch.compile (Ultralytics' `compile`, inductor; off by default:
-  its compile time is counted in s/epoch; bench/train_step.py measured no steady gain here). No "dataloader
-  workers" lever: Ultralytics sets workers=0 on CPU whatever is asked, and the loader is ~6% of an epoch's CPU time
-  here (bench/train_profile.py).
+  no cache (cache=false: films read and decoded again each epoch), no prefetch (prefetch=false: each batch made
+  serially between two steps, as Ultralytics does with its CPU workers=0), and torch.compile (Ultralytics'
+  `compile`, inductor; off by default: its compile time is counted in s/epoch; bench/train_step.py measured no
+  steady gain here). No "dataloader workers" lever: Ultralytics sets workers=0 on CPU whatever is asked.
+The prefetch line under the table counts, for the default fracturekit row, how long the training thread waited for
+its next batch (each epoch's first batch, which nothing precedes, apart) and the loading thread's CPU seconds.
 
-s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Final metrics: mAP50,
+s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Ultralytics starts that clock
+after its set-up, so the one-time filling of cache='ram' (every film decoded once) is outside it: the `whole s`
+column is each side's whole process (imports, set-up, cache, training, final validation), and the line above the
+last gives their ratio. Final metrics: mAP50,
 mAP50-95 and the summed box/cls/dfl loss of the last epoch's validation (on the val subset, EMA weights on every
 side: float32 on plain Ultralytics' side, under bf16 autocast where fracturekit's val_bf16 is on; the "val float32"
 lever row is the same training validated in float32). The last line is `ratio_vs_ultralytics: X.XX` = fracturekit
@@ -114,10 +120,13 @@ def read_results(run: Path, epochs: int) -> dict[str, float]:
     }
 
 
-def run(snippet: str, args: list[str], env: dict[str, str]) -> None:
+def run(snippet: str, args: list[str], env: dict[str, str]) -> float:
+    """Run one side in its own process; its whole wall time (imports, set-up, training, final validation)."""
+    t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", snippet, *args], env=env, cwd=REPO, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"training failed:\n{res.stderr[-3000:]}")
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -163,32 +172,34 @@ def main() -> None:
 
     def plain(label: str, threads: int) -> None:
         target = runs / label.replace(" ", "_")
-        run(_PLAIN, [json.dumps(settings), str(data), str(target), str(threads)], env)
-        rows.append((label, read_results(target, a.epochs)))
+        whole = run(_PLAIN, [json.dumps(settings), str(data), str(target), str(threads)], env)
+        rows.append((label, read_results(target, a.epochs) | {"whole_s": whole}))
 
     failed: list[tuple[str, str]] = []
 
     def fk(label: str, lever: bool = False, **extra: object) -> None:
         kw = dict(settings, data=str(data), project=str(runs), name=label.replace(" ", "_"), **extra)
         try:
-            run(_FK, [json.dumps(kw)], env)
+            whole = run(_FK, [json.dumps(kw)], env)
         except SystemExit as exc:
             if not lever:
                 raise
             failed.append((label, str(exc).strip().splitlines()[-1]))  # one lever failing keeps the others' rows
             return
-        rows.append((label, read_results(runs / "detect" / label.replace(" ", "_"), a.epochs)))
+        rows.append((label, read_results(runs / "detect" / label.replace(" ", "_"), a.epochs) | {"whole_s": whole}))
 
     plain(f"plain Ultralytics ({default_threads} thread)", default_threads)
     plain(f"plain Ultralytics ({cores} threads)", cores)
     on = (("bf16", bf16), ("channels_last", channels_last), ("val bf16", val_bf16))
     levers = "+".join(n for n, v in on if v) or "float32"
-    fk(f"fracturekit ({levers})")
+    fk(f"fracturekit ({levers}, cache, prefetch)")
+    pipeline = json.loads((runs / "detect" / rows[-1][0].replace(" ", "_") / "run.json").read_text())["pipeline"]
     if a.levers:
         fk("fracturekit float32", lever=True, amp=False, channels_last=False)
         fk("fracturekit no channels_last", lever=True, channels_last=False)
         fk("fracturekit val float32", lever=True, val_bf16=False)
-        fk("fracturekit cache ram", lever=True, cache="ram")
+        fk("fracturekit no cache", lever=True, cache=False)
+        fk("fracturekit no prefetch", lever=True, prefetch=False)
         fk("fracturekit compile", lever=True, compile=True)
 
     print(cpu_info().line)
@@ -198,20 +209,29 @@ def main() -> None:
     )
     print(
         f"fracturekit's CPU choice here: bf16 autocast {bf16}, channels_last {channels_last}, "
-        f"bf16 per-epoch validation {val_bf16}, {cores} threads"
+        f"bf16 per-epoch validation {val_bf16}, cache {pipeline.get('cache')}, {cores} threads"
     )
-    print(f"{'side':44s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s}")
+    print(f"{'side':58s} {'s/epoch':>8s} {'mAP50':>7s} {'mAP50-95':>9s} {'val loss':>9s} {'ratio':>6s} {'whole s':>8s}")
     strict = rows[1][1]["s_per_epoch"]
     for label, r in rows:
         ratio = r["s_per_epoch"] / strict
         print(
-            f"{label:44s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} "
-            f"{r['val_loss']:9.3f} {ratio:6.2f}"
+            f"{label:58s} {r['s_per_epoch']:8.1f} {r['map50']:7.4f} {r['map50_95']:9.4f} "
+            f"{r['val_loss']:9.3f} {ratio:6.2f} {r['whole_s']:8.1f}"
         )
     for label, why in failed:
-        print(f"{label:44s} failed: {why}")
+        print(f"{label:58s} failed: {why}")
+    pf = pipeline.get("cpu_prefetch")
+    if pf:
+        print(
+            f"prefetch ({rows[2][0]}): {pf['batches']} batches; the training thread waited {pf['first_wait_s']:.2f} s "
+            f"for each epoch's first batch and {pf['wait_s']:.2f} s for all the others; loading thread "
+            f"{pf['load_cpu_s']:.2f} CPU s"
+        )
     fk_s = rows[2][1]["s_per_epoch"]
     print(f"ratio vs plain Ultralytics at its default {default_threads} thread: {fk_s / rows[0][1]['s_per_epoch']:.2f}")
+    whole = rows[2][1]["whole_s"] / rows[1][1]["whole_s"]
+    print(f"ratio of the whole runs (set-up and cache filling included), same threads: {whole:.2f}")
     print(f"ratio_vs_ultralytics: {fk_s / strict:.2f}")
 
 

@@ -193,6 +193,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "balance": _check_bool,
     "reproducible": _check_bool,
     "val_bf16": _check_optional_bool,
+    "prefetch": _check_optional_bool,
     "freeze": _check_freeze,
     "freeze_epochs": _check_optional_int(1),
     "aug_clahe": _check_probability,
