@@ -1,8 +1,9 @@
 """The copy search's pair checks (`fracturekit.data.copies.verify_both_ways`) in worker processes.
 
-A check is ~0.5 ms of small numpy and OpenCV calls, and in threads they held the GIL most of the time: on
-FracAtlas (36,580 checks, 25 s of CPU) the audit's two threads kept 1.2 cores busy (cpu/wall 0.59 under load where
-a one-core part read 0.50). Worker processes keep every core busy. They read the signatures from a store of a few
+A check is ~0.5 ms of small numpy and OpenCV calls, about half of it holding the GIL (a one-thread profile of
+6,000 FracAtlas checks: OpenCV's RANSAC, blurs and warps and the BLAS product, which release it, were ~45% of the
+time); on the audit's two threads FracAtlas's 36,580 checks (25 s of CPU) read cpu/wall 0.59 under load where a
+one-core part read 0.50. Worker processes are not bound by one GIL. They read the signatures from a store of a few
 .npy files in a temporary folder, memory-mapped read-only: written once with plain file writes (no copy in this
 process's RSS), shared by the workers through the page cache, never pickled per task.
 """
