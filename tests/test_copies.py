@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from fracturekit.data import copies
 from fracturekit.data.copies import (
     MIRROR,
     RATIO,
@@ -24,7 +23,6 @@ from fracturekit.data.copies import (
     signature,
     verify,
 )
-from fracturekit.data.copy_workers import read_store, write_store
 from fracturekit.data.phantoms import generate_phantom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -249,26 +247,3 @@ def test_augmented_copies_of_real_films_are_caught() -> None:
     films += [augment_copy(films[k], rng, "default") for k in range(10)]
     found = {(i, j) for i, j, _ in copy_pairs([signature(f) for f in films]).pairs}
     assert sum((k, 40 + k) in found for k in range(10)) >= 9
-
-
-def test_the_signature_store_reads_back_what_was_written(tmp_path: Path) -> None:
-    # the worker processes' memory-mapped store: every field of every signature, the empty one included
-    sigs = [signature(_film(i)) for i in range(3)] + [signature(np.zeros((64, 64), np.uint8))]
-    write_store(sigs, tmp_path)
-    back = read_store(tmp_path)
-    assert len(back) == 4 and back[3].empty
-    for s, b in zip(sigs, back, strict=True):
-        assert np.array_equal(s.points, b.points) and np.array_equal(s.descriptors, b.descriptors)
-        assert np.array_equal(s.thumb, b.thumb) and s.width == b.width
-
-
-def test_checks_in_worker_processes_find_what_checks_in_this_process_find(monkeypatch: pytest.MonkeyPatch) -> None:
-    # two films, a rotated crop of the first and a mirrored copy of the second: the same pairs, matches and count
-    films = [_film(0), _film(1), _crop(_rotate(_film(0), 9), 0.85), _film(1)[:, ::-1], _film(2)]
-    sigs = [signature(f) for f in films]
-    here = copy_pairs(sigs)
-    monkeypatch.setattr(copies, "PROCESS_MIN_FILMS", 2)
-    monkeypatch.setattr(copies, "cpu_threads", lambda: 2)
-    there = copy_pairs(sigs)
-    assert {(i, j) for i, j, _ in here.pairs} >= {(0, 2), (1, 3)}
-    assert (there.pairs, there.near_misses, there.checked) == (here.pairs, here.near_misses, here.checked)
