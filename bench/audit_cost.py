@@ -7,7 +7,10 @@ threads of this process), and the copy search prints its counts (films signed an
 candidate pairs verified). Phases: decode (read_image), hashes (file and pixel sha256, dihedral phash),
 signature (SIFT), linking (`duplicate_links`: exact, near, candidate search + verify). `--cache FILE` keeps the
 audit items of the first run in a pickle and starts later runs from it (linking levers only).
-Peak RSS (self) is printed after each phase.
+Peak RSS (self) is printed after each phase. Linking is then split into its parts (near-duplicate hashes, the
+vocabulary tree's training and words, the tf-idf vectors, candidate queries by film and by cluster, verification),
+each with its CPU time, its wall time and their ratio: how many cores the part kept busy (a part on one core reads
+at most 1.0; on a busy machine every part reads less: at load 10 on 2 cores, a one-core part read ~0.5).
 """
 
 from __future__ import annotations
@@ -36,16 +39,46 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class Parts:
+    """CPU and wall seconds of named calls, summed over their calls (each made from the main thread)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, list[float]] = {}
+
+    def wrap(self, owner: object, attr: str, name: str) -> None:
+        """Time every call of `owner.attr` under `name`."""
+        fn = getattr(owner, attr)
+
+        def timed(*a, **kw):
+            c, w = time.process_time(), time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                row = self.spent.setdefault(name, [0.0, 0.0, 0])
+                row[0] += time.process_time() - c
+                row[1] += time.perf_counter() - w
+                row[2] += 1
+
+        setattr(owner, attr, timed)
+
+    def print(self) -> None:
+        for name, (cpu, wall, calls) in self.spent.items():
+            busy = cpu / wall if wall > 0 else 0.0
+            print(f"    {name:<16} cpu {cpu:7.2f} s   wall {wall:7.2f} s   cpu/wall {busy:4.2f}   calls {calls}")
+
+
 class Phases:
     """CPU seconds per phase, printed as they end."""
 
     def __init__(self) -> None:
-        self.t = time.process_time()
+        self.t, self.w = time.process_time(), time.perf_counter()
 
     def end(self, name: str, note: str = "") -> float:
-        now = time.process_time()
-        spent, self.t = now - self.t, now
-        print(f"  {name:<10} cpu {spent:7.1f} s   peak rss {rss_mb():6.0f} MB   {note}", flush=True)
+        now, wall = time.process_time(), time.perf_counter()
+        spent, busy = now - self.t, (now - self.t) / max(wall - self.w, 1e-9)
+        self.t, self.w = now, wall
+        rss = rss_mb()
+        print(f"  {name:<10} cpu {spent:7.1f} s   cpu/wall {busy:4.2f}   peak rss {rss:6.0f} MB   {note}", flush=True)
         return spent
 
 
@@ -91,6 +124,14 @@ def main() -> None:
     import fracturekit.audit as audit_module
 
     audit_module.copy_pairs = counted
+    parts = Parts()
+    parts.wrap(audit_module, "near_pairs", "near (phash)")
+    parts.wrap(copies.VocabularyTree, "__init__", "tree training")
+    parts.wrap(copies.VocabularyTree, "words", "words")
+    parts.wrap(copies, "_bow", "tf-idf")
+    parts.wrap(copies.CandidateSearch, "by_film", "by film")
+    parts.wrap(copies.CandidateSearch, "by_cluster", "by cluster")
+    parts.wrap(audit_module, "parallel_map", "verify")  # the copy search's checks, on the audit's threads
     try:
         links = duplicate_links(items, names=False)
     finally:
@@ -100,6 +141,7 @@ def main() -> None:
         kinds[lk.kind] = kinds.get(lk.kind, 0) + 1
     s = found["search"]
     phases.end("linking", f"links {kinds}; verified {s.checked} candidate pairs; copies {len(s.pairs)}")
+    parts.print()
 
 
 if __name__ == "__main__":

@@ -139,8 +139,8 @@ def test_ratio_matches_are_opencvs_knn_matches() -> None:
 
 
 def test_vocabulary_words_do_not_depend_on_the_chunk() -> None:
-    """Words are computed in chunks sorted by node: any chunk size gives each descriptor the leaf a plain descent
-    of the tree (nearest centre at each level) gives it."""
+    """Words are computed in chunks sorted by node, on one thread or several: any chunk size and thread count give
+    each descriptor the leaf a plain descent of the tree (nearest centre at each level) gives it."""
     desc = np.concatenate([signature(_film(seed)).descriptors for seed in range(6)])
     tree = VocabularyTree(desc, seed=0, branch=4, depth=3)
     x = desc.astype(np.float32)
@@ -153,8 +153,9 @@ def test_vocabulary_words_do_not_depend_on_the_chunk() -> None:
             node = node * tree.branch + nearest
         want.append(node)
     for chunk in (7, 100, len(desc) + 1):
-        assert tree.words(desc, chunk).tolist() == want
-    assert tree.words(desc[:0]).shape == (0,)
+        for threads in (1, 2, 3):
+            assert tree.words(desc, chunk, threads).tolist() == want
+    assert tree.words(desc[:0], threads=2).shape == (0,)
 
 
 @pytest.mark.parametrize(
