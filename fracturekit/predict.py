@@ -172,8 +172,11 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[st
     ours = read_record(out, "predict")
     if "predictions.csv" not in ours or not (out / "predictions.csv").is_file():
         raise UserError(f"--resume: {out} holds no predictions.csv written by predict; run without --resume.")
-    before = record_settings(out, "predict")
-    changed = [k for k in ("detector", "classifier", "conf", "iou", "imgsz") if before.get(k) != settings[k]]
+    # full_size: annotated films at another size; a folder predicted before it was recorded was drawn reduced
+    before = {"full_size": False} | record_settings(out, "predict")
+    changed = [
+        k for k in ("detector", "classifier", "conf", "iou", "imgsz", "full_size") if before.get(k) != settings[k]
+    ]
     if changed:
         k = changed[0]
         raise UserError(
@@ -388,6 +391,7 @@ def predict(
     lock = lock_folder(out, "predict")  # held until predict returns: one command per --out
     try:  # a source or model refused here leaves no folder behind: the lock made it, and goes now
         plan = _plan(source, pacs, studies, modality, since, out, (detector, classifier), opts, cam, kinds)
+        plan.settings["full_size"] = full_size
         plan.planned |= _planned_files(plan, out, save_images, cam)
         if resume:
             plan.ours, plan.done = _resume_state(out, plan.settings)
