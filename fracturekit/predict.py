@@ -180,8 +180,8 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> tuple[set[str], set[st
     if changed:
         k = changed[0]
         raise UserError(
-            f"--resume: {out} was predicted with {k} {before.get(k)}, not {settings[k]}; resume with the same "
-            "models and options, or pass --exist-ok without --resume to start over."
+            f"--resume: {out} was predicted with --{k.replace('_', '-')} {before.get(k)}, not {settings[k]}; resume "
+            "with the same models and options, or pass --exist-ok without --resume to start over."
         )
     done = {film_key(r) for r in read_rows(out / "predictions.csv")}
     return ours, done

@@ -181,7 +181,7 @@ def test_predict_killed_and_resumed(tiny_runs: dict[str, Path], tmp_path: Path) 
     refused = one_error(fk(tmp_path / "sub", *args))  # a plain re-run is refused and points at --resume
     assert "pass --resume to continue it" in refused
     other = one_error(fk(tmp_path / "sub", *args[:5], *args[7:], "--resume"))  # other models: refused
-    assert f"--resume: {(tmp_path / 'sub' / 'pred').resolve()} was predicted with classifier" in other
+    assert f"--resume: {(tmp_path / 'sub' / 'pred').resolve()} was predicted with --classifier" in other
 
     res = fk(tmp_path / "sub", *args, "--resume")
     assert res.returncode == 0, res.stderr

@@ -24,7 +24,7 @@ _BEFORE = {"detector": "det.pt", "classifier": None, "conf": 0.25, "iou": 0.7, "
         ({"conf": 0.5}, "conf 0.25, not 0.5"),  # another --conf: other boxes listed
         ({"imgsz": 320}, "imgsz None, not 320"),  # another input size: other scores
         ({"detector": "other.pt"}, "detector det.pt, not other.pt"),  # another model
-        ({"full_size": True}, "full_size False, not True"),  # annotated films drawn at another size
+        ({"full_size": True}, "--full-size False, not True"),  # annotated films drawn at another size
     ],
 )
 def test_resume_refuses_other_settings(tmp_path: Path, changed: dict, refused: str | None) -> None:
@@ -43,7 +43,7 @@ def test_resume_of_a_folder_recorded_before_full_size(tmp_path: Path) -> None:
     write_record(tmp_path, "predict", ["predictions.csv"], {k: v for k, v in _BEFORE.items() if k != "full_size"})
     (tmp_path / "predictions.csv").write_text(",".join(CSV_COLUMNS) + "\na.png" + "," * (len(CSV_COLUMNS) - 1) + "\n")
     assert _resume_state(tmp_path, _BEFORE)[1] == {"a.png"}
-    with pytest.raises(UserError, match="full_size False, not True"):
+    with pytest.raises(UserError, match="--full-size False, not True"):
         _resume_state(tmp_path, {**_BEFORE, "full_size": True})
 
 
