@@ -10,14 +10,15 @@ scratch for --epochs epochs, seed 0, batch 16, in its own Python process, one af
   thread count (cores - 1) and at all cores;
 - fracturekit: `fracturekit.train.train(...)` with its CPU defaults (all cores; bf16 autocast and channels_last on
   a CPU with native bf16, and bf16 autocast in the per-epoch validation with them; cache='ram' where Ultralytics'
-  memory check passes; the next training batch made in a background thread, fracturekit.training.prefetch);
+  memory check passes);
 - with --levers, fracturekit again with one lever changed at a time: everything float32 (amp off: no bf16 in
   training or validation, no channels_last), no channels_last, float32 per-epoch validation (val_bf16 off),
-  no cache (cache=false: films read and decoded again each epoch), no prefetch (prefetch=false: each batch made
-  serially between two steps, as Ultralytics does with its CPU workers=0), and torch.compile (Ultralytics'
+  no cache (cache=false: films read and decoded again each epoch), prefetch (prefetch=true: the next batch made in
+  a background thread, fracturekit.training.prefetch, instead of serially between two steps as Ultralytics does
+  with its CPU workers=0), and torch.compile (Ultralytics'
   `compile`, inductor; off by default: its compile time is counted in s/epoch; bench/train_step.py measured no
   steady gain here). No "dataloader workers" lever: Ultralytics sets workers=0 on CPU whatever is asked.
-The prefetch line under the table counts, for the default fracturekit row, how long the training thread waited for
+The prefetch line under the table counts, for the prefetch row, how long the training thread waited for
 its next batch (each epoch's first batch, which nothing precedes, apart) and the loading thread's CPU seconds.
 
 s/epoch = the last `time` of results.csv (training + validation, cumulative) / epochs. Ultralytics starts that clock
@@ -192,14 +193,14 @@ def main() -> None:
     plain(f"plain Ultralytics ({cores} threads)", cores)
     on = (("bf16", bf16), ("channels_last", channels_last), ("val bf16", val_bf16))
     levers = "+".join(n for n, v in on if v) or "float32"
-    fk(f"fracturekit ({levers}, cache, prefetch)")
+    fk(f"fracturekit ({levers}, cache)")
     pipeline = json.loads((runs / "detect" / rows[-1][0].replace(" ", "_") / "run.json").read_text())["pipeline"]
     if a.levers:
         fk("fracturekit float32", lever=True, amp=False, channels_last=False)
         fk("fracturekit no channels_last", lever=True, channels_last=False)
         fk("fracturekit val float32", lever=True, val_bf16=False)
         fk("fracturekit no cache", lever=True, cache=False)
-        fk("fracturekit no prefetch", lever=True, prefetch=False)
+        fk("fracturekit prefetch", lever=True, prefetch=True)
         fk("fracturekit compile", lever=True, compile=True)
 
     print(cpu_info().line)
@@ -221,10 +222,12 @@ def main() -> None:
         )
     for label, why in failed:
         print(f"{label:58s} failed: {why}")
-    pf = pipeline.get("cpu_prefetch")
+    pf_label = next((label for label, _ in rows if label == "fracturekit prefetch"), None)
+    pf_run = runs / "detect" / str(pf_label).replace(" ", "_") / "run.json"
+    pf = json.loads(pf_run.read_text())["pipeline"]["cpu_prefetch"] if pf_label else None
     if pf:
         print(
-            f"prefetch ({rows[2][0]}): {pf['batches']} batches; the training thread waited {pf['first_wait_s']:.2f} s "
+            f"prefetch ({pf_label}): {pf['batches']} batches; the training thread waited {pf['first_wait_s']:.2f} s "
             f"for each epoch's first batch and {pf['wait_s']:.2f} s for all the others; loading thread "
             f"{pf['load_cpu_s']:.2f} CPU s"
         )

@@ -299,12 +299,15 @@ def _cpu_cache_ram(cfg: TrainConfig, device: Device, task: str) -> bool:
 
 
 def _cpu_prefetch(cfg: TrainConfig, device: Device, task: str) -> bool:
-    """Background prefetch of the next training batch (fracturekit.training.prefetch) for CPU detection training:
-    by default (null) on, `prefetch: false` turns it off. Detection only: its training step draws no random
+    """Background prefetch of the next training batch (fracturekit.training.prefetch) for CPU detection training,
+    only when asked (`prefetch: true`): on the idle 2-core machine it made an epoch slower, 15.6 against 9.0 s
+    (bench/train_speed.py, 2026-12-03): the loading thread takes a core from torch's two threads, whose
+    synchronised steps then wait for it; it can only pay where a core is left to it (`threads` below the cores),
+    which was not measured. Detection only: its training step draws no random
     numbers, so the prefetched batches are the serial ones (tests/test_prefetch.py); classification's torchvision
     augmentations draw from torch's global RNG, which its step would have to be checked for as well."""
     wanted = cfg.values.get("prefetch")
-    return task == "detect" and device.kind == "cpu" and (wanted is None or bool(wanted))
+    return task == "detect" and device.kind == "cpu" and bool(wanted)
 
 
 def _detection_trainer() -> type:

@@ -121,11 +121,13 @@ def test_training_losses_equal_with_and_without_prefetch(prepared_phantoms: Path
 @pytest.mark.parametrize(
     ("task", "kind", "overrides", "cache_ram", "prefetch"),
     [
-        ("detect", "cpu", {}, True, True),  # the CPU defaults: cache='ram' (if it fits) and the prefetch thread
-        ("detect", "cpu", {"cache": False}, False, True),  # cache switched off alone
-        ("detect", "cpu", {"cache": "disk"}, False, True),  # the user's own cache choice stands
-        ("detect", "cpu", {"prefetch": False}, True, False),  # prefetch switched off alone
-        ("detect", "cpu", {"reproducible": True}, False, True),  # --deterministic: no cache (a seed's mosaic partners)
+        ("detect", "cpu", {}, True, False),  # the CPU defaults: cache='ram' (if it fits), no prefetch thread
+        ("detect", "cpu", {"cache": False}, False, False),  # cache switched off alone
+        ("detect", "cpu", {"cache": "disk"}, False, False),  # the user's own cache choice stands
+        ("detect", "cpu", {"prefetch": True}, True, True),  # prefetch asked for (slower on 2 cores: README)
+        ("detect", "cpu", {"prefetch": False}, True, False),  # prefetch refused explicitly: as the default
+        ("detect", "cpu", {"reproducible": True}, False, False),  # --deterministic: no cache (a seed's mosaic partners)
+        ("detect", "cpu", {"reproducible": True, "prefetch": True}, False, True),  # prefetch keeps the serial batches
         ("detect", "cuda", {}, False, False),  # on a GPU Ultralytics' workers load: nothing changes
         ("classify", "cpu", {}, False, False),  # classification: neither (Ultralytics refuses its RAM cache)
     ],
