@@ -23,7 +23,7 @@ every backend alike):
 The model is random, so this bench measures speed only; each export's accuracy against float32 is measured
 on a trained model by `fracturekit export` itself (its `.check.json`). The row the ratio is taken from is the
 backend `fracturekit predict` prefers on this CPU (`fracturekit.infer.model._fallback_rank`: OpenVINO int8 first on
-a CPU with VNNI and BF16, ONNX float32 first on AVX2 alone), not the fastest row.
+a CPU with VNNI and BF16 and on AVX2 alone, as measured with --isa avx2), not the fastest row.
 
 Also printed: the model's GFLOPs per image at 640x640 and at the films' rectangular letterbox, the CPU's
 measured float32 matmul GFLOP/s (torch and numpy, 2048x2048, all threads), so the achieved GFLOP/s can be read

@@ -102,11 +102,11 @@ class OnnxRuntime(Backend):
     @classmethod
     def rank(cls, variant: Variant, cpu: CpuInfo) -> int | None:
         """From bench/ figures: on a VNNI/BF16 CPU OpenVINO int8 ran 3x and bf16 2x onnxruntime float32 and
-        onnxruntime int8 1.2x (ranks 2, 3 after OpenVINO's 0, 1); on AVX2 alone int8 ran 0.84x float32
-        (bench/int8_probe.py), so float32 first (0) and int8 after OpenVINO float32 (2)."""
+        onnxruntime int8 1.2x (ranks 2, 3 after OpenVINO's 0, 1); on AVX2 alone float32 after OpenVINO int8 (1; see
+        OpenVino.rank) and int8 last (3): it ran 0.84x float32 there (bench/int8_probe.py)."""
         if cpu.vnni and cpu.bf16:
             return 2 if variant.int8 else 3
-        return 2 if variant.int8 else 0
+        return 3 if variant.int8 else 1
 
 
 def _run(sess: Any, x: np.ndarray) -> np.ndarray:

@@ -262,8 +262,10 @@ class OpenVino(Backend):
     @classmethod
     def rank(cls, variant: Variant, cpu: CpuInfo) -> int | None:
         """From bench/ figures: on a VNNI/BF16 CPU OpenVINO int8 ran 3x and bf16 2x onnxruntime float32, so
-        first (0, 1); on AVX2 alone int8 does not pay (bench/int8_probe.py): float32 after ONNX float32 (1),
-        int8 last (3)."""
+        first (0, 1). Held to AVX2 (`bench/predict_bench.py --isa avx2`, two idle runs) int8 ran 25.69 and 22.51
+        img/s against 17.28 and 18.02 for ONNX float32 (which even kept AVX-512), and an int8 export's check under
+        AVX2 kernels kept its AUROC (0.694 vs 0.694 float32, 613 FracAtlas films): int8 first there too (0),
+        float32 after ONNX float32 (2: 16.19 img/s)."""
         if cpu.vnni and cpu.bf16:
             return 0 if variant.int8 else 1
-        return 3 if variant.int8 else 1
+        return 0 if variant.int8 else 2
