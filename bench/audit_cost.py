@@ -1,16 +1,18 @@
 """CPU time, counts and memory of the audit's phases on FracAtlas, for comparing levers on a busy machine.
 
-    .venv/bin/python bench/audit_cost.py [--data ../shared/data/fracatlas] [--limit N] [--cache FILE]
+    .venv/bin/python bench/audit_cost.py [--data DIR] [--limit N] [--cache FILE] [--checks threads]
 
 Wall time is no figure on a shared machine, CPU time is: each phase is timed with `time.process_time()` (all
-threads of this process), and the copy search prints its counts (films signed and searched, descriptors,
-candidate pairs verified). Phases: decode (read_image), hashes (file and pixel sha256, dihedral phash),
-signature (SIFT), linking (`duplicate_links`: exact, near, candidate search + verify). `--cache FILE` keeps the
-audit items of the first run in a pickle and starts later runs from it (linking levers only).
+threads of this process) plus the CPU of its ended child processes (the copy search's workers), and the copy
+search prints its counts (films signed and searched, descriptors, candidate pairs verified). Phases: decode
+(read_image), hashes (file and pixel sha256, dihedral phash), signature (SIFT), linking (`duplicate_links`:
+exact, near, candidate search + verify). `--cache FILE` keeps the audit items of the first run in a pickle and
+starts later runs from it (linking levers only).
 Peak RSS (self) is printed after each phase. Linking is then split into its parts (near-duplicate hashes, the
 vocabulary tree's training and words, the tf-idf vectors, candidate queries by film and by cluster, verification),
 each with its CPU time, its wall time and their ratio: how many cores the part kept busy (a part on one core reads
 at most 1.0; on a busy machine every part reads less: at load 10 on 2 cores, a one-core part read ~0.5).
+`--checks threads` runs the pair checks on the audit's threads, not in worker processes (an idle A/B).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import pickle
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +35,12 @@ from fracturekit.audit import AuditItem, duplicate_links, joining, parallel_map 
 from fracturekit.data import copies  # noqa: E402
 from fracturekit.data.hashing import dihedral_phashes, file_sha256, pixel_sha256  # noqa: E402
 from fracturekit.data.imageio import is_image_file, read_image  # noqa: E402
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process (all threads) and of its ended children (the copy search's worker processes)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 def rss_mb() -> float:
@@ -50,18 +59,31 @@ class Parts:
         fn = getattr(owner, attr)
 
         def timed(*a, **kw):
-            c, w = time.process_time(), time.perf_counter()
+            c, w = cpu_s(), time.perf_counter()
             try:
                 return fn(*a, **kw)
             finally:
                 row = self.spent.setdefault(name, [0.0, 0.0, 0])
-                row[0] += time.process_time() - c
+                row[0] += cpu_s() - c
                 row[1] += time.perf_counter() - w
                 row[2] += 1
 
         setattr(owner, attr, timed)
 
     def print(self) -> None:
+        # the checks: the copy search's CPU (its worker processes' included: they end with it) less the other parts
+        # inside it; their wall time: the candidate rounds' less their queries
+        search, rounds = self.spent.pop("copy search", None), self.spent.pop("rounds", None)
+        if search is not None and rounds is not None:
+            inside = [
+                self.spent.get(p, [0.0, 0.0]) for p in ("tree training", "words", "tf-idf", "by film", "by cluster")
+            ]
+            queries = inside[3:]
+            self.spent["verify"] = [
+                search[0] - sum(p[0] for p in inside),
+                rounds[1] - sum(q[1] for q in queries),
+                rounds[2],
+            ]
         for name, (cpu, wall, calls) in self.spent.items():
             busy = cpu / wall if wall > 0 else 0.0
             print(f"    {name:<16} cpu {cpu:7.2f} s   wall {wall:7.2f} s   cpu/wall {busy:4.2f}   calls {calls}")
@@ -71,10 +93,10 @@ class Phases:
     """CPU seconds per phase, printed as they end."""
 
     def __init__(self) -> None:
-        self.t, self.w = time.process_time(), time.perf_counter()
+        self.t, self.w = cpu_s(), time.perf_counter()
 
     def end(self, name: str, note: str = "") -> float:
-        now, wall = time.process_time(), time.perf_counter()
+        now, wall = cpu_s(), time.perf_counter()
         spent, busy = now - self.t, (now - self.t) / max(wall - self.w, 1e-9)
         self.t, self.w = now, wall
         rss = rss_mb()
@@ -102,7 +124,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fracatlas")
     parser.add_argument("--limit", type=int, default=0, help="only the first N films (0: all)")
     parser.add_argument("--cache", type=Path, help="pickle of the audit items: written when absent, else read")
+    parser.add_argument(
+        "--checks",
+        choices=("auto", "threads"),
+        default="auto",
+        help="threads: the pair checks on the audit's threads whatever the film count (the A/B against processes)",
+    )
     args = parser.parse_args()
+    if args.checks == "threads":
+        copies.PROCESS_MIN_FILMS = sys.maxsize
     print(cpu_line())
     phases = Phases()
     if args.cache and args.cache.is_file():
@@ -125,15 +155,17 @@ def main() -> None:
 
     audit_module.copy_pairs = counted
     parts = Parts()
+    parts.wrap(audit_module, "copy_pairs", "copy search")
     parts.wrap(audit_module, "near_pairs", "near (phash)")
     parts.wrap(copies.VocabularyTree, "__init__", "tree training")
     parts.wrap(copies.VocabularyTree, "words", "words")
     parts.wrap(copies, "_bow", "tf-idf")
     parts.wrap(copies.CandidateSearch, "by_film", "by film")
     parts.wrap(copies.CandidateSearch, "by_cluster", "by cluster")
-    parts.wrap(audit_module, "parallel_map", "verify")  # the copy search's checks, on the audit's threads
+    parts.wrap(copies, "_checked_rounds", "rounds")
     try:
-        links = duplicate_links(items, names=False)
+        with tempfile.TemporaryDirectory(prefix="audit-cost-") as scratch:  # the workers' signature store
+            links = duplicate_links(items, names=False, scratch=Path(scratch))
     finally:
         audit_module.copy_pairs = copies_fn
     kinds: dict[str, int] = {}

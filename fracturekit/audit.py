@@ -258,12 +258,14 @@ def audit_items(
     items: Sequence[AuditItem],
     unreadable: Sequence[tuple[str, str]] = (),
     duplicates: list[Link] | None = None,
+    scratch: Path | None = None,
 ) -> AuditResult:
     """Cluster linked films among `items`, then find label conflicts and cross-split leaks.
 
     duplicates: `duplicate_links(items)` when the caller already has it (prepare), to skip a second search.
+    scratch: as in `duplicate_links`.
     """
-    every = duplicates if duplicates is not None else duplicate_links(items)
+    every = duplicates if duplicates is not None else duplicate_links(items, scratch=scratch)
     links = joining(every)
     unit_of = units(len(items), [link.members for link in links])
     kinds_of: dict[int, set[str]] = defaultdict(set)
@@ -317,7 +319,7 @@ def exact_groups(items: Sequence[AuditItem]) -> list[list[int]]:
     return [idx for idx in keys.values() if len(idx) > 1]
 
 
-def duplicate_links(items: Sequence[AuditItem], names: bool = True) -> list[Link]:
+def duplicate_links(items: Sequence[AuditItem], names: bool = True, scratch: Path | None = None) -> list[Link]:
     """Every link among `items`: exact, near (phash), augmented (verified copy) and name lineage, plus possible
     links that join nothing (name groups the content test did not confirm, copy checks just under the
     threshold) for the audit to report when they straddle splits; `joining(links)` drops those.
@@ -326,6 +328,8 @@ def duplicate_links(items: Sequence[AuditItem], names: bool = True) -> list[Link
     also have equal phashes), so each member's kind names the strongest content signal plus any name link.
     Exact and near copies are searched for augmented copies through one representative each.
     names=False leaves name lineage out (a check that must rest on content alone).
+    scratch: a folder of the caller's output where the copy search may keep a temporary store for its worker
+    processes (`copy_pairs`); without one its checks run on this process's threads.
     """
     links = [Link(tuple(idx), "exact") for idx in exact_groups(items)]
     if not items:
@@ -336,7 +340,9 @@ def duplicate_links(items: Sequence[AuditItem], names: bool = True) -> list[Link
         if i not in exact_of or exact_of.get(j) != exact_of[i]:
             links.append(Link((i, j), "near"))
             linked.add((i, j))
-    found = copy_pairs([it.copy_sig for it in items], map_fn=parallel_map, together=[lk.members for lk in links])
+    found = copy_pairs(
+        [it.copy_sig for it in items], map_fn=parallel_map, together=[lk.members for lk in links], scratch=scratch
+    )
     for i, j, _ in found.pairs:
         if (i, j) not in linked and (i not in exact_of or exact_of.get(j) != exact_of[i]):
             links.append(Link((i, j), "augmented"))
@@ -440,7 +446,9 @@ def audit(path: str | Path, out: str | Path | None = None, progress: Progress | 
             unreadable.append((shown, h))
         else:
             items.append(AuditItem(shown, split, label, group, *h))
-    result = audit_items(items, unreadable)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)  # the copy search's temporary store goes there
+    result = audit_items(items, unreadable, scratch=None if out is None else Path(out))
     if out is not None:
         result.write(Path(out))
     return result

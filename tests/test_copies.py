@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
+from fracturekit.data import copies, copy_workers
 from fracturekit.data.copies import (
     MIRROR,
     RATIO,
@@ -23,6 +24,7 @@ from fracturekit.data.copies import (
     signature,
     verify,
 )
+from fracturekit.data.copy_workers import read_store, write_store
 from fracturekit.data.phantoms import generate_phantom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -248,3 +250,65 @@ def test_augmented_copies_of_real_films_are_caught() -> None:
     films += [augment_copy(films[k], rng, "default") for k in range(10)]
     found = {(i, j) for i, j, _ in copy_pairs([signature(f) for f in films]).pairs}
     assert sum((k, 40 + k) in found for k in range(10)) >= 9
+
+
+def test_the_signature_store_reads_back_what_was_written(tmp_path: Path) -> None:
+    # the worker processes' memory-mapped store: every field of every signature, the empty one included
+    sigs = [signature(_film(i)) for i in range(3)] + [signature(np.zeros((64, 64), np.uint8))]
+    write_store(sigs, tmp_path)
+    back = read_store(tmp_path)
+    assert len(back) == 4 and back[3].empty
+    for s, b in zip(sigs, back, strict=True):
+        assert np.array_equal(s.points, b.points) and np.array_equal(s.descriptors, b.descriptors)
+        assert np.array_equal(s.thumb, b.thumb) and s.width == b.width
+
+
+def test_checks_in_worker_processes_find_what_checks_in_this_process_find(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # two films, a rotated crop of the first and a mirrored copy of the second: the same pairs, matches and count
+    films = [_film(0), _film(1), _crop(_rotate(_film(0), 9), 0.85), _film(1)[:, ::-1], _film(2)]
+    sigs = [signature(f) for f in films]
+    here = copy_pairs(sigs)
+    monkeypatch.setattr(copies, "PROCESS_MIN_FILMS", 2)
+    monkeypatch.setattr(copies, "cpu_threads", lambda: 2)
+    started = []
+    monkeypatch.setattr(copy_workers, "write_store", lambda s, folder: started.append(folder) or write_store(s, folder))
+    there = copy_pairs(sigs, scratch=tmp_path)
+    assert [p.parent for p in started] == [tmp_path]  # the store went into the folder given, in the workers' path
+    assert list(tmp_path.iterdir()) == []  # and was removed with it
+    assert {(i, j) for i, j, _ in here.pairs} >= {(0, 2), (1, 3)}
+    assert (there.pairs, there.near_misses, there.checked) == (here.pairs, here.near_misses, here.checked)
+
+
+def test_prepare_and_audit_with_the_checks_in_workers_keep_the_clusters_and_leave_no_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # class folders with two rotated/cropped copies among distinct films; prepare and `audit --out`, the checks
+    # forced into worker processes: the clusters of the threads' run, and no store left in either output folder
+    from fracturekit.audit import audit
+    from fracturekit.prepare import prepare
+
+    raw = tmp_path / "raw"
+    for k in range(6):
+        label = "fractured" if k % 2 else "normal"
+        (raw / label).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(raw / label / f"film{k}.png"), _film(k))
+    cv2.imwrite(str(raw / "normal" / "scan-a.png"), _crop(_rotate(_film(0), 9), 0.85))
+    cv2.imwrite(str(raw / "fractured" / "scan-b.png"), _rotate(_film(1), -6))
+
+    def clusters(result) -> list[list[str]]:
+        return sorted(sorted(Path(m.path).name for m in c.members) for c in result.clusters)
+
+    on_threads = prepare(raw, out=tmp_path / "threads", seed=0).audit
+    monkeypatch.setattr(copies, "PROCESS_MIN_FILMS", 2)
+    monkeypatch.setattr(copies, "cpu_threads", lambda: 2)
+    started = []
+    monkeypatch.setattr(copy_workers, "write_store", lambda s, folder: started.append(folder) or write_store(s, folder))
+    in_workers = prepare(raw, out=tmp_path / "workers", seed=0).audit
+    audited = audit(raw, out=tmp_path / "audit")
+    assert len(started) == 2  # prepare's and the audit's checks both ran in workers
+    assert clusters(in_workers) == clusters(on_threads) == [["film0.png", "scan-a.png"], ["film1.png", "scan-b.png"]]
+    assert clusters(audited) == clusters(on_threads)
+    left = [p for p in tmp_path.rglob(".signatures-*")] + [p for p in tmp_path.rglob("*.npy")]
+    assert left == []

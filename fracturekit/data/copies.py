@@ -24,8 +24,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -76,6 +77,9 @@ COPY_CORRELATION = 0.7
 # pair it would have linked (14 of look-alike films) had 12-27: given to all pairs it doubled those links.
 SECOND_LOOK_INLIERS = 30
 NEAR_MISS_CORRELATION = 0.5  # >= MIN_INLIERS but correlation in [0.5, 0.7): reported when it straddles splits
+# From this many films (representatives) on, the checks run in worker processes (fracturekit.data.copy_workers):
+# a worker's start-up costs ~0.5 s of CPU, ~1,000 checks; a film brings ~9 checks (FracAtlas: 3,999 -> 36,580).
+PROCESS_MIN_FILMS = 500
 
 
 @dataclass
@@ -143,7 +147,7 @@ class VocabularyTree:
         chunk's two float32 copies (64 MB): the copy search's peak RSS rose 91 MB over the signatures' instead.
         threads: chunks of chunk / threads descriptors on that many threads at once (the same memory in flight);
         numpy's sorts, gathers and products release the GIL on arrays this large. Two 32k chunks cost less CPU
-        than one 64k chunk (FracAtlas's 541k descriptors: 0.81 s against 0.98 s, under load).
+        than one 64k chunk (FracAtlas's 541k descriptors: 0.81 s against 0.98 s under load).
         """
         step = max(1, chunk // threads)
         starts = range(0, len(desc), step)
@@ -427,6 +431,7 @@ def copy_pairs(
     map_fn: Callable[[Callable, list], list] | None = None,
     k: int = CANDIDATES,
     together: Sequence[Sequence[int]] = (),
+    scratch: Path | None = None,
 ) -> CopySearch:
     """Verified augmented-copy pairs (i, j, match), i < j, among `sigs` (None = no signature: skipped).
 
@@ -438,7 +443,9 @@ def copy_pairs(
     (at most EXPANSION_ROUNDS). Measured on
     bench/near_duplicates.py --families: one query per film left a family of ~100 files in up to 12 clusters,
     because its members' top-k slots held only their nearest relatives.
-    map_fn: a parallel `map(fn, items) -> list` (the audit's thread pool); plain map when None.
+    scratch: a folder inside the caller's output folder. Given one, from PROCESS_MIN_FILMS films on the checks run
+    in worker processes that read the signatures from a store written there (removed when the search ends);
+    else through map_fn: a parallel `map(fn, items) -> list` (the audit's thread pool); plain map when None.
     """
     from fracturekit.data.split import units
 
@@ -451,27 +458,23 @@ def copy_pairs(
                 best_rep[g] = i
     index = sorted(best_rep.values())
     present: list[Signature] = [sigs[i] for i in index]  # type: ignore[misc]
-    search = CandidateSearch(present)
-    if not search.usable:
-        return CopySearch([], [], 0)
-    checked: dict[tuple[int, int, int], Match] = {}
-    links: list[list[int]] = []
-    cands = search.by_film(k)
-    for r in range(EXPANSION_ROUNDS):
-        rows = [row for row in map(tuple, cands.tolist()) if row not in checked]
-        check = lambda row: verify_both_ways(present[row[0]], present[row[1]], bool(row[2]))  # noqa: E731
-        # one BLAS thread per check: the checks run on map_fn's threads, and OpenBLAS's own threads called from
-        # several threads at once spun instead (FracAtlas's search took over 3x the CPU time)
-        with threadpool_limits(1, user_api="blas"):
-            matches = map_fn(check, rows) if map_fn is not None else [check(row) for row in rows]
-        checked.update(zip(rows, matches, strict=True))
-        new = [[row[0], row[1]] for row, m in zip(rows, matches, strict=True) if m.is_copy]
-        if not new:
-            break
-        links += new
-        label = units(len(present), links)
-        grown = np.unique(label[np.array(new).ravel()])  # only clusters that gained a film are queried again
-        cands = search.by_cluster(label, grown, k * 2 ** (r + 1))
+    with ExitStack() as stack:
+        workers = cpu_threads()
+        if scratch is not None and workers > 1 and len(present) >= PROCESS_MIN_FILMS:
+            from fracturekit.data.copy_workers import process_checks
+
+            # the workers start now and import while the candidates are searched
+            check_rows = stack.enter_context(process_checks(present, workers, scratch))
+        else:
+
+            def check_rows(rows: list[tuple[int, int, int]]) -> list[Match]:
+                check = lambda row: verify_both_ways(present[row[0]], present[row[1]], bool(row[2]))  # noqa: E731
+                # one BLAS thread per check: the checks run on map_fn's threads, and OpenBLAS's own threads called
+                # from several threads at once spun instead (FracAtlas's search took over 3x the CPU time)
+                with threadpool_limits(1, user_api="blas"):
+                    return map_fn(check, rows) if map_fn is not None else [check(row) for row in rows]
+
+        checked = _checked_rounds(CandidateSearch(present), check_rows, k)
     best: dict[tuple[int, int], Match] = {}
     for (i, j, _), m in checked.items():
         key = (index[i], index[j])
@@ -483,6 +486,32 @@ def copy_pairs(
         [(i, j, m) for (i, j), m in ordered if m.is_near_miss],
         len(checked),
     )
+
+
+def _checked_rounds(
+    search: CandidateSearch, check_rows: Callable[[list[tuple[int, int, int]]], list[Match]], k: int
+) -> dict[tuple[int, int, int], Match]:
+    """Every candidate row (i, j, mirrored) `copy_pairs`' rounds checked, with its match."""
+    from fracturekit.data.split import units
+
+    checked: dict[tuple[int, int, int], Match] = {}
+    if not search.usable:
+        return checked
+    links: list[list[int]] = []
+    cands = search.by_film(k)
+    n = search.bow.shape[0]
+    for r in range(EXPANSION_ROUNDS):
+        rows = [row for row in map(tuple, cands.tolist()) if row not in checked]
+        matches = check_rows(rows)
+        checked.update(zip(rows, matches, strict=True))
+        new = [[row[0], row[1]] for row, m in zip(rows, matches, strict=True) if m.is_copy]
+        if not new:
+            break
+        links += new
+        label = units(n, links)
+        grown = np.unique(label[np.array(new).ravel()])  # only clusters that gained a film are queried again
+        cands = search.by_cluster(label, grown, k * 2 ** (r + 1))
+    return checked
 
 
 # Name lineage: suffixes that dataset authors add to a copy's name. Only a name that carries one points to an

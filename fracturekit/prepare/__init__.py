@@ -394,7 +394,7 @@ def _assemble(
     """Split the decoded films, move them into cls/ and det/, write data.yaml, manifest, audit."""
     ok = [f for f in films if f.status == "ok"]
     with uncorrected_labels(ok):  # --corrections change labels and films, not the split
-        items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split)
+        items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split, root)
     ok, items, splits, duplicates = drop_excluded(ok, items, splits, duplicates)
     det_names = _write_datasets(root, ok, splits, class_names)
 

@@ -113,8 +113,11 @@ def _split_films(
     seed: int,
     regex: re.Pattern[str] | None,
     film_split: bool,
+    scratch: Path,
 ) -> tuple[list[AuditItem], list[Link], list[str], float]:
     """Group the decoded films, link duplicates, and assign each its split (patients and copies kept together).
+
+    scratch: a folder of prepare's output where the copy search may keep its temporary signature store.
 
     Returns the audit items (one per film), the duplicate links, the splits, and the seconds linking took.
     """
@@ -128,7 +131,7 @@ def _split_films(
         for f in ok
     ]
     t_links = time.perf_counter()
-    duplicates = duplicate_links(items)
+    duplicates = duplicate_links(items, scratch=scratch)
     t_links = time.perf_counter() - t_links
     for link in joining(duplicates):  # films with no patient key that the split still keeps with their copies
         for i in link.members:
