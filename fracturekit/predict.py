@@ -390,8 +390,7 @@ def predict(
     out = user_path(named)
     lock = lock_folder(out, "predict")  # held until predict returns: one command per --out
     try:  # a source or model refused here leaves no folder behind: the lock made it, and goes now
-        plan = _plan(source, pacs, studies, modality, since, out, (detector, classifier), opts, cam, kinds)
-        plan.settings["full_size"] = full_size
+        plan = _plan(source, pacs, studies, modality, since, out, (detector, classifier), opts, cam, kinds, full_size)
         plan.planned |= _planned_files(plan, out, save_images, cam)
         if resume:
             plan.ours, plan.done = _resume_state(out, plan.settings)
@@ -454,8 +453,11 @@ def _plan(
     opts: InferenceOptions,
     cam: bool,
     kinds: tuple[str, ...],
+    full_size: bool,
 ) -> _Plan:
-    """The films to score (from files or a PACS), the loaded models and their scorer; refuses before writing."""
+    """The films to score (from files or a PACS), the loaded models and their scorer; refuses before writing.
+
+    full_size: annotated films drawn at the film's own size; recorded in the settings a --resume must match."""
     from fracturekit.hospital.pacs import parse_modalities, parse_since
 
     films: list[Any] = []
@@ -493,6 +495,7 @@ def _plan(
         "conf": opts.conf,
         "iou": opts.iou,
         "imgsz": opts.imgsz,
+        "full_size": full_size,
     }
     batch = opts.batch or default_batch([det, clf])
     return _Plan(source, pacs, films, paths, names, root, keys, det, clf, scorer, batch, writer, settings,

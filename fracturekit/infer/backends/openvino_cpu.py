@@ -104,6 +104,11 @@ def gray_input(model: Any) -> Any:
     return ov.Model(model.get_results(), [gray], model.get_friendly_name())
 
 
+def _compile(core: Any, xml: Path, settings: dict[str, Any]) -> Any:
+    """The export at `xml`, with its uint8 gray input (`gray_input`), compiled for this CPU with `settings`."""
+    return core.compile_model(gray_input(core.read_model(str(xml))), "CPU", settings)
+
+
 def _imported(core: Any, blob: Path, settings: dict[str, Any]) -> Any:
     """The compiled model export kept in `blob`, or None: none kept, or one this OpenVINO cannot read (compiled
     again then, with a warning)."""
@@ -179,9 +184,7 @@ class OpenVino(Backend):
         xml = next(path.glob("*.xml"))
         try:
             core, settings = ov.Core(), config(threads)
-            compiled = _imported(core, compiled_blob(core, xml, settings), settings) or core.compile_model(
-                gray_input(core.read_model(str(xml))), "CPU", settings
-            )
+            compiled = _imported(core, compiled_blob(core, xml, settings), settings) or _compile(core, xml, settings)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR files
             raise UserError(
                 f"{xml}: not a loadable OpenVINO model ({exc}); re-export with `fracturekit export`."
@@ -211,7 +214,7 @@ class OpenVino(Backend):
         blob.parent.mkdir(exist_ok=True)
         for old in blob.parent.glob("*.blob"):
             old.unlink()
-        compiled = core.compile_model(gray_input(core.read_model(str(xml))), "CPU", settings)
+        compiled = _compile(core, xml, settings)
         blob.write_bytes(compiled.export_model().getvalue())
 
     @classmethod
