@@ -101,6 +101,7 @@ def test_multiclass_scores_and_bad_scores(flipped_dataset: tuple[Path, set[str],
         bad.write_text(text)
         res = runner.invoke(app, ["audit", str(data), "--label-issues", "--scores", str(bad)])
         assert res.exit_code == 2 and words in res.output, res.output
+        assert "duplicates.csv" not in res.output  # refused before the audit ran and wrote
     res = runner.invoke(app, ["audit", str(data), "--scores", str(per_class)])
     assert res.exit_code == 2 and "add --label-issues" in res.output
 

@@ -42,6 +42,10 @@ def audit(
     written = audit_folder(path, out)  # the library's rule, on the paths as typed
     if label_issues and written is None:
         raise UserError(f"{path}: a raw dataset; pass --out DIR for label_issues.csv (nothing is written into SOURCE).")
+    if scores is not None:
+        from fracturekit.data.label_issues import check_scores
+
+        check_scores(path, scores)  # a CSV it cannot use is refused now, not after the audit
     with progress_bars(transient=True) as bar:
         result = run_audit(path, out, progress=bar)
     out_console.print(result.table())

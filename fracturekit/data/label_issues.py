@@ -281,6 +281,35 @@ def model_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.
     return rows, 1.0 - quality[rows], probs[rows].argmax(axis=1)
 
 
+def _read_all_scores(
+    path: Path, films: list[Film], scores: str | Path
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str], dict[int, tuple[str, float]]]:
+    """(classes, scored film indices, their probabilities, their given class indices, notes, box issues) of a
+    scores CSV for the films of `path`; UserError, naming the CSV, for anything `label_issues` cannot use."""
+    classes = sorted({f.label for f in films if f.label})
+    if len(classes) < 2:
+        raise UserError(f"{path}: the films carry {len(classes)} label(s); --scores needs two classes or more.")
+    if len(classes) == 2 and POSITIVE_CLASS in classes:
+        classes = [c for c in classes if c != POSITIVE_CLASS] + [POSITIVE_CLASS]  # fracture = class 1
+    idx, probs, notes = read_scores(user_path(scores), films, classes)
+    labels = np.array([classes.index(films[k].label) for k in idx])
+    missing = [c for c in range(len(classes)) if not (labels == c).any()]
+    if missing:
+        raise UserError(f"--scores {scores}: no scored film is labelled {classes[missing[0]]}; score every class.")
+    return classes, idx, probs, labels, notes, box_issues(user_path(scores), films)
+
+
+def check_scores(path: str | Path, scores: str | Path) -> None:
+    """Refuse (UserError) a scores CSV `label_issues` could not use, and a missing cleanlab, before the audit runs:
+    on FracAtlas the audit takes over a minute, which a typo in the CSV should not cost."""
+    path = user_path(path)
+    _read_all_scores(path, dataset_films(path), scores)
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        raise UserError("--scores needs cleanlab: pip install 'fracturekit[labels]'.") from None
+
+
 def label_issues(path: str | Path, audit: AuditResult, scores: str | Path | None = None) -> LabelIssues:
     """Rank the likely label errors of the dataset at `path` (audited as `audit`); see the module doc."""
     path = user_path(path)
@@ -288,16 +317,7 @@ def label_issues(path: str | Path, audit: AuditResult, scores: str | Path | None
     found = conflict_issues(films, audit)
     scored, notes = 0, []
     if scores is not None:
-        classes = sorted({f.label for f in films if f.label})
-        if len(classes) < 2:
-            raise UserError(f"{path}: the films carry {len(classes)} label(s); --scores needs two classes or more.")
-        if len(classes) == 2 and POSITIVE_CLASS in classes:
-            classes = [c for c in classes if c != POSITIVE_CLASS] + [POSITIVE_CLASS]  # fracture = class 1
-        idx, probs, notes = read_scores(user_path(scores), films, classes)
-        labels = np.array([classes.index(films[k].label) for k in idx])
-        missing = [c for c in range(len(classes)) if not (labels == c).any()]
-        if missing:
-            raise UserError(f"--scores {scores}: no scored film is labelled {classes[missing[0]]}; score every class.")
+        classes, idx, probs, labels, notes, boxes = _read_all_scores(path, films, scores)
         scored = len(idx)
         for row, score, suggested in zip(*model_issues(labels, probs), strict=True):
             film = films[idx[row]]
@@ -309,7 +329,7 @@ def label_issues(path: str | Path, audit: AuditResult, scores: str | Path | None
                 issue.score = max(issue.score, float(score))
         if scored < len(films):
             notes.append(f"{len(films) - scored} of {len(films)} films have no score: checked for conflicts only")
-        for k, (suggested, score) in box_issues(user_path(scores), films).items():
+        for k, (suggested, score) in boxes.items():
             film = films[k]
             issue = found.get(film.path)
             if issue is None:
@@ -327,4 +347,4 @@ def label_issues(path: str | Path, audit: AuditResult, scores: str | Path | None
     return LabelIssues(ranked, len(films), scored, notes)
 
 
-__all__ = ["COLUMNS", "LabelIssues", "label_issues"]
+__all__ = ["COLUMNS", "LabelIssues", "check_scores", "label_issues"]
