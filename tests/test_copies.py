@@ -157,6 +157,9 @@ def test_vocabulary_words_do_not_depend_on_the_chunk() -> None:
     for chunk in (7, 100, len(desc) + 1):
         for threads in (1, 2, 3):
             assert tree.words(desc, chunk, threads).tolist() == want
+            # the mirrored films' words: the column permutation applied per chunk = applied to the whole array
+            mirrored = tree.words(desc[:, MIRROR], chunk, threads).tolist()
+            assert tree.words(desc, chunk, threads, columns=MIRROR).tolist() == mirrored
     assert tree.words(desc[:0], threads=2).shape == (0,)
 
 

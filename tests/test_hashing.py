@@ -10,6 +10,7 @@ from PIL import Image
 
 from fracturekit.data.hashing import (
     NEAR_THRESHOLD,
+    _rows_per_block,
     dihedral_phashes,
     min_dihedral_distances,
     near_pairs,
@@ -66,6 +67,10 @@ def test_near_pairs_matches_brute_force() -> None:
             if i != j and d <= 2:
                 brute.add((min(i, j), max(i, j)))
     assert pairs == brute and {(3, 7), (2, 9)} <= pairs
+    # blocks sized by a memory budget (the default, and 1 row at a 2 KB budget: 40 x 8 hashes x 8 bytes) agree
+    assert _rows_per_block(40, budget=2048) == 1
+    assert {tuple(p) for p in near_pairs(base, threshold=2, block=_rows_per_block(40, budget=2048)).tolist()} == brute
+    assert {tuple(p) for p in near_pairs(base, threshold=2).tolist()} == brute
 
 
 def test_pixel_hash_ignores_container(film: np.ndarray) -> None:
