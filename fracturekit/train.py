@@ -289,11 +289,14 @@ def _val_bf16(cfg: TrainConfig, device: Device, bf16: bool) -> bool:
 
 def _cpu_cache_ram(cfg: TrainConfig, device: Device, task: str) -> bool:
     """cache='ram' by default (`cache: null`) for CPU detection training: decoded, resized films stay in memory instead
-    of being read and decoded again each epoch (9.1 vs 9.9 s/epoch alone in bench/train_speed.py); Ultralytics'
-    own memory check (twice the estimated size must be available) still refuses it where they do not fit, and
-    run.json `pipeline.cache` says what was used. Not with `reproducible`: with the cache, mosaic draws its partner
-    films from the whole set instead of the recently loaded ones, which changes a seed's augmentations. Not for
-    classification: Ultralytics turns `cache_ram` off there (a known memory leak)."""
+    of being read and decoded again each epoch. On the idle 2-core machine its gain is within run-to-run noise
+    (bench/train_speed.py, 200 FracAtlas films at 320 px: 9.1 vs 9.9 s/epoch without it in one run, 10.6 vs 9.1 in
+    another; alternating runs A B B A: 9.76, 8.37 with it, 9.74, 8.96 without). It stays on because it removes one
+    decode per film per epoch, which costs more on films larger than FracAtlas's; that case was not measured.
+    Ultralytics' own memory check (twice the estimated size must be available) still refuses it where they do not
+    fit, and run.json `pipeline.cache` says what was used. Not with `reproducible`: with the cache, mosaic draws its
+    partner films from the whole set instead of the recently loaded ones, which changes a seed's augmentations. Not
+    for classification: Ultralytics turns `cache_ram` off there (a known memory leak)."""
     unset = cfg.values.get("cache") is None
     return task == "detect" and device.kind == "cpu" and unset and not cfg.values.get("reproducible")
 
