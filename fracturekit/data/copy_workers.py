@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,8 +35,9 @@ _sigs: list[Signature] = []  # a worker's signatures, views into the memory-mapp
 def write_store(sigs: Sequence[Signature], folder: Path) -> None:
     """Pack `sigs` into .npy files in `folder` (read back by `read_store`).
 
-    The two large arrays are filled film by film into files opened as memory maps, not concatenated first: a
-    concatenation held a second copy of every descriptor and thumbnail (~250 MB on 10,000 films) at the audit's peak.
+    The large arrays are filled film by film into files opened as memory maps, not concatenated first: a
+    concatenation held a second copy of every descriptor, point and thumbnail (the store's size: 124 MB on
+    FracAtlas) at the audit's peak.
     """
     small = {
         "counts": np.array([len(s.points) for s in sigs], np.int64),
@@ -80,9 +82,12 @@ def _start(folder: str) -> None:
     # glibc's heap in a fresh process trims and re-maps the checks' temporaries (100-600 KB each) over and over:
     # 8,000 FracAtlas checks took 330k page faults and 1.2 s of system time in the workers, 32k and 0.25 s with
     # the thresholds a long-lived process reaches (M_TRIM_THRESHOLD 64 MB, M_MMAP_THRESHOLD 32 MB)
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    libc.mallopt(-1, 64 << 20)
-    libc.mallopt(-3, 32 << 20)
+    # (glibc's mallopt: Linux only; elsewhere the workers keep their allocator's defaults)
+    if sys.platform.startswith("linux"):
+        mallopt = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallopt", None)  # a libc without it: skipped
+        if mallopt is not None:
+            mallopt(-1, 64 << 20)
+            mallopt(-3, 32 << 20)
     _sigs = read_store(Path(folder))
     # loky restarts a worker whose RSS grew 300 MB past its size after the first task, as a leak; the pages of the
     # store it maps and reads count in that RSS (10,083 films: a worker restarted mid-search, with a warning), so
