@@ -29,18 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from cpuinfo import cpu_line  # noqa: E402
+from cpuinfo import cpu_line, cpu_s  # noqa: E402
 
 from fracturekit.audit import AuditItem, duplicate_links, joining, parallel_map  # noqa: E402
 from fracturekit.data import copies  # noqa: E402
 from fracturekit.data.hashing import dihedral_phashes, file_sha256, pixel_sha256  # noqa: E402
 from fracturekit.data.imageio import is_image_file, read_image  # noqa: E402
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process (all threads) and of its ended children (the copy search's worker processes)."""
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 def rss_mb() -> float:

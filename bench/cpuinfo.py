@@ -1,9 +1,12 @@
-"""One line naming this machine's CPU and the flags that decide which kernels run: printed by every bench."""
+"""One line naming this machine's CPU and the flags that decide which kernels run: printed by every bench; and the
+CPU seconds a bench spent, its ended worker processes included."""
 
 from __future__ import annotations
 
 import os
 import platform
+import resource
+import time
 from pathlib import Path
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -23,3 +26,9 @@ def cpu_line() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     have = [f for f in FLAGS if f in flags]
     return f"cpu: {model} | {cores} cores | flags: {' '.join(have) or 'none of ' + ' '.join(FLAGS)}"
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process (all threads) and of its ended children (the copy search's worker processes)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime

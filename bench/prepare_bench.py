@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from augcopies import augment_copy, copy_name  # noqa: E402
-from cpuinfo import cpu_line  # noqa: E402
+from cpuinfo import cpu_line, cpu_s  # noqa: E402
 
 from fracturekit.audit import LINK_KINDS, parallel_map  # noqa: E402
 from fracturekit.data.hashing import dihedral_phashes, min_dihedral_distances, nearest_distances  # noqa: E402
@@ -40,12 +40,6 @@ from fracturekit.data.imageio import is_image_file, read_image  # noqa: E402
 from fracturekit.prepare import prepare  # noqa: E402
 
 RSS_GOAL_MB = 800  # issue 25: prepare + audit of FracAtlas within 800 MB
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process (all threads) and of its ended children (the copy search's worker processes)."""
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 def _copy_all(files: list[Path], dest: Path) -> float:
