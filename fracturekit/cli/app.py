@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fracturekit import __version__
 from fracturekit.core.errors import UserError
@@ -34,7 +35,9 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, unwrapped
+            # one line, unwrapped; escaped: a message is text, not Rich markup ("pip install 'fracturekit[labels]'"
+            # printed as "pip install 'fracturekit'")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -44,7 +47,7 @@ class _ConsoleHandler(logging.Handler):
     """Print library log records on the CLI console (stderr)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"[yellow]{record.getMessage()}[/]", highlight=False)
+        console.print(f"[yellow]{escape(record.getMessage())}[/]", highlight=False)  # text, not markup
 
 
 @contextlib.contextmanager
