@@ -106,6 +106,19 @@ def test_multiclass_scores_and_bad_scores(flipped_dataset: tuple[Path, set[str],
     assert res.exit_code == 2 and "add --label-issues" in res.output
 
 
+def test_scores_without_cleanlab_are_refused_before_the_audit(
+    flipped_dataset: tuple[Path, set[str], dict[str, int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cleanlab absent (a None module makes its import fail): one sentence naming the extra, exit 2, nothing audited
+    data, _, truth = flipped_dataset
+    scores = tmp_path / "scores.csv"
+    scores.write_text("path,score\n" + "".join(f"{p},0.5\n" for p in sorted(truth)))
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
+    res = runner.invoke(app, ["audit", str(data), "--label-issues", "--scores", str(scores)])
+    assert res.exit_code == 2 and "pip install 'fracturekit[labels]'" in res.output, res.output
+    assert "duplicates.csv" not in res.output
+
+
 def test_conflicts_flag_the_minority_and_both_films_of_a_tie(tmp_path: Path) -> None:
     raw = write_phantom_dataset(tmp_path / "raw", n=8, seed=5, size=48, fmt="folders")
     films = {p.name: p for p in raw.rglob("*.png")}

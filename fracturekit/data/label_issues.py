@@ -24,6 +24,7 @@ import csv
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,6 +259,16 @@ def _touch(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
+def _cleanlab() -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]:
+    """cleanlab's `find_label_issues` and `get_label_quality_scores`; UserError naming the extra when it is missing."""
+    try:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        raise UserError("--scores needs cleanlab: pip install 'fracturekit[labels]'.") from None
+    return find_label_issues, get_label_quality_scores
+
+
 def model_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flagged row indices, their scores, their suggested class index) by cleanlab.
 
@@ -268,12 +279,7 @@ def model_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.
     200 flipped, scores of AUROC 0.99, 7.1 of the 10 in the top 15 with it alone, 9.0 with the union
     (mean of 30 seeds, bench/label_noise.py). Ranked by cleanlab's label quality (self-confidence) either way.
     """
-    try:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-    except ImportError:
-        raise UserError("--scores needs cleanlab: pip install 'fracturekit[labels]'.") from None
-
+    find_label_issues, get_label_quality_scores = _cleanlab()
     flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
     flagged |= find_label_issues(labels, probs, filter_by="predicted_neq_given")
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
@@ -304,10 +310,7 @@ def check_scores(path: str | Path, scores: str | Path) -> None:
     on FracAtlas the audit takes over a minute, which a typo in the CSV should not cost."""
     path = user_path(path)
     _read_all_scores(path, dataset_films(path), scores)
-    try:
-        import cleanlab  # noqa: F401
-    except ImportError:
-        raise UserError("--scores needs cleanlab: pip install 'fracturekit[labels]'.") from None
+    _cleanlab()
 
 
 def label_issues(path: str | Path, audit: AuditResult, scores: str | Path | None = None) -> LabelIssues:
