@@ -447,10 +447,10 @@ def audit(path: str | Path, out: str | Path | None = None, progress: Progress | 
         else:
             items.append(AuditItem(shown, split, label, group, *h))
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)  # the copy search's temporary store goes there
-    result = audit_items(items, unreadable, scratch=None if out is None else Path(out))
+        out.mkdir(parents=True, exist_ok=True)  # the copy search's temporary store goes there
+    result = audit_items(items, unreadable, scratch=out)
     if out is not None:
-        result.write(Path(out))
+        result.write(out)
     return result
 
 
