@@ -41,7 +41,7 @@ lint: $(VENV)/.installed-extras
 	$(PY) -m ruff check fracturekit tests bench
 	$(PY) -m ruff format --check fracturekit tests bench
 
-# Everything, real-data tests included (they skip when ../shared/data is absent): 902 tests in 13 min 10 s on 2 cores (16 min 14 s from a clean clone, venv included).
+# Everything, real-data tests included (they skip when ../shared/data is absent): 903 tests in 12 min 53 s on 2 cores (15 min 29 s from a clean clone, venv included).
 test: lint $(VENV)/.installed-extras system-tools
 	$(PY) -m pytest -q
 
