@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from fracturekit import callable_stage
 from fracturekit.core.errors import UserError
@@ -230,7 +230,7 @@ class AuditResult:
             shown = "\n".join(examples[:max_rows]) + (
                 f"\n... {len(examples) - max_rows} more" if len(examples) > max_rows else ""
             )
-            t.add_row(name, str(count), escape(shown))  # file names and [split:label] are not rich markup
+            t.add_row(name, str(count), Text(shown))  # Text, not a str: file names and [split:label] are not markup
         if self.leaks:
             verdict = "see above"
         elif self.possible_splits:

@@ -90,3 +90,20 @@ def test_parse_mapping() -> None:
     assert parse_mapping(None) is None
     with pytest.raises(UserError):
         parse_mapping("a=")
+
+
+def test_brackets_in_names_are_printed_as_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths and class names holding [...] print as typed: the CLI's consoles read no Rich markup in them."""
+    monkeypatch.chdir(tmp_path)
+    src = _leaky(Path("raw"))
+    (src / "train" / "broken").rename(src / "train" / "frac[1]")
+    (src / "test" / "broken").rename(src / "test" / "frac[1]")
+    audit = runner.invoke(app, ["audit", "raw", "--out", "a[b]"])
+    assert audit.exit_code == 0, audit.output
+    assert "wrote a[b]/duplicates.csv and a[b]/audit.json" in audit.output  # was "wrote a/duplicates.csv"
+    assert "copy.png[test:frac[1]]" in audit.output  # the audit table's examples: name[split:label]
+    prep = runner.invoke(app, ["prepare", "raw", "--out", "ds[x]", "--split", "0.5,0.25,0.25"])
+    assert prep.exit_code == 0, prep.output
+    assert "frac[1]" in prep.output and "/ds[x] in " in prep.output
+    refused = runner.invoke(app, ["prepare", "raw", "--out", "ds[x]"])  # the folder exists: a user error
+    assert refused.exit_code == 2 and "ds[x]" in refused.output, refused.output

@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from fracturekit import __version__
 from fracturekit.core.errors import UserError
@@ -22,9 +23,16 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-console = Console(stderr=True)  # notes, progress, warnings and errors
-out_console = Console()  # results: the tables and summaries a user may pipe or save
+# markup=False: what the commands print holds paths, file and class names ("a[b]/", "fracture[1]"), which Rich
+# markup would eat; a styled word is a `tagged` Text, never markup in a string.
+console = Console(stderr=True, markup=False)  # notes, progress, warnings and errors
+out_console = Console(markup=False)  # results: the tables and summaries a user may pipe or save
 F = TypeVar("F", bound=Callable[..., object])
+
+
+def tagged(tag: str, style: str, text: str = "") -> Text:
+    """`tag` in `style`, then `text` as is: a colored "warning:" before a message that may hold any characters."""
+    return Text.assemble((tag, style), f" {text}" if text else "")
 
 
 def user_errors(fn: F) -> F:
@@ -35,9 +43,8 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            # one line, unwrapped; escaped: a message is text, not Rich markup ("pip install 'fracturekit[labels]'"
-            # printed as "pip install 'fracturekit'")
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            # one line, unwrapped; a message is text, not Rich markup ("pip install 'fracturekit[labels]'")
+            console.print(tagged("error:", "bold red", str(exc)), highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -47,7 +54,7 @@ class _ConsoleHandler(logging.Handler):
     """Print library log records on the CLI console (stderr)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"[yellow]{escape(record.getMessage())}[/]", highlight=False)  # text, not markup
+        console.print(Text(record.getMessage(), style="yellow"), highlight=False)  # text, not markup
 
 
 @contextlib.contextmanager
@@ -78,7 +85,7 @@ def progress_bars(transient: bool = False) -> Iterator[Callable[[str, int, int],
         if not tasks:
             bars.start()
         if label not in tasks:
-            tasks[label] = bars.add_task(label, total=total)
+            tasks[label] = bars.add_task(escape(label), total=total)  # the bar's text column reads markup
         bars.update(tasks[label], completed=done, total=total)
 
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli.app import app, library_notes, out_console, progress_bars, user_errors
+from fracturekit.cli.app import app, library_notes, out_console, progress_bars, tagged, user_errors
 from fracturekit.core.errors import UserError
 
 
@@ -67,5 +67,5 @@ def audit(
             soft_wrap=True,
         )
     if strict and result.leaks:
-        out_console.print(f"[red]{result.leaks} leaks across splits[/]")
+        out_console.print(tagged(f"{result.leaks} leaks across splits", "red"))
         raise typer.Exit(1)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fracturekit.cli.app import app, console, out_console, user_errors
+from fracturekit.cli.app import app, console, out_console, tagged, user_errors
 
 
 @app.command()
@@ -26,9 +26,9 @@ def compare(
     df = run_compare(runs)
     out_console.print(compare_table(df))
     for warning in data_warnings(df):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(tagged("warning:", "yellow", warning), highlight=False)
     for same, note in films_note(df):
-        console.print(note if same else f"[yellow]warning:[/] {note}", highlight=False)
+        console.print(note if same else tagged("warning:", "yellow", note), highlight=False)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(csv, index=False)

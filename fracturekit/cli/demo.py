@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from fracturekit.cli import flags
-from fracturekit.cli.app import app, console, user_errors
+from fracturekit.cli.app import app, console, tagged, user_errors
 
 
 def _get(metrics: dict, dotted: str) -> float | None:
@@ -39,7 +39,7 @@ def demo(
             return
         if step.metrics is not None:
             console.print(summary_table(step.metrics))
-        console.print(f"[green]done[/] {step.stage} in {step.seconds:.1f} s")
+        console.print(tagged("done", "green", f"{step.stage} in {step.seconds:.1f} s"))
 
     result = run_demo(out, fast=fast, seed=seed, deterministic=deterministic, steps=show)
     m = result.metrics

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fracturekit.cli import flags
-from fracturekit.cli.app import app, console, library_notes, out_console, progress_bars, user_errors
+from fracturekit.cli.app import app, console, library_notes, out_console, progress_bars, tagged, user_errors
 
 
 @app.command()
@@ -94,9 +94,15 @@ def evaluate(
     overlap = m["provenance"]["train_overlap"]
     if overlap is None:
         console.print(
-            "[yellow]warning:[/] a model has no record of its training films (no seen.csv, or --scores without "
-            "--seen): seen films were not checked"
+            tagged(
+                "warning:",
+                "yellow",
+                "a model has no record of its training films (no seen.csv, or --scores without --seen): seen films "
+                "were not checked",
+            )
         )
     elif overlap:
-        console.print(f"[yellow]warning:[/] {overlap} scored films were seen in training (--allow-overlap): optimistic")
+        console.print(
+            tagged("warning:", "yellow", f"{overlap} scored films were seen in training (--allow-overlap): optimistic")
+        )
     console.print(f"wrote metrics.json, predictions.csv, cases.csv, report.html to {m['out']}", highlight=False)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fracturekit.cli import flags
-from fracturekit.cli.app import app, console, progress_bars, user_errors
+from fracturekit.cli.app import app, console, progress_bars, tagged, user_errors
 from fracturekit.core.options import NMS_IOU
 from fracturekit.data.imageio import MAX_PIXELS
 from fracturekit.infer import backends
@@ -135,6 +135,6 @@ def _print_records(records: Predictions) -> None:
         highlight=False,
     )
     for r in errors:
-        console.print(f"  [yellow]skipped[/] {r.get('sop_uid') or r['path']}: {r['error']}", highlight=False)
+        console.print(tagged("  skipped", "yellow", f"{r.get('sop_uid') or r['path']}: {r['error']}"), highlight=False)
     for note in sorted({n for r in records for n in r["note"].split("; ") if n}):
-        console.print(f"  [yellow]note[/] {note}", highlight=False)
+        console.print(tagged("  note", "yellow", note), highlight=False)

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from fracturekit.cli import flags
-from fracturekit.cli.app import app, out_console, progress_bars, user_errors
+from fracturekit.cli.app import app, out_console, progress_bars, tagged, user_errors
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import SPLITS
 from fracturekit.data.imageio import MAX_PIXELS
@@ -138,7 +139,7 @@ def _print_result(result: PrepareResult) -> None:
     )
     out_console.print(grouping_line(s["grouping"]), highlight=False)
     if s["skipped"]:
-        _print_files(f"[yellow]skipped {s['skipped']} files:[/]", s["skipped_reasons"], s["skipped_files"][:10])
+        _print_files(tagged(f"skipped {s['skipped']} files:", "yellow"), s["skipped_reasons"], s["skipped_files"][:10])
     if s["other_files"]:
         title = f"{len(s['other_files'])} other files are not films (all listed in prepare.json):"
         _print_files(title, s["other_files_reasons"], s["other_files"][:5])
@@ -164,7 +165,7 @@ def _print_result(result: PrepareResult) -> None:
     )
 
 
-def _print_files(title: str, reasons: dict[str, int], examples: list[dict[str, str]]) -> None:
+def _print_files(title: str | Text, reasons: dict[str, int], examples: list[dict[str, str]]) -> None:
     """A title, a count per reason, then example files with their reason."""
     out_console.print(title)
     for reason, n in reasons.items():
