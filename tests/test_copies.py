@@ -15,6 +15,7 @@ from fracturekit.data import copies, copy_workers
 from fracturekit.data.copies import (
     MIRROR,
     RATIO,
+    CandidateSearch,
     Signature,
     VocabularyTree,
     copy_pairs,
@@ -223,6 +224,20 @@ def test_lineage(stem: str, base: str | None) -> None:
 )
 def test_name_links(paths: list[str], content: list[int], links: list[list[int]], unconfirmed: list[list[int]]) -> None:
     assert name_links(paths, content) == (links, unconfirmed)
+
+
+def test_candidate_queries_do_not_depend_on_the_block() -> None:
+    """by_film and by_cluster run their blocks on threads: blocks of 1, 3 and 5 films or clusters (several blocks,
+    threaded) give the rows one block gives."""
+    films = [_film(i) for i in range(8)]
+    search = CandidateSearch([signature(f) for f in (*films, *(_rotate(f, 7) for f in films))])
+    label = np.array([*range(8), *range(8)])  # film i and its rotated copy are cluster i
+    clusters = np.arange(8)
+    one = search.by_film(3, block=16), search.by_cluster(label, clusters, 3, block=8)
+    assert len(one[0]) and len(one[1])
+    for block in (1, 3, 5):
+        assert np.array_equal(search.by_film(3, block=block), one[0])
+        assert np.array_equal(search.by_cluster(label, clusters, 3, block=block), one[1])
 
 
 def test_a_family_split_by_its_candidate_slots_is_searched_as_one() -> None:

@@ -237,16 +237,22 @@ class CandidateSearch:
         self.bow_t = self.bow.T.tocsr()
 
     def by_film(self, k: int, block: int = 512) -> np.ndarray:
-        """(i, j, mirrored) rows, i < j: each film's k most similar other films, as is and mirrored."""
+        """(i, j, mirrored) rows, i < j: each film's k most similar other films, as is and mirrored.
+
+        Blocks of `block` films on `cpu_threads()` threads: scipy's sparse products and numpy's partitions release
+        the GIL (10,083 films: 11.4-12.6 s on one thread, 6.0-6.8 s on two, the same rows)."""
         n = self.bow.shape[0]
-        found = []
-        for start in range(0, n, block):
+
+        def query_block(start: int) -> list[np.ndarray]:
             rows = np.arange(start, min(n, start + block))
+            found = []
             for flag, query in ((0, self.bow), (1, self.mirror)):
                 sim = (query[rows] @ self.bow_t).toarray()
                 sim[np.arange(len(rows)), rows] = -1
                 found.append(_top(sim, rows, k, flag))
-        return _unique_pairs(found)
+            return found
+
+        return _unique_pairs([p for part in _threaded(query_block, range(0, n, block)) for p in part])
 
     def by_cluster(self, label: np.ndarray, clusters: np.ndarray, k: int, block: int = 256) -> np.ndarray:
         """(i, j, mirrored) rows: for each of `clusters` (ids in `label`, one per film), the k films of OTHER
@@ -258,9 +264,10 @@ class CandidateSearch:
         big = np.asarray(clusters, np.int64)
         members_of = np.split(np.argsort(label, kind="stable"), np.cumsum(sizes)[:-1])
         member = csr_matrix((np.ones(n, np.float32), (label, np.arange(n))), shape=(len(sizes), n))
-        found = []
-        for start in range(0, len(big), block):
+
+        def query_block(start: int) -> list[np.ndarray]:
             part = big[start : start + block]
+            found = []
             for flag, query in ((0, self.bow), (1, self.mirror)):
                 sim = (member[part] @ query @ self.bow_t).toarray()
                 sim[label[None, :] == part[:, None]] = -1  # never a film of the cluster itself
@@ -268,11 +275,23 @@ class CandidateSearch:
                     top = np.argpartition(-row, min(k, n - 1) - 1)[:k]
                     top = top[row[top] > 0]
                     members = members_of[c]
-                    sim_m = (query[members] @ self.bow_t[:, top]).toarray()  # (members, candidates)
+                    # the candidates' rows of bow, not columns of bow_t: slicing columns of a CSR matrix reads
+                    # all of it (10,083 films: 3.8 ms per query against 0.4 ms)
+                    sim_m = (query[members] @ self.bow[top].T).toarray()  # (members, candidates)
                     best = np.argsort(-sim_m, axis=0)[:MEMBERS_PER_CANDIDATE]
                     for b in best:
                         found.append(np.stack([members[b], top, np.full(len(top), flag)], axis=1))
-        return _unique_pairs(found)
+            return found
+
+        return _unique_pairs([p for part in _threaded(query_block, range(0, len(big), block)) for p in part])
+
+
+def _threaded(fn: Callable[[int], list[np.ndarray]], starts: range) -> list[list[np.ndarray]]:
+    """`[fn(s) for s in starts]`, on `cpu_threads()` threads when there are several blocks."""
+    if len(starts) < 2 or cpu_threads() < 2:
+        return [fn(s) for s in starts]
+    with ThreadPoolExecutor(cpu_threads()) as pool:
+        return list(pool.map(fn, starts))
 
 
 def _top(sim: np.ndarray, rows: np.ndarray, k: int, flag: int) -> np.ndarray:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import scipy.fftpack
+
+from fracturekit.core.yolo_env import cpu_threads
 
 # Bits out of 64 (distances between two phashes are always even: each has 32 bits set). Measured on
 # FracAtlas (4,083 films; bench/prepare_bench.py prints the same study): copies of 300 films were at
@@ -89,20 +92,28 @@ def _rows_per_block(n: int, budget: int = 32 << 20) -> int:
 
 
 def near_pairs(hashes: np.ndarray, threshold: int = NEAR_THRESHOLD, block: int | None = None) -> np.ndarray:
-    """All pairs (i, j), i < j, whose min dihedral Hamming distance is <= threshold, as int array (k, 2)."""
-    n = len(hashes)
-    block = block or _rows_per_block(n)
-    found: list[np.ndarray] = []
-    for start in range(0, n, block):
+    """All pairs (i, j), i < j, whose min dihedral Hamming distance is <= threshold, as int array (k, 2).
+
+    Blocks on `cpu_threads()` threads, each within its share of the memory budget: numpy's XOR, popcount and min
+    release the GIL (10,083 films: 3.9 s on one thread, 2.3 s on two)."""
+    n, threads = len(hashes), cpu_threads()
+    block = block or _rows_per_block(n, (32 << 20) // threads)
+
+    def pairs(start: int) -> np.ndarray:
         dist = min_dihedral_distances(hashes, slice(start, min(n, start + block)))
         ii, jj = np.nonzero(dist <= threshold)
         ii = ii + start
         keep = jj != ii
         # distance is not exactly symmetric (median threshold inside phash), so keep either direction
-        found.append(np.stack([np.minimum(ii[keep], jj[keep]), np.maximum(ii[keep], jj[keep])], axis=1))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+        return np.stack([np.minimum(ii[keep], jj[keep]), np.maximum(ii[keep], jj[keep])], axis=1)
+
+    starts = range(0, n, block)
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            found = list(pool.map(pairs, starts))
+    else:
+        found = [pairs(s) for s in starts]
+    return np.unique(np.concatenate([*found, np.zeros((0, 2), np.int64)]), axis=0)
 
 
 def nearest_distances(hashes: np.ndarray, block: int | None = None) -> np.ndarray:
