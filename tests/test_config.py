@@ -69,6 +69,8 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
         ("classify", None, {"freeze_epochs": 2}, "needs freeze"),  # phase length without frozen layers
         ("classify", None, {"freeze": 9, "freeze_epochs": 9, "epochs": 5}, "exceeds epochs=5"),  # phase 1 > run
         ("classify", None, {"device": ""}, "must be auto, cpu, mps"),  # empty device
+        ("detect", None, {"optimizer": "Nope"}, "optimizer='Nope' must be one of auto, SGD"),  # was a traceback
+        ("detect", None, {"optimizer": 1}, "optimizer=1 must be one of auto"),  # a number is no optimizer name
     ],
 )
 def test_invalid_configs(
@@ -113,3 +115,21 @@ def test_parse_set_options(items: list[str], expected: dict[str, Any]) -> None:
 def test_parse_set_options_needs_equals() -> None:
     with pytest.raises(UserError, match="expected key=value"):
         parse_set_options(["lr0"])
+
+
+def test_the_optimizer_names_are_the_ones_ultralytics_builds() -> None:
+    """OPTIMIZERS holds what Ultralytics' trainer builds (in any case), and a name outside it is what it refuses."""
+    import torch
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.nn.tasks import DetectionModel
+
+    from fracturekit.training.config import OPTIMIZERS
+
+    trainer = BaseTrainer.__new__(BaseTrainer)  # build_optimizer reads self.args and, for auto, self.data["nc"]
+    trainer.args, trainer.data = type("Args", (), {"lr0": 0.01})(), {"nc": 2}
+    model = DetectionModel("yolov8n.yaml", nc=2, verbose=False)
+    for name in (*OPTIMIZERS, "adamw", "sgd"):
+        assert isinstance(trainer.build_optimizer(model, name=name), torch.optim.Optimizer), name
+        resolve_config("detect", None, {"optimizer": name})  # accepted here too
+    with pytest.raises(NotImplementedError):
+        trainer.build_optimizer(model, name="Nope")

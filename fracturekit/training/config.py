@@ -176,6 +176,17 @@ def _check_logger(v: Any) -> str | None:
     return None if v in LOGGERS else f"must be one of {', '.join(LOGGERS)}"
 
 
+# The names Ultralytics 8.4's `BaseTrainer.build_optimizer` accepts, case-insensitively; it keeps them in a local set
+# and raises NotImplementedError (a traceback) only once the model and data are loaded. tests/test_config.py builds
+# each with Ultralytics, so a name it drops fails that test.
+OPTIMIZERS = ("auto", "SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSprop")
+
+
+def _check_optimizer(v: Any) -> str | None:
+    known = {o.lower() for o in OPTIMIZERS}
+    return None if isinstance(v, str) and v.lower() in known else f"must be one of {', '.join(OPTIMIZERS)}"
+
+
 def _check_freeze(v: Any) -> str | None:
     if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
         return None
@@ -204,6 +215,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "resume": _check_bool,
     "imgsz": imgsz_problem,  # the one imgsz rule: positive; train rounds it up to the stride
     "logger": _check_logger,
+    "optimizer": _check_optimizer,
 }
 
 
