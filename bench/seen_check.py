@@ -26,8 +26,9 @@ import numpy as np
 
 from fracturekit.core.layout import PreparedDataset, RunDir
 from fracturekit.core.yolo_env import cpu_threads
+from fracturekit.data.signature_file import MAX_KEYPOINTS, read_signatures
 from fracturekit.training.provenance import Seen, overlap, scored_items, seen_rows
-from fracturekit.training.seen_copies import MAX_KEYPOINTS, read_seen_copies, write_seen_copies
+from fracturekit.training.seen_copies import write_seen_copies
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f}"
     )
     t0 = time.perf_counter()
-    sigs = read_seen_copies(work / "seen_copies.npz")
+    sigs = read_signatures(work / "seen_copies.npz")
     assert sigs is not None
     print(f"loaded in {time.perf_counter() - t0:.2f} s")
     alone = []

@@ -208,6 +208,7 @@ def test_fold_roles_and_links(local_cv: tuple[dict[str, Any], list[str]]) -> Non
         train = set(films_fold[m["split"] == "train"])
         assert test == {k} and len(val) == 1 and val != test and not train & (test | val)
         assert all((data / p).is_symlink() for p in m["output_cls"])
+        assert (data / "signatures.npz").is_symlink()  # prepare's signatures: the fold's train signs no film
         for model in MODELS:
             run = RunDir.find(out / f"fold{k}-{Path(model).stem}")  # an ordinary run folder
             assert run.best.is_file() and run.metrics.is_file()

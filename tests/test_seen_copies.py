@@ -14,12 +14,16 @@ import pandas as pd
 import pytest
 
 from fracturekit.core.errors import UserError
+from fracturekit.core.layout import PreparedDataset
 from fracturekit.data.copies import signature, verify
 from fracturekit.data.phantoms import generate_phantom, write_phantom_dataset
+from fracturekit.data.signature_file import MAX_KEYPOINTS, read_signatures
 from fracturekit.evaluate import evaluate
 from fracturekit.prepare import prepare
 from fracturekit.train import train
-from fracturekit.training.seen_copies import MAX_KEYPOINTS, SEEN_COPIES_FILE, read_seen_copies, write_seen_copies
+from fracturekit.training import seen_copies
+from fracturekit.training.provenance import write_seen
+from fracturekit.training.seen_copies import SEEN_COPIES_FILE, write_seen_copies
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from augcopies import augment_copy  # noqa: E402
@@ -109,7 +113,7 @@ def test_on_its_own_dataset_the_split_prepare_made_stands(copy_run: tuple[Path, 
 def test_the_sidecar_keeps_what_the_copy_test_needs(copy_run: tuple[Path, Path], tmp_path: Path) -> None:
     ds, run = copy_run
     seen = pd.read_csv(run / "seen.csv")
-    stored = read_seen_copies(run / SEEN_COPIES_FILE)
+    stored = read_signatures(run / SEEN_COPIES_FILE)
     assert stored is not None and sorted(stored) == sorted(seen["path"])  # one signature per seen film
     film = cv2.imread(str(ds / seen["path"].iloc[0]), cv2.IMREAD_GRAYSCALE)
     kept, fresh = stored[seen["path"].iloc[0]], signature(film)
@@ -124,8 +128,58 @@ def test_keypoints_are_capped_and_points_stored_as_float16(tmp_path: Path) -> No
     big = cv2.GaussianBlur(noise, (0, 0), 2)  # blobs everywhere: SIFT finds its 400, more than MAX_KEYPOINTS
     cv2.imwrite(str(tmp_path / "big.png"), big)
     write_seen_copies(tmp_path / "s.npz", ["big.png", "missing.png"], tmp_path)
-    stored = read_seen_copies(tmp_path / "s.npz")
+    stored = read_signatures(tmp_path / "s.npz")
     assert stored is not None and len(signature(big).points) > MAX_KEYPOINTS
     assert len(stored["big.png"].points) == MAX_KEYPOINTS and stored["big.png"].descriptors.dtype == np.uint8
     assert stored["missing.png"].empty  # an unreadable film: no signature, the search skips it
-    assert read_seen_copies(tmp_path / "big.png") is None  # not an npz: hashes only
+    assert read_signatures(tmp_path / "big.png") is None  # not an npz: hashes only
+
+
+def _same(a: dict, b: dict) -> bool:
+    return sorted(a) == sorted(b) and all(
+        np.array_equal(a[k].points, b[k].points)
+        and np.array_equal(a[k].descriptors, b[k].descriptors)
+        and np.array_equal(a[k].thumb, b[k].thumb)
+        and a[k].width == b[k].width
+        for k in a
+    )
+
+
+def test_train_takes_the_signatures_prepare_made(
+    copy_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepare keeps its films' signatures (signatures.npz, by manifest source); a run's seen_copies.npz built from
+    them, signing nothing, holds what signing its films again gives."""
+    ds, run = copy_run
+    data = PreparedDataset(ds)
+    stored = read_signatures(data.signatures)
+    manifest = pd.read_csv(data.manifest, keep_default_na=False)
+    assert stored is not None and sorted(stored) == sorted(manifest[manifest["status"] == "ok"]["source"])
+    seen = pd.read_csv(run / "seen.csv")
+    signed = tmp_path / "signed.npz"
+    write_seen_copies(signed, list(seen["path"]), ds)  # every film signed from its file
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    monkeypatch.setattr(seen_copies, "_film_signature", lambda path: pytest.fail(f"{path} was signed again"))
+    write_seen(taken, data, "classify")
+    assert _same(read_signatures(taken / SEEN_COPIES_FILE), read_signatures(signed))  # type: ignore[arg-type]
+
+
+def test_pixel_twins_get_their_twins_signature_and_clahe_keeps_none(tmp_path: Path) -> None:
+    """A byte twin and a PNG of a JPEG's pixels are signed once by prepare's decode; signatures.npz still holds
+    an entry for each. With --clahe the films written are not the pixels signed: no file, train signs them."""
+    raw = tmp_path / "raw"
+    for k in range(6):
+        label = "fracture" if k % 2 else "no_fracture"
+        (raw / label).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(raw / label / f"f{k}.jpg"), generate_phantom(seed=4, index=k, size=192).image)
+    shutil.copy(raw / "fracture" / "f1.jpg", raw / "fracture" / "f1 - Copy.jpg")  # byte twin
+    pixels = cv2.imread(str(raw / "fracture" / "f3.jpg"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(raw / "fracture" / "f3.png"), pixels)  # the same pixels in another container
+    prepare(raw, tmp_path / "ds", runs_dir=None)
+    stored = read_signatures(PreparedDataset(tmp_path / "ds").signatures)
+    assert stored is not None and len(stored) == 8
+    for twin, film in (("fracture/f1 - Copy.jpg", "fracture/f1.jpg"), ("fracture/f3.png", "fracture/f3.jpg")):
+        assert not stored[film].empty and _same({0: stored[twin]}, {0: stored[film]})
+    prepare(raw, tmp_path / "clahe", clahe=True, runs_dir=None)
+    assert not PreparedDataset(tmp_path / "clahe").signatures.exists()

@@ -71,6 +71,13 @@ class PreparedDataset:
     def audit_dir(self) -> Path:
         return self.root / "audit"
 
+    @property
+    def signatures(self) -> Path:
+        """The films' copy signatures, keyed by manifest `source` (`fracturekit.training.seen_copies`'s format):
+        written by prepare when its films are the pixels it signed (no --clahe, no --max-side); `train` takes its
+        seen films' from here instead of signing them again."""
+        return self.root / "signatures.npz"
+
     def recorded_data_hash(self) -> str | None:
         """The data_hash prepare recorded in prepare.json; None when that file is missing or unreadable.
 

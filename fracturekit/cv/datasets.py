@@ -1,7 +1,7 @@
 """cv's fold datasets: for fold k, a prepared dataset of links to the cv's films, split by fold role.
 
-No image is copied: cls/ or det/ hold symlinks to the prepared films, beside a manifest.csv (written last)
-and a prepare.json, so `train` and `evaluate` read a fold like any prepared dataset.
+No image is copied: cls/ or det/ hold symlinks to the prepared films (and to the dataset's signatures.npz), beside
+a manifest.csv (written last) and a prepare.json, so `train` and `evaluate` read a fold like any prepared dataset.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def build_fold_dataset(ds: PreparedDataset, films: pd.DataFrame, task: str, k: i
     for src, rel in links:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         _link(src.resolve(), out / rel)
+    if ds.signatures.is_file():  # keyed by manifest `source`, which the fold's manifest keeps: train signs nothing
+        _link(ds.signatures.resolve(), PreparedDataset(out).signatures)
     if task == "detect":
         names = yaml.safe_load(ds.data_yaml.read_text())["names"]
         for s in ("train", "val", "test"):

@@ -37,6 +37,7 @@ from fracturekit.core.outputs import clean_stale_tmp, files_under, new_tmp
 from fracturekit.core.paths import maybe_path, rel_to, user_path
 from fracturekit.core.progress import Progress
 from fracturekit.data.imageio import MAX_PIXELS
+from fracturekit.data.signature_file import write_signatures
 from fracturekit.data.split import DEFAULT_RATIOS, check_ratios
 from fracturekit.ingest.records import IngestResult
 from fracturekit.prepare.corrections import apply_corrections, drop_excluded, uncorrected_labels
@@ -143,6 +144,8 @@ def prepare(
         parallel_map(decode, usable, progress, "decoding films")
         t_decode = time.perf_counter()
         _check_some_usable(source, films)
+        if not clahe and max_side is None:  # else the films written are not the pixels signed
+            _write_signatures(PreparedDataset(tmp).signatures, films)  # now: the split frees the signatures
         summary, audit_result = _assemble(
             tmp, films, read.ingest.class_names, ratios, keep_splits, seed, None if film_split else regex,
             read.meta_columns, audit, film_split,
@@ -217,6 +220,16 @@ def _read_films(
         _check_regex_matches(regex, usable)
     _unique_stems(usable)
     return _Read(earlier, old_hash, cleaned, ingest, films, usable, corrected, meta_columns, t_ingest)
+
+
+def _write_signatures(path: Path, films: list[_Film]) -> None:
+    """The decoded films' copy signatures, keyed by manifest `source`, for `train`'s seen_copies.npz; a pixel twin,
+    left unsigned by the decode (`film_hashes`), gets its twin's. A film --corrections excludes later keeps its entry:
+    no run sees it, so nothing reads it."""
+    ok = [f for f in films if f.status == "ok"]
+    by_pixels = {f.pixel_sha256: f.copy_sig for f in ok if f.copy_sig is not None}
+    sigs = [f.copy_sig or by_pixels.get(f.pixel_sha256) for f in ok]
+    write_signatures(path, [f.rel for f in ok], sigs, compress=False)  # 1 s, not 7 s, of prepare on FracAtlas
 
 
 def _finish_summary(

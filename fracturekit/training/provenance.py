@@ -25,7 +25,8 @@ from fracturekit.core.layout import PreparedDataset, RunDir
 from fracturekit.core.progress import Progress
 from fracturekit.data.copies import Signature
 from fracturekit.data.hashing import N_TRANSFORMS
-from fracturekit.training.seen_copies import SEEN_COPIES_FILE, read_seen_copies, write_seen_copies
+from fracturekit.data.signature_file import read_signatures
+from fracturekit.training.seen_copies import SEEN_COPIES_FILE, write_seen_copies
 
 SEEN_FILE = "seen.csv"
 SEEN_COLUMNS = ("split", "path", "sha256", "phash")
@@ -34,11 +35,18 @@ _OUTPUT_COLUMN = {"classify": "output_cls", "detect": "output_det"}
 
 
 def seen_rows(ds: PreparedDataset, task: str) -> list[dict[str, str]]:
-    """The manifest rows of the train and val films a `task` model trains on (cls/ or det/ images)."""
+    """The manifest rows of the train and val films a `task` model trains on (cls/ or det/ images): SEEN_COLUMNS,
+    and the film's manifest `source` (the key of `ds.signatures`)."""
     col = _OUTPUT_COLUMN[task]
     with ds.manifest.open(newline="") as f:
         return [
-            {"split": r["split"], "path": r[col], "sha256": r.get("sha256", ""), "phash": r.get("phash", "")}
+            {
+                "split": r["split"],
+                "path": r[col],
+                "sha256": r.get("sha256", ""),
+                "phash": r.get("phash", ""),
+                "source": r.get("source", ""),
+            }
             for r in csv.DictReader(f)
             if r.get("status") == "ok" and r.get("split") in SEEN_SPLITS and r.get(col)
         ]
@@ -49,10 +57,12 @@ def write_seen(run_dir: Path, ds: PreparedDataset, task: str) -> dict[str, int]:
     split (for run.json)."""
     rows = seen_rows(ds, task)
     with (run_dir / SEEN_FILE).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SEEN_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=SEEN_COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    write_seen_copies(run_dir / SEEN_COPIES_FILE, [r["path"] for r in rows], ds.root)
+    made = read_signatures(ds.signatures) if ds.signatures.is_file() else None  # prepare's: not signed again
+    known = [made.get(r["source"]) for r in rows] if made else None
+    write_seen_copies(run_dir / SEEN_COPIES_FILE, [r["path"] for r in rows], ds.root, known=known)
     return {s: sum(r["split"] == s for r in rows) for s in SEEN_SPLITS}
 
 
@@ -86,7 +96,7 @@ def load_seen(run: RunDir, task: str) -> Seen | None:
         with (run.root / SEEN_FILE).open(newline="") as f:
             rows = list(csv.DictReader(f))
         sidecar = run.root / SEEN_COPIES_FILE
-        copies = read_seen_copies(sidecar) if sidecar.is_file() else None
+        copies = read_signatures(sidecar) if sidecar.is_file() else None
         return Seen(run, task, rows, SEEN_FILE, data, data_hash, copies)
     if data and data_hash and (Path(data) / "manifest.csv").is_file():
         ds = PreparedDataset(Path(data))
