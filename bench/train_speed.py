@@ -102,6 +102,8 @@ def subset(prepared: Path, out: Path, n_train: int, n_val: int) -> Path:
     data["path"] = str((out / "det").resolve())
     (out / "det" / "data.yaml").write_text(yaml.safe_dump(data))
     (out / "manifest.csv").symlink_to((prepared / "manifest.csv").resolve())
+    if (prepared / "signatures.npz").is_file():  # as a cv fold does: train takes its seen films' signatures
+        (out / "signatures.npz").symlink_to((prepared / "signatures.npz").resolve())
     return out
 
 
