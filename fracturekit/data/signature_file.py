@@ -38,9 +38,9 @@ def write_signatures(out: Path, paths: Sequence[str], sigs: Sequence[Signature |
     """Write `sigs` under `paths` to `out`, each capped to MAX_KEYPOINTS (None: stored with no keypoints); returns
     the file's size in bytes.
 
-    compress=False: np.savez, not np.savez_compressed. FracAtlas's 4,083 films: 6.9 s and 66 MB compressed, ~0.9 s
-    (most of it the thumbnails' PNGs) and ~88 MB not; prepare writes its dataset's file so, a run its own
-    compressed."""
+    compress=False: np.savez, not np.savez_compressed. FracAtlas's 4,083 films: 6.91 s and 66.0 MB compressed,
+    1.05 s (most of it the thumbnails' PNGs) and 87.6 MB not. prepare writes the dataset's file uncompressed; a run's
+    own file stays compressed."""
     empty = Signature(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), 0, np.zeros((0, 0), np.uint8))
     sigs = [capped(s) if s is not None else empty for s in sigs]
     thumbs = [cv2.imencode(".png", s.thumb)[1].ravel() if s.thumb.size else np.zeros(0, np.uint8) for s in sigs]

@@ -15,14 +15,14 @@ from fracturekit.audit import parallel_map
 from fracturekit.core.progress import Progress
 from fracturekit.data.copies import Signature, signature
 from fracturekit.data.imageio import read_image
-from fracturekit.data.signature_file import write_signatures
+from fracturekit.data.signature_file import capped, write_signatures
 
 SEEN_COPIES_FILE = "seen_copies.npz"
 
 
 def _film_signature(path: Path) -> Signature | None:
     try:
-        return signature(read_image(path).pixels)
+        return capped(signature(read_image(path).pixels))  # capped now: the uncapped ones are not all held
     except Exception:  # an unreadable film has no signature: the hashes in seen.csv still stand for it
         return None
 
