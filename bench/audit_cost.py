@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from cpuinfo import cpu_line, cpu_s  # noqa: E402
 
-from fracturekit.audit import AuditItem, duplicate_links, joining, parallel_map  # noqa: E402
+from fracturekit.audit import AuditItem, duplicate_links, joining  # noqa: E402
+from fracturekit.core.parallel import parallel_map  # noqa: E402
 from fracturekit.data import copies  # noqa: E402
 from fracturekit.data.hashing import dihedral_phashes, file_sha256, pixel_sha256  # noqa: E402
 from fracturekit.data.imageio import is_image_file, read_image  # noqa: E402

@@ -211,7 +211,7 @@ def copy_family(full: np.ndarray, stem: str, rng: np.random.Generator, other_spl
 def distinct_films(files: list[Path], n: int, rng: np.random.Generator) -> list[Path]:
     """`n` FracAtlas films in a seeded order, balanced between the two classes, none within the audit's
     near-duplicate distance of another (FracAtlas holds repeat films), so the built lineage is the only link."""
-    from fracturekit.audit import parallel_map
+    from fracturekit.core.parallel import parallel_map
     from fracturekit.data.hashing import NEAR_THRESHOLD, dihedral_phashes
 
     by_class = {c: [p for p in files if p.parent.name == c] for c in CLASS_DIRS}
@@ -240,7 +240,7 @@ def build_families(
     Windows renames a second file of one name. Returns {path under root: original film}, the colliding files, and
     `n_heldout` further distinct films that are in none of them (for a held-out test).
     """
-    from fracturekit.audit import parallel_map
+    from fracturekit.core.parallel import parallel_map
 
     rng = np.random.default_rng(seed)
     n_coll = n_large // 2

@@ -80,7 +80,7 @@ def draw_films(data: Path, n_train: int, n_heldout: int, seed: int) -> tuple[lis
     near-duplicate distance of an earlier one is dropped (FracAtlas has a few duplicate films), and so is one
     the reader warns about (FracAtlas has truncated JPEGs, which Ultralytics cannot read when scoring).
     """
-    from fracturekit.audit import parallel_map
+    from fracturekit.core.parallel import parallel_map
     from fracturekit.data.hashing import NEAR_THRESHOLD, dihedral_phashes, min_dihedral_distances
     from fracturekit.data.imageio import read_image
 
@@ -110,8 +110,8 @@ def _save(path: Path, gray: np.ndarray, max_side: int) -> None:
 
 def write_heldout(heldout: list[Path], max_side: int, work: Path) -> None:
     """work/heldout/cls/test/<class>/: the held-out originals under the models' class names."""
-    from fracturekit.audit import parallel_map
     from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS
+    from fracturekit.core.parallel import parallel_map
     from fracturekit.data.imageio import read_image
 
     def held(path: Path) -> None:
@@ -132,7 +132,7 @@ def build_sets(
     both models see the same kind of file everywhere (copies are made from the full-size film first).
     Returns {file path under work/augmented: its original}.
     """
-    from fracturekit.audit import parallel_map
+    from fracturekit.core.parallel import parallel_map
     from fracturekit.data.imageio import read_image
 
     save = lambda path, gray: _save(path, gray, max_side)  # noqa: E731

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from augcopies import STRENGTHS, augment_copy, build_families  # noqa: E402
 from cpuinfo import cpu_line  # noqa: E402
 
-from fracturekit.audit import parallel_map  # noqa: E402
+from fracturekit.core.parallel import parallel_map  # noqa: E402
 from fracturekit.core.yolo_env import cpu_threads  # noqa: E402
 from fracturekit.data import copies  # noqa: E402
 from fracturekit.data.hashing import dihedral_phashes, near_pairs  # noqa: E402

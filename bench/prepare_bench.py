@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from augcopies import augment_copy, copy_name  # noqa: E402
 from cpuinfo import cpu_line, cpu_s  # noqa: E402
 
-from fracturekit.audit import LINK_KINDS, parallel_map  # noqa: E402
+from fracturekit.audit import LINK_KINDS  # noqa: E402
+from fracturekit.core.parallel import parallel_map  # noqa: E402
 from fracturekit.data.hashing import dihedral_phashes, min_dihedral_distances, nearest_distances  # noqa: E402
 from fracturekit.data.imageio import is_image_file, read_image  # noqa: E402
 from fracturekit.prepare import prepare  # noqa: E402

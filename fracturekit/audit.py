@@ -14,11 +14,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from rich.table import Table
@@ -27,39 +25,20 @@ from rich.text import Text
 from fracturekit import callable_stage
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.parallel import parallel_map
 from fracturekit.core.paths import maybe_path, rel_to, user_path
 from fracturekit.core.progress import Progress
-from fracturekit.core.yolo_env import cpu_threads
 from fracturekit.data.copies import Signature, copy_pairs, name_links, signature
 from fracturekit.data.hashing import NEAR_THRESHOLD, dihedral_phashes, file_sha256, near_pairs, pixel_sha256
 from fracturekit.data.imageio import ImageReadError, read_image
 from fracturekit.data.split import units
 
-T = TypeVar("T")
-R = TypeVar("R")
 DUPLICATE_COLUMNS = ("cluster", "path", "split", "label", "kind")
 # Link kinds, strongest first: the order in which duplicates.csv names a member's kinds.
 LINK_KINDS = ("exact", "near", "augmented", "name")
 # Links that join nothing: films that may be one film's copies, by names the content test did not confirm or by a
 # copy check just under its threshold. Reported when they end in different clusters in different splits.
 POSSIBLE_KINDS = {"name": "names point to one original", "copy": "a copy check just under its threshold"}
-
-
-def parallel_map(
-    fn: Callable[[T], R], items: Sequence[T], progress: Progress | None = None, label: str = ""
-) -> list[R]:
-    """`[fn(x) for x in items]` on a thread pool, in order; `progress(label, done, total)` after each item.
-
-    One thread per CPU this process may use (`cpu_threads`): OpenCV and zlib release the GIL.
-    """
-    results: list[R | None] = [None] * len(items)
-    with ThreadPoolExecutor(cpu_threads()) as pool:
-        futures = {pool.submit(fn, item): k for k, item in enumerate(items)}
-        for n, fut in enumerate(as_completed(futures), 1):
-            results[futures[fut]] = fut.result()
-            if progress is not None:
-                progress(label, n, len(items))
-    return results  # type: ignore[return-value]
 
 
 @dataclass

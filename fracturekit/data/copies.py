@@ -33,6 +33,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
+from fracturekit.core.parallel import parallel_map
 from fracturekit.core.yolo_env import cpu_threads
 from fracturekit.ingest.labels import canonical_split
 
@@ -252,7 +253,7 @@ class CandidateSearch:
                 found.append(_top(sim, rows, k, flag))
             return found
 
-        return _unique_pairs([p for part in _threaded(query_block, range(0, n, block)) for p in part])
+        return _unique_pairs([p for part in parallel_map(query_block, range(0, n, block)) for p in part])
 
     def by_cluster(self, label: np.ndarray, clusters: np.ndarray, k: int, block: int = 256) -> np.ndarray:
         """(i, j, mirrored) rows: for each of `clusters` (ids in `label`, one per film), the k films of OTHER
@@ -283,15 +284,7 @@ class CandidateSearch:
                         found.append(np.stack([members[b], top, np.full(len(top), flag)], axis=1))
             return found
 
-        return _unique_pairs([p for part in _threaded(query_block, range(0, len(big), block)) for p in part])
-
-
-def _threaded(fn: Callable[[int], list[np.ndarray]], starts: range) -> list[list[np.ndarray]]:
-    """`[fn(s) for s in starts]`, on `cpu_threads()` threads when there are several blocks."""
-    if len(starts) < 2 or cpu_threads() < 2:
-        return [fn(s) for s in starts]
-    with ThreadPoolExecutor(cpu_threads()) as pool:
-        return list(pool.map(fn, starts))
+        return _unique_pairs([p for part in parallel_map(query_block, range(0, len(big), block)) for p in part])
 
 
 def _top(sim: np.ndarray, rows: np.ndarray, k: int, flag: int) -> np.ndarray:

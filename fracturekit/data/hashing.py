@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import scipy.fftpack
 
+from fracturekit.core.parallel import parallel_map
 from fracturekit.core.yolo_env import cpu_threads
 
 # Bits out of 64 (distances between two phashes are always even: each has 32 bits set). Measured on
@@ -107,12 +107,7 @@ def near_pairs(hashes: np.ndarray, threshold: int = NEAR_THRESHOLD, block: int |
         # distance is not exactly symmetric (median threshold inside phash), so keep either direction
         return np.stack([np.minimum(ii[keep], jj[keep]), np.maximum(ii[keep], jj[keep])], axis=1)
 
-    starts = range(0, n, block)
-    if threads > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            found = list(pool.map(pairs, starts))
-    else:
-        found = [pairs(s) for s in starts]
+    found = parallel_map(pairs, range(0, n, block))
     return np.unique(np.concatenate([*found, np.zeros((0, 2), np.int64)]), axis=0)
 
 

@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from fracturekit import callable_stage
-from fracturekit.audit import AuditResult, audit_items, parallel_map
+from fracturekit.audit import AuditResult, audit_items
 from fracturekit.core.diskspace import is_no_space, no_space
 from fracturekit.core.errors import UserError
 from fracturekit.core.folderlock import lock_folder
 from fracturekit.core.layout import PreparedDataset
 from fracturekit.core.options import check_max_pixels
 from fracturekit.core.outputs import clean_stale_tmp, files_under, new_tmp
+from fracturekit.core.parallel import parallel_map
 from fracturekit.core.paths import maybe_path, rel_to, user_path
 from fracturekit.core.progress import Progress
 from fracturekit.data.imageio import MAX_PIXELS

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from fracturekit.audit import parallel_map
 from fracturekit.core.layout import POSITIVE_CLASS, SPLITS
+from fracturekit.core.parallel import parallel_map
 from fracturekit.ingest.yolo import yolo_lines
 from fracturekit.prepare.film import _Film
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fracturekit.audit import AuditItem, hash_film, parallel_map, seen_overlap
+from fracturekit.audit import AuditItem, hash_film, seen_overlap
 from fracturekit.core.errors import UserError
 from fracturekit.core.layout import PreparedDataset, RunDir
+from fracturekit.core.parallel import parallel_map
 from fracturekit.core.progress import Progress
 from fracturekit.data.copies import Signature
 from fracturekit.data.hashing import N_TRANSFORMS

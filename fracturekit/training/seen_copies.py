@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from fracturekit.audit import parallel_map
+from fracturekit.core.parallel import parallel_map
 from fracturekit.core.progress import Progress
 from fracturekit.data.copies import Signature, signature
 from fracturekit.data.imageio import read_image
