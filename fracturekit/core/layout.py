@@ -73,7 +73,7 @@ class PreparedDataset:
 
     @property
     def signatures(self) -> Path:
-        """The films' copy signatures, keyed by manifest `source` (`fracturekit.training.seen_copies`'s format):
+        """The films' copy signatures, keyed by manifest `source` (a `fracturekit.data.signature_file`):
         written by prepare when its films are the pixels it signed (no --clahe, no --max-side); `train` takes its
         seen films' from here instead of signing them again."""
         return self.root / "signatures.npz"
