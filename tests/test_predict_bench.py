@@ -1,4 +1,5 @@
-"""bench/predict_bench.py --isa avx2: the limit reaches the measured processes, and oneDNN and OpenVINO obey it."""
+"""bench/predict_bench.py: --isa avx2 reaches the measured processes (oneDNN and OpenVINO obey it); the ratio's row
+is the median of its runs."""
 
 from __future__ import annotations
 
@@ -24,3 +25,11 @@ def test_isa_avx2_limits_the_measured_processes(tmp_path: Path) -> None:
         pytest.skip("openvino not installed: oneDNN checked, OpenVINO not")
     kernels = probe["openvino"]
     assert any("avx2" in k for k in kernels) and not any("avx512" in k or "bf16" in k for k in kernels), kernels
+
+
+def test_the_ratios_row_is_its_median_run() -> None:
+    """The run of median seconds stands for the row (not the fastest, not a mean), and every run is kept."""
+    runs = [{"n": 200, "seconds": s, "threads": 2} for s in (4.69, 3.71, 3.93)]
+    row = predict_bench.median_run(runs)
+    assert row["seconds"] == 3.93 and row["n"] == 200
+    assert row["runs_s"] == [4.69, 3.71, 3.93]  # in the order run, printed under the table
