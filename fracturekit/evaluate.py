@@ -100,7 +100,8 @@ def metric_warnings(metrics: dict[str, Any]) -> list[str]:
         if ds_hash and run.get("data_hash") and run["data_hash"] != ds_hash:
             out.append(
                 f"the {name} was trained on another version of the dataset (data_hash {run['data_hash'][:12]} vs "
-                f"{ds_hash[:12]}): its test films may have been training films."
+                f"{ds_hash[:12]}: other films, labels, split or --clahe/--max-side): its test films may have been "
+                "training films, or prepared otherwise than the films it learned from."
             )
     c = metrics.get("classification") or {}
     t = c.get("temperature")

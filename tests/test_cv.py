@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from fracturekit.cli.app import app
 from fracturekit.core.errors import UserError
-from fracturekit.core.layout import RunDir
-from fracturekit.cv import assign_folds, cross_validate, fold_units, roles
+from fracturekit.core.layout import PreparedDataset, RunDir
+from fracturekit.cv import assign_folds, build_fold_dataset, cross_validate, fold_units, roles
+from fracturekit.cv.fold_plan import plan_folds
 from fracturekit.evaluation.metrics import paired_auroc_test
 
 runner = CliRunner()
@@ -212,6 +213,24 @@ def test_fold_roles_and_links(local_cv: tuple[dict[str, Any], list[str]]) -> Non
         for model in MODELS:
             run = RunDir.find(out / f"fold{k}-{Path(model).stem}")  # an ordinary run folder
             assert run.best.is_file() and run.metrics.is_file()
+
+
+def test_fold_datasets_keep_the_pixel_options(phantom_coco: Path, prepared_phantoms: Path, tmp_path: Path) -> None:
+    """A fold of a dataset prepared with --clahe is a version of its own, as that dataset is: same films, labels
+    and folds as the fold of the plain dataset, another data_hash (a model of one is not the other's)."""
+    from fracturekit.prepare import prepare
+
+    clahe = prepare(phantom_coco, tmp_path / "clahe", split=(0.6, 0.2, 0.2), seed=0, clahe=True).dataset
+    summaries = {}
+    for name, ds in (("plain", PreparedDataset(prepared_phantoms)), ("clahe", clahe)):
+        films, _, _ = plan_folds(ds, "classify", 3, 0)
+        fold = build_fold_dataset(ds, films, "classify", 0, 3, tmp_path / name / "fold0")
+        summaries[name] = json.loads((fold / "prepare.json").read_text())
+        summaries[name]["films"] = films[["sha256", "label", "fold"]].sort_values("sha256").to_numpy().tolist()
+    plain, other = summaries["plain"], summaries["clahe"]
+    assert plain["pixels"] is None and other["pixels"] == "clahe"
+    assert plain["films"] == other["films"] and plain["per_split"] == other["per_split"]
+    assert plain["data_hash"] != other["data_hash"]
 
 
 def test_rerun_resumes_and_other_settings_refused(

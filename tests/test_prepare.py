@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from fracturekit.core.errors import UserError
-from fracturekit.core.layout import MANIFEST_COLUMNS, NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS
+from fracturekit.core.layout import MANIFEST_COLUMNS, NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset
 from fracturekit.data.phantoms import generate_phantom, write_phantom_dataset
-from fracturekit.prepare import prepare
+from fracturekit.prepare import data_hash, prepare
 
 
 def _film(i: int, size: int = 64) -> np.ndarray:
@@ -296,6 +296,30 @@ def test_rerun_replaces_previous_dataset(tmp_path: Path) -> None:
     second = prepare(src, tmp_path / "out", seed=0, exist_ok=True).summary
     assert second["ok"] == 7 and second["data_hash"] != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+
+
+def test_other_pixel_options_make_another_dataset_version(tmp_path: Path) -> None:
+    """Prepared again with --clahe or --max-side, the same films, labels and split are written as other pixels: a
+    model trained on the first is not scored on the second as if it were its own dataset."""
+    src = _folders(tmp_path / "src", n=4)
+    out = tmp_path / "out"
+    plain = prepare(src, out, seed=0).summary
+    assert plain["pixels"] is None
+    # films as read: the hash over the films alone, as datasets prepared before pixel options entered it have
+    assert plain["data_hash"] == data_hash((r["sha256"], r["split"], r["label"], "null") for r in _rows(out))
+    hashes = {plain["data_hash"]}
+    for kw, pixels in (
+        ({"clahe": True}, "clahe"),  # CLAHE alone
+        ({"max_side": 64}, "max_side=64"),  # shrunk alone
+        ({"clahe": True, "max_side": 64}, "clahe,max_side=64"),  # both
+    ):
+        summary = prepare(src, out, seed=0, exist_ok=True, **kw).summary
+        assert summary["pixels"] == pixels and PreparedDataset(out).recorded_pixels() == pixels
+        assert summary["per_split"] == plain["per_split"]  # the same split ...
+        hashes.add(summary["data_hash"])  # ... and yet another version
+    assert len(hashes) == 4
+    again = prepare(src, out, seed=0, exist_ok=True).summary  # back to films as read: the first version again
+    assert again["data_hash"] == plain["data_hash"]
 
 
 def test_preset_mura_groups_by_patient_folder(tmp_path: Path) -> None:

@@ -82,9 +82,17 @@ class PreparedDataset:
         """The data_hash prepare recorded in prepare.json; None when that file is missing or unreadable.
 
         The one reader of it (`fracturekit.prepare.report.data_hash` is what computes it)."""
+        return self._recorded("data_hash")
+
+    def recorded_pixels(self) -> str | None:
+        """How prepare changed the films' pixels (`fracturekit.prepare.report.pixel_transform`: "clahe",
+        "max_side=1024", ...), as prepare.json records it; None for films written as read, or no prepare.json."""
+        return self._recorded("pixels")
+
+    def _recorded(self, key: str) -> str | None:
         try:
-            return json.loads(self.summary.read_text(encoding="utf-8")).get("data_hash")
-        except (OSError, ValueError):
+            return json.loads(self.summary.read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):  # AttributeError: a prepare.json that is not an object
             return None
 
     @classmethod

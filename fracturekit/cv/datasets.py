@@ -83,8 +83,10 @@ def build_fold_dataset(ds: PreparedDataset, films: pd.DataFrame, task: str, k: i
         "per_split": {
             s: rows[rows["split"] == s]["label"].value_counts().sort_index().to_dict() for s in ("train", "val", "test")
         },
+        "pixels": ds.recorded_pixels(),  # the fold's films are the dataset's: written with its pixel options
         "data_hash": data_hash(
-            zip(rows["sha256"], rows["split"], rows["label"], rows["boxes"].replace("", "null"), strict=True)
+            zip(rows["sha256"], rows["split"], rows["label"], rows["boxes"].replace("", "null"), strict=True),
+            ds.recorded_pixels(),
         ),
     }
     (out / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -47,9 +47,16 @@ from fracturekit.prepare.decode import _process_safely, _unique_stems
 from fracturekit.prepare.film import _Film
 from fracturekit.prepare.grouping import GROUP_SOURCES, _find_preset_file, _join_meta, _split_films, grouping_line
 from fracturekit.prepare.install import _check_out, _install, _stale_runs_notes
-from fracturekit.prepare.report import _other_files, _reason_kind, _summary, _write_manifest, data_hash
+from fracturekit.prepare.report import (
+    _other_files,
+    _reason_kind,
+    _summary,
+    _write_manifest,
+    data_hash,
+    pixel_transform,
+)
 
-__all__ = ["GROUP_SOURCES", "PrepareResult", "data_hash", "grouping_line", "prepare"]
+__all__ = ["GROUP_SOURCES", "PrepareResult", "data_hash", "grouping_line", "pixel_transform", "prepare"]
 
 
 @dataclass
@@ -149,7 +156,7 @@ def prepare(
             _write_signatures(PreparedDataset(tmp).signatures, films)  # now: the split frees the signatures
         summary, audit_result = _assemble(
             tmp, films, read.ingest.class_names, ratios, keep_splits, seed, None if film_split else regex,
-            read.meta_columns, audit, film_split,
+            read.meta_columns, audit, film_split, pixel_transform(clahe, max_side),
         )  # fmt: skip
         shutil.rmtree(stage)
         options = _options_record(
@@ -403,9 +410,11 @@ def _assemble(
     regex: re.Pattern[str] | None,
     meta_columns: list[str],
     run_audit: bool,
-    film_split: bool = False,
+    film_split: bool,
+    pixels: str | None,
 ) -> tuple[dict, AuditResult | None]:
-    """Split the decoded films, move them into cls/ and det/, write data.yaml, manifest, audit."""
+    """Split the decoded films, move them into cls/ and det/, write data.yaml, manifest, audit (`pixels`: how the
+    films' pixels were changed, for data_hash)."""
     ok = [f for f in films if f.status == "ok"]
     with uncorrected_labels(ok):  # --corrections change labels and films, not the split
         items, duplicates, splits, t_links = _split_films(ok, ratios, keep_splits, seed, regex, film_split, root)
@@ -419,7 +428,7 @@ def _assemble(
     for film in ok:
         film.cluster = cluster_of.get(film.rel, "")
     _write_manifest(root / "manifest.csv", films, meta_columns)
-    summary = _summary(films, det_names, audit_result if run_audit else None, film_split)
+    summary = _summary(films, det_names, audit_result if run_audit else None, film_split, pixels)
     summary["grouped_by_link"] = audit_result.files_by_link
     summary["timings_s"] = {"link_duplicates": round(t_links, 3)}
     if run_audit:

@@ -99,16 +99,31 @@ def _write_manifest(path: Path, films: list[_Film], meta_columns: list[str]) -> 
             w.writerow([row[c] for c in MANIFEST_COLUMNS] + [film.meta.get(c, "") for c in extra])
 
 
-def data_hash(films: Iterable[tuple[str, str, str, str]]) -> str:
-    """The dataset's identity runs record: sha256 over sorted `sha256|split|label|boxes JSON` lines, one per film."""
+def pixel_transform(clahe: bool, max_side: int | None) -> str | None:
+    """How prepare changed the pixels of the films it wrote (--clahe, --max-side), for data_hash; None when it
+    wrote them as read."""
+    parts = (["clahe"] if clahe else []) + ([f"max_side={max_side}"] if max_side is not None else [])
+    return ",".join(parts) or None
+
+
+def data_hash(films: Iterable[tuple[str, str, str, str]], pixels: str | None = None) -> str:
+    """The dataset's identity runs record: sha256 over sorted `sha256|split|label|boxes JSON` lines, one per film,
+    after a `pixels|<transform>` line when prepare changed the pixels (`pixel_transform`), so that a dataset
+    prepared again with other --clahe/--max-side is another version; a dataset of films as read keeps the hash it
+    had before that line existed."""
     digest = hashlib.sha256()
+    if pixels:
+        digest.update(f"pixels|{pixels}\n".encode())
     for line in sorted("|".join(f) for f in films):
         digest.update(line.encode() + b"\n")
     return digest.hexdigest()
 
 
-def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult | None, film_split: bool) -> dict:
-    """Counts per split and label, skipped files with reasons, and the data hash runs record."""
+def _summary(
+    films: list[_Film], det_names: list[str], audit_result: AuditResult | None, film_split: bool, pixels: str | None
+) -> dict:
+    """Counts per split and label, skipped files with reasons, and the data hash runs record (`pixels`: the
+    `pixel_transform` the films were written with)."""
     ok = [f for f in films if f.status == "ok"]
     skipped = [f for f in films if f.status != "ok"]
     per_split = {s: dict(sorted(Counter(f.label for f in ok if f.split == s).items())) for s in SPLITS}
@@ -130,6 +145,7 @@ def _summary(films: list[_Film], det_names: list[str], audit_result: AuditResult
         "groups": len({f.group for f in ok if f.group}),
         "grouping": _grouping(ok, film_split),
         "audit": audit_result.to_dict() if audit_result else None,
-        "data_hash": data_hash((f.sha256, f.split, f.label, _boxes_json(f.boxes)) for f in ok),
+        "pixels": pixels,
+        "data_hash": data_hash(((f.sha256, f.split, f.label, _boxes_json(f.boxes)) for f in ok), pixels),
         "notes": notes,
     }
