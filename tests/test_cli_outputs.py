@@ -261,6 +261,7 @@ def test_evaluate_refuses_films_the_model_saw(
     assert prov["dataset"]["path"] == str((tmp_path / "ds").resolve()) and prov["split"] == "test"
     run = prov["runs"]["classifier"]
     assert run["data_hash"] != prov["dataset"]["data_hash"] and run["same_data"] is False
+    assert "warning: the classifier was trained on another version of the dataset" in res.stderr  # not only on file
     assert set(prov["versions"]) == {"fracturekit", "ultralytics", "torch"} and prov["date"]
     report = (runs["classify"] / "eval" / "report.html").read_text()
     assert report.index(f"{count} scored films are copies") < report.index("<h2>")  # said at the top

@@ -91,6 +91,8 @@ def evaluate(
             progress=bar,
         )
     out_console.print(summary_table(m))
+    for warning in m["warnings"]:  # the report's warnings box, said where the table is read too
+        console.print(tagged("warning:", "yellow", warning), highlight=False)
     overlap = m["provenance"]["train_overlap"]
     if overlap is None:
         console.print(
