@@ -24,7 +24,9 @@ from rich.text import Text
 
 from fracturekit import callable_stage
 from fracturekit.core.errors import UserError
+from fracturekit.core.folderlock import lock_folder, release_on_error
 from fracturekit.core.layout import PreparedDataset
+from fracturekit.core.outputs import check_free, claim, write_record
 from fracturekit.core.parallel import parallel_map
 from fracturekit.core.paths import maybe_path, rel_to, user_path
 from fracturekit.core.progress import Progress
@@ -399,14 +401,36 @@ def audit_folder(path: Path, out: Path | None) -> Path | None:
     return PreparedDataset(path).audit_dir if (path / "manifest.csv").is_file() else None
 
 
-def audit(path: str | Path, out: str | Path | None = None, progress: Progress | None = None) -> AuditResult:
+AUDIT_FILES = ("duplicates.csv", "audit.json")
+
+
+@release_on_error
+def audit(
+    path: str | Path,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    exist_ok: bool = False,
+    also_writes: Sequence[str] = (),
+) -> AuditResult:
     """Audit a raw or prepared dataset; write duplicates.csv + audit.json to `audit_folder(path, out)`; return
-    the AuditResult."""
+    the AuditResult.
+
+    An `out` other than the dataset's own audit/ folder is an output folder like any other (`core.outputs`):
+    refused when it holds files unless `exist_ok`, which replaces only what an earlier audit wrote there, and a
+    file of the user's is never written over. `also_writes`: files the caller writes there afterwards (the CLI's
+    label_issues.csv), recorded with the audit's own."""
     path, out = user_path(path), maybe_path(out)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder; pass a dataset folder.")
     manifest = path / "manifest.csv"
+    own = audit_folder(path, None)  # a prepared dataset's audit/, which prepare wrote and audit rewrites in place
     out = audit_folder(path, out)
+    lock = None
+    if out is not None and (own is None or out.resolve() != own.resolve()):
+        lock = lock_folder(out, "audit")
+        planned = [*AUDIT_FILES, *also_writes]
+        check_free(out, planned, claim(out, "audit", exist_ok), "audit")
+        write_record(out, "audit", planned)  # before writing: a killed audit's files are known too
     if manifest.is_file():
         entries = _prepared_entries(path, manifest)
     else:
@@ -430,6 +454,8 @@ def audit(path: str | Path, out: str | Path | None = None, progress: Progress | 
     result = audit_items(items, unreadable, scratch=out)
     if out is not None:
         result.write(out)
+    if lock is not None:
+        lock.release()
     return result
 
 

@@ -82,6 +82,34 @@ def test_user_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> No
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
 
 
+def test_audit_out_is_an_output_folder_like_any_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit --out DIR` typed twice is refused, --exist-ok replaces what audit wrote there, and a user's own file
+    of the same name is never written over (it was, silently); the dataset's own audit/ is still rewritten."""
+    monkeypatch.chdir(tmp_path)
+    _leaky(Path("raw"))
+    first = runner.invoke(app, ["audit", "raw", "--out", "a"])
+    assert first.exit_code == 0, first.output
+    (Path("a") / "mine.txt").write_text("my notes")
+    again = runner.invoke(app, ["audit", "raw", "--out", "a"])  # the same command, typed again
+    assert again.exit_code == 2 and "/a already holds files" in again.output and "--exist-ok" in again.output
+    replaced = runner.invoke(app, ["audit", "raw", "--out", "a", "--exist-ok", "--label-issues"])
+    assert replaced.exit_code == 0, replaced.output
+    assert (Path("a") / "label_issues.csv").is_file() and (Path("a") / "mine.txt").read_text() == "my notes"
+    # a folder of the user's that holds a duplicates.csv of theirs: refused, with and without --exist-ok
+    Path("mine").mkdir()
+    (Path("mine") / "duplicates.csv").write_text("my own table")
+    for extra in ([], ["--exist-ok"]):
+        res = runner.invoke(app, ["audit", "raw", "--out", "mine", *extra])
+        assert res.exit_code == 2 and "mine" in res.output, res.output
+        assert (Path("mine") / "duplicates.csv").read_text() == "my own table"
+    assert sorted(p.name for p in Path("mine").iterdir()) == ["duplicates.csv"]  # no record, no lock left
+    # a prepared dataset's own audit/ (prepare wrote it): `audit DS` and `audit DS --out DS/audit` rewrite it
+    assert runner.invoke(app, ["prepare", "raw", "--out", "ds", "--split", "0.5,0.25,0.25"]).exit_code == 0
+    for extra in ([], ["--out", "ds/audit"], ["--out", "./ds/audit/"]):
+        res = runner.invoke(app, ["audit", "ds", *extra])
+        assert res.exit_code == 0 and "wrote" in res.output, res.output
+
+
 def test_parse_mapping() -> None:
     assert parse_mapping("Fractured=fracture, normal = no_fracture") == {
         "Fractured": "fracture",

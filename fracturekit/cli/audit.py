@@ -22,6 +22,9 @@ def audit(
             help="Folder for duplicates.csv + audit.json (default: PATH/audit if prepared, none if raw).",
         ),
     ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace what an earlier audit wrote in --out; nothing else.")
+    ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a film or patient crosses splits.")] = False,
     label_issues: Annotated[
         bool, typer.Option("--label-issues", help="Rank likely label errors into label_issues.csv (see --scores).")
@@ -47,7 +50,8 @@ def audit(
 
         check_scores(path, scores)  # a CSV it cannot use is refused now, not after the audit
     with progress_bars(transient=True) as bar:
-        result = run_audit(path, out, progress=bar)
+        also = ["label_issues.csv"] if label_issues else []
+        result = run_audit(path, out, progress=bar, exist_ok=exist_ok, also_writes=also)
     out_console.print(result.table())
     if written is not None:
         out_console.print(f"wrote {written / 'duplicates.csv'} and {written / 'audit.json'}", highlight=False)
