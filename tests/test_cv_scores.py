@@ -102,3 +102,21 @@ def test_training_flags_refused_with_scores(prepared_phantoms: Path) -> None:
     args = ["cv", "--task", "classify", "--data", str(prepared_phantoms), "--scores", "oof/fold{k}.csv"]
     res = CliRunner().invoke(app, [*args, "--model", "n", "--epochs", "3"])
     assert res.exit_code == 2 and "--model, --epochs train models" in " ".join(res.output.split())
+
+
+def test_export_folds_typed_twice(prepared_phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same --export-folds typed again is refused with the flag that replaces it, which exists (the message
+    named `--out` and an `--exist-ok` that cv did not have); a user's file in the folder stays."""
+    monkeypatch.chdir(tmp_path)
+    args = ["cv", "--task", "classify", "--data", str(prepared_phantoms), "--folds", str(K), "--export-folds", "f"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (Path("f") / "notes.txt").write_text("mine")
+    again = CliRunner().invoke(app, args)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2 and "--export-folds" in said and "/f already holds files" in said, said
+    assert "--exist-ok" in said and "--out" not in said
+    replaced = CliRunner().invoke(app, [*args, "--exist-ok"])
+    assert replaced.exit_code == 0, replaced.output
+    assert (Path("f") / "notes.txt").read_text() == "mine" and (Path("f") / "fold2" / "test.csv").is_file()
+    alone = CliRunner().invoke(app, args[:-2] + ["--exist-ok"])  # nothing for --exist-ok to replace
+    assert alone.exit_code == 2 and "--exist-ok replaces an earlier --export-folds folder" in alone.output

@@ -52,6 +52,9 @@ def cv_command(
         Path | None,
         typer.Option(help="Write each fold's train/val/test file lists here for an outside model, and stop."),
     ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="With --export-folds: replace what an earlier export wrote there.")
+    ] = False,
     scores: Annotated[
         list[str] | None,
         typer.Option(help="An outside model's out-of-fold scores per fold, e.g. 'oof/fold{k}.csv'; several compare."),
@@ -73,6 +76,8 @@ def cv_command(
         "freeze": freeze,
         "freeze_epochs": freeze_epochs,
     }
+    if exist_ok and export_folds is None:
+        raise UserError("--exist-ok replaces an earlier --export-folds folder; a cv run resumes by its --name instead.")
     if export_folds is not None or scores:
         what = "--export-folds" if export_folds is not None else "--scores"
         training = {
@@ -83,7 +88,7 @@ def cv_command(
         }
         _refuse_training_options(what, training, training_flags, set_)
     if export_folds is not None:
-        _export_folds(task, data, export_folds, folds, seed)
+        _export_folds(task, data, export_folds, folds, seed, exist_ok)
         return
     if scores:
         _pool_outside_scores(task, data, scores, folds, seed, project, name, threshold, bootstrap)
@@ -111,11 +116,11 @@ def cv_command(
     _print_result(result, data)
 
 
-def _export_folds(task: str, data: Path, out: Path, folds: int, seed: int | None) -> None:
+def _export_folds(task: str, data: Path, out: Path, folds: int, seed: int | None, exist_ok: bool) -> None:
     """--export-folds: write the folds' file lists for an outside model and say where."""
     from fracturekit.cv import outside
 
-    done = outside.export_folds(task, data, out, folds=folds, seed=seed)
+    done = outside.export_folds(task, data, out, folds=folds, seed=seed, exist_ok=exist_ok)
     console.print(
         f"wrote folds.csv and fold0..fold{folds - 1}/{{train,val,test}}.csv ({done['films']} films, seed "
         f"{done['seed']}) to {done['out']}",

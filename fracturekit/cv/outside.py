@@ -54,8 +54,8 @@ def export_folds(
     films, _, _ = plan_folds(ds, task, folds, seed)
     films = films.assign(file=[str((ds.root / p).resolve()) for p in films["path"]], path=films["source"])
     planned = ["folds.csv", *[f"fold{k}/{s}.csv" for k in range(folds) for s in ("train", "val", "test")]]
-    ours = claim(out_dir, "cv", exist_ok)
-    check_free(out_dir, planned, ours, "cv")
+    ours = claim(out_dir, "cv", exist_ok, flag="--export-folds")
+    check_free(out_dir, planned, ours, "cv --export-folds")
     write_record(out_dir, "cv", planned)
     out_dir.mkdir(parents=True, exist_ok=True)
     films[[c for c in FOLD_COLUMNS if c != "path"] + ["file"]].rename(columns={"source": "path"}).to_csv(
