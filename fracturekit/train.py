@@ -340,7 +340,25 @@ def _data_argument(ds: PreparedDataset, task: str) -> str:
             f"{ds.root}: no {what}, so it was not prepared for {task}; "
             f"run `fracturekit prepare SOURCE --out {ds.root}` first."
         )
+    if task == "detect":
+        # data.yaml is written for every dataset; Ultralytics fails with a traceback on a split without images
+        empty = [s for s in ("train", "val") if not _holds_files(ds.det_dir / "images" / s)]
+        if empty:
+            raise UserError(
+                f"{ds.root}: det/images/{' and '.join(empty)} hold no film, so there is nothing to train a detector on "
+                "(its source had no boxes, as class folders have none); train --task classify, or prepare a source "
+                "with boxes (COCO, VOC, YOLO, FracAtlas) whose split gives train and val films."
+            )
     return str(target.resolve())
+
+
+def _holds_files(folder: Path) -> bool:
+    """True when `folder` holds at least one entry (read lazily: a split may hold thousands of films)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
 
 
 def _resume_folder(base: Path, name: str | None) -> Path:

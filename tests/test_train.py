@@ -109,6 +109,20 @@ def test_missing_task_folder_names_prepare(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "fracturekit prepare" in result.output and "det/data.yaml" in result.output
 
 
+def test_detect_on_a_dataset_without_boxes_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Class folders have no boxes: prepare writes det/data.yaml and no det image, and `train --task detect` said so
+    with Ultralytics' RuntimeError traceback ("images not found"), leaving an empty run folder."""
+    from fracturekit.data.phantoms import write_phantom_dataset
+
+    monkeypatch.chdir(tmp_path)
+    write_phantom_dataset(Path("raw"), 12, fmt="folders", size=64)
+    assert runner.invoke(app, ["prepare", "raw", "--out", "ds"]).exit_code == 0
+    result = runner.invoke(app, ["train", "--task", "detect", "--data", "ds", "--project", "runs", "--epochs", "1"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "det/images/train and val hold no film" in said and "--task classify" in said
+    assert "Traceback" not in result.output and not Path("runs").exists()
+
+
 def test_pretrained_weights_found_locally(
     cli_runs: dict[str, tuple[Path, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
