@@ -285,6 +285,15 @@ CASES = [
     ),
     # a --meta CSV that does not exist
     Case("meta-missing", "prepare {kaggle} --meta nothing.csv --out {out}/nometa", 2, ("nothing.csv: no such file",)),
+    # the raw dataset passed where a prepared one goes: prepare reads it (was "run prepare SOURCE --out <raw>",
+    # which prepare refuses: --out inside the source)
+    Case(
+        "train-on-raw",
+        "train --task classify --data {kaggle}",
+        2,
+        ("a raw dataset, not a prepared one", "fracturekit prepare"),
+    ),
+    Case("evaluate-on-raw-coco", "evaluate --data {raw} --classifier {clf}", 2, ("a raw dataset, not a prepared one",)),
     # a --group-regex that matches no film
     Case("regex-matches-nothing", "prepare {kaggle} --group-regex 'P(\\d+)_' --out {out}/re", 2, ("matches none",)),
 ]

@@ -103,10 +103,31 @@ class PreparedDataset:
             raise UserError(f"{root}: no such folder; run `fracturekit prepare SOURCE --out {root}` first.")
         ds = cls(root)
         if not ds.manifest.is_file():
+            if _holds_images(root):  # the raw dataset itself: prepare reads it, it does not write into it
+                raise UserError(
+                    f"{root}: a raw dataset, not a prepared one (no manifest.csv); run `fracturekit prepare {root}` "
+                    f"(it writes datasets/{root.name}) and pass that folder."
+                )
             raise UserError(
                 f"{root}: not a prepared dataset (no manifest.csv); run `fracturekit prepare SOURCE --out {root}`."
             )
         return ds
+
+
+def _holds_images(folder: Path, most: int = 1000) -> bool:
+    """True when one of the first `most` entries of `folder`, up to three levels deep (FracAtlas keeps its films in
+    images/<class>/), is an image file."""
+    from fracturekit.data.imageio import is_image_file  # only on this error path: layout needs no OpenCV
+
+    seen = 0
+    for pattern in ("*", "*/*", "*/*/*"):
+        for path in folder.glob(pattern):
+            if is_image_file(path) and path.is_file():
+                return True
+            seen += 1
+            if seen >= most:
+                return False
+    return False
 
 
 @dataclass(frozen=True)
