@@ -71,6 +71,10 @@ def test_prepare_then_strict_audit_is_clean(tmp_path: Path, no_network: list[str
         (["prepare", "{src}", "--format", "nifti"], "unknown format"),  # unknown format
         (["prepare", "{src}", "--split", "0.8,0.3"], "split (0.8, 0.3)"),  # two fractions only
         (["prepare", "{src}", "--map", "fractured"], "--map"),  # malformed mapping
+        # a key that names no class (a typo of `broken`): it changed nothing, in silence
+        (["prepare", "{src}", "--map", "brokn=fracture"], "--map brokn=fracture: changed nothing"),
+        # one right key does not excuse the wrong one
+        (["prepare", "{src}", "--map", "broken=fracture,intakt=no_fracture"], "is 'intakt'; its classes after --map"),
         (["audit", "/nonexistent/raw"], "no such file"),  # wrong audit path
     ],
 )

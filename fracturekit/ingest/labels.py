@@ -49,6 +49,19 @@ def fold(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+class LabelMap(dict[str, str]):
+    """A `--map` as typed, which remembers the keys that named something in the source (`canonical_label` marks
+    them): a key that named nothing is a typo that would otherwise change nothing in silence."""
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        super().__init__(mapping)
+        self.used: set[str] = set()
+
+    def unused(self) -> list[str]:
+        """The keys no class, folder or category name of the source matched."""
+        return [k for k in self if k not in self.used]
+
+
 def canonical_label(name: str, mapping: dict[str, str] | None = None, numeric: bool = True) -> str:
     """Map a folder/category name to POSITIVE_CLASS, NEGATIVE_CLASS, or keep it (multi-class).
 
@@ -58,6 +71,8 @@ def canonical_label(name: str, mapping: dict[str, str] | None = None, numeric: b
     if mapping:
         for key, value in mapping.items():
             if fold(key) == fold(name):
+                if isinstance(mapping, LabelMap):
+                    mapping.used.add(key)
                 return value
     folded = fold(name)
     if not numeric and folded in NUMERIC_SYNONYMS:

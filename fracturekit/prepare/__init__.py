@@ -40,6 +40,7 @@ from fracturekit.core.progress import Progress
 from fracturekit.data.imageio import MAX_PIXELS
 from fracturekit.data.signature_file import write_signatures
 from fracturekit.data.split import DEFAULT_RATIOS, check_ratios
+from fracturekit.ingest.labels import LabelMap
 from fracturekit.ingest.records import IngestResult
 from fracturekit.prepare.corrections import apply_corrections, drop_excluded, uncorrected_labels
 from fracturekit.prepare.datasets import _write_datasets
@@ -119,6 +120,7 @@ def prepare(
         raise UserError(f"{source}: no such folder; pass the folder of a raw dataset (or a COCO JSON file).")
     root = source if source.is_dir() else source.parent  # a COCO JSON file names its images relative to its folder
     group_column = key_column = None
+    mapping = LabelMap(mapping) if mapping else mapping  # the caller's own: each key must name something
     if preset:
         fmt, mapping, group_regex, group_column, key_column, meta = _apply_preset(
             preset, root, fmt, mapping, group_regex, meta, film_split
@@ -219,6 +221,13 @@ def _read_films(
     from fracturekit.ingest.source import load_source
 
     ingest = load_source(source, fmt=fmt, mapping=mapping)
+    if isinstance(mapping, LabelMap) and mapping.unused():
+        key = mapping.unused()[0]
+        labels = sorted({r.image_label for r in ingest.records if r.image_label} | set(ingest.class_names))
+        raise UserError(
+            f"--map {key}={mapping[key]}: changed nothing in {source} (no class name its {ingest.format} reader maps "
+            f"is {key!r}; its classes after --map: {', '.join(labels) or 'none'}); fix the name or drop it."
+        )
     t_ingest = time.perf_counter()
     films = _films(ingest, root)
     corrected = apply_corrections(films, corrections, root) if corrections is not None else None
