@@ -48,7 +48,7 @@ from fracturekit.evaluation.calibration import TEMPERATURE_BOUNDS
 from fracturekit.evaluation.cases import DEFAULT_N, ModelScores
 from fracturekit.evaluation.classification import classification_report, classify_images, evaluate_classifier
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, labelled_confusion
-from fracturekit.evaluation.detection import coco_ground_truth, evaluate_detector, split_images
+from fracturekit.evaluation.detection import coco_ground_truth, evaluate_detector
 from fracturekit.evaluation.outside import (
     OutsideModel,
     evaluate_scores_classifier,
@@ -402,7 +402,7 @@ def _scored_paths(ds: PreparedDataset, split: str, role: str) -> list[str]:
         split_dir = ds.cls_dir / split
         files = sorted(p for p in split_dir.rglob("*") if p.is_file() and is_image_file(p))
     else:
-        files = split_images(ds, split)
+        files = ds.det_images(split)
     return [rel_to(p, ds.root) for p in files]
 
 

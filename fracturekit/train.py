@@ -342,7 +342,7 @@ def _data_argument(ds: PreparedDataset, task: str) -> str:
         )
     if task == "detect":
         # data.yaml is written for every dataset; Ultralytics fails with a traceback on a split without images
-        empty = [s for s in ("train", "val") if not _holds_files(ds.det_dir / "images" / s)]
+        empty = [s for s in ("train", "val") if not ds.det_images(s)]
         if empty:
             raise UserError(
                 f"{ds.root}: det/images/{' and '.join(empty)} hold no film, so there is nothing to train a detector on "
@@ -350,15 +350,6 @@ def _data_argument(ds: PreparedDataset, task: str) -> str:
                 "with boxes (COCO, VOC, YOLO, FracAtlas) whose split gives train and val films."
             )
     return str(target.resolve())
-
-
-def _holds_files(folder: Path) -> bool:
-    """True when `folder` holds at least one entry (read lazily: a split may hold thousands of films)."""
-    try:
-        with os.scandir(folder) as entries:
-            return next(entries, None) is not None
-    except OSError:
-        return False
 
 
 def _resume_folder(base: Path, name: str | None) -> Path:

@@ -63,6 +63,13 @@ class PreparedDataset:
     def manifest(self) -> Path:
         return self.root / "manifest.csv"
 
+    def det_images(self, split: str) -> list[Path]:
+        """The image files of det/images/<split>, sorted; [] when that folder is absent (a source without boxes)."""
+        from fracturekit.data.imageio import is_image_file  # here only: layout itself needs no OpenCV
+
+        folder = self.det_dir / "images" / split
+        return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+
     @property
     def summary(self) -> Path:
         return self.root / "prepare.json"
@@ -117,7 +124,7 @@ class PreparedDataset:
 def _holds_images(folder: Path, most: int = 1000) -> bool:
     """True when one of the first `most` entries of `folder`, up to three levels deep (FracAtlas keeps its films in
     images/<class>/), is an image file."""
-    from fracturekit.data.imageio import is_image_file  # only on this error path: layout needs no OpenCV
+    from fracturekit.data.imageio import is_image_file  # here only: layout itself needs no OpenCV
 
     seen = 0
     for pattern in ("*", "*/*", "*/*/*"):

@@ -76,6 +76,7 @@ def build_fold_dataset(ds: PreparedDataset, films: pd.DataFrame, task: str, k: i
             (out / "det" / "images" / s).mkdir(parents=True, exist_ok=True)
         data_yaml = {"train": "images/train", "val": "images/val", "test": "images/test", "names": names}
         (out / "det" / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
+    pixels = ds.recorded_pixels()  # the fold's films are the dataset's: written with its pixel options
     summary = {
         "cv_fold_of": str(ds.root.resolve()),
         "fold": k,
@@ -83,10 +84,9 @@ def build_fold_dataset(ds: PreparedDataset, films: pd.DataFrame, task: str, k: i
         "per_split": {
             s: rows[rows["split"] == s]["label"].value_counts().sort_index().to_dict() for s in ("train", "val", "test")
         },
-        "pixels": ds.recorded_pixels(),  # the fold's films are the dataset's: written with its pixel options
+        "pixels": pixels,
         "data_hash": data_hash(
-            zip(rows["sha256"], rows["split"], rows["label"], rows["boxes"].replace("", "null"), strict=True),
-            ds.recorded_pixels(),
+            zip(rows["sha256"], rows["split"], rows["label"], rows["boxes"].replace("", "null"), strict=True), pixels
         ),
     }
     (out / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -25,7 +25,7 @@ from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS, PreparedData
 from fracturekit.core.options import NMS_IOU
 from fracturekit.core.paths import rel_to
 from fracturekit.core.progress import Progress
-from fracturekit.data.imageio import HeaderError, image_header, is_image_file
+from fracturekit.data.imageio import HeaderError, image_header
 from fracturekit.data.split import film_units
 from fracturekit.evaluation import cases as C
 from fracturekit.evaluation import metrics as M
@@ -48,11 +48,6 @@ from fracturekit.ingest.records import Record
 from fracturekit.ingest.yolo import parse_yolo_rows
 
 
-def split_images(ds: PreparedDataset, split: str) -> list[Path]:
-    img_dir = ds.det_dir / "images" / split
-    return sorted(p for p in img_dir.iterdir() if is_image_file(p)) if img_dir.is_dir() else []
-
-
 def coco_ground_truth(
     ds: PreparedDataset, split: str, names: dict[int, str], skipped: list[dict]
 ) -> tuple[dict, dict[str, int]]:
@@ -65,7 +60,7 @@ def coco_ground_truth(
     class_names = [canonical_label(names.get(i, f"class_{i}")) for i in range(max(names, default=-1) + 1)]
     records: list[Record] = []
     ids: dict[str, int] = {}
-    for img in split_images(ds, split):
+    for img in ds.det_images(split):
         try:
             header = image_header(img)
         except HeaderError as exc:
@@ -140,7 +135,7 @@ def check_detection_data(ds: PreparedDataset, split: str) -> None:
     """UserError unless the dataset has a detection half with images in `split`."""
     if not ds.data_yaml.is_file():
         raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
-    if not split_images(ds, split):
+    if not ds.det_images(split):
         raise UserError(f"{ds.det_dir / 'images' / split}: no images; check --split or re-run prepare.")
 
 
@@ -160,7 +155,7 @@ def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
     # Image-level threshold: chosen on the val split's detector scores, like the classifier's.
     if split == THRESHOLD_SPLIT:
         y_val, s_val = image_labels(gt), s_img
-    elif split_images(ds, THRESHOLD_SPLIT):
+    elif ds.det_images(THRESHOLD_SPLIT):
         val_gt, val_ids = coco_ground_truth(ds, THRESHOLD_SPLIT, names, [])
         y_val = image_labels(val_gt)
         s_val = score_split(model, ds, THRESHOLD_SPLIT, val_ids, [], ctx.progress)[0]

@@ -221,8 +221,9 @@ def _read_films(
     from fracturekit.ingest.source import load_source
 
     ingest = load_source(source, fmt=fmt, mapping=mapping)
-    if isinstance(mapping, LabelMap) and mapping.unused():
-        key = mapping.unused()[0]
+    unused = mapping.unused() if isinstance(mapping, LabelMap) else []
+    if unused:
+        key = unused[0]
         labels = sorted({r.image_label for r in ingest.records if r.image_label} | set(ingest.class_names))
         raise UserError(
             f"--map {key}={mapping[key]}: changed nothing in {source} (no class name its {ingest.format} reader maps "
