@@ -11,9 +11,6 @@ process's RSS), shared by the workers through the page cache, never pickled per 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +21,7 @@ import numpy as np
 from joblib.externals.loky import ProcessPoolExecutor, process_executor
 from threadpoolctl import threadpool_limits
 
+from fracturekit.core.allocator import retain_freed_memory
 from fracturekit.data.copies import Match, Signature, verify_both_ways
 
 # Rows per task: ~0.1 s of work each on FracAtlas, so the pickled rows and results (bytes) cost nothing beside it.
@@ -79,15 +77,7 @@ def read_store(folder: Path) -> list[Signature]:
 def _start(folder: str) -> None:
     """Worker start-up: the store, and one thread for OpenCV and BLAS (the workers are the parallelism)."""
     global _sigs
-    # glibc's heap in a fresh process trims and re-maps the checks' temporaries (100-600 KB each) over and over:
-    # 8,000 FracAtlas checks took 330k page faults and 1.2 s of system time in the workers, 32k and 0.25 s with
-    # the thresholds a long-lived process reaches (M_TRIM_THRESHOLD 64 MB, M_MMAP_THRESHOLD 32 MB)
-    # (glibc's mallopt: Linux only; elsewhere the workers keep their allocator's defaults)
-    if sys.platform.startswith("linux"):
-        mallopt = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallopt", None)  # a libc without it: skipped
-        if mallopt is not None:
-            mallopt(-1, 64 << 20)
-            mallopt(-3, 32 << 20)
+    retain_freed_memory()  # a fresh process: the checks' temporaries would be faulted in again and again
     _sigs = read_store(Path(folder))
     # loky restarts a worker whose RSS grew 300 MB past its size after the first task, as a leak; the pages of the
     # store it maps and reads count in that RSS (10,083 films: a worker restarted mid-search, with a warning), so
