@@ -6,8 +6,10 @@ Tiny data is generated here (torchgeo style), never downloaded; real data is use
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -15,11 +17,15 @@ from pathlib import Path
 
 import pytest
 
-# Before anything imports Ultralytics: no network, settings and fonts in a throwaway folder.
+# Before anything imports Ultralytics: no network, settings and fonts in a throwaway folder, removed at exit.
 os.environ["FRACTUREKIT_OFFLINE"] = "1"
 os.environ["YOLO_OFFLINE"] = "1"
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="fk-yolo-cfg-"))
-os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="fk-mpl-"))
+_SCRATCH = Path(tempfile.mkdtemp(prefix="fk-tests-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+for _var, _name in (("YOLO_CONFIG_DIR", "ultralytics"), ("MPLCONFIGDIR", "matplotlib")):
+    if _var not in os.environ:
+        (_SCRATCH / _name).mkdir()
+        os.environ[_var] = str(_SCRATCH / _name)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
