@@ -48,7 +48,7 @@ from fracturekit.evaluation.calibration import TEMPERATURE_BOUNDS
 from fracturekit.evaluation.cases import DEFAULT_N, ModelScores
 from fracturekit.evaluation.classification import classification_report, classify_images, evaluate_classifier
 from fracturekit.evaluation.common import THRESHOLD_SPLIT, EvalContext, labelled_confusion
-from fracturekit.evaluation.detection import coco_ground_truth, evaluate_detector
+from fracturekit.evaluation.detection import check_detection_data, coco_ground_truth, evaluate_detector
 from fracturekit.evaluation.outside import (
     OutsideModel,
     evaluate_scores_classifier,
@@ -217,6 +217,8 @@ def evaluate(
     # Both models are loaded and their tasks checked before anything is written: a wrong run leaves no folder.
     clf = _load_model(classifier, "classify", opts) if classifier is not None else None
     det = _load_model(detector, "detect", opts) if detector is not None else None
+    if det is not None:
+        check_detection_data(ds, split)  # a dataset without boxes is refused before its folder is made
     for m in outside:
         read_scores(m, ds, manifest, split)  # every check of the scores files before anything is written
     overlaps = _seen_check(ds, split, roles, outside, allow_overlap, progress)

@@ -90,3 +90,20 @@ def test_evaluate_cli_user_error_exit_code(prepared_phantoms: Path, tiny_runs: d
     res = CliRunner().invoke(app, [*args, "--by", "no_such_column"])
     assert res.exit_code == 2
     assert "no column no_such_column" in " ".join(res.output.split())  # rich wraps long lines
+
+
+def test_detector_on_a_dataset_without_boxes_is_one_sentence(
+    tiny_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class folders have no boxes: `evaluate --detector` on them said `.../det/images/test: no images; check --split
+    or re-run prepare`, which neither a split nor a second prepare could fix."""
+    from fracturekit.data.phantoms import write_phantom_dataset
+
+    monkeypatch.chdir(tmp_path)
+    write_phantom_dataset(Path("raw"), 12, fmt="folders", size=64)
+    assert CliRunner().invoke(app, ["prepare", "raw", "--out", "ds"]).exit_code == 0
+    args = ["evaluate", "--detector", str(tiny_runs["detect"]), "--data", "ds", "--out", "ev"]
+    result = CliRunner().invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "holds no film in any split" in said and "--classifier" in said, said
+    assert "Traceback" not in result.output and not Path("ev").exists()

@@ -136,6 +136,12 @@ def check_detection_data(ds: PreparedDataset, split: str) -> None:
     if not ds.data_yaml.is_file():
         raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
     if not ds.det_images(split):
+        if not any(ds.det_images(s) for s in ("train", "val", "test")):
+            raise UserError(
+                f"{ds.root}: det/images holds no film in any split, so there is no box to score a detector on (its "
+                "source had no boxes, as class folders have none); score a classify run with --classifier, or "
+                "prepare a source with boxes (COCO, VOC, YOLO, FracAtlas)."
+            )
         raise UserError(f"{ds.det_dir / 'images' / split}: no images; check --split or re-run prepare.")
 
 
