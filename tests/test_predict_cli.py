@@ -52,3 +52,12 @@ def test_cli_export(cli_runs: dict[str, Path]) -> None:
     res = CliRunner().invoke(app, ["export", str(cli_runs["classify"]), "--format", "onnx"])
     assert res.exit_code == 0, res.output
     assert (cli_runs["classify"] / "weights" / "best.onnx").is_file()
+
+
+def test_cli_predict_one_film_says_image(cli_runs: dict[str, Path], tmp_path: Path) -> None:
+    """A single file as --source: the summary said `1 images: 1 predicted`."""
+    src = write_phantom_dataset(tmp_path / "films", n=1, seed=5, size=64, fmt="images")
+    film = next(p for p in src.iterdir() if p.is_file())
+    args = ["predict", "--source", str(film), "--detector", str(cli_runs["detect"]), "--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "1 image: 1 predicted" in res.output, res.output

@@ -130,7 +130,7 @@ def _print_records(records: Predictions) -> None:
     decisions = Counter(r["decision"] for r in records if not r["error"])
     summary = ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
     console.print(
-        f"{len(records)} images: {len(records) - len(errors)} predicted ({summary}), "
+        f"{len(records)} image{'' if len(records) == 1 else 's'}: {len(records) - len(errors)} predicted ({summary}), "
         f"{len(errors)} unreadable -> {folder / 'predictions.csv'}",
         highlight=False,
     )
