@@ -345,7 +345,7 @@ def film_hashes(pixels: np.ndarray, signed: set[str] | None = None) -> tuple[str
 
     signed: the pixel hashes of the films signed so far, shared by the calls of one audit (this call adds its
     own). A film whose pixels were signed already gets no signature (None): `duplicate_links` links it to its
-    twin as `exact`, and the copy search looks at an exact group through one member, so its SIFT (15 ms, most
+    twin as `exact`, and the copy search looks at an exact group through one member, so its SIFT (~8 ms, most
     of a film's cost) would never be used. Two twins decoded at once may both be signed: harmless.
     """
     key, phashes = pixel_sha256(pixels), dihedral_phashes(pixels)
