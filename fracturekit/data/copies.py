@@ -106,7 +106,7 @@ def _shrink(img: np.ndarray, side: int) -> np.ndarray:
 
 def signature(pixels: np.ndarray) -> Signature:
     """The copy-search signature of an 8-bit grayscale film (thread-safe: OpenCV releases the GIL)."""
-    retain_freed_memory()  # SIFT frees ~12 MB a film: kept for the next, SIFT's CPU a film 14 -> 8 ms (allocator)
+    retain_freed_memory()  # SIFT frees its ~10 MB pyramid a film: kept for the next, SIFT 14 -> 8 ms a film
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))  # one per call: a shared one is not thread-safe
     small = clahe.apply(_shrink(pixels, SIFT_SIDE))
     sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=SIFT_CONTRAST)
