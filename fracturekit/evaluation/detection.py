@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fracturekit.core.errors import UserError
-from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS, PreparedDataset
+from fracturekit.core.layout import NEGATIVE_CLASS, POSITIVE_CLASS, SPLITS, PreparedDataset
 from fracturekit.core.options import NMS_IOU
 from fracturekit.core.paths import rel_to
 from fracturekit.core.progress import Progress
@@ -136,7 +136,7 @@ def check_detection_data(ds: PreparedDataset, split: str) -> None:
     if not ds.data_yaml.is_file():
         raise UserError(f"{ds.data_yaml}: missing; re-run `fracturekit prepare` to write the detection dataset.")
     if not ds.det_images(split):
-        if not any(ds.det_images(s) for s in ("train", "val", "test")):
+        if not any(ds.det_images(s) for s in SPLITS):
             raise UserError(
                 f"{ds.root}: det/images holds no film in any split, so there is no box to score a detector on (its "
                 "source had no boxes, as class folders have none); score a classify run with --classifier, or "
@@ -151,8 +151,7 @@ def evaluate_detector(model: Model, ctx: EvalContext) -> ModelResult:
     Also writes ground_truth_coco.json and detections_coco.json (COCO results format, same image ids)
     into `out_dir`: COCOeval on these two files with maxDets [1, 10, 300] gives `pycocotools.map50_95`.
     """
-    ds, split, out_dir, skipped = ctx.ds, ctx.split, ctx.out_dir, ctx.skipped
-    check_detection_data(ds, split)
+    ds, split, out_dir, skipped = ctx.ds, ctx.split, ctx.out_dir, ctx.skipped  # evaluate() ran check_detection_data
     names = model.names
     m = ultralytics_val(model, ds, split, ctx.device, out_dir / f"ultralytics_val_{split}")
     gt, ids = coco_ground_truth(ds, split, names, skipped)
