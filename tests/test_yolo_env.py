@@ -125,3 +125,13 @@ def test_import_time_load_keeps_the_requested_threads() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-2:] == ["1", "1"], out.stdout
+
+
+def test_first_import_prints_no_settings_banner(tmp_path: Path) -> None:
+    """A fresh machine: the settings file is created in fracturekit's config folder, without Ultralytics' banner
+    that points users at `yolo settings` (which reads another file)."""
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_CONFIG_DIR"} | {"FRACTUREKIT_CACHE": str(tmp_path)}
+    code = "from fracturekit.core.yolo_env import load_ultralytics; load_ultralytics(); print('loaded')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert (tmp_path / "ultralytics" / "Ultralytics" / "settings.json").is_file()
+    assert "Settings" not in out.stdout + out.stderr and out.stdout.strip() == "loaded", out.stdout + out.stderr

@@ -11,6 +11,9 @@ environment is set before Ultralytics reads it at import time:
 - `YOLO_AUTOINSTALL=false`: `check_requirements` never runs pip/uv (it would try on a missing extra).
 - Ultralytics writes label caches (`*.cache`) into the dataset folder, outside the run folder the user
   named; they are not written (the labels are re-scanned instead: 1.0 s for FracAtlas' 2,857 detect train films).
+- Its first import on a machine prints "Creating new Ultralytics Settings ... View Ultralytics Settings with
+  'yolo settings'": that file is fracturekit's own (YOLO_CONFIG_DIR), which a user's `yolo settings` does not
+  read, so the banner is dropped; the file is still written.
 - The CUDA AMP check downloads yolo26n.pt; without that file cached and without network it is replaced
   by the same GPU blacklist and AMP stays on (what Ultralytics does offline, minus the download attempt).
 Weight downloads are decided by `network_available()` in the caller, never attempted blindly.
@@ -18,6 +21,7 @@ Weight downloads are decided by `network_available()` in the caller, never attem
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -75,8 +79,14 @@ def load_ultralytics(threads: int | None = None, *, apply_threads: bool = True) 
     _install_fonts(config_dir)
 
     import torch
-    import ultralytics
-    from ultralytics.utils import SETTINGS, torch_utils
+
+    banner = _NewSettingsBanner()
+    logging.getLogger("ultralytics").addFilter(banner)  # a logger's filters outlive Ultralytics' set_logging
+    try:
+        import ultralytics
+        from ultralytics.utils import SETTINGS, torch_utils
+    finally:
+        logging.getLogger("ultralytics").removeFilter(banner)
 
     # settings.json: no telemetry (sync), no hub; `update` writes only when a value changes.
     # Only keys this Ultralytics version has: `update` raises KeyError on unknown ones (8.4 has no "hub").
@@ -89,6 +99,13 @@ def load_ultralytics(threads: int | None = None, *, apply_threads: bool = True) 
     _guard_amp_check()
     _skip_label_caches()
     return ultralytics
+
+
+class _NewSettingsBanner(logging.Filter):
+    """Drops the one message Ultralytics logs when it creates its settings file (see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Creating new Ultralytics Settings")
 
 
 def _no_cache_file(prefix: str, path: Path, x: dict[str, Any], version: str) -> None:
