@@ -68,7 +68,14 @@ class _FakeTrainer:
 
     def validate(self) -> tuple[bool, torch.Tensor]:
         ema = self.ema.ema.eval()
+        self.layout_seen = _channels_last(ema)
         return "predict" in vars(ema), ema(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))[0]
+
+
+def _channels_last(model: torch.nn.Module) -> bool:
+    """Whether the model's 3x3 convolution weights are channels_last (1x1 ones are both layouts at once)."""
+    weights = [p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    return all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in weights)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +97,33 @@ def test_val_bf16_patches_the_ema_model_for_validation_only(val_bf16: bool, devi
     assert "predict" not in vars(trainer.ema.ema)  # gone again: last.pt/best.pt pickle the plain EMA model
     _, ref = _FakeTrainer.validate(trainer)
     assert torch.equal(out, ref) is not patched  # bf16 really changed the numbers where it was on
+
+
+@pytest.mark.parametrize(
+    ("channels_last", "device", "during"),
+    [
+        (True, "cpu", True),  # the per-epoch validation's forward runs channels_last, as the training does
+        (False, "cpu", False),  # `--set channels_last=false`: contiguous throughout
+        (True, "meta", False),  # not on a CPU: Ultralytics' own handling
+    ],
+)
+def test_channels_last_validation_keeps_the_ema_contiguous(channels_last: bool, device: str, during: bool) -> None:
+    from fracturekit.training.trainers import cpu_fast
+
+    trainer = cpu_fast(_FakeTrainer, bf16=False, channels_last=channels_last, val_bf16=False)()
+    trainer.device = torch.device(device)
+    trainer.ema.update(trainer.model)  # Ultralytics' EMA keeps the tensors of its first update, and updates those
+    before = [p.clone() for p in trainer.ema.ema.parameters()]
+    trainer.validate()
+    assert trainer.layout_seen is during
+    params = list(trainer.ema.ema.parameters())
+    assert all(p.is_contiguous() for p in params)  # as last.pt/best.pt pickle it
+    assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))  # a layout change, same values
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)  # a training step moved the weights: the next update must reach the EMA model's own tensors
+    trainer.ema.update(trainer.model)
+    assert not torch.equal(next(trainer.ema.ema.parameters()), before[0])
 
 
 @pytest.mark.parametrize(
