@@ -7,7 +7,14 @@ the compiled step's, the compile's own CPU seconds (its first two steps minus tw
 the C++ compiler included) and after how many epochs of --batches steps it pays back; with --ops the top ops of an
 eager step. CPU seconds count all threads: use --threads 1 on a loaded machine, where waiting threads spin.
 
+--roofline asks how far the step is from this CPU's limit: it measures the reference, a 2048^3 matrix product in the
+step's precision (bf16 or float32; MKL/oneDNN's best case, so near the CPU's peak), then times every convolution of
+one eager step (forward, and backward: input and weight gradients) and counts its FLOPs from the shapes. It prints
+the convolutions' GFLOP/s as a ratio of the reference, and the rest of the step (batch norm, SiLU, cat, casts, the
+loss, the optimizer) by op. Wall seconds, not CPU seconds: run it idle.
+
 Usage: PYTHONPATH=. .venv/bin/python bench/train_step.py [--imgsz 320] [--threads 1] [--steps 5] [--compile] [--ops]
+       [--roofline]
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ def main() -> None:
     ap.add_argument("--float32", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--ops", action="store_true")
+    ap.add_argument("--roofline", action="store_true", help="the convolutions' GFLOP/s against a matrix product's")
     a = ap.parse_args()
 
     from fracturekit.core.yolo_env import load_ultralytics
@@ -113,6 +121,88 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step(model)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    if a.roofline:
+        roofline(model, batch, opt, torch.float32 if a.float32 else torch.bfloat16, a.steps, a.batches)
+
+
+def conv_flops(func_name: str, args: tuple, out: object) -> float:
+    """FLOPs (2 per multiply-add) of one aten convolution or convolution_backward call: 2 x output elements x the
+    weight's elements per output channel (input channels per group x kernel area). A backward counts that once per
+    gradient its output_mask asks for (input, weight; the bias gradient is a sum, left out)."""
+    weight = args[1] if func_name.startswith("convolution.") else args[2]
+    per = 2 * weight[0].numel()
+    if func_name.startswith("convolution_backward"):
+        mask = args[10]
+        return per * args[0].numel() * (int(mask[0]) + int(mask[1]))
+    return per * out.numel()
+
+
+def roofline(model: object, batch: dict, opt: object, dtype: object, steps: int, batches: int) -> None:
+    """Print the step's convolutions against a matrix product's GFLOP/s, and where the rest of the step goes."""
+    import statistics
+    from collections import defaultdict
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fracturekit.core.device import cpu_info
+
+    n = 2048
+    x, y = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        x @ y
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        x @ y
+        times.append(time.perf_counter() - t)
+    peak = 2 * n**3 / min(times) / 1e9
+
+    def step() -> None:
+        preds = model(batch["img"])
+        loss, _ = model.loss(batch, preds)
+        loss.sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    walls = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        walls.append(time.perf_counter() - t)
+    wall = statistics.median(walls)
+
+    spent: dict[str, float] = defaultdict(float)
+    flops = 0.0
+
+    class Timed(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            nonlocal flops
+            t = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            spent[func.__name__.split(".")[0]] += time.perf_counter() - t
+            if func.__name__.startswith("convolution"):
+                flops += conv_flops(func.__name__, args, out)
+            return out
+
+    with Timed():  # the step's autograd runs its backward ops through the mode too
+        step()
+    conv_s = spent["convolution"] + spent["convolution_backward"]
+    rate = flops / conv_s / 1e9
+    print(cpu_info().line)
+    print(f"reference: {n}^3 matrix product in {str(dtype).removeprefix('torch.')}: {peak:.0f} GFLOP/s")
+    print(
+        f"convolutions of one step: {flops / 1e9:.1f} GFLOP in {conv_s * 1e3:.0f} ms: {rate:.0f} GFLOP/s, "
+        f"{rate / peak:.2f} of the reference"
+    )
+    rest = max(wall - conv_s, 0.0)
+    print(f"whole step (median of {steps}, ops untimed): {wall * 1e3:.0f} ms; all but convolutions {rest * 1e3:.0f} ms")
+    others = sorted(((s, k) for k, s in spent.items() if not k.startswith("convolution")), reverse=True)[:8]
+    print("largest other ops (timed one by one): " + ", ".join(f"{k} {s * 1e3:.1f} ms" for s, k in others))
+    print(
+        f"an epoch of {batches} such steps: convolutions {conv_s * batches:.2f} s, the rest {rest * batches:.2f} s; "
+        f"at the reference's rate the convolutions alone would take {flops / peak / 1e9 * batches:.2f} s"
+    )
 
 
 if __name__ == "__main__":

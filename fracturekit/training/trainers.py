@@ -178,8 +178,8 @@ def cpu_fast(trainer_cls: type, bf16: bool, channels_last: bool, val_bf16: bool 
     model gets that `predict` for the length of each per-epoch validation only (never while a checkpoint is
     written; Ultralytics on CUDA validates under fp16 autocast in the same way). With `channels_last` the EMA
     model validates channels_last too (`_channels_last_while`), and its own contiguous tensors are back before a
-    checkpoint pickles it: a bf16 forward of a batch of 32 films at 320 px took 8.2 ms a film channels_last against
-    10.5 contiguous (2 cores, 2026-12-04). Numbers: bench/train_speed.py.
+    checkpoint pickles it: a bf16 forward of a batch of 32 images of 320 x 320 random pixels took 8.2 ms an image
+    channels_last against 10.5 contiguous (2 cores, 2026-12-04). Numbers: bench/train_speed.py.
     """
     if not (bf16 or channels_last or val_bf16):
         return trainer_cls
