@@ -41,7 +41,7 @@ lint: $(VENV)/.installed-extras
 	$(PY) -m ruff check fracturekit tests bench
 	$(PY) -m ruff format --check fracturekit tests bench
 
-# Everything, real-data tests included (they skip when ../shared/data is absent): 925 tests in 9 min 2 s on 2 cores (11 min 2 s from a clean clone, venv included).
+# Everything, real-data tests included (they skip when ../shared/data is absent): 929 tests in 9 min 8 s on 2 cores (11 min 1 s from a clean clone, venv included).
 test: lint $(VENV)/.installed-extras system-tools
 	$(PY) -m pytest -q
 
