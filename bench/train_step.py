@@ -23,6 +23,7 @@ import argparse
 import os
 import time
 import types
+from collections.abc import Callable
 
 os.environ.setdefault("FRACTUREKIT_OFFLINE", "1")
 
@@ -122,7 +123,7 @@ def main() -> None:
             step(model)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     if a.roofline:
-        roofline(model, batch, opt, torch.float32 if a.float32 else torch.bfloat16, a.steps, a.batches)
+        roofline(lambda: step(model), torch.float32 if a.float32 else torch.bfloat16, a.steps, a.batches)
 
 
 def conv_flops(func_name: str, args: tuple, out: object) -> float:
@@ -137,8 +138,9 @@ def conv_flops(func_name: str, args: tuple, out: object) -> float:
     return per * out.numel()
 
 
-def roofline(model: object, batch: dict, opt: object, dtype: object, steps: int, batches: int) -> None:
-    """Print the step's convolutions against a matrix product's GFLOP/s, and where the rest of the step goes."""
+def roofline(step: Callable[[], object], dtype: object, steps: int, batches: int) -> None:
+    """Print the convolutions of one `step` (main's training step) against a matrix product's GFLOP/s, and where the
+    rest of the step goes. The step's wall time includes its two CPU-time reads (`cpu_seconds`, ~1.5 ms each here)."""
     import statistics
     from collections import defaultdict
 
@@ -157,13 +159,6 @@ def roofline(model: object, batch: dict, opt: object, dtype: object, steps: int,
         x @ y
         times.append(time.perf_counter() - t)
     peak = 2 * n**3 / min(times) / 1e9
-
-    def step() -> None:
-        preds = model(batch["img"])
-        loss, _ = model.loss(batch, preds)
-        loss.sum().backward()
-        opt.step()
-        opt.zero_grad()
 
     walls = []
     for _ in range(steps):
